@@ -1,0 +1,1 @@
+"""The orchestrator's command line: ``python -m include.cli <command>`` (``make help`` lists them)."""

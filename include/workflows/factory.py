@@ -1,0 +1,169 @@
+"""The one way to declare a workflow: :func:`domain_workflow`.
+
+Every DAG in ``dags/`` is built through it, so the domain policy (pool, priority, retries,
+concurrency, SLA alert, access control, docs, typed params) is applied by the platform and not
+re-typed, or forgotten, by each DAG author.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from airflow.configuration import conf
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, Param, dag
+
+from include.policies.loader import DomainPolicy, WorkflowKind, load_domain_policy
+
+ALERT_SMTP_CONN_ID = "smtp_alerts"
+ALERT_FROM = "orchestrator@secops.example"
+WORKFLOW_START = datetime(2026, 1, 1)
+
+# Permissions a domain's operator role gets on that domain's DAGs (FAB auth manager resources).
+OPERATOR_PERMISSIONS = {
+    "DAGs": {"can_read", "can_edit"},
+    "DAG Runs": {"can_read", "can_create", "can_edit"},
+}
+APPROVER_PERMISSIONS = {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
+
+_SLA_SUBJECT = (
+    "[SLA miss][{domain}] {{{{ dag_run.dag_id }}}} run {{{{ dag_run.dag_run_id }}}} "
+    "exceeded its {kind} SLA of {sla}"
+)
+_SLA_BODY = (
+    "<p>Domain: <b>{domain}</b><br>"
+    "Workflow: {{{{ dag_run.dag_id }}}}<br>"
+    "Run: {{{{ dag_run.dag_run_id }}}} (state {{{{ dag_run.state }}}})<br>"
+    "Correlation id: {{{{ dag_run.conf.correlation_id | default(dag_run.dag_run_id) }}}}<br>"
+    "Queued at: {{{{ dag_run.queued_at }}}}<br>"
+    "Deadline: {{{{ deadline.deadline_time }}}} ({kind} SLA {sla})<br>"
+    '<a href="{base_url}/dags/{{{{ dag_run.dag_id }}}}/runs/{{{{ dag_run.dag_run_id }}}}">Open the run</a></p>'
+)
+
+
+class WorkflowDefinitionError(ValueError):
+    """A workflow declaration breaks a platform rule; the message names the DAG and the rule."""
+
+
+def _check_params(dag_id: str, params: Mapping[str, Any] | None) -> dict[str, Param]:
+    """Every param must be a typed :class:`Param` so the UI trigger form and the REST API validate it."""
+    checked: dict[str, Param] = {}
+    for name, value in (params or {}).items():
+        if not isinstance(value, Param):
+            raise WorkflowDefinitionError(
+                f"DAG {dag_id}: param {name!r} must be an airflow.sdk.Param with a JSON-schema type, "
+                f"got {type(value).__name__}"
+            )
+        if "type" not in value.schema:
+            raise WorkflowDefinitionError(f"DAG {dag_id}: param {name!r} has no type in its schema")
+        checked[name] = value
+    return checked
+
+
+def sla_deadline(domain: DomainPolicy, kind: WorkflowKind) -> DeadlineAlert:
+    """A Deadline Alert that emails the domain's alert list when a run outlives its SLA."""
+    sla = domain.sla[kind]
+    base_url = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
+    fmt = {"domain": domain.name, "kind": kind.replace("_", " "), "sla": str(sla), "base_url": base_url}
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=sla,
+        callback=AsyncCallback(
+            SmtpNotifier,
+            kwargs={
+                "to": list(domain.alert_emails),
+                "from_email": ALERT_FROM,
+                "smtp_conn_id": ALERT_SMTP_CONN_ID,
+                "subject": _SLA_SUBJECT.format(**fmt),
+                "html_content": _SLA_BODY.format(**fmt),
+            },
+        ),
+        name=f"{domain.name}-{kind}-sla",
+    )
+
+
+def workflow_dag_kwargs(
+    *,
+    dag_id: str,
+    domain: str,
+    doc_md: str | None,
+    kind: WorkflowKind = "fast_path",
+    params: Mapping[str, Any] | None = None,
+    tags: tuple[str, ...] = (),
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The keyword arguments for ``DAG``/``@dag`` with the domain policy applied."""
+    if not doc_md or not doc_md.strip():
+        raise WorkflowDefinitionError(f"DAG {dag_id}: doc_md is required (say what the workflow does)")
+    policy = load_domain_policy()
+    domain_policy = policy.domain(domain)
+    forbidden = {"default_args", "access_control", "max_active_runs", "deadline"} & overrides.keys()
+    if forbidden:
+        raise WorkflowDefinitionError(
+            f"DAG {dag_id}: {', '.join(sorted(forbidden))} come from the domain policy and cannot be set here"
+        )
+    return {
+        "dag_id": dag_id,
+        "doc_md": doc_md,
+        "schedule": overrides.pop("schedule", None),
+        "start_date": overrides.pop("start_date", WORKFLOW_START),
+        "catchup": False,
+        "tags": sorted({domain_policy.tag, domain, f"kind:{kind}", *tags}),
+        "params": _check_params(dag_id, params),
+        "max_active_runs": domain_policy.max_active_runs,
+        "max_active_tasks": domain_policy.max_active_tasks,
+        "deadline": sla_deadline(domain_policy, kind),
+        "access_control": {
+            domain_policy.operator_role: OPERATOR_PERMISSIONS,
+            domain_policy.approver_role: APPROVER_PERMISSIONS,
+        },
+        "default_args": {
+            "owner": domain_policy.owner,
+            "pool": domain_policy.pool,
+            "priority_weight": domain_policy.priority_weight,
+            # Absolute weights: a domain's priority must not grow with the size of a DAG, or a long
+            # bulk support DAG would outrank a short SOC containment DAG.
+            "weight_rule": "absolute",
+            "retries": policy.defaults.retries,
+            "retry_delay": policy.defaults.retry_delay,
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": policy.defaults.max_retry_delay,
+        },
+        **overrides,
+    }
+
+
+def domain_workflow(
+    *,
+    domain: str,
+    doc_md: str | None,
+    dag_id: str | None = None,
+    kind: WorkflowKind = "fast_path",
+    params: Mapping[str, Any] | None = None,
+    tags: tuple[str, ...] = (),
+    **overrides: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., DAG]]:
+    """Decorate a function that builds the tasks, like ``@dag``, with the domain policy applied.
+
+    :param domain: a domain declared in ``include/policies/domains.yaml``.
+    :param doc_md: what the workflow does, shown in the UI; required.
+    :param dag_id: defaults to ``<domain>_<function name>``.
+    :param kind: which SLA of the domain applies: ``fast_path`` or ``infrastructure_change``.
+    :param params: typed :class:`airflow.sdk.Param` objects for the trigger form.
+    """
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., DAG]:
+        kwargs = workflow_dag_kwargs(
+            dag_id=dag_id or f"{domain}_{func.__name__}",
+            domain=domain,
+            doc_md=doc_md,
+            kind=kind,
+            params=params,
+            tags=tags,
+            **overrides,
+        )
+        return dag(**kwargs)(func)
+
+    return decorator

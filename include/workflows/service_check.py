@@ -1,0 +1,69 @@
+"""A real check of the services a domain depends on, used by each domain's example DAG.
+
+The checks touch the real local services (Secrets Manager on the moto server, the SMTP relay) and
+never put a secret value in a log, an XCom or an exception: only its name, version and length.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from typing import Any
+
+from airflow.sdk import Param, task
+
+from include.workflows.factory import ALERT_SMTP_CONN_ID, domain_workflow
+
+DEMO_TENANTS = ["acme", "globex"]
+AWS_CONN_ID = "aws_default"
+
+
+def secret_name(tenant: str, domain: str) -> str:
+    """Secrets Manager name of a tenant's per-domain service-check credential."""
+    return f"orchestrator/{tenant}/{domain}/service-check"
+
+
+def service_check_workflow(*, domain: str, doc_md: str) -> Any:
+    """Build ``<domain>_service_check``: secrets reachable for the tenant, SMTP relay answers."""
+
+    @domain_workflow(
+        domain=domain,
+        dag_id=f"{domain}_service_check",
+        doc_md=doc_md,
+        params={
+            "tenant": Param(
+                "acme", type="string", enum=DEMO_TENANTS, description="Tenant whose credentials to check"
+            ),
+        },
+        tags=("service-check",),
+    )
+    def service_check() -> None:
+        @task
+        def check_tenant_secret(params: dict[str, Any] | None = None) -> dict[str, Any]:
+            from airflow.providers.amazon.aws.hooks.secrets_manager import SecretsManagerHook
+
+            name = secret_name(params["tenant"], domain)
+            client = SecretsManagerHook(aws_conn_id=AWS_CONN_ID).get_conn()
+            response = client.get_secret_value(SecretId=name)
+            value = response.get("SecretString") or ""
+            if not value:
+                raise ValueError(f"secret {name} exists but is empty")
+            return {"secret": name, "version_id": response["VersionId"], "length": len(value)}
+
+        @task
+        def check_smtp_relay() -> dict[str, Any]:
+            from airflow.sdk import BaseHook
+
+            connection = BaseHook.get_connection(ALERT_SMTP_CONN_ID)
+            with smtplib.SMTP(connection.host, connection.port, timeout=10) as smtp:
+                code, banner = smtp.noop()
+            if code != 250:
+                raise ConnectionError(f"SMTP relay {connection.host}:{connection.port} answered NOOP with {code}")
+            return {"smtp": f"{connection.host}:{connection.port}", "noop": code}
+
+        @task
+        def report(secret: dict[str, Any], smtp: dict[str, Any]) -> str:
+            return f"{domain}: secret {secret['secret']} v{secret['version_id'][:8]} ok; smtp {smtp['smtp']} ok"
+
+        report(check_tenant_secret(), check_smtp_relay())
+
+    return service_check()
