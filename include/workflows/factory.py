@@ -24,7 +24,7 @@ WORKFLOW_START = datetime(2026, 1, 1)
 # Permissions a domain's operator role gets on that domain's DAGs (FAB auth manager resources).
 OPERATOR_PERMISSIONS = {
     "DAGs": {"can_read", "can_edit"},
-    "DAG Runs": {"can_read", "can_create", "can_edit"},
+    "DAG Runs": {"can_read", "can_create"},
 }
 APPROVER_PERMISSIONS = {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
 

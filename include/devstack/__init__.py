@@ -1,0 +1,5 @@
+"""The local stack: PostgreSQL, moto server, SMTP sink and Airflow, started and stopped by PID.
+
+Used by ``make run`` (profile ``run``) and by the test session (profile ``test``); both bind to
+127.0.0.1 only and keep every file under ``.local/<profile>/`` in the repository.
+"""

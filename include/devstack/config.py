@@ -1,0 +1,84 @@
+"""Where each profile of the local stack lives: folders and loopback ports."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(os.environ.get("ORCH_VENV_BIN", REPO_ROOT / ".venv" / "bin"))
+HOST = "127.0.0.1"
+REGION = "eu-west-1"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    api_port: int
+    pg_port: int
+    moto_port: int
+    smtp_port: int
+
+    @property
+    def root(self) -> Path:
+        return REPO_ROOT / ".local" / self.name
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def maildir(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "pids"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    @property
+    def moto_url(self) -> str:
+        return f"http://{HOST}:{self.moto_port}"
+
+    @property
+    def db_url(self) -> str:
+        return f"postgresql+psycopg2://airflow@{HOST}:{self.pg_port}/airflow"
+
+    def local_secret(self, name: str, generate: Callable[[], str] | None = None) -> str:
+        """A random value generated once per profile (0600 file), e.g. the admin password."""
+        path = self.root / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.write_text(generate() if generate else secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def _port(var: str, default: int) -> int:
+    return int(os.environ.get(var, default))
+
+
+PROFILES = {
+    "run": Profile(
+        name="run",
+        api_port=_port("ORCH_API_PORT", 8080),
+        pg_port=_port("ORCH_PG_PORT", 55432),
+        moto_port=_port("ORCH_MOTO_PORT", 5050),
+        smtp_port=_port("ORCH_SMTP_PORT", 2525),
+    ),
+    "test": Profile(name="test", api_port=18080, pg_port=55442, moto_port=15050, smtp_port=12525),
+}

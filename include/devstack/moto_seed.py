@@ -1,0 +1,74 @@
+"""Seed the moto server with what a fresh deployment would find in AWS Secrets Manager.
+
+- ``airflow/connections/<conn_id>``: the platform's connections (read by Airflow's
+  SecretsManagerBackend; nothing is stored in the Airflow DB or in environment variables);
+- ``orchestrator/<tenant>/<domain>/service-check``: one credential per demo tenant and domain, so
+  credentials are scoped per tenant and per department from day one.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import boto3
+from botocore.exceptions import ClientError
+
+from include.devstack.config import HOST, REGION, Profile
+from include.policies.loader import load_domain_policy
+from include.workflows.service_check import DEMO_TENANTS, secret_name
+
+# moto accepts any key pair; these are not credentials of any real account.
+MOTO_ACCESS_KEY = "testing"
+MOTO_SECRET_KEY = "testing"  # noqa: S105 - moto's documented dummy key
+
+
+def secrets_client(profile: Profile) -> object:
+    return boto3.client(
+        "secretsmanager",
+        endpoint_url=profile.moto_url,
+        region_name=REGION,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+    )
+
+
+def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
+    return {
+        "aws_default": {
+            "conn_type": "aws",
+            "login": MOTO_ACCESS_KEY,
+            "password": MOTO_SECRET_KEY,
+            "extra": {"endpoint_url": profile.moto_url, "region_name": REGION},
+        },
+        "smtp_alerts": {
+            "conn_type": "smtp",
+            "host": HOST,
+            "port": profile.smtp_port,
+            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "orchestrator@secops.example"},
+        },
+    }
+
+
+def _put(client: object, name: str, value: str) -> None:
+    try:
+        client.create_secret(Name=name, SecretString=value)  # type: ignore[attr-defined]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceExistsException":
+            raise
+
+
+def seed(profile: Profile) -> list[str]:
+    """Create the secrets if missing (idempotent); return their names."""
+    client = secrets_client(profile)
+    names = []
+    for conn_id, connection in platform_connections(profile).items():
+        name = f"airflow/connections/{conn_id}"
+        _put(client, name, json.dumps(connection))
+        names.append(name)
+    for tenant in DEMO_TENANTS:
+        for domain in load_domain_policy().domains:
+            name = secret_name(tenant, domain)
+            _put(client, name, json.dumps({"token": secrets.token_urlsafe(24)}))
+            names.append(name)
+    return names

@@ -1,0 +1,117 @@
+"""Start services in their own process group, remember their PID, stop them by that PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+class ServiceError(RuntimeError):
+    """A local service failed to start or to become ready; the message says which and where to look."""
+
+
+def pid_file(pids_dir: Path, name: str) -> Path:
+    return pids_dir / f"{name}.pid"
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    *,
+    pids_dir: Path,
+    logs_dir: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` detached in a new session; output goes to ``<logs_dir>/<name>.log``."""
+    pids_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    log = (logs_dir / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        list(argv),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    log.close()
+    pid_file(pids_dir, name).write_text(str(process.pid))
+    return process
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return waited == 0
+
+
+def stop(name: str, *, pids_dir: Path, timeout: float = 20.0) -> bool:
+    """SIGTERM the process group recorded for ``name``, SIGKILL after ``timeout``; True if it ran."""
+    path = pid_file(pids_dir, name)
+    if not path.exists():
+        return False
+    pid = int(path.read_text())
+    path.unlink()
+    if not is_running(pid):
+        return False
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(pid):
+            return True
+        time.sleep(0.1)
+    _signal_group(pid, signal.SIGKILL)
+    return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def running_pid(name: str, *, pids_dir: Path) -> int | None:
+    path = pid_file(pids_dir, name)
+    if not path.exists():
+        return None
+    pid = int(path.read_text())
+    return pid if is_running(pid) else None
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(check: Callable[[], bool], *, what: str, timeout: float, log: Path | None = None) -> None:
+    """Poll ``check`` until it is true; on timeout raise with the tail of the service's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: S110 - a service that is still starting may refuse or reset
+            pass
+        time.sleep(0.3)
+    tail = ""
+    if log is not None and log.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+    raise ServiceError(f"{what} not ready after {timeout:.0f}s" + (f"; last lines of {log}:\n{tail}" if tail else ""))

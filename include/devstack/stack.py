@@ -1,0 +1,181 @@
+"""Start, watch and stop the whole local stack: ``python -m include.cli stack up|start|stop|status``.
+
+``up`` (what ``make run`` calls) starts everything, prints the UI URL and the login, and stops
+everything it started on Ctrl-C. ``start``/``stop`` do the same in two steps (the test session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from include.devstack import moto_seed, postgres, processes
+from include.devstack.airflow_env import ADMIN_USER, airflow_env
+from include.devstack.config import HOST, PROFILES, VENV_BIN, Profile
+from include.devstack.processes import ServiceError
+
+AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+AUX_SERVICES = ("moto", "smtp-sink")
+
+
+@dataclass
+class Stack:
+    profile: Profile
+    extra_bundles: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return airflow_env(self.profile, extra_bundles=self.extra_bundles)
+
+    @property
+    def admin_password(self) -> str:
+        return self.profile.local_secret("admin-password")
+
+    def _log(self, message: str) -> None:
+        print(f"[stack:{self.profile.name}] {message}", flush=True)
+
+    def _run(self, what: str, argv: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> str:
+        result = subprocess.run(
+            argv, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"{what} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n"
+                               f"{result.stderr[-4000:]}")
+        return result.stdout
+
+    def start(self, *, fresh: bool = False) -> None:
+        """Start every service; ``fresh`` wipes the database and mail first (tests)."""
+        started = time.monotonic()
+        self.profile.root.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            self.stop(quiet=True)
+            for path in self.profile.maildir.glob("*"):
+                path.unlink()
+        postgres.ensure_installed()
+        postgres.initialise(self.profile, fresh=fresh)
+        postgres.start(self.profile)
+        self._log(f"PostgreSQL on {HOST}:{self.profile.pg_port}")
+        self._start_moto()
+        self._start_smtp_sink()
+        self._prepare_airflow()
+        for component in AIRFLOW_COMPONENTS:
+            self._start_process(component, [str(VENV_BIN / "airflow"), component])
+        processes.wait_until(self._healthy, what="Airflow API server and components", timeout=180,
+                             log=self.profile.logs / "api-server.log")
+        self._log(f"ready in {time.monotonic() - started:.1f}s")
+
+    def _start_process(self, name: str, argv: list[str]) -> None:
+        if processes.running_pid(name, pids_dir=self.profile.pids):
+            return
+        processes.start(name, argv, pids_dir=self.profile.pids, logs_dir=self.profile.logs, env=self.env)
+
+    def _start_moto(self) -> None:
+        self._start_process("moto", [str(VENV_BIN / "moto_server"), "-H", HOST, "-p", str(self.profile.moto_port)])
+        processes.wait_until(lambda: processes.port_open(HOST, self.profile.moto_port), what="moto server",
+                             timeout=60, log=self.profile.logs / "moto.log")
+        names = moto_seed.seed(self.profile)
+        self._log(f"moto server on {self.profile.moto_url}, {len(names)} secrets seeded")
+
+    def _start_smtp_sink(self) -> None:
+        self._start_process("smtp-sink", [sys.executable, "-m", "include.devstack.smtp_sink", "--host", HOST,
+                                          "--port", str(self.profile.smtp_port),
+                                          "--maildir", str(self.profile.maildir)])
+        processes.wait_until(lambda: processes.port_open(HOST, self.profile.smtp_port), what="SMTP sink",
+                             timeout=30, log=self.profile.logs / "smtp-sink.log")
+        self._log(f"SMTP sink on {HOST}:{self.profile.smtp_port}, mail kept in {self.profile.maildir}")
+
+    def _prepare_airflow(self) -> None:
+        airflow = str(VENV_BIN / "airflow")
+        self._run("airflow db migrate", [airflow, "db", "migrate"], timeout=600)
+        self._run("policy sync", [sys.executable, "-m", "include.policies.sync"])
+        self._run("create admin", [sys.executable, "-m", "include.devstack.admin"],
+                  env={"ORCH_ADMIN_USER": ADMIN_USER, "ORCH_ADMIN_PASSWORD": self.admin_password})
+        self._log("metadata DB migrated, pools/roles synced from policy, admin user present")
+
+    def _healthy(self) -> bool:
+        response = requests.get(f"{self.profile.api_url}/api/v2/monitor/health", timeout=5)
+        if response.status_code != 200:
+            return False
+        health = response.json()
+        return all(health.get(part, {}).get("status") == "healthy"
+                   for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+
+    def dead_components(self) -> list[str]:
+        return [name for name in (*AUX_SERVICES, *AIRFLOW_COMPONENTS)
+                if processes.running_pid(name, pids_dir=self.profile.pids) is None]
+
+    def stop(self, *, quiet: bool = False) -> None:
+        """Stop everything this profile started, each by its own PID."""
+        for name in (*reversed(AIRFLOW_COMPONENTS), *AUX_SERVICES):
+            if processes.stop(name, pids_dir=self.profile.pids) and not quiet:
+                self._log(f"stopped {name}")
+        if postgres.stop(self.profile) and not quiet:
+            self._log("stopped PostgreSQL")
+
+    def status(self) -> dict[str, int | None]:
+        state: dict[str, int | None] = {
+            name: processes.running_pid(name, pids_dir=self.profile.pids)
+            for name in (*AUX_SERVICES, *AIRFLOW_COMPONENTS)
+        }
+        state["postgres"] = postgres.postmaster_pid(self.profile) if postgres.is_running(self.profile) else None
+        return state
+
+
+@contextmanager
+def running(stack: Stack, *, fresh: bool = False) -> Iterator[Stack]:
+    try:
+        stack.start(fresh=fresh)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _up(stack: Stack) -> int:
+    stop_requested = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop_requested.set())
+    with running(stack):
+        print(f"\nAirflow UI: {stack.profile.api_url}\n"
+              f"Log in as: {ADMIN_USER} / {stack.admin_password}\n"
+              f"(password kept in {stack.profile.root / 'secrets' / 'admin-password'})\n"
+              f"Mail sent by workflows: {stack.profile.maildir}\n"
+              f"Logs: {stack.profile.logs}\nPress Ctrl-C to stop everything.\n", flush=True)
+        while not stop_requested.wait(5):
+            dead = stack.dead_components()
+            if dead:
+                print(f"component(s) died: {', '.join(dead)}; see {stack.profile.logs}", file=sys.stderr)
+                return 1
+        print("stopping...", flush=True)
+    return 0
+
+
+def _handle(args: argparse.Namespace) -> int:
+    stack = Stack(PROFILES[args.profile])
+    if args.action == "up":
+        return _up(stack)
+    if args.action == "start":
+        stack.start(fresh=args.fresh)
+    elif args.action == "stop":
+        stack.stop()
+    else:
+        for name, pid in stack.status().items():
+            print(f"{name:14} {'running pid ' + str(pid) if pid else 'stopped'}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("stack", help="run the local stack (PostgreSQL, moto, SMTP sink, Airflow)")
+    parser.add_argument("action", choices=("up", "start", "stop", "status"))
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="run")
+    parser.add_argument("--fresh", action="store_true", help="wipe the database and mail first")
+    parser.set_defaults(handler=_handle)

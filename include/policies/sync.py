@@ -1,0 +1,117 @@
+"""Make Airflow match the domain policy: one pool per domain, the domain roles. Idempotent.
+
+``python -m include.cli policy-sync`` runs in the Airflow environment (it talks to the metadata
+DB), from ``make run``, from the test session and from a deployment job after migrations.
+Running it twice changes nothing the second time, and it says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any
+
+from include.policies.loader import Policy, load_domain_policy
+
+
+@dataclass
+class SyncReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    unmanaged: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return len(self.created) + len(self.updated)
+
+    def lines(self, kind: str) -> list[str]:
+        out = [f"{kind}: {len(self.created)} created, {len(self.updated)} updated, "
+               f"{len(self.unchanged)} unchanged"]
+        out += [f"  + {name}" for name in self.created]
+        out += [f"  ~ {name}" for name in self.updated]
+        if self.unmanaged:
+            out.append(f"  not in policy (left alone): {', '.join(self.unmanaged)}")
+        return out
+
+
+def _pool_description(policy: Policy, name: str) -> str:
+    domain = policy.domains[name]
+    return f"Domain {name} (managed by include/policies/domains.yaml): {domain.description}"
+
+
+def sync_pools(policy: Policy) -> SyncReport:
+    """Create or update one pool per domain with the policy's slot count.
+
+    Deferred tasks do not occupy pool slots (include_deferred=False): a connector that defers to
+    wait out a rate limit must not block its domain's other work; approval waits never do.
+    """
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+
+    report = SyncReport()
+    with create_session() as session:
+        existing = {pool.pool: pool for pool in Pool.get_pools(session=session)}
+        for name, domain in sorted(policy.domains.items()):
+            wanted = (domain.pool_slots, _pool_description(policy, name), False)
+            current = existing.get(domain.pool)
+            if current is not None and (current.slots, current.description, current.include_deferred) == wanted:
+                report.unchanged.append(domain.pool)
+                continue
+            (report.updated if current is not None else report.created).append(domain.pool)
+            Pool.create_or_update_pool(
+                domain.pool, slots=wanted[0], description=wanted[1], include_deferred=False, session=session
+            )
+        managed = {d.pool for d in policy.domains.values()} | {Pool.DEFAULT_POOL_NAME}
+        report.unmanaged = sorted(set(existing) - managed)
+    return report
+
+
+def policy_roles(policy: Policy) -> list[str]:
+    roles = {"auditor"}
+    for domain in policy.domains.values():
+        roles.update({domain.operator_role, domain.approver_role})
+    return sorted(roles)
+
+
+def sync_roles(policy: Policy) -> SyncReport:
+    """Create the domain operator/approver roles and the auditor role in the FAB auth manager.
+
+    Per-DAG permissions for these roles come from each DAG's ``access_control`` (set by the
+    workflow factory) when the DAG is synced; the role must exist first.
+    """
+    from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+    report = SyncReport()
+    with get_application_builder() as appbuilder:
+        for role in policy_roles(policy):
+            if appbuilder.sm.find_role(role) is None:
+                appbuilder.sm.add_role(role)
+                report.created.append(role)
+            else:
+                report.unchanged.append(role)
+    return report
+
+
+def _handle(args: argparse.Namespace) -> int:
+    policy = load_domain_policy()
+    pools = sync_pools(policy)
+    print("\n".join(pools.lines("pools")))
+    if not args.skip_roles:
+        roles = sync_roles(policy)
+        print("\n".join(roles.lines("roles")))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "policy-sync", help="create/update pools and roles from include/policies (needs the Airflow DB)"
+    )
+    parser.add_argument("--skip-roles", action="store_true", help="only sync pools")
+    parser.set_defaults(handler=_handle)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--skip-roles", action="store_true")
+    raise SystemExit(_handle(parser.parse_args()))
