@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-
 def ensure_admin(username: str, password: str) -> bool:
     """True if the user was created, False if it already existed."""
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
@@ -18,7 +15,3 @@ def ensure_admin(username: str, password: str) -> bool:
             raise RuntimeError(f"could not create user {username}")
         return True
 
-
-if __name__ == "__main__":
-    created = ensure_admin(os.environ["ORCH_ADMIN_USER"], os.environ["ORCH_ADMIN_PASSWORD"])
-    print("admin created" if created else "admin exists")

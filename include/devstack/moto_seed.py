@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from include.devstack.config import HOST, REGION, Profile
 from include.policies.loader import load_domain_policy
-from include.workflows.service_check import DEMO_TENANTS, secret_name
+from include.policies.tenants import secret_name, tenant_ids
 
 # moto accepts any key pair; these are not credentials of any real account.
 MOTO_ACCESS_KEY = "testing"
@@ -66,7 +66,7 @@ def seed(profile: Profile) -> list[str]:
         name = f"airflow/connections/{conn_id}"
         _put(client, name, json.dumps(connection))
         names.append(name)
-    for tenant in DEMO_TENANTS:
+    for tenant in tenant_ids():
         for domain in load_domain_policy().domains:
             name = secret_name(tenant, domain)
             _put(client, name, json.dumps({"token": secrets.token_urlsafe(24)}))

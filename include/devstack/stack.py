@@ -7,6 +7,7 @@ everything it started on Ctrl-C. ``start``/``stop`` do the same in two steps (th
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,8 +60,9 @@ class Stack:
         self.profile.root.mkdir(parents=True, exist_ok=True)
         if fresh:
             self.stop(quiet=True)
-            for path in self.profile.maildir.glob("*"):
-                path.unlink()
+            for folder in (self.profile.maildir, self.profile.airflow_home, self.profile.logs,
+                           self.profile.root / "dag_bundles"):
+                shutil.rmtree(folder, ignore_errors=True)
         postgres.ensure_installed()
         postgres.initialise(self.profile, fresh=fresh)
         postgres.start(self.profile)
@@ -70,9 +72,11 @@ class Stack:
         self._prepare_airflow()
         for component in AIRFLOW_COMPONENTS:
             self._start_process(component, [str(VENV_BIN / "airflow"), component])
+        began = time.monotonic()
         processes.wait_until(self._healthy, what="Airflow API server and components", timeout=180,
                              log=self.profile.logs / "api-server.log")
-        self._log(f"ready in {time.monotonic() - started:.1f}s")
+        self._log(f"Airflow healthy {time.monotonic() - began:.1f}s after start; stack ready in "
+                  f"{time.monotonic() - started:.1f}s")
 
     def _start_process(self, name: str, argv: list[str]) -> None:
         if processes.running_pid(name, pids_dir=self.profile.pids):
@@ -96,11 +100,12 @@ class Stack:
 
     def _prepare_airflow(self) -> None:
         airflow = str(VENV_BIN / "airflow")
+        began = time.monotonic()
         self._run("airflow db migrate", [airflow, "db", "migrate"], timeout=600)
-        self._run("policy sync", [sys.executable, "-m", "include.policies.sync"])
-        self._run("create admin", [sys.executable, "-m", "include.devstack.admin"],
+        self._log(f"metadata DB migrated in {time.monotonic() - began:.1f}s")
+        self._run("bootstrap (pools, roles, admin)", [sys.executable, "-m", "include.devstack.bootstrap"],
                   env={"ORCH_ADMIN_USER": ADMIN_USER, "ORCH_ADMIN_PASSWORD": self.admin_password})
-        self._log("metadata DB migrated, pools/roles synced from policy, admin user present")
+        self._log("pools/roles synced from policy, admin user present")
 
     def _healthy(self) -> bool:
         response = requests.get(f"{self.profile.api_url}/api/v2/monitor/health", timeout=5)

@@ -114,9 +114,9 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        where = f": line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(f"{path}:{where}: not valid YAML: {problem}") from None
+        raise PolicyError(f"{path}{where}: not valid YAML: {problem}") from None
 
 
 def validate_document(document: Any, source: Path) -> list[str]:

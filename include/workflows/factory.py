@@ -99,7 +99,9 @@ def workflow_dag_kwargs(
         raise WorkflowDefinitionError(f"DAG {dag_id}: doc_md is required (say what the workflow does)")
     policy = load_domain_policy()
     domain_policy = policy.domain(domain)
-    forbidden = {"default_args", "access_control", "max_active_runs", "deadline"} & overrides.keys()
+    forbidden = {
+        "default_args", "access_control", "max_active_runs", "max_active_tasks", "deadline"
+    } & overrides.keys()
     if forbidden:
         raise WorkflowDefinitionError(
             f"DAG {dag_id}: {', '.join(sorted(forbidden))} come from the domain policy and cannot be set here"

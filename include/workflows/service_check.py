@@ -11,15 +11,10 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
+from include.policies.tenants import secret_name, tenant_ids
 from include.workflows.factory import ALERT_SMTP_CONN_ID, domain_workflow
 
-DEMO_TENANTS = ["acme", "globex"]
 AWS_CONN_ID = "aws_default"
-
-
-def secret_name(tenant: str, domain: str) -> str:
-    """Secrets Manager name of a tenant's per-domain service-check credential."""
-    return f"orchestrator/{tenant}/{domain}/service-check"
 
 
 def service_check_workflow(*, domain: str, doc_md: str) -> Any:
@@ -31,7 +26,7 @@ def service_check_workflow(*, domain: str, doc_md: str) -> Any:
         doc_md=doc_md,
         params={
             "tenant": Param(
-                "acme", type="string", enum=DEMO_TENANTS, description="Tenant whose credentials to check"
+                "acme", type="string", enum=tenant_ids(), description="Tenant whose credentials to check"
             ),
         },
         tags=("service-check",),

@@ -1,0 +1,55 @@
+# Two commands on a fresh machine:
+#   make run   - the orchestrator with its local services (Ctrl-C stops everything)
+#   make test  - lint, policy checks and the whole test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint policy-check unit e2e bench change-summary stop clean help
+
+help:
+	@echo "make run | make test | make lint | make policy-check | make unit | make e2e | make bench | make stop | make clean"
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack up --profile run
+
+stop:
+	PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack stop --profile run
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+policy-check: install
+	PYTHONPATH=$(CURDIR) $(PY) -m include.cli policy-check
+
+unit: install
+	$(PY) -m pytest tests --ignore=tests/e2e
+
+e2e: install
+	$(PY) -m pytest tests/e2e
+
+test: install lint policy-check
+	$(PY) -m pytest tests
+
+bench: install
+	PYTHONPATH=$(CURDIR) $(PY) -m bench.burst --runs 200
+
+change-summary: install
+	PYTHONPATH=$(CURDIR) $(PY) -m include.cli change-summary --base main
+
+clean:
+	-PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack stop --profile run
+	-PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack stop --profile test
+	rm -rf .local .pytest_cache .ruff_cache .mypy_cache

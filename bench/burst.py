@@ -1,0 +1,92 @@
+"""Burst benchmark: N runs of one workflow triggered at once through the REST API.
+
+Prints trigger time, drain time, runs/minute and end states, and writes a JSON result. Used by
+the end-to-end suite (200 runs against the test stack) and by hand against ``make run``:
+``python -m bench.burst --runs 200`` (reads the admin password of the run profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from include.devstack.airflow_env import ADMIN_USER
+from include.devstack.api_client import TERMINAL_RUN_STATES, AirflowApi
+from include.devstack.config import PROFILES
+
+
+@dataclass
+class BurstResult:
+    dag_id: str
+    runs: int
+    trigger_seconds: float
+    total_seconds: float
+    runs_per_minute: float
+    states: dict[str, int]
+
+
+def _list_states(api: AirflowApi, dag_id: str, run_ids: set[str]) -> dict[str, str]:
+    states: dict[str, str] = {}
+    offset = 0
+    while True:
+        page = api.get(f"dags/{dag_id}/dagRuns", limit=100, offset=offset)
+        for run in page["dag_runs"]:
+            if run["dag_run_id"] in run_ids:
+                states[run["dag_run_id"]] = run["state"]
+        offset += 100
+        if offset >= page["total_entries"]:
+            return states
+
+
+def burst(api: AirflowApi, dag_id: str, runs: int, conf: dict[str, Any], *, timeout: float = 900) -> BurstResult:
+    prefix = f"burst_{int(time.time())}"
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        run_ids = set(pool.map(lambda i: api.trigger(dag_id, conf, run_id=f"{prefix}_{i:04d}"), range(runs)))
+    triggered = time.monotonic() - started
+    deadline = started + timeout
+    while True:
+        states = _list_states(api, dag_id, run_ids)
+        if len(states) == runs and all(s in TERMINAL_RUN_STATES for s in states.values()):
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    total = time.monotonic() - started
+    return BurstResult(
+        dag_id=dag_id,
+        runs=runs,
+        trigger_seconds=round(triggered, 1),
+        total_seconds=round(total, 1),
+        runs_per_minute=round(runs / total * 60, 1),
+        states=dict(Counter(states.get(r, "missing") for r in run_ids)),
+    )
+
+
+def report(result: BurstResult, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(asdict(result), indent=2))
+    print(f"burst {result.dag_id}: {result.runs} runs triggered in {result.trigger_seconds}s, all done in "
+          f"{result.total_seconds}s = {result.runs_per_minute} runs/min; states {result.states} -> {output}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--dag-id", default="support_service_check")
+    parser.add_argument("--profile", default="run", choices=sorted(PROFILES))
+    parser.add_argument("--output", type=Path, default=Path("bench/results/burst.json"))
+    args = parser.parse_args()
+    profile = PROFILES[args.profile]
+    api = AirflowApi(profile.api_url, ADMIN_USER, profile.local_secret("admin-password"))
+    report(burst(api, args.dag_id, args.runs, {"tenant": "acme"}), args.output)
+
+
+if __name__ == "__main__":
+    main()

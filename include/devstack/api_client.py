@@ -1,0 +1,98 @@
+"""A small client for Airflow's REST API (v2) as a person or a script would use it.
+
+Used by the end-to-end tests and the benchmarks; authenticates against the FAB auth manager's
+``/auth/token`` endpoint and renews the token when it expires.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+
+
+class ApiError(RuntimeError):
+    def __init__(self, method: str, path: str, response: requests.Response) -> None:
+        super().__init__(f"{method} {path} -> {response.status_code}: {response.text[:500]}")
+        self.status_code = response.status_code
+        self.body = response.text
+
+
+class AirflowApi:
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self._password = password
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._token: str | None = None
+
+    def _login(self) -> None:
+        response = self.session.post(
+            f"{self.base_url}/auth/token",
+            json={"username": self.username, "password": self._password},
+            timeout=self.timeout,
+        )
+        if response.status_code not in (200, 201):
+            raise ApiError("POST", "/auth/token", response)
+        self._token = response.json()["access_token"]
+
+    def request(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+        if self._token is None:
+            self._login()
+        url = f"{self.base_url}/api/v2/{path.lstrip('/')}"
+        response = self.session.request(
+            method, url, headers={"Authorization": f"Bearer {self._token}"}, timeout=self.timeout, **kwargs
+        )
+        if response.status_code == 401:
+            self._login()
+            response = self.session.request(
+                method, url, headers={"Authorization": f"Bearer {self._token}"}, timeout=self.timeout, **kwargs
+            )
+        if response.status_code not in expect:
+            raise ApiError(method, path, response)
+        return response.json() if response.content else None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        return self.request("POST", f"dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.get(f"dags/{dag_id}/dagRuns/{run_id}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        entry = self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        return entry["value"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float = 120, poll: float = 0.5) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.run(dag_id, run_id)
+            if run["state"] in TERMINAL_RUN_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {dag_id}/{run_id} still {run['state']} after {timeout:.0f}s")
+            time.sleep(poll)
+
+    def wait_for_dags(self, dag_ids: set[str], *, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = {d["dag_id"] for d in self.get("dags", limit=1000)["dags"]}
+            if dag_ids <= seen:
+                return
+            if time.monotonic() > deadline:
+                errors = self.get("importErrors")["import_errors"]
+                raise TimeoutError(f"DAGs not parsed after {timeout:.0f}s: {sorted(dag_ids - seen)}; "
+                                   f"import errors: {errors}")
+            time.sleep(1)

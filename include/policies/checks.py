@@ -1,0 +1,552 @@
+"""Policy as code: ``python -m include.cli policy-check`` (CI and pre-merge).
+
+Loads the domain policy and the DAG folder once (a :class:`DagBag`, no database, no network) and
+runs every rule in :data:`RULES`. A rule is one small function ``rule(context) -> list[Violation]``
+whose messages name the offending file, DAG and task, so a failing pull request says what to fix.
+Adding a rule is one function plus one entry in :data:`RULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import atexit
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import tokenize
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from include.policies.loader import DOMAINS_FILE, DomainPolicy, Policy, PolicyError, load_policy_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DAGS_FOLDER = REPO_ROOT / "dags"
+DEFAULT_INCLUDE_FOLDER = REPO_ROOT / "include"
+DEFAULT_PARSE_BUDGET_SECONDS = 2.0
+
+DOMAIN_TAG_PREFIX = "domain:"
+# Domain priorities are absolute: with Airflow's default "downstream" rule a long bulk DAG would
+# outrank a short containment DAG of a higher-priority domain.
+EXPECTED_WEIGHT_RULE = "absolute"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule. ``location`` is ``file``, ``file:line`` or ``file::dag_id[::task_id]``."""
+
+    rule: str
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.location}: {self.message}"
+
+
+@dataclass(frozen=True)
+class DagFolderScan:
+    """What one DagBag load of the DAG folder found."""
+
+    dags: list[Any]
+    import_errors: dict[Path, str]
+    parse_seconds: dict[Path, float]
+
+
+@dataclass
+class CheckContext:
+    """Inputs of every rule; the policy and the DagBag are loaded at most once, when first needed."""
+
+    dags_folder: Path
+    policy_file: Path = DOMAINS_FILE
+    parse_budget_seconds: float = DEFAULT_PARSE_BUDGET_SECONDS
+    secret_scan_roots: tuple[Path, ...] = ()
+    allowed_literals: list[str] = field(default_factory=list)
+
+    @cached_property
+    def _policy_load(self) -> tuple[Policy | None, list[str]]:
+        try:
+            return load_policy_file(self.policy_file), []
+        except PolicyError as exc:
+            lines = str(exc).splitlines()
+            # A multi-line PolicyError is a header plus one indented line per problem.
+            return None, [line.strip() for line in lines[1:]] if len(lines) > 1 else lines
+
+    @property
+    def policy(self) -> Policy | None:
+        """The policy, or ``None`` when it is invalid (``policy-valid`` reports why)."""
+        return self._policy_load[0]
+
+    @property
+    def policy_problems(self) -> list[str]:
+        return self._policy_load[1]
+
+    @cached_property
+    def dag_scan(self) -> DagFolderScan:
+        return load_dag_folder(self.dags_folder)
+
+    def dags_with_domain(self) -> Iterator[tuple[Any, DomainPolicy]]:
+        """Each DAG with exactly one declared domain tag; the others are ``known-domain``'s business."""
+        if self.policy is None:
+            return
+        for dag in self.dag_scan.dags:
+            names = domain_tags(dag)
+            if len(names) == 1 and names[0] in self.policy.domains:
+                yield dag, self.policy.domains[names[0]]
+
+
+Rule = Callable[[CheckContext], list[Violation]]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def prepare_airflow_environment() -> None:
+    """Let Airflow import offline: a throw-away AIRFLOW_HOME, no example DAGs, the repo importable."""
+    if "AIRFLOW_HOME" not in os.environ:
+        home = tempfile.mkdtemp(prefix="policy-check-airflow-")
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        os.environ["AIRFLOW_HOME"] = home
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+
+
+def load_dag_folder(folder: Path) -> DagFolderScan:
+    """Parse every DAG file in ``folder`` in this process, keeping stdout clean for ``--format json``."""
+    prepare_airflow_environment()
+    folder = folder.resolve()
+    with contextlib.redirect_stdout(sys.stderr):
+        # Pre-import the shared workflow code, as the DAG processor does (parsing_pre_import_modules),
+        # so the first DAG file is not charged for importing Airflow and the providers.
+        with contextlib.suppress(Exception):
+            import include.workflows  # noqa: F401
+
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(str(folder), safe_mode=False)
+    return DagFolderScan(
+        dags=sorted(bag.dags.values(), key=lambda dag: dag.dag_id),
+        import_errors={Path(path): trace for path, trace in bag.import_errors.items()},
+        parse_seconds={folder / stat.file: stat.duration.total_seconds() for stat in bag.dagbag_stats},
+    )
+
+
+def display_path(path: str | Path) -> str:
+    """A path relative to the working directory when inside it, so messages stay short."""
+    path = Path(path)
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(Path.cwd()))
+    return str(path)
+
+
+def dag_location(dag: Any, task_id: str | None = None) -> str:
+    location = f"{display_path(dag.fileloc)}::{dag.dag_id}"
+    return f"{location}::{task_id}" if task_id else location
+
+
+def domain_tags(dag: Any) -> list[str]:
+    """The domain names a DAG is tagged with (``domain:<name>``), sorted."""
+    return sorted(
+        tag.removeprefix(DOMAIN_TAG_PREFIX) for tag in dag.tags if tag.startswith(DOMAIN_TAG_PREFIX)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Rules
+
+
+def check_policy_valid(context: CheckContext) -> list[Violation]:
+    """The policy file validates; one violation per problem the loader names."""
+    location = display_path(context.policy_file)
+    return [Violation("policy-valid", location, problem) for problem in context.policy_problems]
+
+
+def check_dag_imports(context: CheckContext) -> list[Violation]:
+    """Every DAG file imports without error."""
+    violations = []
+    for path, trace in sorted(context.dag_scan.import_errors.items()):
+        last_line = next((line for line in reversed(trace.splitlines()) if line.strip()), "unknown error")
+        location = display_path(path)
+        violations.append(
+            Violation("dag-imports", location, f"DAG file {location} does not import: {last_line}")
+        )
+    return violations
+
+
+def _domain_tag_problem(dag: Any, policy: Policy) -> str | None:
+    names = domain_tags(dag)
+    declared = ", ".join(sorted(policy.domains))
+    if not names:
+        return f"DAG {dag.dag_id} has no domain tag (expected one of: {declared})"
+    if len(names) > 1:
+        tags = ", ".join(DOMAIN_TAG_PREFIX + name for name in names)
+        return f"DAG {dag.dag_id} has {len(names)} domain tags ({tags}); it must have exactly one"
+    if names[0] not in policy.domains:
+        return (
+            f"DAG {dag.dag_id} is tagged {DOMAIN_TAG_PREFIX}{names[0]} but {names[0]!r} is not a "
+            f"declared domain (declared: {declared})"
+        )
+    return None
+
+
+def check_known_domain(context: CheckContext) -> list[Violation]:
+    """Every DAG has exactly one ``domain:<name>`` tag naming a declared domain."""
+    if context.policy is None:
+        return []
+    violations = []
+    for dag in context.dag_scan.dags:
+        problem = _domain_tag_problem(dag, context.policy)
+        if problem:
+            violations.append(Violation("known-domain", dag_location(dag), problem))
+    return violations
+
+
+def check_domain_pool(context: CheckContext) -> list[Violation]:
+    """Every task runs in its DAG's domain pool, so per-domain concurrency quotas hold."""
+    violations = []
+    for dag, domain in context.dags_with_domain():
+        for task in dag.tasks:
+            if task.pool != domain.pool:
+                message = (
+                    f"DAG {dag.dag_id} task {task.task_id} runs in pool {task.pool!r}, "
+                    f"not its domain pool {domain.pool!r}"
+                )
+                violations.append(Violation("domain-pool", dag_location(dag, task.task_id), message))
+    return violations
+
+
+def _setting(value: Any) -> Any:
+    """Enum settings (``WeightRule.ABSOLUTE``) compared and shown by their plain value."""
+    return getattr(value, "value", value)
+
+
+def _expected_dag_settings(domain: DomainPolicy) -> dict[str, Any]:
+    return {"max_active_runs": domain.max_active_runs, "max_active_tasks": domain.max_active_tasks}
+
+
+def _expected_task_settings(domain: DomainPolicy) -> dict[str, Any]:
+    return {
+        "owner": domain.owner,
+        "priority_weight": domain.priority_weight,
+        "weight_rule": EXPECTED_WEIGHT_RULE,
+    }
+
+
+def _settings_violations(subject: str, location: str, obj: Any, expected: dict[str, Any]) -> list[Violation]:
+    violations = []
+    for name, wanted in expected.items():
+        actual = _setting(getattr(obj, name, None))
+        if actual != wanted:
+            message = f"{subject} has {name} {actual!r}, not its domain {name} {wanted!r}"
+            violations.append(Violation("domain-settings", location, message))
+    return violations
+
+
+def check_domain_settings(context: CheckContext) -> list[Violation]:
+    """DAG and task settings match the domain policy (DAGs built without, or overriding, the factory)."""
+    violations = []
+    for dag, domain in context.dags_with_domain():
+        violations += _settings_violations(
+            f"DAG {dag.dag_id}", dag_location(dag), dag, _expected_dag_settings(domain)
+        )
+        for task in dag.tasks:
+            subject = f"DAG {dag.dag_id} task {task.task_id}"
+            location = dag_location(dag, task.task_id)
+            violations += _settings_violations(subject, location, task, _expected_task_settings(domain))
+    return violations
+
+
+def check_no_literal_secrets(context: CheckContext) -> list[Violation]:
+    """No credential is written into a DAG or platform file; opted-out lines are counted."""
+    violations = []
+    for path in files_to_scan(context.secret_scan_roots):
+        for finding in find_literal_secrets(path):
+            location = f"{display_path(path)}:{finding.line}"
+            if finding.allowed:
+                context.allowed_literals.append(location)
+            else:
+                message = f"{display_path(path)} line {finding.line}: {finding.description}"
+                violations.append(Violation("no-literal-secrets", location, message))
+    return violations
+
+
+def check_parse_budget(context: CheckContext) -> list[Violation]:
+    """Every DAG file parses within the budget (the DAG processor re-parses each file constantly)."""
+    budget = context.parse_budget_seconds
+    violations = []
+    for path, seconds in sorted(context.dag_scan.parse_seconds.items()):
+        if seconds > budget:
+            location = display_path(path)
+            message = f"DAG file {location} took {seconds:.2f} s to parse, over the {budget:.2f} s budget"
+            violations.append(Violation("parse-budget", location, message))
+    return violations
+
+
+RULES: list[Rule] = [
+    check_policy_valid,
+    check_dag_imports,
+    check_known_domain,
+    check_domain_pool,
+    check_domain_settings,
+    check_no_literal_secrets,
+    check_parse_budget,
+]
+
+
+def run_checks(context: CheckContext, rules: list[Rule] | None = None) -> list[Violation]:
+    return [violation for rule in (RULES if rules is None else rules) for violation in rule(context)]
+
+
+# --------------------------------------------------------------------------------------------
+# Literal secrets
+
+_SKIPPED_DIRS = {"__pycache__", ".git", ".venv", "node_modules", "tests", "testdata", "test_data"}
+_MAX_SCAN_BYTES = 1_000_000
+_OPT_OUT = re.compile(r"#\s*policy:\s*allow-literal\s+\S")
+# Names whose last word says "credential"; "token_name" or "secret_id" end in another word.
+_SUSPICIOUS_NAME = re.compile(
+    r"(?:^|_)(?:password|passwd|pwd|secret|token|api_?key|secret_(?:access_)?key|private_key)$"
+)
+_AWS_SECRET_KEY = re.compile(r"^[A-Za-z0-9/+]{40}$")
+_MIN_LITERAL_LENGTH = 8
+# (what, pattern, how many leading characters are safe to show)
+_VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
+    ("AWS access key id", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"), 4),
+    ("GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"), 4),
+    ("GitLab token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"), 6),
+    ("Slack token", re.compile(r"\bxox[baprs]-[A-Za-z0-9-]{10,}"), 5),
+)
+_PRIVATE_KEY = re.compile(r"-----BEGIN[A-Z0-9 ]* PRIVATE KEY-----")
+_URI_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^\s/:@'\"]+:)([^\s/@'\"]+)@")
+# key: value or key = value in YAML, INI, .env, Terraform, shell.
+_KEY_VALUE = re.compile(r"""([A-Za-z_][\w.-]*)["']?\s*[:=]\s*["']?([^\s"',#]+)""")
+
+
+@dataclass(frozen=True)
+class SecretFinding:
+    line: int
+    description: str
+    allowed: bool = False
+
+
+def mask(value: str, keep: int = 0) -> str:
+    """``AKIA1234...`` -> ``AKIA****************``: the kind stays recognisable, the secret does not."""
+    return value[:keep] + "*" * (len(value) - keep)
+
+
+def _is_placeholder(value: str) -> bool:
+    """Templates, environment references and masks are not literal credentials."""
+    return any(marker in value for marker in ("{", "$", "%(", "<")) or set(value) <= set("*x.")
+
+
+def _secrets_in_value(value: str) -> list[str]:
+    """Descriptions (masked) of credential patterns inside one string value."""
+    found = [
+        f"{what} {mask(match.group(0), keep)!r} in a literal"
+        for what, pattern, keep in _VALUE_PATTERNS
+        for match in pattern.finditer(value)
+    ]
+    found += [f"private key block {match.group(0)!r} in a literal" for match in _PRIVATE_KEY.finditer(value)]
+    for match in _URI_PASSWORD.finditer(value):
+        if not _is_placeholder(match.group(2)):
+            found.append(f"connection URI with an inline password {match.group(1) + mask(match.group(2))!r}")
+    return found
+
+
+def _assigned_secret(name: str, value: str) -> str | None:
+    """Describe ``name = "value"`` if it looks like a credential written into the code."""
+    normalised = name.lower().replace("-", "_")
+    if not _SUSPICIOUS_NAME.search(normalised):
+        return None
+    if len(value) < _MIN_LITERAL_LENGTH or any(c.isspace() for c in value) or _is_placeholder(value):
+        return None
+    if _secrets_in_value(value):
+        return None  # reported once, under its specific kind (token, key id, URI)
+    what = "AWS secret access key" if _AWS_SECRET_KEY.match(value) else "credential"
+    return f"literal {what} assigned to {name} ({mask(value)!r})"
+
+
+def _target_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        return str(node.slice.value)
+    return None
+
+
+def _str_value(node: ast.AST | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _named_literals(node: ast.AST) -> Iterator[tuple[str | None, ast.expr | None]]:
+    """(name, value node) pairs where a value is bound to a name: assignments, keywords, dict items."""
+    if isinstance(node, ast.Assign):
+        yield from ((_target_name(target), node.value) for target in node.targets)
+    elif isinstance(node, ast.AnnAssign):
+        yield _target_name(node.target), node.value
+    elif isinstance(node, ast.keyword):
+        yield node.arg, node.value
+    elif isinstance(node, ast.Dict):
+        yield from ((_str_value(key), value) for key, value in zip(node.keys, node.values, strict=True))
+    elif isinstance(node, ast.arguments):
+        positional = [*node.posonlyargs, *node.args]
+        yield from (
+            (a.arg, d) for a, d in zip(positional[-len(node.defaults) :], node.defaults, strict=False)
+        )
+        yield from ((a.arg, d) for a, d in zip(node.kwonlyargs, node.kw_defaults, strict=True))
+
+
+def _python_findings(source: str) -> Iterator[tuple[int, int, str]]:
+    """(first line, last line, description) of every literal credential in Python source."""
+    for node in ast.walk(ast.parse(source)):
+        for name, value_node in _named_literals(node):
+            value = _str_value(value_node)
+            assigned = _assigned_secret(name, value) if name and value is not None else None
+            if assigned and value_node is not None:
+                yield value_node.lineno, value_node.end_lineno or value_node.lineno, assigned
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for description in _secrets_in_value(node.value):
+                yield node.lineno, node.end_lineno or node.lineno, description
+
+
+def _python_comments(source: str) -> dict[int, str]:
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {tok.start[0]: tok.string for tok in tokens if tok.type == tokenize.COMMENT}
+
+
+def _text_findings(source: str) -> Iterator[tuple[int, int, str]]:
+    """Line-based scan for files that are not Python (YAML, Terraform, .env, SQL, ...)."""
+    for number, line in enumerate(source.splitlines(), start=1):
+        for description in _secrets_in_value(line):
+            yield number, number, description
+        for match in _KEY_VALUE.finditer(line):
+            assigned = _assigned_secret(match.group(1), match.group(2))
+            if assigned:
+                yield number, number, assigned
+
+
+def find_literal_secrets(path: Path) -> list[SecretFinding]:
+    """Every literal credential in one file, each marked allowed if its lines carry the opt-out."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []  # binary or unreadable: not source code
+    findings, comments = list(_text_findings(source)), dict(enumerate(source.splitlines(), start=1))
+    if path.suffix == ".py":
+        # A file that does not parse is still scanned, line by line (dag-imports reports the error).
+        with contextlib.suppress(SyntaxError, tokenize.TokenError):
+            findings, comments = list(_python_findings(source)), _python_comments(source)
+    return [
+        SecretFinding(first, description, allowed=_opted_out(comments, first, last))
+        for first, last, description in dict.fromkeys(findings)
+    ]
+
+
+def _opted_out(comments: dict[int, str], first: int, last: int) -> bool:
+    return any(_OPT_OUT.search(comments.get(line, "")) for line in range(first, last + 1))
+
+
+def files_to_scan(roots: tuple[Path, ...]) -> list[Path]:
+    """Regular files under ``roots``, skipping caches, virtualenvs and test data."""
+    files: set[Path] = set()
+    for root in roots:
+        candidates = [root] if root.is_file() else root.rglob("*")
+        for path in candidates:
+            relative = path.relative_to(root).parts if path != root else ()
+            if path.is_file() and not _SKIPPED_DIRS & set(relative[:-1]) and _small(path):
+                files.add(path.resolve())
+    return sorted(files)
+
+
+def _small(path: Path) -> bool:
+    return path.stat().st_size <= _MAX_SCAN_BYTES and path.suffix not in {".pyc", ".pyo"}
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def summary(context: CheckContext, violations: list[Violation]) -> dict[str, Any]:
+    """Everything ``--format json`` prints; the text format prints a one-line digest of it."""
+    parse_seconds = context.dag_scan.parse_seconds
+    return {
+        "ok": not violations,
+        "violations": [asdict(violation) for violation in violations],
+        "dags": len(context.dag_scan.dags),
+        "files": len(parse_seconds),
+        "parse_budget_seconds": context.parse_budget_seconds,
+        "parse_seconds": {display_path(path): round(secs, 4) for path, secs in sorted(parse_seconds.items())},
+        "allowed_literals": list(context.allowed_literals),
+    }
+
+
+def format_text(report: dict[str, Any]) -> list[str]:
+    if report["violations"]:
+        counts = Counter(violation["rule"] for violation in report["violations"])
+        lines = [str(Violation(**violation)) for violation in report["violations"]]
+        per_rule = ", ".join(f"{rule} {count}" for rule, count in sorted(counts.items()))
+        return [*lines, f"policy-check FAILED: {len(lines)} violation(s) ({per_rule})"]
+    times = report["parse_seconds"]
+    slowest = max(times, key=times.get, default=None)
+    slowest_text = f"slowest parse {times[slowest]:.2f} s ({slowest})" if slowest else "no files parsed"
+    return [
+        f"policy-check OK: {report['dags']} DAG(s) in {report['files']} file(s), {slowest_text}, "
+        f"budget {report['parse_budget_seconds']:.2f} s, "
+        f"{len(report['allowed_literals'])} literal(s) allowed by opt-out"
+    ]
+
+
+def handle(args: argparse.Namespace) -> int:
+    prepare_airflow_environment()
+    context = CheckContext(
+        dags_folder=Path(args.dags_folder),
+        policy_file=Path(args.policy),
+        parse_budget_seconds=args.parse_budget_seconds,
+        secret_scan_roots=(
+            Path(args.dags_folder),
+            *([Path(args.include_folder)] if args.include_folder else []),
+        ),
+    )
+    violations = run_checks(context)
+    report = summary(context, violations)
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(format_text(report)))
+    return 1 if violations else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "policy-check",
+        help="check the DAGs and the domain policy against the platform rules",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dags-folder", default=str(DEFAULT_DAGS_FOLDER), help="DAG folder to check")
+    parser.add_argument("--policy", default=str(DOMAINS_FILE), help="domain policy file")
+    parser.add_argument(
+        "--include-folder",
+        default=str(DEFAULT_INCLUDE_FOLDER),
+        help="shared code also scanned for literal secrets ('' to skip)",
+    )
+    parser.add_argument(
+        "--parse-budget-seconds",
+        type=float,
+        default=DEFAULT_PARSE_BUDGET_SECONDS,
+        help="maximum parse time per DAG file (Airflow's own import timeout is 30 s)",
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(handler=handle)

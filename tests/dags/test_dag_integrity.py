@@ -1,0 +1,91 @@
+"""Every file in dags/ parses offline and declares its DAGs the platform way.
+
+The authoritative rules (pools, domain settings, secrets, parse budget) are ``policy-check``'s;
+these tests give a DAG author a per-file, per-property answer in the pytest output.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from include.policies.checks import (
+    DEFAULT_DAGS_FOLDER,
+    DEFAULT_PARSE_BUDGET_SECONDS,
+    DagFolderScan,
+    load_dag_folder,
+)
+
+DAG_FILES = sorted(path for path in DEFAULT_DAGS_FOLDER.rglob("*.py") if "__pycache__" not in path.parts)
+# The owner Airflow gives a task nobody owns.
+AIRFLOW_DEFAULT_OWNER = "airflow"
+
+
+@cache
+def parsed(path: Path) -> DagFolderScan:
+    """One file parsed on its own, as the DAG processor does, so its import error and time are its own."""
+    return load_dag_folder(path)
+
+
+def dags_of(path: Path) -> list[Any]:
+    scan = parsed(path)
+    assert not scan.import_errors, f"{path.name} does not import"
+    return scan.dags
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(DEFAULT_DAGS_FOLDER))
+
+
+dag_files = pytest.mark.parametrize("path", DAG_FILES, ids=[relative(path) for path in DAG_FILES])
+
+
+@dag_files
+def test_imports_without_error(path, record_property):
+    scan = parsed(path)
+    seconds = sum(scan.parse_seconds.values())
+    record_property("parse_seconds", round(seconds, 4))  # tabled by conftest at the end
+
+    assert {str(file): error.splitlines()[-1] for file, error in scan.import_errors.items()} == {}
+    assert scan.dags, f"{relative(path)} defines no DAG"
+    assert seconds <= DEFAULT_PARSE_BUDGET_SECONDS, f"{relative(path)} took {seconds:.2f} s to parse"
+
+
+@dag_files
+def test_domain_tag(path):
+    for dag in dags_of(path):
+        domain_tags = [tag for tag in dag.tags if tag.startswith("domain:")]
+        assert len(domain_tags) == 1, f"DAG {dag.dag_id} has domain tags {domain_tags}"
+
+
+@dag_files
+def test_owner(path):
+    for dag in dags_of(path):
+        for task in dag.tasks:
+            assert task.owner, f"DAG {dag.dag_id} task {task.task_id} has no owner"
+            assert task.owner != AIRFLOW_DEFAULT_OWNER, f"DAG {dag.dag_id} task {task.task_id} has no owner"
+
+
+@dag_files
+def test_retries(path):
+    for dag in dags_of(path):
+        for task in dag.tasks:
+            assert task.retries >= 1, f"DAG {dag.dag_id} task {task.task_id} has retries={task.retries}"
+
+
+@dag_files
+def test_doc_md(path):
+    for dag in dags_of(path):
+        assert dag.doc_md, f"DAG {dag.dag_id} has no doc_md"
+        assert dag.doc_md.strip(), f"DAG {dag.dag_id} has a blank doc_md"
+
+
+@dag_files
+def test_params_typed(path):
+    for dag in dags_of(path):
+        for name in dag.params:
+            schema = dag.params.get_param(name).schema
+            assert "type" in schema, f"DAG {dag.dag_id} param {name!r} has no type"

@@ -1,0 +1,191 @@
+"""domain_workflow applies the domain policy and rejects declarations that would bypass it."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from airflow.sdk import DeadlineReference, Param, task
+
+from include.policies.loader import DOMAINS_FILE, PolicyError, load_domain_policy
+from include.workflows.factory import (
+    APPROVER_PERMISSIONS,
+    OPERATOR_PERMISSIONS,
+    WorkflowDefinitionError,
+    domain_workflow,
+    workflow_dag_kwargs,
+)
+
+DOC = "Test workflow: proves the domain policy is applied."
+
+
+def exactly(message: str) -> str:
+    return f"^{re.escape(message)}$"
+
+
+@pytest.fixture(scope="module")
+def soc_dag():
+    @domain_workflow(
+        domain="soc",
+        doc_md=DOC,
+        params={"host": Param("web-01", type="string", description="Host to isolate")},
+        tags=("containment",),
+    )
+    def isolate_host():
+        @task
+        def isolate():
+            return "isolated"
+
+        @task
+        def confirm(result):
+            return result
+
+        confirm(isolate())
+
+    return isolate_host()
+
+
+def test_dag_gets_domain_settings(soc_dag):
+    soc = load_domain_policy().domain("soc")
+
+    assert soc_dag.dag_id == "soc_isolate_host"
+    assert soc_dag.doc_md == DOC
+    assert soc_dag.max_active_runs == soc.max_active_runs
+    assert soc_dag.max_active_tasks == soc.max_active_tasks
+    assert soc_dag.catchup is False
+    assert soc_dag.tags == {"containment", "domain:soc", "kind:fast_path", "soc"}
+    assert soc_dag.access_control == {
+        "soc_operator": OPERATOR_PERMISSIONS,
+        "soc_approver": APPROVER_PERMISSIONS,
+    }
+
+
+def test_every_task_gets_domain_task_settings(soc_dag):
+    policy = load_domain_policy()
+    soc = policy.domain("soc")
+
+    assert [task.task_id for task in soc_dag.tasks] == ["isolate", "confirm"]
+    for task_ in soc_dag.tasks:
+        assert task_.pool == "soc"
+        assert task_.owner == soc.owner
+        assert task_.priority_weight == soc.priority_weight
+        assert task_.weight_rule == "absolute"
+        assert task_.retries == policy.defaults.retries
+        assert task_.retry_delay == policy.defaults.retry_delay
+        assert task_.retry_exponential_backoff
+        assert task_.max_retry_delay == policy.defaults.max_retry_delay
+
+
+def test_deadline_alerts_the_domain_when_the_sla_is_missed(soc_dag):
+    soc = load_domain_policy().domain("soc")
+
+    [deadline] = soc_dag.deadline
+    assert deadline.interval == soc.sla["fast_path"] == timedelta(minutes=5)
+    assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT
+    assert deadline.name == "soc-fast_path-sla"
+    assert deadline.callback.path == "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
+    kwargs = deadline.callback.kwargs
+    assert kwargs["to"] == ["soc-alerts@secops.example"] == list(soc.alert_emails)
+    assert kwargs["smtp_conn_id"] == "smtp_alerts"
+    assert kwargs["subject"] == (
+        "[SLA miss][soc] {{ dag_run.dag_id }} run {{ dag_run.dag_run_id }} "
+        "exceeded its fast path SLA of 0:05:00"
+    )
+
+
+def test_params_are_typed(soc_dag):
+    host = soc_dag.params.get_param("host")
+    assert host.schema == {"type": "string"}
+    assert host.description == "Host to isolate"
+    assert host.value == "web-01"
+
+
+def test_infrastructure_change_uses_its_own_sla():
+    kwargs = workflow_dag_kwargs(
+        dag_id="implementation_provision_tenant",
+        domain="implementation",
+        doc_md=DOC,
+        kind="infrastructure_change",
+    )
+
+    assert kwargs["deadline"].interval == timedelta(hours=4)
+    assert kwargs["deadline"].name == "implementation-infrastructure_change-sla"
+    assert "kind:infrastructure_change" in kwargs["tags"]
+
+
+def test_schedule_and_start_date_may_be_set():
+    kwargs = workflow_dag_kwargs(dag_id="hr_sync", domain="hr", doc_md=DOC, schedule="@daily")
+
+    assert kwargs["schedule"] == "@daily"
+    assert kwargs["default_args"]["pool"] == "hr"
+
+
+@pytest.mark.parametrize("doc_md", [None, "", "  \n "], ids=["none", "empty", "blank"])
+def test_doc_md_is_required(doc_md):
+    with pytest.raises(
+        WorkflowDefinitionError,
+        match=exactly("DAG hr_onboard: doc_md is required (say what the workflow does)"),
+    ):
+        workflow_dag_kwargs(dag_id="hr_onboard", domain="hr", doc_md=doc_md)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        pytest.param(
+            {"employee": "jdoe"},
+            "DAG hr_onboard: param 'employee' must be an airflow.sdk.Param with a JSON-schema type, got str",
+            id="plain-value",
+        ),
+        pytest.param(
+            {"employee": Param("jdoe")},
+            "DAG hr_onboard: param 'employee' has no type in its schema",
+            id="param-without-type",
+        ),
+    ],
+)
+def test_untyped_param_rejected(params, message):
+    with pytest.raises(WorkflowDefinitionError, match=exactly(message)):
+        workflow_dag_kwargs(dag_id="hr_onboard", domain="hr", doc_md=DOC, params=params)
+
+
+def test_unknown_domain_rejected_listing_declared_domains():
+    with pytest.raises(
+        PolicyError,
+        match=exactly(
+            f"unknown domain 'marketing': declared domains in {DOMAINS_FILE} are "
+            "hr, implementation, invoicing, soc, support"
+        ),
+    ):
+        workflow_dag_kwargs(dag_id="marketing_campaign", domain="marketing", doc_md=DOC)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        pytest.param({"default_args": {"pool": "default_pool"}}, "default_args", id="default_args"),
+        pytest.param({"access_control": {}}, "access_control", id="access_control"),
+        pytest.param({"max_active_runs": 500}, "max_active_runs", id="max_active_runs"),
+        pytest.param({"max_active_tasks": 500}, "max_active_tasks", id="max_active_tasks"),
+        pytest.param({"deadline": None}, "deadline", id="deadline"),
+        pytest.param({"deadline": None, "max_active_runs": 1}, "deadline, max_active_runs", id="several"),
+    ],
+)
+def test_policy_settings_cannot_be_overridden(overrides, names):
+    with pytest.raises(
+        WorkflowDefinitionError,
+        match=exactly(f"DAG support_bulk_update: {names} come from the domain policy and cannot be set here"),
+    ):
+        workflow_dag_kwargs(dag_id="support_bulk_update", domain="support", doc_md=DOC, **overrides)
+
+
+def test_decorator_validates_at_definition_time():
+    with pytest.raises(
+        WorkflowDefinitionError,
+        match=exactly("DAG soc_undocumented: doc_md is required (say what the workflow does)"),
+    ):
+
+        @domain_workflow(domain="soc", doc_md=None)
+        def undocumented():
+            pass
