@@ -27,9 +27,7 @@ stop:
 	PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack stop --profile run
 
 lint: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
+	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
 
 policy-check: install
 	PYTHONPATH=$(CURDIR) $(PY) -m include.cli policy-check
@@ -40,7 +38,7 @@ unit: install
 e2e: install
 	$(PY) -m pytest tests/e2e
 
-test: install lint policy-check
+test: install lint
 	$(PY) -m pytest tests
 
 bench: install

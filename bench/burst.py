@@ -44,7 +44,9 @@ def _list_states(api: AirflowApi, dag_id: str, run_ids: set[str]) -> dict[str, s
             return states
 
 
-def burst(api: AirflowApi, dag_id: str, runs: int, conf: dict[str, Any], *, timeout: float = 900) -> BurstResult:
+def burst(
+    api: AirflowApi, dag_id: str, runs: int, conf: dict[str, Any], *, timeout: float = 900
+) -> BurstResult:
     prefix = f"burst_{int(time.time())}"
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -72,8 +74,10 @@ def burst(api: AirflowApi, dag_id: str, runs: int, conf: dict[str, Any], *, time
 def report(result: BurstResult, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(asdict(result), indent=2))
-    print(f"burst {result.dag_id}: {result.runs} runs triggered in {result.trigger_seconds}s, all done in "
-          f"{result.total_seconds}s = {result.runs_per_minute} runs/min; states {result.states} -> {output}")
+    print(
+        f"burst {result.dag_id}: {result.runs} runs triggered in {result.trigger_seconds}s, all done in "
+        f"{result.total_seconds}s = {result.runs_per_minute} runs/min; states {result.states} -> {output}"
+    )
 
 
 def main() -> None:

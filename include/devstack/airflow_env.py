@@ -37,7 +37,8 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
     }
     settings = {
         "AIRFLOW_HOME": str(profile.airflow_home),
-        "PYTHONPATH": str(REPO_ROOT),
+        # The repo root for `include`, config/ for airflow_local_settings (cluster policies).
+        "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'config'}",
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
@@ -50,7 +51,9 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
         # GitOps: a merged workflow is live; pausing is an explicit operator action.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
-        "AIRFLOW__CORE__FERNET_KEY": profile.local_secret("fernet-key", lambda: Fernet.generate_key().decode()),
+        "AIRFLOW__CORE__FERNET_KEY": profile.local_secret(
+            "fernet-key", lambda: Fernet.generate_key().decode()
+        ),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{profile.api_url}/execution/",
         # Parse budget: a DAG file that takes longer than this is broken, not slow.
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "10",
@@ -68,7 +71,9 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(profile.root / "dag_bundles"),
-        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([local_bundle(), *(extra_bundles or [])]),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+            [local_bundle(), *(extra_bundles or [])]
+        ),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__METRICS__STATSD_ON": "False",

@@ -50,7 +50,11 @@ class AirflowApi:
         if response.status_code == 401:
             self._login()
             response = self.session.request(
-                method, url, headers={"Authorization": f"Bearer {self._token}"}, timeout=self.timeout, **kwargs
+                method,
+                url,
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=self.timeout,
+                **kwargs,
             )
         if response.status_code not in expect:
             raise ApiError(method, path, response)
@@ -75,7 +79,9 @@ class AirflowApi:
         entry = self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
         return entry["value"]
 
-    def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float = 120, poll: float = 0.5) -> dict[str, Any]:
+    def wait_for_run(
+        self, dag_id: str, run_id: str, *, timeout: float = 120, poll: float = 0.5
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             run = self.run(dag_id, run_id)
@@ -93,6 +99,7 @@ class AirflowApi:
                 return
             if time.monotonic() > deadline:
                 errors = self.get("importErrors")["import_errors"]
-                raise TimeoutError(f"DAGs not parsed after {timeout:.0f}s: {sorted(dag_ids - seen)}; "
-                                   f"import errors: {errors}")
+                raise TimeoutError(
+                    f"DAGs not parsed after {timeout:.0f}s: {sorted(dag_ids - seen)}; import errors: {errors}"
+                )
             time.sleep(1)

@@ -76,22 +76,56 @@ def start(profile: Profile) -> None:
         "-c synchronous_commit=off -c fsync=off -c full_page_writes=off"
     )
     result = subprocess.run(
-        _as_owner([str(PGBIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "server.log"),
-                   "-w", "-t", "60", "start"]),
+        _as_owner(
+            [
+                str(PGBIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(data / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
-        log = (data / "server.log").read_text(errors="replace")[-3000:] if (data / "server.log").exists() else ""
-        raise ServiceError(f"PostgreSQL did not start on {HOST}:{profile.pg_port}: {result.stderr.strip()}\n{log}")
+        log = (
+            (data / "server.log").read_text(errors="replace")[-3000:]
+            if (data / "server.log").exists()
+            else ""
+        )
+        raise ServiceError(
+            f"PostgreSQL did not start on {HOST}:{profile.pg_port}: {result.stderr.strip()}\n{log}"
+        )
     _create_database(profile)
 
 
 def _create_database(profile: Profile) -> None:
-    psql = [str(PGBIN / "psql"), "-h", HOST, "-p", str(profile.pg_port), "-U", DB_USER, "-d", "postgres", "-tAc"]
-    exists = subprocess.run([*psql, "SELECT 1 FROM pg_database WHERE datname='airflow'"],
-                            capture_output=True, text=True, check=True)
+    psql = [
+        str(PGBIN / "psql"),
+        "-h",
+        HOST,
+        "-p",
+        str(profile.pg_port),
+        "-U",
+        DB_USER,
+        "-d",
+        "postgres",
+        "-tAc",
+    ]
+    exists = subprocess.run(
+        [*psql, "SELECT 1 FROM pg_database WHERE datname='airflow'"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     if exists.stdout.strip() != "1":
         subprocess.run([*psql, "CREATE DATABASE airflow"], check=True, capture_output=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -81,10 +82,8 @@ def stop(name: str, *, pids_dir: Path, timeout: float = 20.0) -> bool:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def running_pid(name: str, *, pids_dir: Path) -> int | None:
@@ -114,4 +113,6 @@ def wait_until(check: Callable[[], bool], *, what: str, timeout: float, log: Pat
     tail = ""
     if log is not None and log.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    raise ServiceError(f"{what} not ready after {timeout:.0f}s" + (f"; last lines of {log}:\n{tail}" if tail else ""))
+    raise ServiceError(
+        f"{what} not ready after {timeout:.0f}s" + (f"; last lines of {log}:\n{tail}" if tail else "")
+    )

@@ -33,7 +33,7 @@ class MaildirHandler:
         self._lock = threading.Lock()
         self._count = sum(1 for _ in self.maildir.glob("*.eml"))
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self._count += 1
@@ -60,7 +60,7 @@ class StoredMessage:
     path: Path
 
     def message(self) -> email.message.EmailMessage:
-        return email.message_from_bytes(self.path.read_bytes(), policy=email.policy.default)  # type: ignore[return-value]
+        return email.message_from_bytes(self.path.read_bytes(), policy=email.policy.default)
 
     def body(self) -> str:
         part = self.message().get_body(preferencelist=("html", "plain"))
@@ -76,7 +76,9 @@ def read_messages(maildir: Path) -> list[StoredMessage]:
     for line in index.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         messages.append(
-            StoredMessage(record["mail_from"], record["rcpt_tos"], record["subject"], maildir / record["file"])
+            StoredMessage(
+                record["mail_from"], record["rcpt_tos"], record["subject"], maildir / record["file"]
+            )
         )
     return messages
 

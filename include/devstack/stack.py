@@ -45,13 +45,21 @@ class Stack:
     def _log(self, message: str) -> None:
         print(f"[stack:{self.profile.name}] {message}", flush=True)
 
-    def _run(self, what: str, argv: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> str:
+    def _run(
+        self, what: str, argv: list[str], timeout: float = 300, env: dict[str, str] | None = None
+    ) -> str:
         result = subprocess.run(
-            argv, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False
+            argv,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if result.returncode != 0:
-            raise ServiceError(f"{what} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n"
-                               f"{result.stderr[-4000:]}")
+            raise ServiceError(
+                f"{what} failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+            )
         return result.stdout
 
     def start(self, *, fresh: bool = False) -> None:
@@ -60,8 +68,12 @@ class Stack:
         self.profile.root.mkdir(parents=True, exist_ok=True)
         if fresh:
             self.stop(quiet=True)
-            for folder in (self.profile.maildir, self.profile.airflow_home, self.profile.logs,
-                           self.profile.root / "dag_bundles"):
+            for folder in (
+                self.profile.maildir,
+                self.profile.airflow_home,
+                self.profile.logs,
+                self.profile.root / "dag_bundles",
+            ):
                 shutil.rmtree(folder, ignore_errors=True)
         postgres.ensure_installed()
         postgres.initialise(self.profile, fresh=fresh)
@@ -73,10 +85,16 @@ class Stack:
         for component in AIRFLOW_COMPONENTS:
             self._start_process(component, [str(VENV_BIN / "airflow"), component])
         began = time.monotonic()
-        processes.wait_until(self._healthy, what="Airflow API server and components", timeout=180,
-                             log=self.profile.logs / "api-server.log")
-        self._log(f"Airflow healthy {time.monotonic() - began:.1f}s after start; stack ready in "
-                  f"{time.monotonic() - started:.1f}s")
+        processes.wait_until(
+            self._healthy,
+            what="Airflow API server and components",
+            timeout=180,
+            log=self.profile.logs / "api-server.log",
+        )
+        self._log(
+            f"Airflow healthy {time.monotonic() - began:.1f}s after start; stack ready in "
+            f"{time.monotonic() - started:.1f}s"
+        )
 
     def _start_process(self, name: str, argv: list[str]) -> None:
         if processes.running_pid(name, pids_dir=self.profile.pids):
@@ -84,18 +102,39 @@ class Stack:
         processes.start(name, argv, pids_dir=self.profile.pids, logs_dir=self.profile.logs, env=self.env)
 
     def _start_moto(self) -> None:
-        self._start_process("moto", [str(VENV_BIN / "moto_server"), "-H", HOST, "-p", str(self.profile.moto_port)])
-        processes.wait_until(lambda: processes.port_open(HOST, self.profile.moto_port), what="moto server",
-                             timeout=60, log=self.profile.logs / "moto.log")
+        self._start_process(
+            "moto", [str(VENV_BIN / "moto_server"), "-H", HOST, "-p", str(self.profile.moto_port)]
+        )
+        processes.wait_until(
+            lambda: processes.port_open(HOST, self.profile.moto_port),
+            what="moto server",
+            timeout=60,
+            log=self.profile.logs / "moto.log",
+        )
         names = moto_seed.seed(self.profile)
         self._log(f"moto server on {self.profile.moto_url}, {len(names)} secrets seeded")
 
     def _start_smtp_sink(self) -> None:
-        self._start_process("smtp-sink", [sys.executable, "-m", "include.devstack.smtp_sink", "--host", HOST,
-                                          "--port", str(self.profile.smtp_port),
-                                          "--maildir", str(self.profile.maildir)])
-        processes.wait_until(lambda: processes.port_open(HOST, self.profile.smtp_port), what="SMTP sink",
-                             timeout=30, log=self.profile.logs / "smtp-sink.log")
+        self._start_process(
+            "smtp-sink",
+            [
+                sys.executable,
+                "-m",
+                "include.devstack.smtp_sink",
+                "--host",
+                HOST,
+                "--port",
+                str(self.profile.smtp_port),
+                "--maildir",
+                str(self.profile.maildir),
+            ],
+        )
+        processes.wait_until(
+            lambda: processes.port_open(HOST, self.profile.smtp_port),
+            what="SMTP sink",
+            timeout=30,
+            log=self.profile.logs / "smtp-sink.log",
+        )
         self._log(f"SMTP sink on {HOST}:{self.profile.smtp_port}, mail kept in {self.profile.maildir}")
 
     def _prepare_airflow(self) -> None:
@@ -103,8 +142,11 @@ class Stack:
         began = time.monotonic()
         self._run("airflow db migrate", [airflow, "db", "migrate"], timeout=600)
         self._log(f"metadata DB migrated in {time.monotonic() - began:.1f}s")
-        self._run("bootstrap (pools, roles, admin)", [sys.executable, "-m", "include.devstack.bootstrap"],
-                  env={"ORCH_ADMIN_USER": ADMIN_USER, "ORCH_ADMIN_PASSWORD": self.admin_password})
+        self._run(
+            "bootstrap (pools, roles, admin)",
+            [sys.executable, "-m", "include.devstack.bootstrap"],
+            env={"ORCH_ADMIN_USER": ADMIN_USER, "ORCH_ADMIN_PASSWORD": self.admin_password},
+        )
         self._log("pools/roles synced from policy, admin user present")
 
     def _healthy(self) -> bool:
@@ -112,12 +154,17 @@ class Stack:
         if response.status_code != 200:
             return False
         health = response.json()
-        return all(health.get(part, {}).get("status") == "healthy"
-                   for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+        return all(
+            health.get(part, {}).get("status") == "healthy"
+            for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        )
 
     def dead_components(self) -> list[str]:
-        return [name for name in (*AUX_SERVICES, *AIRFLOW_COMPONENTS)
-                if processes.running_pid(name, pids_dir=self.profile.pids) is None]
+        return [
+            name
+            for name in (*AUX_SERVICES, *AIRFLOW_COMPONENTS)
+            if processes.running_pid(name, pids_dir=self.profile.pids) is None
+        ]
 
     def stop(self, *, quiet: bool = False) -> None:
         """Stop everything this profile started, each by its own PID."""
@@ -132,7 +179,9 @@ class Stack:
             name: processes.running_pid(name, pids_dir=self.profile.pids)
             for name in (*AUX_SERVICES, *AIRFLOW_COMPONENTS)
         }
-        state["postgres"] = postgres.postmaster_pid(self.profile) if postgres.is_running(self.profile) else None
+        state["postgres"] = (
+            postgres.postmaster_pid(self.profile) if postgres.is_running(self.profile) else None
+        )
         return state
 
 
@@ -150,11 +199,14 @@ def _up(stack: Stack) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop_requested.set())
     with running(stack):
-        print(f"\nAirflow UI: {stack.profile.api_url}\n"
-              f"Log in as: {ADMIN_USER} / {stack.admin_password}\n"
-              f"(password kept in {stack.profile.root / 'secrets' / 'admin-password'})\n"
-              f"Mail sent by workflows: {stack.profile.maildir}\n"
-              f"Logs: {stack.profile.logs}\nPress Ctrl-C to stop everything.\n", flush=True)
+        print(
+            f"\nAirflow UI: {stack.profile.api_url}\n"
+            f"Log in as: {ADMIN_USER} / {stack.admin_password}\n"
+            f"(password kept in {stack.profile.root / 'secrets' / 'admin-password'})\n"
+            f"Mail sent by workflows: {stack.profile.maildir}\n"
+            f"Logs: {stack.profile.logs}\nPress Ctrl-C to stop everything.\n",
+            flush=True,
+        )
         while not stop_requested.wait(5):
             dead = stack.dead_components()
             if dead:

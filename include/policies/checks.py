@@ -183,7 +183,7 @@ def check_dag_imports(context: CheckContext) -> list[Violation]:
     return violations
 
 
-def _domain_tag_problem(dag: Any, policy: Policy) -> str | None:
+def domain_tag_problem(dag: Any, policy: Policy) -> str | None:
     names = domain_tags(dag)
     declared = ", ".join(sorted(policy.domains))
     if not names:
@@ -205,7 +205,7 @@ def check_known_domain(context: CheckContext) -> list[Violation]:
         return []
     violations = []
     for dag in context.dag_scan.dags:
-        problem = _domain_tag_problem(dag, context.policy)
+        problem = domain_tag_problem(dag, context.policy)
         if problem:
             violations.append(Violation("known-domain", dag_location(dag), problem))
     return violations

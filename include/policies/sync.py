@@ -26,8 +26,10 @@ class SyncReport:
         return len(self.created) + len(self.updated)
 
     def lines(self, kind: str) -> list[str]:
-        out = [f"{kind}: {len(self.created)} created, {len(self.updated)} updated, "
-               f"{len(self.unchanged)} unchanged"]
+        out = [
+            f"{kind}: {len(self.created)} created, {len(self.updated)} updated, "
+            f"{len(self.unchanged)} unchanged"
+        ]
         out += [f"  + {name}" for name in self.created]
         out += [f"  ~ {name}" for name in self.updated]
         if self.unmanaged:
@@ -51,11 +53,14 @@ def sync_pools(policy: Policy) -> SyncReport:
 
     report = SyncReport()
     with create_session() as session:
-        existing = {pool.pool: pool for pool in Pool.get_pools(session=session)}
+        existing = {str(pool.pool): pool for pool in Pool.get_pools(session=session)}
         for name, domain in sorted(policy.domains.items()):
             wanted = (domain.pool_slots, _pool_description(policy, name), False)
             current = existing.get(domain.pool)
-            if current is not None and (current.slots, current.description, current.include_deferred) == wanted:
+            if (
+                current is not None
+                and (current.slots, current.description, current.include_deferred) == wanted
+            ):
                 report.unchanged.append(domain.pool)
                 continue
             (report.updated if current is not None else report.created).append(domain.pool)

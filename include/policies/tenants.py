@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 TENANTS_FILE = Path(__file__).resolve().parent / "tenants.yaml"
-SECRET_PREFIX = "orchestrator"
+NAMESPACE = "orchestrator"
 
 
 @cache
@@ -19,4 +19,4 @@ def tenant_ids() -> list[str]:
 
 def secret_name(tenant: str, domain: str, name: str = "service-check") -> str:
     """Secrets Manager name of a tenant's per-domain credential: ``orchestrator/<tenant>/<domain>/<name>``."""
-    return f"{SECRET_PREFIX}/{tenant}/{domain}/{name}"
+    return f"{NAMESPACE}/{tenant}/{domain}/{name}"

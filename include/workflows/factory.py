@@ -13,7 +13,9 @@ from typing import Any
 
 from airflow.configuration import conf
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, Param, dag
+from airflow.sdk import DAG, Param, dag
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from include.policies.loader import DomainPolicy, WorkflowKind, load_domain_policy
 
@@ -39,7 +41,8 @@ _SLA_BODY = (
     "Correlation id: {{{{ dag_run.conf.correlation_id | default(dag_run.dag_run_id) }}}}<br>"
     "Queued at: {{{{ dag_run.queued_at }}}}<br>"
     "Deadline: {{{{ deadline.deadline_time }}}} ({kind} SLA {sla})<br>"
-    '<a href="{base_url}/dags/{{{{ dag_run.dag_id }}}}/runs/{{{{ dag_run.dag_run_id }}}}">Open the run</a></p>'
+    '<a href="{base_url}/dags/{{{{ dag_run.dag_id }}}}/runs/{{{{ dag_run.dag_run_id }}}}">'
+    "Open the run</a></p>"
 )
 
 
@@ -100,7 +103,11 @@ def workflow_dag_kwargs(
     policy = load_domain_policy()
     domain_policy = policy.domain(domain)
     forbidden = {
-        "default_args", "access_control", "max_active_runs", "max_active_tasks", "deadline"
+        "default_args",
+        "access_control",
+        "max_active_runs",
+        "max_active_tasks",
+        "deadline",
     } & overrides.keys()
     if forbidden:
         raise WorkflowDefinitionError(
@@ -166,6 +173,6 @@ def domain_workflow(
             tags=tags,
             **overrides,
         )
-        return dag(**kwargs)(func)
+        return dag(**kwargs)(func)  # noqa: AIR002 - schedule is in kwargs (default None)
 
     return decorator

@@ -33,10 +33,10 @@ def service_check_workflow(*, domain: str, doc_md: str) -> Any:
     )
     def service_check() -> None:
         @task
-        def check_tenant_secret(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        def check_tenant_secret(tenant: str) -> dict[str, Any]:
             from airflow.providers.amazon.aws.hooks.secrets_manager import SecretsManagerHook
 
-            name = secret_name(params["tenant"], domain)
+            name = secret_name(tenant, domain)
             client = SecretsManagerHook(aws_conn_id=AWS_CONN_ID).get_conn()
             response = client.get_secret_value(SecretId=name)
             value = response.get("SecretString") or ""
@@ -49,16 +49,24 @@ def service_check_workflow(*, domain: str, doc_md: str) -> Any:
             from airflow.sdk import BaseHook
 
             connection = BaseHook.get_connection(ALERT_SMTP_CONN_ID)
-            with smtplib.SMTP(connection.host, connection.port, timeout=10) as smtp:
-                code, banner = smtp.noop()
+            if not connection.host:
+                raise ValueError(f"connection {ALERT_SMTP_CONN_ID} has no host")
+            with smtplib.SMTP(connection.host, connection.port or 25, timeout=10) as smtp:
+                code, _banner = smtp.noop()
             if code != 250:
-                raise ConnectionError(f"SMTP relay {connection.host}:{connection.port} answered NOOP with {code}")
+                raise ConnectionError(
+                    f"SMTP relay {connection.host}:{connection.port} answered NOOP with {code}"
+                )
             return {"smtp": f"{connection.host}:{connection.port}", "noop": code}
 
         @task
         def report(secret: dict[str, Any], smtp: dict[str, Any]) -> str:
-            return f"{domain}: secret {secret['secret']} v{secret['version_id'][:8]} ok; smtp {smtp['smtp']} ok"
+            return (
+                f"{domain}: secret {secret['secret']} v{secret['version_id'][:8]} ok; smtp {smtp['smtp']} ok"
+            )
 
-        report(check_tenant_secret(), check_smtp_relay())
+        secret: Any = check_tenant_secret(tenant="{{ params.tenant }}")
+        smtp: Any = check_smtp_relay()
+        report(secret, smtp)
 
     return service_check()

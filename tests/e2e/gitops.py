@@ -54,7 +54,10 @@ gitops_probe()
 def _git(cwd: Path, *args: str) -> str:
     result = subprocess.run(
         ["git", "-c", "user.name=CI", "-c", "user.email=ci@secops.example", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return result.stdout.strip()
 
@@ -84,6 +87,19 @@ class GitOpsRemote:
         _git(self.work, "commit", "-m", f"probe {version}")
         _git(self.work, "push", "origin", "main")
         return _git(self.work, "rev-parse", "HEAD")
+
+    def commit_file(self, relative: str, content: str | None, message: str) -> str:
+        """Add, change (content) or delete (None) one file on main and push it."""
+        path = self.work / relative
+        if content is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+        _git(self.work, "add", "-A")
+        _git(self.work, "commit", "-m", message)
+        _git(self.work, "push", "origin", "main")
+        return self.head()
 
     def head(self) -> str:
         return _git(self.work, "rev-parse", "HEAD")

@@ -16,5 +16,8 @@ def test_burst_of_200_runs_all_succeed(api: AirflowApi, stack: Stack) -> None:
     assert stack.dead_components() == []
     health = api.get("monitor/health")
     assert {k: v["status"] for k, v in health.items() if isinstance(v, dict)} == {
-        "metadatabase": "healthy", "scheduler": "healthy", "triggerer": "healthy", "dag_processor": "healthy"
+        "metadatabase": "healthy",
+        "scheduler": "healthy",
+        "triggerer": "healthy",
+        "dag_processor": "healthy",
     }

@@ -20,7 +20,9 @@ def _wait_for_bundle_version(api: AirflowApi, commit: str, timeout: float = 120)
     raise TimeoutError(f"bundle version {commit} not parsed within {timeout}s")
 
 
-def test_merged_change_reaches_new_runs_only(api: AirflowApi, stack: Stack, gitops_remote: GitOpsRemote) -> None:
+def test_merged_change_reaches_new_runs_only(
+    api: AirflowApi, stack: Stack, gitops_remote: GitOpsRemote
+) -> None:
     release = stack.profile.root / "gitops-release"
     release.unlink(missing_ok=True)
     conf = {"release_file": str(release)}

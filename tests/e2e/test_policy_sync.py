@@ -11,8 +11,14 @@ from include.policies.loader import load_domain_policy
 
 
 def _sync(stack: Stack) -> list[str]:
-    result = subprocess.run([sys.executable, "-m", "include.cli", "policy-sync"], env=stack.env,
-                            capture_output=True, text=True, check=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "include.cli", "policy-sync"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
     return result.stdout.splitlines()
 
 

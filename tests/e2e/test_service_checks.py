@@ -42,8 +42,13 @@ def test_service_check_succeeds_in_domain_pool(api: AirflowApi, service_check_ru
 
 
 def test_secret_values_never_reach_xcom_or_logs(api: AirflowApi, stack: Stack, service_check_runs) -> None:
-    client = boto3.client("secretsmanager", endpoint_url=stack.profile.moto_url, region_name=REGION,
-                          aws_access_key_id=MOTO_ACCESS_KEY, aws_secret_access_key=MOTO_SECRET_KEY)
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=stack.profile.moto_url,
+        region_name=REGION,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+    )
     tokens = {
         json.loads(client.get_secret_value(SecretId=secret_name("globex", d))["SecretString"])["token"]
         for d in DOMAINS

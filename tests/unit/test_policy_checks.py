@@ -303,7 +303,7 @@ PRIVATE_KEY_HEADER = "-----BEGIN " + "RSA PRIVATE KEY-----"
         ),
         pytest.param(
             f'KEY = """{PRIVATE_KEY_HEADER}\nMIIB\n"""\n',
-            "private key block '-----BEGIN RSA PRIVATE KEY-----' in a literal",
+            f"private key block '{PRIVATE_KEY_HEADER}' in a literal",
             id="private-key",
         ),
         pytest.param(
