@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +30,36 @@ class BurstResult:
     total_seconds: float
     runs_per_minute: float
     states: dict[str, int]
+    run_seconds_p50: float
+    run_seconds_p95: float
+    run_seconds_max: float
+    # run id -> seconds from queued to end (None while unfinished); not printed, used by tests
+    run_seconds: dict[str, float | None]
 
 
-def _list_states(api: AirflowApi, dag_id: str, run_ids: set[str]) -> dict[str, str]:
-    states: dict[str, str] = {}
+def _list_runs(api: AirflowApi, dag_id: str, run_ids: set[str]) -> dict[str, dict[str, Any]]:
+    runs: dict[str, dict[str, Any]] = {}
     offset = 0
     while True:
         page = api.get(f"dags/{dag_id}/dagRuns", limit=100, offset=offset)
-        for run in page["dag_runs"]:
-            if run["dag_run_id"] in run_ids:
-                states[run["dag_run_id"]] = run["state"]
+        runs.update({run["dag_run_id"]: run for run in page["dag_runs"] if run["dag_run_id"] in run_ids})
         offset += 100
         if offset >= page["total_entries"]:
-            return states
+            return runs
+
+
+def _seconds(run: dict[str, Any]) -> float | None:
+    if not run.get("end_date"):
+        return None
+    queued = datetime.fromisoformat(run["queued_at"])
+    return (datetime.fromisoformat(run["end_date"]) - queued).total_seconds()
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))], 1)
 
 
 def burst(
@@ -54,20 +72,25 @@ def burst(
     triggered = time.monotonic() - started
     deadline = started + timeout
     while True:
-        states = _list_states(api, dag_id, run_ids)
-        if len(states) == runs and all(s in TERMINAL_RUN_STATES for s in states.values()):
-            break
-        if time.monotonic() > deadline:
+        found = _list_runs(api, dag_id, run_ids)
+        done = [r for r in found.values() if r["state"] in TERMINAL_RUN_STATES]
+        if len(done) == runs or time.monotonic() > deadline:
             break
         time.sleep(2)
     total = time.monotonic() - started
+    run_seconds = {run_id: _seconds(found[run_id]) if run_id in found else None for run_id in run_ids}
+    finished = [s for s in run_seconds.values() if s is not None]
     return BurstResult(
         dag_id=dag_id,
         runs=runs,
         trigger_seconds=round(triggered, 1),
         total_seconds=round(total, 1),
         runs_per_minute=round(runs / total * 60, 1),
-        states=dict(Counter(states.get(r, "missing") for r in run_ids)),
+        states=dict(Counter(found[r]["state"] if r in found else "missing" for r in run_ids)),
+        run_seconds_p50=_percentile(finished, 50),
+        run_seconds_p95=_percentile(finished, 95),
+        run_seconds_max=_percentile(finished, 100),
+        run_seconds=run_seconds,
     )
 
 
