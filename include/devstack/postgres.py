@@ -16,24 +16,39 @@ from pathlib import Path
 from include.devstack.config import HOST, Profile
 from include.devstack.processes import ServiceError
 
-PG_VERSION = "15"
-PGBIN = Path(f"/usr/lib/postgresql/{PG_VERSION}/bin")
+DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 DB_USER = "airflow"
 
 
+def _installed_bin() -> Path | None:
+    """The newest Debian/Ubuntu PostgreSQL server binaries (15 on Debian 12), or ORCH_PGBIN."""
+    if os.environ.get("ORCH_PGBIN"):
+        return Path(os.environ["ORCH_PGBIN"])
+    candidates = [p.parent for p in DEBIAN_PG_ROOT.glob("*/bin/initdb")]
+    return max(candidates, key=lambda p: int(p.parent.name), default=None)
+
+
+def pg_bin() -> Path:
+    found = _installed_bin()
+    if found is None:
+        raise ServiceError("PostgreSQL server binaries not found under /usr/lib/postgresql")
+    return found
+
+
 def ensure_installed() -> None:
-    """Install Debian's PostgreSQL server if its binaries are missing (needs root, as on CI)."""
-    if (PGBIN / "initdb").exists():
+    """Install the distribution's PostgreSQL server if missing (as root, or through sudo)."""
+    if _installed_bin() is not None:
         return
+    prefix: list[str] = []
     if os.geteuid() != 0:
-        raise ServiceError(f"PostgreSQL {PG_VERSION} is not installed: run `sudo apt-get install postgresql`")
+        if shutil.which("sudo") is None:
+            raise ServiceError("PostgreSQL is not installed: run `apt-get install postgresql` as root")
+        prefix = ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql", "postgresql-client"],
-        check=True,
-        env=env,
-    )
+    subprocess.run([*prefix, "apt-get", "update", "-qq"], check=True, env=env)
+    packages = ["postgresql", "postgresql-client"]
+    install = [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+    subprocess.run(install, check=True, env=env)
 
 
 def _as_owner(argv: list[str]) -> list[str]:
@@ -60,7 +75,7 @@ def initialise(profile: Profile, *, fresh: bool) -> None:
     data.mkdir(parents=True, mode=0o700)
     _chown_postgres(data)
     subprocess.run(
-        _as_owner([str(PGBIN / "initdb"), "-D", str(data), "-A", "trust", "-U", DB_USER, "-E", "UTF8"]),
+        _as_owner([str(pg_bin() / "initdb"), "-D", str(data), "-A", "trust", "-U", DB_USER, "-E", "UTF8"]),
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -78,7 +93,7 @@ def start(profile: Profile) -> None:
     result = subprocess.run(
         _as_owner(
             [
-                str(PGBIN / "pg_ctl"),
+                str(pg_bin() / "pg_ctl"),
                 "-D",
                 str(data),
                 "-o",
@@ -109,7 +124,7 @@ def start(profile: Profile) -> None:
 
 def _create_database(profile: Profile) -> None:
     psql = [
-        str(PGBIN / "psql"),
+        str(pg_bin() / "psql"),
         "-h",
         HOST,
         "-p",
@@ -153,7 +168,7 @@ def stop(profile: Profile) -> bool:
     if not is_running(profile):
         return False
     subprocess.run(
-        _as_owner([str(PGBIN / "pg_ctl"), "-D", str(profile.pgdata), "-m", "fast", "-w", "stop"]),
+        _as_owner([str(pg_bin() / "pg_ctl"), "-D", str(profile.pgdata), "-m", "fast", "-w", "stop"]),
         check=False,
         capture_output=True,
     )

@@ -73,6 +73,7 @@ class Stack:
                 self.profile.airflow_home,
                 self.profile.logs,
                 self.profile.root / "dag_bundles",
+                self.profile.root / "results",
             ):
                 shutil.rmtree(folder, ignore_errors=True)
         postgres.ensure_installed()

@@ -6,6 +6,7 @@ every end-to-end test, stopped by PID at the end of the session.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -42,3 +43,15 @@ def api(stack: Stack) -> AirflowApi:
     client = AirflowApi(stack.profile.api_url, ADMIN_USER, stack.admin_password)
     client.wait_for_dags(SERVICE_CHECK_DAGS | {PROBE_DAG_ID})
     return client
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show the measured figures (burst throughput, ...) at the end of the run, also in CI logs."""
+    results = sorted((PROFILES["test"].root / "results").glob("*.json"))
+    if not results:
+        return
+    terminalreporter.section("measured figures")
+    for path in results:
+        data = json.loads(path.read_text())
+        figures = {k: v for k, v in data.items() if not isinstance(v, dict) or k == "states"}
+        terminalreporter.write_line(f"{path.stem}: {json.dumps(figures)}")
