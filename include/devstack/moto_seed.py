@@ -15,6 +15,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from include.devstack.config import HOST, REGION, Profile
+from include.devstack.request_tracker import rt_connection
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import secret_name, tenant_ids
 
@@ -41,6 +42,15 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
             "password": MOTO_SECRET_KEY,
             "extra": {"endpoint_url": profile.moto_url, "region_name": REGION},
         },
+        # The shared store of the connectors' rate-limit buckets (a database of the local cluster).
+        "ratelimit_store": {
+            "conn_type": "postgres",
+            "host": HOST,
+            "port": profile.pg_port,
+            "login": "airflow",
+            "schema": "ratelimit",
+        },
+        "rt_default": rt_connection(profile),
         "smtp_alerts": {
             "conn_type": "smtp",
             "host": HOST,

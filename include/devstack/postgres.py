@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -123,6 +124,13 @@ def start(profile: Profile) -> None:
 
 
 def _create_database(profile: Profile) -> None:
+    create_database(profile, "airflow")
+
+
+def create_database(profile: Profile, name: str) -> None:
+    """Create database ``name`` (owned by ``airflow``) in the running cluster unless it exists."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"database name must be a lower-case SQL identifier, got {name!r}")
     psql = [
         str(pg_bin() / "psql"),
         "-h",
@@ -136,13 +144,13 @@ def _create_database(profile: Profile) -> None:
         "-tAc",
     ]
     exists = subprocess.run(
-        [*psql, "SELECT 1 FROM pg_database WHERE datname='airflow'"],
+        [*psql, f"SELECT 1 FROM pg_database WHERE datname='{name}'"],  # noqa: S608 - name checked above
         capture_output=True,
         text=True,
         check=True,
     )
     if exists.stdout.strip() != "1":
-        subprocess.run([*psql, "CREATE DATABASE airflow"], check=True, capture_output=True)
+        subprocess.run([*psql, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
 
 
 def postmaster_pid(profile: Profile) -> int | None:

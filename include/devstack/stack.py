@@ -20,13 +20,14 @@ from typing import Any
 
 import requests
 
-from include.devstack import moto_seed, postgres, processes
+from include.devstack import aws_seed, moto_seed, postgres, processes, request_tracker
 from include.devstack.airflow_env import ADMIN_USER, airflow_env
-from include.devstack.config import HOST, PROFILES, VENV_BIN, Profile
+from include.devstack.config import HOST, PROFILES, REGION, VENV_BIN, Profile
 from include.devstack.processes import ServiceError
+from include.devstack.request_tracker import RequestTracker
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
-AUX_SERVICES = ("moto", "smtp-sink")
+AUX_SERVICES = ("moto", "smtp-sink", "request-tracker")
 
 
 @dataclass
@@ -79,7 +80,10 @@ class Stack:
         postgres.ensure_installed()
         postgres.initialise(self.profile, fresh=fresh)
         postgres.start(self.profile)
+        # The connectors' shared rate-limit buckets live in their own database of the cluster.
+        postgres.create_database(self.profile, "ratelimit")
         self._log(f"PostgreSQL on {HOST}:{self.profile.pg_port}")
+        self._start_request_tracker(fresh=fresh)
         self._start_moto()
         self._start_smtp_sink()
         self._prepare_airflow()
@@ -113,7 +117,20 @@ class Stack:
             log=self.profile.logs / "moto.log",
         )
         names = moto_seed.seed(self.profile)
-        self._log(f"moto server on {self.profile.moto_url}, {len(names)} secrets seeded")
+        tenant_items = aws_seed.seed_capability_roles(self.profile.moto_url, REGION)
+        self._log(
+            f"moto server on {self.profile.moto_url}, {len(names)} secrets seeded, "
+            f"{len(tenant_items)} capability roles/secrets in tenant accounts"
+        )
+
+    def _start_request_tracker(self, *, fresh: bool) -> None:
+        # Before the moto seed: the rt_default connection carries RT's token.
+        request_tracker.ensure_installed()
+        rt = RequestTracker(self.profile)
+        rt.start()
+        if fresh:
+            rt.reset()
+        self._log(f"Request Tracker 5 on {rt.url}")
 
     def _start_smtp_sink(self) -> None:
         self._start_process(

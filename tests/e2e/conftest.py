@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,13 @@ from include.devstack.stack import Stack
 from include.policies.loader import load_domain_policy
 from tests.e2e.gitops import PROBE_DAG_ID, GitOpsRemote
 
+# Test-only workflows (ticket lifecycle, crash-and-retry) in their own bundle, so dags/ holds
+# only the product's workflows.
+E2E_DAGS_BUNDLE = {
+    "name": "e2e-dags",
+    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+    "kwargs": {"path": str(Path(__file__).parent / "dags")},
+}
 SERVICE_CHECK_DAGS = {f"{domain}_service_check" for domain in load_domain_policy().domains}
 
 
@@ -30,7 +38,7 @@ def gitops_remote() -> GitOpsRemote:
 
 @pytest.fixture(scope="session")
 def stack(gitops_remote: GitOpsRemote) -> Iterator[Stack]:
-    stack = Stack(PROFILES["test"], extra_bundles=[gitops_remote.bundle_config()])
+    stack = Stack(PROFILES["test"], extra_bundles=[gitops_remote.bundle_config(), E2E_DAGS_BUNDLE])
     try:
         stack.start(fresh=True)
         yield stack

@@ -1,0 +1,222 @@
+"""Shared rate limit benchmark: N worker processes, one limit in PostgreSQL, a server that enforces it.
+
+Each process makes M calls through a :class:`~include.connectors.base.ConnectorHook` whose extras
+set ``rate_limit_per_second`` / ``rate_limit_burst`` to the server's limit and point
+``rate_limit_store_dsn`` at the shared store. The fault server (rate-enforcing mode) admits at most
+``limit`` requests per sliding window and answers 429 beyond it, so every 429 is a permit the
+shared limiter handed out too early.
+
+Achieved rate is the steady state: a sliding window lets the first ``limit`` calls through at once,
+so the rate is ``(admitted - limit) / span`` with ``span`` from the first to the last admitted
+request (a perfect limiter reaches exactly ``limit / window``). Prints the figures and writes
+``bench/results/ratelimit.json``. By hand (starts and stops a PostgreSQL cluster of its own):
+``python -m bench.ratelimit --processes 4 --calls 100``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from include.devstack import postgres
+from include.devstack.config import HOST, Profile
+from tests.support.fault_server import FaultServer, ReceivedRequest
+
+RESULTS = Path(__file__).parent / "results" / "ratelimit.json"
+BENCH_PROFILE = Profile(name="ratelimit-bench", api_port=0, pg_port=55463, moto_port=0, smtp_port=0)
+DATABASE = "ratelimit"
+START_TIMEOUT = 180.0
+
+
+@dataclass
+class RateLimitResult:
+    processes: int
+    calls_per_process: int
+    total_calls: int
+    failed_calls: int
+    elapsed_seconds: float
+    span_seconds: float
+    achieved_per_second: float
+    allowed_per_second: float
+    ratio: float
+    server_429s: int
+    server_admitted: int
+    max_admitted_in_window: int
+    min_window_slack_ms: float
+    client_retries: int
+    limiter_wait_seconds: float
+    safety_margin: float
+
+
+def store_dsn(profile: Profile) -> str:
+    return f"postgresql://{postgres.DB_USER}@{HOST}:{profile.pg_port}/{DATABASE}"
+
+
+def _bench_hook(conn_id: str, port: int, extras: dict[str, Any]) -> Any:
+    """A ConnectorHook for the fault server (imported here: only the worker processes need Airflow)."""
+    from airflow.sdk import Connection
+
+    from include.connectors.base import ConnectorHook
+
+    class BenchHook(ConnectorHook):
+        system = "bench"
+
+        def auth_headers(self) -> dict[str, str]:
+            return {}
+
+    hook = BenchHook(conn_id, tenant="bench")
+    connection = Connection(
+        conn_id=conn_id, conn_type="http", host=HOST, port=port, schema="http", extra=json.dumps(extras)
+    )
+    hook.__dict__["connection"] = connection  # fills the cached_property: no connection lookup
+    return hook
+
+
+def _worker(conn_id: str, port: int, extras: dict[str, Any], calls: int, barrier: Any, results: Any) -> None:
+    from include.connectors.errors import ConnectorError
+
+    hook = _bench_hook(conn_id, port, extras)
+    assert hook.limiter is not None
+    barrier.wait(START_TIMEOUT)
+    failed = 0
+    for call in range(calls):
+        try:
+            hook.request("GET", f"/bench/{os.getpid()}/{call}", operation="bench_call")
+        except ConnectorError:
+            failed += 1
+    results.put({"failed": failed, "retries": hook.retry_count, "waited": hook.limiter.waited_seconds})
+
+
+def _window_figures(received: list[ReceivedRequest], limit: int, window: float) -> tuple[int, float]:
+    """Most admitted requests in any server window, and the smallest slack over every request that
+    arrived, ``t[i + limit] - t[i] - window``: negative means the client sent one too early."""
+    admitted = sorted(r.arrived for r in received if r.outcome == 200)
+    in_window: deque[float] = deque()
+    most = 0
+    for arrived in admitted:
+        in_window.append(arrived)
+        while in_window[0] <= arrived - window:
+            in_window.popleft()
+        most = max(most, len(in_window))
+    arrivals = sorted(r.arrived for r in received)
+    slacks = [arrivals[i + limit] - arrivals[i] - window for i in range(len(arrivals) - limit)]
+    return most, min(slacks, default=float("nan")) * 1000
+
+
+def run(
+    dsn: str,
+    *,
+    processes: int = 4,
+    calls: int = 50,
+    limit: int = 20,
+    window_seconds: float = 1.0,
+    safety_margin: float = 0.0,
+) -> RateLimitResult:
+    """Run the benchmark against the store ``dsn`` with a fresh bucket; return the figures."""
+    os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="ratelimit-bench-airflow-"))
+    extras = {
+        "rate_limit_per_second": limit / window_seconds,
+        "rate_limit_burst": limit,
+        "rate_limit_store_dsn": dsn,
+        "rate_limit_max_wait_seconds": 60,
+        "rate_limit_safety_margin": safety_margin,
+    }
+    conn_id = f"bench_{uuid.uuid4().hex[:8]}"  # a bucket (table) of its own per run
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(processes + 1)
+    results = spawn.Queue()
+    with FaultServer() as server:
+        server.enforce_rate(limit, window_seconds)
+        workers = [
+            spawn.Process(target=_worker, args=(conn_id, server.port, extras, calls, barrier, results))
+            for _ in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        barrier.wait(START_TIMEOUT)
+        started = time.monotonic()
+        reports = [results.get(timeout=START_TIMEOUT + calls * processes) for _ in workers]
+        elapsed = time.monotonic() - started
+        for worker in workers:
+            worker.join(timeout=30)
+        received = server.requests
+        rejected = server.rejected
+    admitted = [r for r in received if r.outcome == 200]
+    span = max(r.arrived for r in admitted) - min(r.arrived for r in admitted)
+    achieved = (len(admitted) - limit) / span if span > 0 else float("nan")
+    allowed = limit / window_seconds
+    most, slack_ms = _window_figures(received, limit, window_seconds)
+    return RateLimitResult(
+        processes=processes,
+        calls_per_process=calls,
+        total_calls=processes * calls,
+        failed_calls=sum(r["failed"] for r in reports),
+        elapsed_seconds=round(elapsed, 3),
+        span_seconds=round(span, 3),
+        achieved_per_second=round(achieved, 3),
+        allowed_per_second=allowed,
+        ratio=round(achieved / allowed, 4),
+        server_429s=rejected,
+        server_admitted=len(admitted),
+        max_admitted_in_window=most,
+        min_window_slack_ms=round(slack_ms, 1),
+        client_retries=sum(r["retries"] for r in reports),
+        limiter_wait_seconds=round(sum(r["waited"] for r in reports), 3),
+        safety_margin=safety_margin,
+    )
+
+
+def report(result: RateLimitResult, path: Path = RESULTS) -> None:
+    print(
+        f"{result.total_calls} calls from {result.processes} processes in {result.elapsed_seconds:.2f}s "
+        f"({result.failed_calls} failed, {result.client_retries} client retries)\n"
+        f"achieved {result.achieved_per_second:.2f}/s (steady state over {result.span_seconds:.2f}s) "
+        f"of {result.allowed_per_second:.2f}/s allowed: ratio {result.ratio:.3f}\n"
+        f"server: {result.server_admitted} admitted, {result.server_429s} answered 429; at most "
+        f"{result.max_admitted_in_window} in one window, tightest window slack "
+        f"{result.min_window_slack_ms:.1f} ms (safety margin {result.safety_margin})"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    print(f"written to {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--calls", type=int, default=100, help="calls per process")
+    parser.add_argument("--limit", type=int, default=20, help="requests the server admits per window")
+    parser.add_argument("--window", type=float, default=1.0, help="the server's window in seconds")
+    parser.add_argument("--safety-margin", type=float, default=0.0)
+    parser.add_argument("--dsn", help="an existing store; default: a cluster of its own, stopped after")
+    args = parser.parse_args()
+    options = {
+        "processes": args.processes,
+        "calls": args.calls,
+        "limit": args.limit,
+        "window_seconds": args.window,
+        "safety_margin": args.safety_margin,
+    }
+    if args.dsn:
+        report(run(args.dsn, **options))
+        return
+    postgres.initialise(BENCH_PROFILE, fresh=True)
+    postgres.start(BENCH_PROFILE)
+    try:
+        postgres.create_database(BENCH_PROFILE, DATABASE)
+        report(run(store_dsn(BENCH_PROFILE), **options))
+    finally:
+        postgres.stop(BENCH_PROFILE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""AWS sessions per capability and tenant (SEC-1, SCALE-2): a step gets exactly one role, never the base keys.
+
+``capability_session("ticket-create", "acme", run_context=ctx)`` assumes
+``arn:aws:iam::<acme's account>:role/orchestrator-ticket-create`` for 15 minutes. The role lives in
+the tenant's own account (``tenants.yaml``) and grants only what ``capabilities.yaml`` lists, so a
+step of tenant A cannot reach tenant B's secrets even by ARN, and a ticketing step cannot apply
+Terraform. The session name and tags carry dag/task/run, tenant, capability and the correlation id,
+so CloudTrail in the tenant's account shows which workflow step made each call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.credentials import DeferredRefreshableCredentials
+
+from include.connectors.context import RunContext
+from include.policies.capabilities import get_capability, role_name
+from include.policies.tenants import tenant_account_id
+
+SESSION_DURATION_SECONDS = 900
+SESSION_NAME_MAX = 64
+TAG_VALUE_MAX = 256
+_HASH_CHARS = 8
+_SESSION_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]", re.ASCII)
+_TAG_VALUE_UNSAFE = re.compile(r"[^A-Za-z0-9 _.:/=+@-]")
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:_HASH_CHARS]
+
+
+def role_arn(capability: str, tenant: str) -> str:
+    """The capability's role in the tenant's account."""
+    return f"arn:aws:iam::{tenant_account_id(tenant)}:role/{role_name(capability)}"
+
+
+def role_session_name(run_context: RunContext) -> str:
+    """``<dag_id>.<task_id>.<sha256(run_id)[:8]>``, restricted to STS's ``[\\w+=,.@-]`` and 64 characters.
+
+    Deterministic, so every retry of a task shows up under the same name in CloudTrail. A
+    dag/task part too long to fit is cut and suffixed with a hash of the full part to stay unique.
+    """
+    run_hash = _short_hash(run_context.run_id)
+    raw_head = f"{run_context.dag_id}.{run_context.task_id}"
+    head = _SESSION_NAME_UNSAFE.sub("-", raw_head)
+    room = SESSION_NAME_MAX - len(run_hash) - 1
+    if len(head) > room:
+        head = f"{head[: room - _HASH_CHARS - 1]}-{_short_hash(raw_head)}"
+    return f"{head}.{run_hash}"
+
+
+def _tag_value(value: str) -> str:
+    # STS rejects the whole call for one bad character; a correlation id comes from trigger conf.
+    return _TAG_VALUE_UNSAFE.sub("-", value)[:TAG_VALUE_MAX]
+
+
+def assume_role_request(capability: str, tenant: str, run_context: RunContext) -> dict[str, Any]:
+    """The exact AssumeRole parameters for a step; pure, so tests and audit records can show them."""
+    get_capability(capability)  # an undeclared capability is a PolicyError, not a guessed role name
+    if tenant != run_context.tenant:
+        raise ValueError(
+            f"capability session for tenant {tenant!r} requested by a run of tenant {run_context.tenant!r}"
+        )
+    return {
+        "RoleArn": role_arn(capability, tenant),
+        "RoleSessionName": role_session_name(run_context),
+        "DurationSeconds": SESSION_DURATION_SECONDS,
+        "Tags": [
+            {"Key": "tenant", "Value": _tag_value(tenant)},
+            {"Key": "capability", "Value": _tag_value(capability)},
+            {"Key": "correlation_id", "Value": _tag_value(run_context.correlation_id)},
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class BaseAws:
+    """The platform's base credentials and endpoints, read from an Airflow connection."""
+
+    session: boto3.session.Session
+    region_name: str | None
+    endpoint_url_for: Callable[[str], str | None]
+
+
+def base_aws(aws_conn_id: str) -> BaseAws:
+    """Base session from the Airflow connection; reads the connection, but makes no AWS call."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook  # heavy: import on use only
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sts")
+    session = hook.get_session()
+    config = hook.conn_config
+    return BaseAws(
+        session=session,
+        region_name=config.region_name or session.region_name,
+        endpoint_url_for=config.get_service_endpoint_url,
+    )
+
+
+class _StepCredentials(DeferredRefreshableCredentials):
+    """botocore refreshes 15 minutes before expiry by default: with 900 s sessions that is every call.
+
+    Refresh 5 minutes before expiry (advisory, keeps the old credentials if STS fails) and at
+    2 minutes (mandatory) instead, so one AssumeRole serves a step for about 10 minutes.
+    """
+
+    _advisory_refresh_timeout = 5 * 60
+    _mandatory_refresh_timeout = 2 * 60
+
+
+def _assume(base: BaseAws, request: dict[str, Any]) -> dict[str, str]:
+    sts = base.session.client("sts", region_name=base.region_name, endpoint_url=base.endpoint_url_for("sts"))
+    credentials = sts.assume_role(**request)["Credentials"]
+    return {
+        "access_key": credentials["AccessKeyId"],
+        "secret_key": credentials["SecretAccessKey"],
+        "token": credentials["SessionToken"],
+        "expiry_time": credentials["Expiration"].isoformat(),
+    }
+
+
+def _session(request: dict[str, Any], base: BaseAws) -> boto3.session.Session:
+    """A session whose credentials come from AssumeRole on first use and are renewed before they expire.
+
+    Deferred: building it makes no AWS call; a long step (terraform apply) outlives the 15 minutes of
+    one AssumeRole because botocore refreshes the credentials with the same request.
+    """
+    credentials = _StepCredentials(refresh_using=partial(_assume, base, request), method="sts-assume-role")
+    botocore_session = botocore.session.get_session()
+    # botocore has no public setter; this is how Airflow's AwsBaseHook installs assume-role credentials.
+    botocore_session._credentials = credentials
+    return boto3.session.Session(botocore_session=botocore_session, region_name=base.region_name)
+
+
+def capability_session(
+    capability: str, tenant: str, *, run_context: RunContext, aws_conn_id: str = "aws_default"
+) -> boto3.session.Session:
+    """A boto3 session as ``orchestrator-<capability>`` in ``tenant``'s account (see the module docstring).
+
+    The request is checked (declared capability, the run's own tenant) before the connection is read.
+    Clients made from the session talk to AWS's default endpoints; against a local AWS (moto) use
+    :func:`capability_client`, which applies the connection's ``endpoint_url``.
+    """
+    request = assume_role_request(capability, tenant, run_context)
+    return _session(request, base_aws(aws_conn_id))
+
+
+def capability_client(
+    capability: str, tenant: str, service: str, *, run_context: RunContext, aws_conn_id: str = "aws_default"
+) -> Any:
+    """A client of ``service`` on a capability session, at the endpoint the Airflow connection names."""
+    request = assume_role_request(capability, tenant, run_context)
+    base = base_aws(aws_conn_id)
+    session = _session(request, base)
+    return session.client(service, region_name=base.region_name, endpoint_url=base.endpoint_url_for(service))

@@ -1,0 +1,195 @@
+"""The connector base every external system uses: one Airflow hook per system on top of it.
+
+What it gives a hook: lazy I/O (nothing happens in ``__init__``), credentials from the Airflow
+connection (so from the secrets backend), the shared per-connector and per-tenant rate limit,
+retries of transient failures only (429, 5xx, timeouts, connection errors) with ``Retry-After``
+honoured, immediate failure with the service's own message on other 4xx, and a retry count that
+operators report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import Any, ClassVar, TypeVar
+
+import requests
+from airflow.sdk.bases.hook import BaseHook
+
+from include.connectors.errors import PermanentError, TransientError
+from include.connectors.ratelimit import (
+    RateLimitSettings,
+    SharedRateLimiter,
+    bucket_key,
+    store_dsn,
+)
+from include.connectors.retry import RetryPolicy, call_with_retries, parse_retry_after
+
+T = TypeVar("T")
+USER_AGENT = "secops-orchestrator/0.1 (+airflow)"
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def service_message(response: requests.Response) -> str:
+    """The service's own error text (JSON ``message``/``errorMessages`` or the body), shortened."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason
+    if isinstance(body, Mapping):
+        for key in ("message", "errorMessage", "error", "detail"):
+            if body.get(key):
+                return str(body[key])[:500]
+        if body.get("errorMessages"):
+            return "; ".join(map(str, body["errorMessages"]))[:500]
+    return str(body)[:500]
+
+
+class ConnectorHook(BaseHook):
+    """Base hook for an HTTP API. Subclasses set ``system`` and implement :meth:`auth_headers`."""
+
+    system: ClassVar[str] = "http"
+    conn_name_attr = "conn_id"
+    default_conn_name = "http_default"
+    conn_type = "http"
+    hook_name = "Connector"
+
+    def __init__(self, conn_id: str | None = None, *, tenant: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id or self.default_conn_name
+        self.tenant = tenant
+        self.retry_count = 0
+
+    # --- lazily built from the connection ----------------------------------------------------
+    @cached_property
+    def connection(self) -> Any:
+        return self.get_connection(self.conn_id)
+
+    @cached_property
+    def extras(self) -> dict[str, Any]:
+        return dict(self.connection.extra_dejson)
+
+    @cached_property
+    def base_url(self) -> str:
+        conn = self.connection
+        scheme = conn.schema or "https"
+        port = f":{conn.port}" if conn.port else ""
+        return f"{scheme}://{conn.host}{port}{self.extras.get('base_path', '')}".rstrip("/")
+
+    @cached_property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy.from_extras(self.extras)
+
+    @cached_property
+    def timeout(self) -> float:
+        return float(self.extras.get("timeout_seconds", 30))
+
+    @cached_property
+    def limiter(self) -> SharedRateLimiter | None:
+        settings = RateLimitSettings.from_extras(self.extras)
+        buckets = []
+        if settings.connector is not None:
+            buckets.append((bucket_key(self.conn_id), settings.connector))
+        if settings.tenant is not None:
+            buckets.append((bucket_key(self.conn_id, self.tenant), settings.tenant))
+        if not buckets:
+            return None
+        return SharedRateLimiter(
+            buckets,
+            dsn=self.extras.get("rate_limit_store_dsn") or store_dsn(),
+            max_wait_seconds=settings.max_wait_seconds,
+            system=self.system,
+        )
+
+    @cached_property
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        session.headers.update(self.auth_headers())
+        return session
+
+    def auth_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    # --- the one way to call the service -----------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        expect: tuple[int, ...] = (200, 201),
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One logical call: rate-limited, retried on transient failures, errors classified.
+
+        ``retry=False`` makes one attempt only: for creates, which :meth:`create_once` retries
+        itself with a fresh search before every attempt.
+        """
+
+        def attempt() -> requests.Response:
+            if self.limiter is not None:
+                self.limiter.acquire(operation)
+            return self._send(method, path, operation=operation, expect=expect, **kwargs)
+
+        if not retry:
+            return attempt()
+        return call_with_retries(
+            attempt,
+            self.retry_policy,
+            system=self.system,
+            operation=operation,
+            on_retry=self._log_retry,
+        )
+
+    def create_once(self, find: Callable[[], T | None], create: Callable[[], T], *, operation: str) -> T:
+        """Search-before-create, repeated before every retry of the create.
+
+        A create whose response was lost (timeout, reset, 5xx after the service committed) must not
+        be sent again blindly: the next attempt first looks for the object by its idempotency key.
+        ``create`` must call :meth:`request` with ``retry=False``.
+        """
+
+        def attempt() -> T:
+            existing = find()
+            return existing if existing is not None else create()
+
+        return call_with_retries(
+            attempt, self.retry_policy, system=self.system, operation=operation, on_retry=self._log_retry
+        )
+
+    def _send(
+        self, method: str, path: str, *, operation: str, expect: tuple[int, ...], **kwargs: Any
+    ) -> requests.Response:
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(
+                f"{type(exc).__name__} calling {method} {path}", system=self.system, operation=operation
+            ) from None
+        if response.status_code in expect:
+            return response
+        message = f"{method} {path} -> HTTP {response.status_code}: {service_message(response)}"
+        if response.status_code in TRANSIENT_STATUSES:
+            raise TransientError(
+                message,
+                system=self.system,
+                operation=operation,
+                status=response.status_code,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        raise PermanentError(message, system=self.system, operation=operation, status=response.status_code)
+
+    def _log_retry(self, attempt: int, wait: float, error: BaseException) -> None:
+        self.retry_count += 1
+        self.log.warning(
+            "%s %s: attempt %d failed (%s); retry %d in %.2fs",
+            self.system,
+            getattr(error, "operation", "?"),
+            attempt,
+            error,
+            self.retry_count,
+            wait,
+        )

@@ -1,0 +1,51 @@
+"""Who is asking: the run, task, tenant and correlation id every connector call carries (SEC-3, SCALE-2).
+
+Connectors take a :class:`RunContext` instead of the raw Airflow context so that they are testable
+without Airflow and so that the same correlation id ends up in STS session tags, ticket comments and
+the audit log: one id links ticket <-> workflow <-> cloud change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+CORRELATION_CONF_KEY = "correlation_id"
+
+
+def default_correlation_id(dag_id: str, run_id: str) -> str:
+    """``corr-<sha256(dag_id + run_id)[:16]>``: stable, so a retried task reports its first try's id."""
+    digest = hashlib.sha256(f"{dag_id}{run_id}".encode()).hexdigest()
+    return f"corr-{digest[:16]}"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    dag_id: str
+    run_id: str
+    task_id: str
+    tenant: str
+    correlation_id: str
+
+    @classmethod
+    def from_airflow_context(cls, context: Mapping[str, Any], tenant: str) -> RunContext:
+        """Read dag/run/task ids from a task's Airflow context; the correlation id from the trigger's conf.
+
+        A run triggered from a ticket carries ``conf["correlation_id"]``; any other run gets a
+        deterministic id derived from dag_id and run_id.
+        """
+        ti = context["ti"]
+        dag_run = context.get("dag_run")
+        dag_id = ti.dag_id
+        run_id = context.get("run_id") or ti.run_id
+        conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+        correlation_id = conf.get(CORRELATION_CONF_KEY) or default_correlation_id(dag_id, run_id)
+        return cls(
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=ti.task_id,
+            tenant=tenant,
+            correlation_id=str(correlation_id),
+        )

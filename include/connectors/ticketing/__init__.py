@@ -1,0 +1,1 @@
+"""Ticketing connectors: one interface (:class:`TicketingHook`), one adapter per system."""

@@ -1,0 +1,169 @@
+"""Request Tracker 5 over its REST 2 API (``/REST/2.0``).
+
+Idempotency: a ticket carries its key in the ``IdempotencyKey`` custom field and is found with
+TicketSQL before creating; a comment, reply or attachment carries its key in the message subject,
+which RT stores as the transaction's ``Data``, and is found in the ticket history before posting.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from include.connectors.base import ConnectorHook
+from include.connectors.ticketing.interface import Ticket, TicketEntry, TicketingHook
+
+API = "REST/2.0"
+ENTRY_TYPES = {"comment": "Comment", "correspond": "Correspond"}
+
+
+def _quote_sql(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class RequestTrackerHook(ConnectorHook, TicketingHook):
+    """Ticketing on Request Tracker 5. Connection: host/port/schema, token in the password."""
+
+    system = "request_tracker"
+    default_conn_name = "rt_default"
+    hook_name = "Request Tracker"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.connection.password}"}
+
+    # --- reading --------------------------------------------------------------------------
+    @staticmethod
+    def _ticket(raw: Mapping[str, Any], *, created: bool = False) -> Ticket:
+        fields = {
+            cf["name"]: (cf.get("values") or [""])[0] for cf in raw.get("CustomFields", []) if "name" in cf
+        }
+        queue = raw.get("Queue")
+        queue_name = queue.get("Name") or queue.get("id") if isinstance(queue, Mapping) else queue
+        return Ticket(
+            id=str(raw["id"]),
+            subject=raw.get("Subject", ""),
+            status=raw.get("Status", ""),
+            queue=str(queue_name or ""),
+            fields=fields,
+            created=created,
+        )
+
+    def get_ticket(self, ticket_id: str) -> Ticket:
+        response = self.request("GET", f"{API}/ticket/{ticket_id}", operation="get_ticket", expect=(200,))
+        return self._ticket(response.json())
+
+    def _search(self, query: str, operation: str) -> list[Ticket]:
+        path = (
+            f"{API}/tickets?query={quote(query)}&fields=Subject,Status,Queue,CustomFields&fields[Queue]=Name"
+        )
+        response = self.request("GET", path, operation=operation, expect=(200,))
+        return [self._ticket(item) for item in response.json().get("items", [])]
+
+    def search_by_correlation(self, correlation_id: str) -> list[Ticket]:
+        return self._search(f"'CF.{{{self.CORRELATION_FIELD}}}' = {_quote_sql(correlation_id)}", "search")
+
+    def _find_by_key(self, idempotency_key: str) -> Ticket | None:
+        found = self._search(f"'CF.{{{self.IDEMPOTENCY_FIELD}}}' = {_quote_sql(idempotency_key)}", "find_key")
+        return found[0] if found else None
+
+    # --- writing --------------------------------------------------------------------------
+    def create_ticket(
+        self,
+        *,
+        queue: str,
+        subject: str,
+        body: str,
+        idempotency_key: str,
+        correlation_id: str,
+        fields: Mapping[str, str] | None = None,
+        requestor: str | None = None,
+    ) -> Ticket:
+        custom_fields = {
+            **(fields or {}),
+            self.CORRELATION_FIELD: correlation_id,
+            self.TENANT_FIELD: self.tenant,
+            self.IDEMPOTENCY_FIELD: idempotency_key,
+        }
+        payload: dict[str, Any] = {
+            "Queue": queue,
+            "Subject": subject,
+            "Content": body,
+            "ContentType": "text/plain",
+            "CustomFields": custom_fields,
+        }
+        if requestor:
+            payload["Requestor"] = requestor
+
+        def create() -> Ticket:
+            response = self.request(
+                "POST", f"{API}/ticket", operation="create_ticket", json=payload, expect=(201,), retry=False
+            )
+            ticket_id = str(response.json()["id"])
+            self.log.info("created ticket %s in queue %s (correlation %s)", ticket_id, queue, correlation_id)
+            return Ticket(ticket_id, subject, "new", queue, dict(custom_fields), created=True)
+
+        return self.create_once(lambda: self._find_by_key(idempotency_key), create, operation="create_ticket")
+
+    def _entry_with_key(self, ticket_id: str, idempotency_key: str, kind: str) -> str | None:
+        path = f"{API}/ticket/{ticket_id}/history?fields=Type,Data&per_page=100"
+        page = 1
+        while True:
+            body = self.request("GET", f"{path}&page={page}", operation="history", expect=(200,)).json()
+            for item in body.get("items", []):
+                if item.get("Type") == ENTRY_TYPES[kind] and idempotency_key in (item.get("Data") or ""):
+                    return str(item["id"])
+            if page >= int(body.get("pages") or 1):
+                return None
+            page += 1
+
+    def _post_entry(
+        self, ticket_id: str, kind: str, payload: dict[str, Any], idempotency_key: str
+    ) -> TicketEntry:
+        def find() -> TicketEntry | None:
+            entry_id = self._entry_with_key(ticket_id, idempotency_key, kind)
+            return None if entry_id is None else TicketEntry(ticket_id, entry_id, created=False)
+
+        def create() -> TicketEntry:
+            body = {**payload, "Subject": f"[{idempotency_key}]"}
+            path = f"{API}/ticket/{ticket_id}/{kind}"
+            self.request("POST", path, operation=kind, json=body, expect=(201,), retry=False)
+            entry_id = self._entry_with_key(ticket_id, idempotency_key, kind)
+            return TicketEntry(ticket_id=ticket_id, entry_id=entry_id or "", created=True)
+
+        return self.create_once(find, create, operation=kind)
+
+    def comment(self, ticket_id: str, body: str, *, idempotency_key: str) -> TicketEntry:
+        payload = {"Content": body, "ContentType": "text/plain"}
+        return self._post_entry(ticket_id, "comment", payload, idempotency_key)
+
+    def reply(self, ticket_id: str, body: str, *, idempotency_key: str) -> TicketEntry:
+        payload = {"Content": body, "ContentType": "text/plain"}
+        return self._post_entry(ticket_id, "correspond", payload, idempotency_key)
+
+    def attach(
+        self, ticket_id: str, *, filename: str, content: bytes, content_type: str, idempotency_key: str
+    ) -> TicketEntry:
+        payload = {
+            "Content": f"Evidence attached: {filename}",
+            "ContentType": "text/plain",
+            "Attachments": [
+                {
+                    "FileName": filename,
+                    "FileType": content_type,
+                    "FileContent": base64.b64encode(content).decode(),
+                }
+            ],
+        }
+        return self._post_entry(ticket_id, "comment", payload, idempotency_key)
+
+    def set_fields(self, ticket_id: str, fields: Mapping[str, str]) -> Ticket:
+        self.request(
+            "PUT", f"{API}/ticket/{ticket_id}", operation="set_fields", json={"CustomFields": dict(fields)}
+        )
+        return self.get_ticket(ticket_id)
+
+    def set_status(self, ticket_id: str, status: str) -> Ticket:
+        self.request("PUT", f"{API}/ticket/{ticket_id}", operation="set_status", json={"Status": status})
+        return self.get_ticket(ticket_id)

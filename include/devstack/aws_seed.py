@@ -1,0 +1,114 @@
+"""Seed moto with what each tenant's AWS account holds: the capability roles and the capability secrets.
+
+One moto account per tenant (``tenants.yaml``), exactly as in production, so isolation is real in
+the devstack too: a session in acme's account cannot see globex's secrets even by ARN (moto does not
+enforce resource-scoped IAM, but accounts are separate stores).
+
+How moto picks the account of a request (measured with moto 5.2.5, see ``moto/core/responses.py``
+``get_current_account``): 1. the ``MOTO_ACCOUNT_ID`` environment variable of the moto process
+(overrides everything; never set it here); 2. the ``x-moto-account-id`` request header; 3. the
+account owning the access key id: credentials from STS AssumeRole belong to the role's account
+(taken from the role ARN; moto does not require the role to exist); 4. otherwise the default account
+123456789012 (the ``testing`` key of the devstack = the platform account). The seed uses 2.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from functools import partial
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+from include.policies.capabilities import (
+    Capability,
+    iam_policy_document,
+    load_capabilities,
+    trust_policy_document,
+)
+from include.policies.tenants import platform_account_id, tenant_account_id, tenant_ids
+
+MOTO_ACCOUNT_HEADER = "x-moto-account-id"
+INLINE_POLICY_NAME = "least-privilege"
+SECRET_LEAF = "credentials"  # noqa: S105 - a secret *name*, not a value
+
+
+def _route_to_account(account_id: str, request: Any, **_: Any) -> None:
+    request.headers[MOTO_ACCOUNT_HEADER] = account_id
+
+
+def account_client(service: str, account_id: str, endpoint_url: str, region: str) -> Any:
+    """A moto client acting in ``account_id`` (devstack only: real AWS ignores the header)."""
+    client = boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+    )
+    client.meta.events.register("before-sign", partial(_route_to_account, account_id))
+    return client
+
+
+def capability_secret_name(capability: Capability, tenant: str) -> str:
+    """``orchestrator/<tenant>/<capability>/credentials``: inside the prefix the role may read."""
+    return f"{capability.secret_prefix(tenant)}{SECRET_LEAF}"
+
+
+def _ensure_role(iam: Any, capability: Capability, tenant: str, region: str) -> str:
+    name = capability.role_name
+    trust = json.dumps(trust_policy_document(capability, tenant, platform_account_id()))
+    try:
+        arn = iam.create_role(
+            RoleName=name,
+            AssumeRolePolicyDocument=trust,
+            Description=capability.description,
+            Tags=[
+                {"Key": "tenant", "Value": tenant},
+                {"Key": "capability", "Value": capability.name},
+                {"Key": "privileged", "Value": str(capability.privileged).lower()},
+            ],
+        )["Role"]["Arn"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+    # put_role_policy replaces the document: a re-seed after a policy change converges (SCALE-3).
+    document = iam_policy_document(capability, tenant, tenant_account_id(tenant), region)
+    iam.put_role_policy(RoleName=name, PolicyName=INLINE_POLICY_NAME, PolicyDocument=json.dumps(document))
+    return arn
+
+
+def _ensure_secret(client: Any, name: str) -> None:
+    try:
+        client.create_secret(Name=name, SecretString=json.dumps({"token": secrets.token_urlsafe(24)}))
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceExistsException":
+            raise
+
+
+def _reads_secrets(capability: Capability) -> bool:
+    return "secretsmanager:GetSecretValue" in capability.actions
+
+
+def seed_capability_roles(endpoint_url: str, region: str) -> list[str]:
+    """Create (idempotently) every capability role and capability secret in every tenant's account.
+
+    Returns the role ARNs and secret names created or confirmed, one per line of a seed report.
+    """
+    seeded = []
+    for tenant in tenant_ids():
+        account_id = tenant_account_id(tenant)
+        iam = account_client("iam", account_id, endpoint_url, region)
+        secrets_manager = account_client("secretsmanager", account_id, endpoint_url, region)
+        for capability in load_capabilities().capabilities.values():
+            seeded.append(_ensure_role(iam, capability, tenant, region))
+            if _reads_secrets(capability):
+                name = capability_secret_name(capability, tenant)
+                _ensure_secret(secrets_manager, name)
+                seeded.append(name)
+    return seeded

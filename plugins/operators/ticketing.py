@@ -1,0 +1,176 @@
+"""Ticket steps for workflows: create, comment, attach evidence, update fields/status.
+
+Thin over the ticketing hooks: each operator prepares its inputs, makes one hook call and returns
+ids for XCom (never credentials). Idempotency keys come from the run, task and tenant, so a
+retried or re-run task finds what it already created. When the shared rate limit would keep the
+task waiting past its bound, the task defers (the triggerer sleeps, the worker slot is freed)
+and resumes with the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import BaseOperator
+
+from include.connectors.context import RunContext
+from include.connectors.errors import RateLimitBackpressure
+from include.connectors.idempotency import idempotency_key
+from include.connectors.ticketing.interface import TicketingHook
+
+
+def ticketing_hook(system: str, conn_id: str | None, tenant: str) -> TicketingHook:
+    """The adapter for ``system``; imported lazily so a DAG parse never loads every client."""
+    if system == "request_tracker":
+        from include.connectors.ticketing.request_tracker import RequestTrackerHook
+
+        return RequestTrackerHook(conn_id, tenant=tenant)
+    if system == "jira":
+        from include.connectors.ticketing.jira import JiraServiceManagementHook
+
+        return JiraServiceManagementHook(conn_id, tenant=tenant)
+    raise ValueError(f"unknown ticketing system {system!r}: use 'request_tracker' or 'jira'")
+
+
+class TicketOperator(BaseOperator):
+    """Base: resolves the hook and run context, turns rate-limit backpressure into a deferral."""
+
+    template_fields: Sequence[str] = ("tenant",)
+    operation = "ticket"
+
+    def __init__(
+        self, *, tenant: str, system: str = "request_tracker", conn_id: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if system not in ("request_tracker", "jira"):
+            raise ValueError(f"{self.task_id}: unknown ticketing system {system!r}")
+        self.tenant = tenant
+        self.system = system
+        self.conn_id = conn_id
+
+    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        hook = ticketing_hook(self.system, self.conn_id, self.tenant)
+        run = RunContext.from_airflow_context(context, self.tenant)
+        try:
+            result = self.call(hook, run)
+        except RateLimitBackpressure as exc:
+            self.log.info("rate limit: deferring %.1fs instead of holding a worker slot", exc.wait_seconds)
+            self.defer(
+                trigger=TimeDeltaTrigger(timedelta(seconds=exc.wait_seconds)),
+                method_name="execute_complete",
+            )
+        return {**result, "correlation_id": run.correlation_id, "retries": getattr(hook, "retry_count", 0)}
+
+    def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
+        return self.execute(context)
+
+    def key(self, run: RunContext) -> str:
+        return idempotency_key(run, self.operation)
+
+
+class CreateTicketOperator(TicketOperator):
+    template_fields: Sequence[str] = ("tenant", "ticket_queue", "subject", "body", "fields")
+    operation = "create_ticket"
+
+    def __init__(
+        self,
+        *,
+        ticket_queue: str,
+        subject: str,
+        body: str,
+        fields: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        # Not ``queue``: that is BaseOperator's executor queue.
+        self.ticket_queue = ticket_queue
+        self.subject = subject
+        self.body = body
+        self.fields = dict(fields or {})
+
+    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
+        ticket = hook.create_ticket(
+            queue=self.ticket_queue,
+            subject=self.subject,
+            body=self.body,
+            idempotency_key=self.key(run),
+            correlation_id=run.correlation_id,
+            fields=self.fields,
+        )
+        return ticket.as_xcom()
+
+
+class CommentTicketOperator(TicketOperator):
+    template_fields: Sequence[str] = ("tenant", "ticket_id", "body")
+    operation = "comment"
+
+    def __init__(self, *, ticket_id: str, body: str, public: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ticket_id = ticket_id
+        self.body = body
+        self.public = public
+
+    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
+        post = hook.reply if self.public else hook.comment
+        entry = post(str(self.ticket_id), self.body, idempotency_key=self.key(run))
+        return {"ticket_id": entry.ticket_id, "entry_id": entry.entry_id, "created": entry.created}
+
+
+class AttachEvidenceOperator(TicketOperator):
+    template_fields: Sequence[str] = ("tenant", "ticket_id", "filename", "content")
+    operation = "attach"
+
+    def __init__(
+        self, *, ticket_id: str, filename: str, content: str, content_type: str = "text/plain", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ticket_id = ticket_id
+        self.filename = filename
+        self.content = content
+        self.content_type = content_type
+
+    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
+        entry = hook.attach(
+            str(self.ticket_id),
+            filename=self.filename,
+            content=self.content.encode(),
+            content_type=self.content_type,
+            idempotency_key=self.key(run),
+        )
+        return {"ticket_id": entry.ticket_id, "entry_id": entry.entry_id, "created": entry.created}
+
+
+class UpdateTicketOperator(TicketOperator):
+    """Set custom fields and/or the status (a transition); both are naturally idempotent."""
+
+    template_fields: Sequence[str] = ("tenant", "ticket_id", "fields", "status")
+    operation = "update"
+
+    def __init__(
+        self,
+        *,
+        ticket_id: str,
+        fields: Mapping[str, str] | None = None,
+        status: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not fields and not status:
+            raise ValueError(f"{kwargs.get('task_id')}: give fields, status or both")
+        self.ticket_id = ticket_id
+        self.fields = dict(fields or {})
+        self.status = status
+
+    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
+        ticket = hook.get_ticket(str(self.ticket_id))
+        if self.fields:
+            ticket = hook.set_fields(str(self.ticket_id), self.fields)
+        if self.status:
+            ticket = hook.set_status(str(self.ticket_id), self.status)
+        return ticket.as_xcom()

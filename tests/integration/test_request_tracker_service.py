@@ -1,0 +1,153 @@
+"""Request Tracker 5 as a real local service: token auth, custom-field search, reset, no leaked token.
+
+Runs on a profile of its own (RT on 127.0.0.1:28090, files under .local/rt-itest) so it never
+touches the shared ``test`` stack; installs RT from Debian first if it is missing (~1 minute).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from include.devstack.config import Profile
+from include.devstack.request_tracker import RequestTracker, rt_connection
+
+PROFILE = Profile(name="rt-itest", api_port=28080, pg_port=0, moto_port=0, smtp_port=0)
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def rt() -> Iterator[RequestTracker]:
+    service = RequestTracker(PROFILE)
+    service.stop()  # a leftover from an interrupted run of this module, by its PID file
+    service.prepare()
+    service.reset()
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+
+
+def _auth(rt: RequestTracker) -> dict[str, str]:
+    return {"Authorization": f"token {rt.token}"}
+
+
+def _search(rt: RequestTracker, correlation_id: str) -> list[dict[str, object]]:
+    response = requests.get(
+        f"{rt.url}/REST/2.0/tickets",
+        params={"query": f"'CF.{{CorrelationId}}' = '{correlation_id}'", "fields": "Subject,Queue"},
+        headers=_auth(rt),
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def test_rest_api_needs_the_token(rt: RequestTracker) -> None:
+    with_token = requests.get(f"{rt.url}/REST/2.0/rt", headers=_auth(rt), timeout=TIMEOUT)
+    assert with_token.status_code == 200
+    assert with_token.json()["Version"].startswith("5.")
+    assert requests.get(f"{rt.url}/REST/2.0/rt", timeout=TIMEOUT).status_code == 401
+    wrong = {"Authorization": "token 1-1-00000000000000000000000000000000"}
+    assert requests.get(f"{rt.url}/REST/2.0/rt", headers=wrong, timeout=TIMEOUT).status_code == 401
+
+
+def test_ticket_is_found_by_correlation_id_and_reset_removes_it(rt: RequestTracker) -> None:
+    created = requests.post(
+        f"{rt.url}/REST/2.0/ticket",
+        json={
+            "Queue": "support",
+            "Subject": "integration test ticket",
+            "Content": "created by test_request_tracker_service",
+            "ContentType": "text/plain",
+            "CustomFields": {"CorrelationId": "corr-1", "Tenant": "acme"},
+        },
+        headers=_auth(rt),
+        timeout=TIMEOUT,
+    )
+    assert created.status_code == 201, created.text
+    ticket_id = created.json()["id"]
+
+    found = _search(rt, "corr-1")
+    assert [item["id"] for item in found] == [ticket_id]
+    assert found[0]["Subject"] == "integration test ticket"
+    assert _search(rt, "corr-unknown") == []
+
+    ticket = requests.get(f"{rt.url}/REST/2.0/ticket/{ticket_id}", headers=_auth(rt), timeout=TIMEOUT)
+    values = {cf["name"]: cf["values"] for cf in ticket.json()["CustomFields"]}
+    assert values == {"CorrelationId": ["corr-1"], "Tenant": ["acme"], "IdempotencyKey": [], "Severity": []}
+
+    rt.reset()
+    assert _search(rt, "corr-1") == []
+    gone = requests.get(f"{rt.url}/REST/2.0/ticket/{ticket_id}", headers=_auth(rt), timeout=TIMEOUT)
+    assert gone.status_code == 404
+
+
+def _create(rt: RequestTracker, subject: str, correlation_id: str) -> str:
+    created = requests.post(
+        f"{rt.url}/REST/2.0/ticket",
+        json={"Queue": "soc", "Subject": subject, "CustomFields": {"CorrelationId": correlation_id}},
+        headers=_auth(rt),
+        timeout=TIMEOUT,
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def test_live_reset_leaves_no_stale_cache(rt: RequestTracker) -> None:
+    """Reset while RT runs: the next ticket reuses the id and RT shows the new one, not a cached old one."""
+    rt.reset()
+    first = _create(rt, "before reset", "corr-live-1")
+    assert requests.get(f"{rt.url}/REST/2.0/ticket/{first}", headers=_auth(rt), timeout=TIMEOUT).ok
+    pid = rt.running_pid()
+    rt.reset()
+    assert rt.running_pid() == pid
+    second = _create(rt, "after reset", "corr-live-2")
+    assert second == first
+    ticket = requests.get(f"{rt.url}/REST/2.0/ticket/{second}", headers=_auth(rt), timeout=TIMEOUT).json()
+    assert ticket["Subject"] == "after reset"
+    assert _search(rt, "corr-live-1") == []
+    assert len(_search(rt, "corr-live-2")) == 1
+
+
+def test_reset_with_restart(rt: RequestTracker) -> None:
+    _create(rt, "restart", "corr-restart")
+    pid = rt.running_pid()
+    rt.reset(restart=True)
+    assert rt.running_pid() not in (None, pid)
+    assert _search(rt, "corr-restart") == []
+
+
+def test_every_queue_accepts_the_custom_fields(rt: RequestTracker) -> None:
+    for queue in ("support", "hr", "soc"):
+        created = requests.post(
+            f"{rt.url}/REST/2.0/ticket",
+            json={"Queue": queue, "Subject": f"{queue} ticket", "CustomFields": {"CorrelationId": queue}},
+            headers=_auth(rt),
+            timeout=TIMEOUT,
+        )
+        assert created.status_code == 201, created.text
+        assert len(_search(rt, queue)) == 1
+
+
+def test_token_file_is_private(rt: RequestTracker) -> None:
+    assert rt.token_file.stat().st_mode & 0o777 == 0o600
+    assert rt.root_password_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_connection_definition_carries_the_token(rt: RequestTracker) -> None:
+    connection = rt_connection(PROFILE)
+    assert (connection["host"], connection["port"], connection["schema"]) == ("127.0.0.1", 28090, "http")
+    assert connection["password"] == rt.token
+    assert connection["extra"] == {"auth_type": "token", "rate_limit_per_second": 20, "rate_limit_burst": 20}
+
+
+def test_token_never_appears_in_the_log(rt: RequestTracker) -> None:
+    assert rt.log.exists()
+    log = rt.log.read_text(errors="replace")
+    assert rt.token not in log
+    # The secret part of "<id>-<user>-<secret>" must not show up on its own either.
+    assert rt.token.rsplit("-", 1)[-1] not in log

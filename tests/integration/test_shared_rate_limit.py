@@ -1,0 +1,102 @@
+"""One rate limit shared by several worker processes through PostgreSQL, refereed by a server that
+enforces the same limit: no 429 may come back, and the limit must be used, not just respected.
+
+Runs on a PostgreSQL cluster of its own (profile ``ratelimit-itest``, 127.0.0.1:55462), started
+fresh for this module and stopped at its end; never the shared ``test`` stack.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bench import ratelimit as bench
+from include.connectors.errors import RateLimitBackpressure
+from include.connectors.ratelimit import RateLimitSettings, SharedRateLimiter
+from include.devstack import postgres
+from include.devstack.config import Profile
+
+PROFILE = Profile(name="ratelimit-itest", api_port=0, pg_port=55462, moto_port=0, smtp_port=0)
+SERVER_LIMIT = 20
+SERVER_WINDOW = 1.0
+# The store round trips of a refused try, beyond the bound (they are not sleeps).
+BOUND_OVERRUN = 0.1
+
+
+@pytest.fixture(scope="module")
+def store_dsn() -> Iterator[str]:
+    postgres.ensure_installed()
+    postgres.initialise(PROFILE, fresh=True)
+    postgres.start(PROFILE)
+    try:
+        postgres.create_database(PROFILE, bench.DATABASE)
+        yield bench.store_dsn(PROFILE)
+    finally:
+        postgres.stop(PROFILE)
+
+
+def test_four_processes_share_one_limit_without_a_429(store_dsn: str) -> None:
+    result = bench.run(
+        store_dsn,
+        processes=4,
+        calls=50,
+        limit=SERVER_LIMIT,
+        window_seconds=SERVER_WINDOW,
+        safety_margin=bench.SAFETY_MARGIN,
+    )
+    bench.report(result)
+
+    assert result.failed_calls == 0
+    assert result.server_admitted == 200
+    assert result.server_429s == 0
+    assert result.client_retries == 0
+    assert result.max_admitted_in_window <= SERVER_LIMIT
+    assert result.achieved_per_second >= 0.8 * SERVER_LIMIT / SERVER_WINDOW
+
+
+def _limiter(dsn: str, name: str, extras: dict[str, float], sleeps: list[float]) -> SharedRateLimiter:
+    settings = RateLimitSettings.from_extras(extras)
+    assert settings.connector is not None
+    return SharedRateLimiter(
+        [(name, settings.connector)],
+        dsn=dsn,
+        max_wait_seconds=settings.max_wait_seconds,
+        system="itest",
+        sleep=lambda seconds: (sleeps.append(seconds), time.sleep(seconds))[1],
+    )
+
+
+def test_exhausted_bucket_raises_backpressure_instead_of_sleeping(store_dsn: str) -> None:
+    extras = {"rate_limit_per_second": 1, "rate_limit_burst": 3, "rate_limit_max_wait_seconds": 0.5}
+    sleeps: list[float] = []
+    limiter = _limiter(store_dsn, "itest_exhausted", extras, sleeps)
+    for _ in range(3):
+        limiter.acquire("op")
+    assert sleeps == []
+
+    started = time.monotonic()
+    needs_more = r"^itest op: rate limit itest_exhausted needs \d+\.\ds more \(waited 0\.0s, bound 0s\)$"
+    with pytest.raises(RateLimitBackpressure, match=needs_more) as raised:
+        limiter.acquire("op")
+    elapsed = time.monotonic() - started
+
+    # The 3 s window frees its first permit ~3 s (+1 ms, the log's inclusive bound) after it was taken.
+    assert 0.5 < raised.value.wait_seconds <= 3.001
+    assert sleeps == []
+    assert elapsed < 0.5 + BOUND_OVERRUN
+
+
+def test_a_wait_within_the_bound_is_slept(store_dsn: str) -> None:
+    extras = {"rate_limit_per_second": 5, "rate_limit_burst": 2, "rate_limit_max_wait_seconds": 0.5}
+    sleeps: list[float] = []
+    limiter = _limiter(store_dsn, "itest_within_bound", extras, sleeps)
+    limiter.acquire("op")
+    limiter.acquire("op")
+
+    waited = limiter.acquire("op")
+
+    # The 0.4 s window frees a permit 0.4 s after the first one was taken.
+    assert 0 < sum(sleeps) <= 0.401
+    assert sum(sleeps) <= waited < 0.5
