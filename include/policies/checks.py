@@ -292,9 +292,30 @@ def check_parse_budget(context: CheckContext) -> list[Violation]:
     return violations
 
 
+def check_dag_serializes(context: CheckContext) -> list[Violation]:
+    """Every DAG serializes: the DAG processor stores nothing else, and shows a failure as an import
+    error (e.g. an operator with a template field shadowing a BaseOperator attribute such as ``queue``).
+    """
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    violations = []
+    for dag in context.dag_scan.dags:
+        try:
+            DagSerialization.to_dict(dag)
+        except Exception as exc:  # the serializer raises many kinds; each is this rule's finding
+            reason = " ".join(str(exc).split())[:300]
+            violations.append(
+                Violation(
+                    "dag-serializes", dag_location(dag), f"DAG {dag.dag_id} cannot be serialized: {reason}"
+                )
+            )
+    return violations
+
+
 RULES: list[Rule] = [
     check_policy_valid,
     check_dag_imports,
+    check_dag_serializes,
     check_known_domain,
     check_domain_pool,
     check_domain_settings,

@@ -16,6 +16,7 @@ from include.policies.checks import (
     CheckContext,
     Violation,
     check_dag_imports,
+    check_dag_serializes,
     check_domain_pool,
     check_domain_settings,
     check_known_domain,
@@ -523,3 +524,45 @@ def test_json_format_lists_parse_times(dag_folder, capsys):
     assert (report["dags"], report["files"], report["parse_budget_seconds"]) == (1, 1, 2.0)
     assert list(report["parse_seconds"]) == [display_path(folder / "good.py")]
     assert report["parse_seconds"][display_path(folder / "good.py")] < 2.0
+
+
+# --------------------------------------------------------------------------------------------
+# dag-serializes
+
+
+def test_dag_that_cannot_be_serialized_is_named(dag_folder):
+    folder = dag_folder(
+        shadow='''
+        """A template field named like BaseOperator's executor ``queue``."""
+        from airflow.providers.standard.operators.empty import EmptyOperator
+
+        from include.workflows import domain_workflow
+
+
+        class QueueShadow(EmptyOperator):
+            template_fields = ("queue",)
+
+
+        @domain_workflow(domain="support", dag_id="shadow_queue", doc_md=__doc__)
+        def shadow():
+            QueueShadow(task_id="step", queue="support")
+
+
+        shadow()
+        '''
+    )
+
+    violations = run_checks(context(folder), [check_dag_serializes])
+
+    assert violations == [
+        Violation(
+            "dag-serializes",
+            where(folder, "shadow", "shadow_queue"),
+            "DAG shadow_queue cannot be serialized: Failed to serialize DAG 'shadow_queue': Cannot template "
+            "BaseOperator field: 'queue' op.__class__.__name__='QueueShadow' op.template_fields=('queue',)",
+        )
+    ]
+
+
+def test_real_dags_serialize():
+    assert run_checks(context(DEFAULT_DAGS_FOLDER), [check_dag_serializes]) == []

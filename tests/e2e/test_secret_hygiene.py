@@ -1,0 +1,81 @@
+"""Canary secrets never leak: not into task logs, component logs, XCom or rendered fields.
+
+The canaries are the real values in the secrets backend: every tenant credential in Secrets
+Manager and the ticketing token of the ``rt_default`` connection. Workflows that read and use
+them run first; then every place a value could surface is searched.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from include.devstack.api_client import AirflowApi
+from include.devstack.config import REGION
+from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+from include.devstack.request_tracker import RequestTracker
+from include.devstack.stack import Stack
+
+RUNS = {
+    "e2e_ticket_lifecycle": {"tenant": "acme"},
+    "support_service_check": {"tenant": "acme"},
+    "soc_service_check": {"tenant": "globex"},
+}
+
+
+def _canaries(stack: Stack) -> set[str]:
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=stack.profile.moto_url,
+        region_name=REGION,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+    )
+    values: set[str] = set()
+    for page in client.get_paginator("list_secrets").paginate():
+        for entry in page["SecretList"]:
+            if entry["Name"].startswith("orchestrator/"):
+                secret = json.loads(client.get_secret_value(SecretId=entry["ARN"])["SecretString"])
+                values.update(v for v in secret.values() if isinstance(v, str) and len(v) >= 12)
+    token = RequestTracker(stack.profile).token
+    values.update({token, token.rsplit("-", 1)[-1]})
+    return values
+
+
+@pytest.fixture(scope="module")
+def finished_runs(api: AirflowApi) -> dict[str, str]:
+    api.wait_for_dags(set(RUNS))
+    run_ids = {dag_id: api.trigger(dag_id, conf) for dag_id, conf in RUNS.items()}
+    for dag_id, run_id in run_ids.items():
+        assert api.wait_for_run(dag_id, run_id, timeout=240)["state"] == "success"
+    return run_ids
+
+
+def test_canaries_absent_from_xcom_rendered_fields_and_logs(
+    api: AirflowApi, stack: Stack, finished_runs: dict[str, str]
+) -> None:
+    canaries = _canaries(stack)
+    assert len(canaries) >= 4
+    exposed: list[str] = []
+    for dag_id, run_id in finished_runs.items():
+        for ti in api.task_instances(dag_id, run_id):
+            detail = api.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}")
+            places = {
+                "rendered fields": json.dumps(detail.get("rendered_fields")),
+                "xcom": json.dumps(api.xcom(dag_id, run_id, ti["task_id"])),
+            }
+            exposed += [
+                f"{where} of {dag_id}.{ti['task_id']}"
+                for where, text in places.items()
+                for c in canaries
+                if c in text
+            ]
+    files = [p for p in stack.profile.root.rglob("*") if p.is_file() and p.suffix in {".log", ".jsonl", ""}]
+    files = [p for p in files if "secrets" not in p.parts and p.name != "token" and "pgdata" not in p.parts]
+    assert any("dag_id=e2e_ticket_lifecycle" in str(p) for p in files)
+    for path in files:
+        text = path.read_text(errors="replace")
+        exposed += [str(path) for c in canaries if c in text]
+    assert exposed == []
