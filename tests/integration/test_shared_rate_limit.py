@@ -14,7 +14,7 @@ import pytest
 
 from bench import ratelimit as bench
 from include.connectors.errors import RateLimitBackpressure
-from include.connectors.ratelimit import RateLimitSettings, SharedRateLimiter
+from include.connectors.ratelimit import DEFAULT_SAFETY_MARGIN, RateLimitSettings, SharedRateLimiter
 from include.devstack import postgres
 from include.devstack.config import Profile
 
@@ -59,12 +59,17 @@ def test_four_processes_share_one_limit_without_a_429(store_dsn: str) -> None:
 def _limiter(dsn: str, name: str, extras: dict[str, float], sleeps: list[float]) -> SharedRateLimiter:
     settings = RateLimitSettings.from_extras(extras)
     assert settings.connector is not None
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(seconds)
+
     return SharedRateLimiter(
         [(name, settings.connector)],
         dsn=dsn,
         max_wait_seconds=settings.max_wait_seconds,
         system="itest",
-        sleep=lambda seconds: (sleeps.append(seconds), time.sleep(seconds))[1],
+        sleep=sleep,
     )
 
 
@@ -77,13 +82,15 @@ def test_exhausted_bucket_raises_backpressure_instead_of_sleeping(store_dsn: str
     assert sleeps == []
 
     started = time.monotonic()
-    needs_more = r"^itest op: rate limit itest_exhausted needs \d+\.\ds more \(waited 0\.0s, bound 0s\)$"
+    needs_more = r"^itest op: rate limit itest_exhausted needs \d+\.\ds more \(waited 0\.0s, bound 0\.5s\)$"
     with pytest.raises(RateLimitBackpressure, match=needs_more) as raised:
         limiter.acquire("op")
     elapsed = time.monotonic() - started
 
-    # The 3 s window frees its first permit ~3 s (+1 ms, the log's inclusive bound) after it was taken.
-    assert 0.5 < raised.value.wait_seconds <= 3.001
+    # The 3 s window (stretched by the default safety margin) frees its first permit that long
+    # (+1 ms, the log's inclusive bound) after it was taken.
+    window = 3 * (1 + DEFAULT_SAFETY_MARGIN)
+    assert 0.5 < raised.value.wait_seconds <= window + 0.001
     assert sleeps == []
     assert elapsed < 0.5 + BOUND_OVERRUN
 
@@ -97,6 +104,7 @@ def test_a_wait_within_the_bound_is_slept(store_dsn: str) -> None:
 
     waited = limiter.acquire("op")
 
-    # The 0.4 s window frees a permit 0.4 s after the first one was taken.
-    assert 0 < sum(sleeps) <= 0.401
+    # The 0.4 s window (stretched by the default safety margin) frees a permit that long after the
+    # first one was taken.
+    assert 0 < sum(sleeps) <= 0.4 * (1 + DEFAULT_SAFETY_MARGIN) + 0.001
     assert sum(sleeps) <= waited < 0.5

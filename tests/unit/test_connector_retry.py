@@ -136,7 +136,9 @@ def test_429_waits_for_retry_after(
     (gap,) = server.gaps()
     assert min_gap <= gap <= max_gap
     (warning,) = retry_warnings(logs)
-    logged_wait = warning.args[-1]  # type: ignore[index]
+    assert isinstance(warning.args, tuple)
+    logged_wait = warning.args[-1]
+    assert isinstance(logged_wait, float)
     assert warning.getMessage() == retry_line(1, error, logged_wait)
     assert min_gap <= logged_wait <= gap
     assert hook.retry_count == 1
