@@ -8,13 +8,12 @@ them run first; then every place a value could surface is searched.
 from __future__ import annotations
 
 import json
+from typing import Any
 
-import boto3
 import pytest
 
 from include.devstack.api_client import AirflowApi
-from include.devstack.config import REGION
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+from include.devstack.moto_seed import secrets_client
 from include.devstack.request_tracker import RequestTracker
 from include.devstack.stack import Stack
 
@@ -26,13 +25,7 @@ RUNS = {
 
 
 def _canaries(stack: Stack) -> set[str]:
-    client = boto3.client(
-        "secretsmanager",
-        endpoint_url=stack.profile.moto_url,
-        region_name=REGION,
-        aws_access_key_id=MOTO_ACCESS_KEY,
-        aws_secret_access_key=MOTO_SECRET_KEY,
-    )
+    client: Any = secrets_client(stack.profile)
     values: set[str] = set()
     for page in client.get_paginator("list_secrets").paginate():
         for entry in page["SecretList"]:

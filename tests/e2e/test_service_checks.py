@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-import boto3
 import pytest
 
 from include.devstack.api_client import AirflowApi, ApiError
-from include.devstack.config import REGION
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+from include.devstack.moto_seed import secrets_client
 from include.devstack.stack import Stack
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import secret_name
@@ -42,13 +41,7 @@ def test_service_check_succeeds_in_domain_pool(api: AirflowApi, service_check_ru
 
 
 def test_secret_values_never_reach_xcom_or_logs(api: AirflowApi, stack: Stack, service_check_runs) -> None:
-    client = boto3.client(
-        "secretsmanager",
-        endpoint_url=stack.profile.moto_url,
-        region_name=REGION,
-        aws_access_key_id=MOTO_ACCESS_KEY,
-        aws_secret_access_key=MOTO_SECRET_KEY,
-    )
+    client: Any = secrets_client(stack.profile)
     tokens = {
         json.loads(client.get_secret_value(SecretId=secret_name("globex", d))["SecretString"])["token"]
         for d in DOMAINS
