@@ -312,6 +312,48 @@ def check_dag_serializes(context: CheckContext) -> list[Violation]:
     return violations
 
 
+# How a task declares what it does and what it approves (duck-typed, so any operator can):
+# ``capability = "host-isolate"`` on a step; ``approval_action = "host-isolate"`` on its gate.
+CAPABILITY_ATTRIBUTE = "capability"
+APPROVAL_ATTRIBUTE = "approval_action"
+
+
+def _approvals_upstream(task: Any) -> set[str]:
+    return {
+        action
+        for upstream in task.get_flat_relatives(upstream=True)
+        if (action := getattr(upstream, APPROVAL_ATTRIBUTE, None))
+    }
+
+
+def _capability_problem(dag: Any, task: Any, declared: dict[str, Any]) -> str | None:
+    capability = getattr(task, CAPABILITY_ATTRIBUTE, None)
+    if not capability:
+        return None
+    subject = f"DAG {dag.dag_id} task {task.task_id}"
+    if capability not in declared:
+        names = ", ".join(declared)
+        return f"{subject} uses capability {capability!r}, which is not declared (declared: {names})"
+    if declared[capability].privileged and capability not in _approvals_upstream(task):
+        return f"{subject} uses privileged capability {capability!r} without an approval gate for it upstream"
+    return None
+
+
+def check_approval_before_privileged(context: CheckContext) -> list[Violation]:
+    """Every step using a privileged capability runs only after an approval gate for that action."""
+    from include.policies.capabilities import load_capabilities
+
+    declared = dict(sorted(load_capabilities().capabilities.items()))
+    violations = []
+    for dag in context.dag_scan.dags:
+        for task in dag.tasks:
+            problem = _capability_problem(dag, task, declared)
+            if problem:
+                location = dag_location(dag, task.task_id)
+                violations.append(Violation("approval-before-privileged", location, problem))
+    return violations
+
+
 RULES: list[Rule] = [
     check_policy_valid,
     check_dag_imports,
@@ -321,6 +363,7 @@ RULES: list[Rule] = [
     check_domain_settings,
     check_no_literal_secrets,
     check_parse_budget,
+    check_approval_before_privileged,
 ]
 
 

@@ -15,6 +15,7 @@ from include.policies.checks import (
     DEFAULT_INCLUDE_FOLDER,
     CheckContext,
     Violation,
+    check_approval_before_privileged,
     check_dag_imports,
     check_dag_serializes,
     check_domain_pool,
@@ -566,3 +567,91 @@ def test_dag_that_cannot_be_serialized_is_named(dag_folder):
 
 def test_real_dags_serialize():
     assert run_checks(context(DEFAULT_DAGS_FOLDER), [check_dag_serializes]) == []
+
+
+# --------------------------------------------------------------------------------------------
+# approval-before-privileged
+
+PRIVILEGED_DAG = '''
+"""Containment with or without a gate."""
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+from include.workflows import domain_workflow
+
+
+class Gate(EmptyOperator):
+    approval_action = "{gate_action}"
+
+
+class Isolate(EmptyOperator):
+    capability = "{capability}"
+
+
+@domain_workflow(domain="soc", dag_id="containment", doc_md=__doc__)
+def containment():
+    gate = Gate(task_id="approve")
+    step = Isolate(task_id="isolate_host")
+    {wiring}
+
+
+containment()
+'''
+CAPABILITIES = (
+    "compliance-export-readonly, host-isolate, identity-admin, identity-disable, invoice-post, "
+    "terraform-apply, terraform-plan, ticket-create, ticket-update"
+)
+
+
+@pytest.mark.parametrize(
+    ("gate_action", "capability", "wiring", "expected"),
+    [
+        pytest.param("host-isolate", "host-isolate", "gate >> step", None, id="gate-upstream"),
+        pytest.param(
+            "host-isolate",
+            "host-isolate",
+            "step >> gate",
+            "uses privileged capability 'host-isolate' without an approval gate for it upstream",
+            id="gate-downstream",
+        ),
+        pytest.param(
+            "identity-disable",
+            "host-isolate",
+            "gate >> step",
+            "uses privileged capability 'host-isolate' without an approval gate for it upstream",
+            id="gate-for-another-action",
+        ),
+        pytest.param(
+            "host-isolate",
+            "host-isolate",
+            "pass",
+            "uses privileged capability 'host-isolate' without an approval gate for it upstream",
+            id="no-wiring",
+        ),
+        pytest.param("x", "ticket-create", "pass", None, id="not-privileged"),
+        pytest.param(
+            "x",
+            "launch-missiles",
+            "gate >> step",
+            f"uses capability 'launch-missiles', which is not declared (declared: {CAPABILITIES})",
+            id="undeclared",
+        ),
+    ],
+)
+def test_privileged_step_needs_its_approval_gate_upstream(
+    dag_folder, gate_action, capability, wiring, expected
+):
+    source = PRIVILEGED_DAG.format(gate_action=gate_action, capability=capability, wiring=wiring)
+    folder = dag_folder(containment=source)
+
+    violations = run_checks(context(folder), [check_approval_before_privileged])
+
+    if expected is None:
+        assert violations == []
+    else:
+        assert violations == [
+            Violation(
+                "approval-before-privileged",
+                where(folder, "containment", "containment", "isolate_host"),
+                f"DAG containment task isolate_host {expected}",
+            )
+        ]
