@@ -25,10 +25,10 @@ from include.policies.checks import (
     check_parse_budget,
     check_policy_valid,
     display_path,
-    find_literal_secrets,
     run_checks,
 )
 from include.policies.loader import DOMAINS_FILE
+from include.policies.secret_scan import find_literal_secrets
 
 DECLARED = "hr, implementation, invoicing, soc, support"
 
