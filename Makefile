@@ -33,13 +33,15 @@ policy-check: install
 	PYTHONPATH=$(CURDIR) $(PY) -m include.cli policy-check
 
 unit: install
-	$(PY) -m pytest tests --ignore=tests/e2e
+	$(PY) -m pytest tests/unit tests/dags tests/integration
 
 e2e: install
 	$(PY) -m pytest tests/e2e
 
+# Fast tests first; the end-to-end stack (started once for the session) comes last, so the
+# timing-sensitive integration tests do not share the machine with an idle Airflow.
 test: install lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests/unit tests/dags tests/integration tests/e2e
 
 bench: install
 	PYTHONPATH=$(CURDIR) $(PY) -m bench.burst --runs 200
