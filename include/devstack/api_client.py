@@ -44,18 +44,15 @@ class AirflowApi:
         if self._token is None:
             self._login()
         url = f"{self.base_url}/api/v2/{path.lstrip('/')}"
-        response = self.session.request(
-            method, url, headers={"Authorization": f"Bearer {self._token}"}, timeout=self.timeout, **kwargs
-        )
-        if response.status_code == 401:
+
+        def send() -> requests.Response:
+            headers = {"Authorization": f"Bearer {self._token}"}
+            return self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
+
+        response = send()
+        if response.status_code == 401:  # the token expired: log in again, once
             self._login()
-            response = self.session.request(
-                method,
-                url,
-                headers={"Authorization": f"Bearer {self._token}"},
-                timeout=self.timeout,
-                **kwargs,
-            )
+            response = send()
         if response.status_code not in expect:
             raise ApiError(method, path, response)
         return response.json() if response.content else None

@@ -10,13 +10,11 @@ import os
 
 from include.devstack.admin import ensure_admin
 from include.policies.loader import load_domain_policy
-from include.policies.sync import sync_pools, sync_roles
+from include.policies.sync import sync_policy
 
 
 def main() -> None:
-    policy = load_domain_policy()
-    print("\n".join(sync_pools(policy).lines("pools")))
-    print("\n".join(sync_roles(policy).lines("roles")))
+    print("\n".join(sync_policy(load_domain_policy())))
     created = ensure_admin(os.environ["ORCH_ADMIN_USER"], os.environ["ORCH_ADMIN_PASSWORD"])
     print("admin: created" if created else "admin: exists")
 

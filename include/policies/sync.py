@@ -98,13 +98,16 @@ def sync_roles(policy: Policy) -> SyncReport:
     return report
 
 
+def sync_policy(policy: Policy, *, roles: bool = True) -> list[str]:
+    """Sync pools (and roles); the report lines, pools first."""
+    lines = sync_pools(policy).lines("pools")
+    if roles:
+        lines += sync_roles(policy).lines("roles")
+    return lines
+
+
 def _handle(args: argparse.Namespace) -> int:
-    policy = load_domain_policy()
-    pools = sync_pools(policy)
-    print("\n".join(pools.lines("pools")))
-    if not args.skip_roles:
-        roles = sync_roles(policy)
-        print("\n".join(roles.lines("roles")))
+    print("\n".join(sync_policy(load_domain_policy(), roles=not args.skip_roles)))
     return 0
 
 
@@ -114,9 +117,3 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--skip-roles", action="store_true", help="only sync pools")
     parser.set_defaults(handler=_handle)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--skip-roles", action="store_true")
-    raise SystemExit(_handle(parser.parse_args()))

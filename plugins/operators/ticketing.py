@@ -168,7 +168,7 @@ class UpdateTicketOperator(TicketOperator):
         self.status = status
 
     def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
-        ticket = hook.get_ticket(str(self.ticket_id))
+        # Each setter answers with the ticket as it now is; an unknown ticket fails in the first one.
         if self.fields:
             ticket = hook.set_fields(str(self.ticket_id), self.fields)
         if self.status:
