@@ -14,7 +14,8 @@ from include.policies.sync import sync_policy
 
 
 def main() -> None:
-    print("\n".join(sync_policy(load_domain_policy())))
+    for line in sync_policy(load_domain_policy()):
+        print(line, flush=True)
     created = ensure_admin(os.environ["ORCH_ADMIN_USER"], os.environ["ORCH_ADMIN_PASSWORD"])
     print("admin: created" if created else "admin: exists")
 

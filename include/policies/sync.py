@@ -8,6 +8,7 @@ Running it twice changes nothing the second time, and it says so.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,16 +99,20 @@ def sync_roles(policy: Policy) -> SyncReport:
     return report
 
 
-def sync_policy(policy: Policy, *, roles: bool = True) -> list[str]:
-    """Sync pools (and roles); the report lines, pools first."""
-    lines = sync_pools(policy).lines("pools")
+def sync_policy(policy: Policy, *, roles: bool = True) -> Iterator[str]:
+    """Sync pools, then roles, yielding each report as soon as it is done.
+
+    A generator on purpose: the pool report must be printed before the role sync starts, because
+    loading the FAB app for roles writes its own warnings to stdout.
+    """
+    yield from sync_pools(policy).lines("pools")
     if roles:
-        lines += sync_roles(policy).lines("roles")
-    return lines
+        yield from sync_roles(policy).lines("roles")
 
 
 def _handle(args: argparse.Namespace) -> int:
-    print("\n".join(sync_policy(load_domain_policy(), roles=not args.skip_roles)))
+    for line in sync_policy(load_domain_policy(), roles=not args.skip_roles):
+        print(line, flush=True)
     return 0
 
 
