@@ -11,7 +11,8 @@ from cryptography.fernet import Fernet
 from include.devstack.config import HOST, REGION, REPO_ROOT, VENV_BIN, Profile
 from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
 
-FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+# FAB plus role-based answers to approval requests (include/auth/fab.py).
+AUTH_MANAGER = "include.auth.fab.ApprovalAwareFabAuthManager"
 SECRETS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
 ADMIN_USER = "admin"
 
@@ -46,11 +47,12 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
         # Every file under dags/ is a DAG file (the policy check enforces it), so skip the
         # "must mention airflow and dag" heuristic that would hide factory-built DAGs.
         "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor minus a 3.3.2 race that fails tasks resumed right after deferring.
+        "AIRFLOW__CORE__EXECUTOR": "include.executors.local.ResumeSafeLocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "32",
         # GitOps: a merged workflow is live; pausing is an explicit operator action.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+        "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
         "AIRFLOW__CORE__FERNET_KEY": profile.local_secret(
             "fernet-key", lambda: Fernet.generate_key().decode()
         ),

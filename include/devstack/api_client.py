@@ -40,10 +40,13 @@ class AirflowApi:
             raise ApiError("POST", "/auth/token", response)
         self._token = response.json()["access_token"]
 
-    def request(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+    def request(
+        self, method: str, path: str, *, expect: tuple[int, ...] = (200,), api: str = "api/v2", **kwargs: Any
+    ) -> Any:
+        """Call ``<base_url>/<api>/<path>``; raise :class:`ApiError` unless the status is in ``expect``."""
         if self._token is None:
             self._login()
-        url = f"{self.base_url}/api/v2/{path.lstrip('/')}"
+        url = f"{self.base_url}/{api}/{path.lstrip('/')}"
 
         def send() -> requests.Response:
             headers = {"Authorization": f"Bearer {self._token}"}
@@ -75,6 +78,51 @@ class AirflowApi:
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         entry = self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
         return entry["value"]
+
+    def create_user(self, username: str, password: str, roles: list[str]) -> None:
+        """Create a FAB user with ``roles`` (needs an admin client)."""
+        body = {
+            "username": username,
+            "email": f"{username}@secops.example",
+            "first_name": username,
+            "last_name": "Test",
+            "roles": [{"name": role} for role in roles],
+            "password": password,
+        }
+        self.request("POST", "users", api="auth/fab/v1", json=body, expect=(200, 201))
+
+    def hitl_path(self, dag_id: str, run_id: str, task_id: str) -> str:
+        return f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+
+    def answer(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        option: str,
+        comment: str | None = None,
+        *,
+        expect: tuple[int, ...] = (200,),
+    ) -> Any:
+        """Answer an approval request as this client's user."""
+        body: dict[str, Any] = {"chosen_options": [option]}
+        if comment is not None:
+            body["params_input"] = {"comment": comment}
+        return self.request("PATCH", self.hitl_path(dag_id, run_id, task_id), json=body, expect=expect)
+
+    def wait_for_request(
+        self, dag_id: str, run_id: str, task_id: str, *, timeout: float = 120, poll: float = 0.2
+    ) -> dict[str, Any]:
+        """Wait until ``task_id`` waits for an answer (deferred, request written); return the request."""
+        deadline = time.monotonic() + timeout
+        path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        while True:
+            state = self.get(path)["state"]
+            if state in ("deferred", "awaiting_input"):
+                return self.get(self.hitl_path(dag_id, run_id, task_id))
+            if state in ("success", "failed", "skipped", "upstream_failed") or time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id}/{run_id}/{task_id} is {state}, not waiting for an answer")
+            time.sleep(poll)
 
     def wait_for_run(
         self, dag_id: str, run_id: str, *, timeout: float = 120, poll: float = 0.5

@@ -331,8 +331,19 @@ def _capability_problem(dag: Any, task: Any, declared: dict[str, Any]) -> str | 
     if capability not in declared:
         names = ", ".join(declared)
         return f"{subject} uses capability {capability!r}, which is not declared (declared: {names})"
-    if declared[capability].privileged and capability not in _approvals_upstream(task):
+    if not declared[capability].privileged:
+        return None
+    if capability not in _approvals_upstream(task):
         return f"{subject} uses privileged capability {capability!r} without an approval gate for it upstream"
+    # A rejected or timed-out gate skips what follows it; any trigger rule other than all_success
+    # (all_done, none_failed, ...) would let the privileged step run anyway.
+    rule = getattr(task, "trigger_rule", "all_success")
+    trigger_rule = str(getattr(rule, "value", rule))
+    if trigger_rule != "all_success":
+        return (
+            f"{subject} uses privileged capability {capability!r} with trigger_rule {trigger_rule}: "
+            "it must be all_success, or a rejected approval would not stop it"
+        )
     return None
 
 

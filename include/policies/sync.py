@@ -73,29 +73,59 @@ def sync_pools(policy: Policy) -> SyncReport:
     return report
 
 
+# Global permissions an approver role needs to answer approval requests; which DAGs it may answer
+# on comes from each DAG's access_control (edit on the DAG, see include/workflows/factory.py).
+APPROVER_GLOBAL_PERMISSIONS = (
+    ("can_read", "HITL Detail"),
+    ("can_edit", "HITL Detail"),
+    # To see the run they approve: FAB checks the entity type globally, then the DAG itself.
+    ("can_read", "Task Instances"),
+    ("can_read", "DAG Runs"),
+)
+
+
+def approver_roles(policy: Policy) -> list[str]:
+    """The domain approver roles and the approver groups of the approval policy."""
+    from include.policies.approvals import load_approvals
+
+    return sorted({d.approver_role for d in policy.domains.values()} | set(load_approvals().groups))
+
+
 def policy_roles(policy: Policy) -> list[str]:
-    roles = {"auditor"}
+    roles = {"auditor", *approver_roles(policy)}
     for domain in policy.domains.values():
-        roles.update({domain.operator_role, domain.approver_role})
+        roles.add(domain.operator_role)
     return sorted(roles)
 
 
 def sync_roles(policy: Policy) -> SyncReport:
-    """Create the domain operator/approver roles and the auditor role in the FAB auth manager.
+    """Create the domain roles, the approver groups and the auditor role in the FAB auth manager.
 
     Per-DAG permissions for these roles come from each DAG's ``access_control`` (set by the
-    workflow factory) when the DAG is synced; the role must exist first.
+    workflow factory) when the DAG is synced; the role must exist first. Approver roles also get
+    the global HITL permissions (:data:`APPROVER_GLOBAL_PERMISSIONS`).
     """
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 
     report = SyncReport()
+    approvers = set(approver_roles(policy))
     with get_application_builder() as appbuilder:
-        for role in policy_roles(policy):
-            if appbuilder.sm.find_role(role) is None:
-                appbuilder.sm.add_role(role)
-                report.created.append(role)
+        sm = appbuilder.sm
+        for name in policy_roles(policy):
+            role = sm.find_role(name)
+            created = role is None
+            if role is None:
+                role = sm.add_role(name)
+            granted = False
+            for action, resource in APPROVER_GLOBAL_PERMISSIONS if name in approvers else ():
+                permission = sm.create_permission(action, resource)
+                if permission not in role.permissions:
+                    sm.add_permission_to_role(role, permission)
+                    granted = True
+            if created:
+                report.created.append(name)
             else:
-                report.unchanged.append(role)
+                (report.updated if granted else report.unchanged).append(name)
     return report
 
 

@@ -12,15 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from airflow.configuration import conf
-from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import DAG, Param, dag
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from include.policies.loader import DomainPolicy, WorkflowKind, load_domain_policy
+from include.workflows.alerts import ALERT_FROM, ALERT_SMTP_CONN_ID, SlaMissNotifier
 
-ALERT_SMTP_CONN_ID = "smtp_alerts"
-ALERT_FROM = "orchestrator@secops.example"
 WORKFLOW_START = datetime(2026, 1, 1)
 
 # Permissions a domain's operator role gets on that domain's DAGs (FAB auth manager resources).
@@ -28,22 +26,7 @@ OPERATOR_PERMISSIONS = {
     "DAGs": {"can_read", "can_edit"},
     "DAG Runs": {"can_read", "can_create"},
 }
-APPROVER_PERMISSIONS = {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
-
-_SLA_SUBJECT = (
-    "[SLA miss][{domain}] {{{{ dag_run.dag_id }}}} run {{{{ dag_run.dag_run_id }}}} "
-    "exceeded its {kind} SLA of {sla}"
-)
-_SLA_BODY = (
-    "<p>Domain: <b>{domain}</b><br>"
-    "Workflow: {{{{ dag_run.dag_id }}}}<br>"
-    "Run: {{{{ dag_run.dag_run_id }}}} (state {{{{ dag_run.state }}}})<br>"
-    "Correlation id: {{{{ dag_run.conf.correlation_id | default(dag_run.dag_run_id) }}}}<br>"
-    "Queued at: {{{{ dag_run.queued_at }}}}<br>"
-    "Deadline: {{{{ deadline.deadline_time }}}} ({kind} SLA {sla})<br>"
-    '<a href="{base_url}/dags/{{{{ dag_run.dag_id }}}}/runs/{{{{ dag_run.dag_run_id }}}}">'
-    "Open the run</a></p>"
-)
+APPROVER_PERMISSIONS = {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read"}}
 
 
 class WorkflowDefinitionError(ValueError):
@@ -68,23 +51,37 @@ def _check_params(dag_id: str, params: Mapping[str, Any] | None) -> dict[str, Pa
 def sla_deadline(domain: DomainPolicy, kind: WorkflowKind) -> DeadlineAlert:
     """A Deadline Alert that emails the domain's alert list when a run outlives its SLA."""
     sla = domain.sla[kind]
-    base_url = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
-    fmt = {"domain": domain.name, "kind": kind.replace("_", " "), "sla": str(sla), "base_url": base_url}
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=sla,
         callback=AsyncCallback(
-            SmtpNotifier,
+            SlaMissNotifier,
             kwargs={
                 "to": list(domain.alert_emails),
                 "from_email": ALERT_FROM,
                 "smtp_conn_id": ALERT_SMTP_CONN_ID,
-                "subject": _SLA_SUBJECT.format(**fmt),
-                "html_content": _SLA_BODY.format(**fmt),
+                "domain": domain.name,
+                "kind": kind,
+                "sla_seconds": sla.total_seconds(),
+                "base_url": conf.get("api", "base_url", fallback="http://localhost:8080"),
             },
         ),
         name=f"{domain.name}-{kind}-sla",
     )
+
+
+def access_control(domain: DomainPolicy) -> dict[str, dict[str, set[str]]]:
+    """Per-DAG permissions: the domain's operators run it; its approver groups may answer its approvals.
+
+    Answering a HITL request needs edit on the DAG in FAB (plus the global "HITL Detail"
+    permission, which ``policy-sync`` gives approver roles).
+    """
+    from include.policies.approvals import load_approvals
+
+    grants = {domain.operator_role: OPERATOR_PERMISSIONS, domain.approver_role: APPROVER_PERMISSIONS}
+    for group in load_approvals().groups_of_domain(domain.name):
+        grants[group.name] = APPROVER_PERMISSIONS
+    return grants
 
 
 def workflow_dag_kwargs(
@@ -124,10 +121,7 @@ def workflow_dag_kwargs(
         "max_active_runs": domain_policy.max_active_runs,
         "max_active_tasks": domain_policy.max_active_tasks,
         "deadline": sla_deadline(domain_policy, kind),
-        "access_control": {
-            domain_policy.operator_role: OPERATOR_PERMISSIONS,
-            domain_policy.approver_role: APPROVER_PERMISSIONS,
-        },
+        "access_control": access_control(domain_policy),
         "default_args": {
             "owner": domain_policy.owner,
             "pool": domain_policy.pool,

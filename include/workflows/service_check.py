@@ -12,7 +12,8 @@ from typing import Any
 from airflow.sdk import Param, task
 
 from include.policies.tenants import secret_name, tenant_ids
-from include.workflows.factory import ALERT_SMTP_CONN_ID, domain_workflow
+from include.workflows.alerts import ALERT_SMTP_CONN_ID
+from include.workflows.factory import domain_workflow
 
 AWS_CONN_ID = "aws_default"
 

@@ -627,6 +627,14 @@ CAPABILITIES = (
             "uses privileged capability 'host-isolate' without an approval gate for it upstream",
             id="no-wiring",
         ),
+        pytest.param(
+            "host-isolate",
+            "host-isolate",
+            "gate >> step; step.trigger_rule = 'all_done'",
+            "uses privileged capability 'host-isolate' with trigger_rule all_done: it must be "
+            "all_success, or a rejected approval would not stop it",
+            id="runs-even-if-rejected",
+        ),
         pytest.param("x", "ticket-create", "pass", None, id="not-privileged"),
         pytest.param(
             "x",
@@ -655,3 +663,38 @@ def test_privileged_step_needs_its_approval_gate_upstream(
                 f"DAG containment task isolate_host {expected}",
             )
         ]
+
+
+REAL_GATE_DAG = '''
+"""Containment behind the platform's approval gate."""
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+from include.workflows import domain_workflow
+from include.workflows.approval import approval_gate
+
+
+class Isolate(EmptyOperator):
+    capability = "host-isolate"
+
+
+@domain_workflow(domain="{domain}", dag_id="containment", doc_md=__doc__)
+def containment():
+    approval_gate("{action}", subject="Isolate web-01", body="EDR containment of web-01") >> Isolate(
+        task_id="isolate_host"
+    )
+
+
+containment()
+'''
+
+
+def test_the_platform_gate_satisfies_the_rule(dag_folder):
+    folder = dag_folder(containment=REAL_GATE_DAG.format(domain="soc", action="host-isolate"))
+    assert run_checks(context(folder), [check_dag_imports, check_approval_before_privileged]) == []
+
+
+def test_a_gate_for_an_action_without_approvers_does_not_import(dag_folder):
+    folder = dag_folder(containment=REAL_GATE_DAG.format(domain="support", action="host-isolate"))
+    (violation,) = run_checks(context(folder), [check_dag_imports])
+    assert violation.rule == "dag-imports"
+    assert "no approval rule for action 'host-isolate' in domain 'support'" in violation.message

@@ -58,6 +58,10 @@ def test_dag_gets_domain_settings(soc_dag):
     assert soc_dag.access_control == {
         "soc_operator": OPERATOR_PERMISSIONS,
         "soc_approver": APPROVER_PERMISSIONS,
+        # the approver groups of approvals.yaml that approve in soc
+        "soc_lead": APPROVER_PERMISSIONS,
+        "soc_oncall": APPROVER_PERMISSIONS,
+        "security_officer": APPROVER_PERMISSIONS,
     }
 
 
@@ -84,14 +88,11 @@ def test_deadline_alerts_the_domain_when_the_sla_is_missed(soc_dag):
     assert deadline.interval == soc.sla["fast_path"] == timedelta(minutes=5)
     assert deadline.reference == DeadlineReference.DAGRUN_QUEUED_AT
     assert deadline.name == "soc-fast_path-sla"
-    assert deadline.callback.path == "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
+    assert deadline.callback.path == "include.workflows.alerts.SlaMissNotifier"
     kwargs = deadline.callback.kwargs
     assert kwargs["to"] == ["soc-alerts@secops.example"] == list(soc.alert_emails)
     assert kwargs["smtp_conn_id"] == "smtp_alerts"
-    assert kwargs["subject"] == (
-        "[SLA miss][soc] {{ dag_run.dag_id }} run {{ dag_run.dag_run_id }} "
-        "exceeded its fast path SLA of 0:05:00"
-    )
+    assert (kwargs["domain"], kwargs["kind"], kwargs["sla_seconds"]) == ("soc", "fast_path", 300.0)
 
 
 def test_params_are_typed(soc_dag):

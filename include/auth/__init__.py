@@ -1,0 +1,1 @@
+"""Auth manager extensions: the platform's access rules enforced by Airflow itself."""

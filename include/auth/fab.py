@@ -1,0 +1,47 @@
+"""The FAB auth manager, plus role-based answers to approval requests.
+
+Configured as ``[core] auth_manager = include.auth.fab.ApprovalAwareFabAuthManager``. Everything
+is FAB's, except who may answer a human-in-the-loop request: Airflow's default compares the
+user's id with the request's assigned user ids; this one reads role and four-eyes entries
+(:mod:`include.approvals.respondents`), so the API server itself refuses an answer from the
+person who triggered the run or from someone outside the approver groups (403), before any
+state changes.
+
+(The class name keeps "FabAuthManager" in it: Airflow enables FAB-only code paths, such as
+syncing DAG access_control to roles, by looking for that string in the configured class path.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
+from airflow.providers.fab.auth_manager.models import Role, User, assoc_user_role
+from airflow.utils.session import create_session
+from sqlalchemy import select
+
+from include.approvals.respondents import may_answer
+
+
+def _role_names(user_id: int) -> set[str]:
+    # Read the roles fresh: the user object handed to the auth manager may be detached from its
+    # session, and role membership must be current at the moment of the answer.
+    with create_session() as session:
+        query = (
+            select(Role.name)
+            .join(assoc_user_role, assoc_user_role.c.role_id == Role.id)
+            .where(assoc_user_role.c.user_id == user_id)
+        )
+        return set(session.scalars(query))
+
+
+class ApprovalAwareFabAuthManager(FabAuthManager):
+    def is_authorized_hitl_task(self, *, assigned_users: set[str], user: Any) -> bool:
+        if not isinstance(user, User) or user.id is None:
+            return False
+        return may_answer(
+            assigned_users,
+            user_id=str(user.id),
+            username=user.get_name(),
+            roles=_role_names(user.id),
+        )

@@ -1,0 +1,221 @@
+"""Load and validate the approval policy (``include/policies/approvals.yaml``).
+
+An :class:`ApprovalRule` answers, for one domain and one privileged action: which approver groups
+answer each step (four-eyes: every step by a different person, never the one who triggered the
+run) and the escalation ladder (the domain's, possibly tightened by the action). The approval gate
+(``include/approvals``) reads it at DAG parse time, so a gate for an action nobody may approve is
+an import error that ``policy-check`` names, not a request that waits forever.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from include.policies.capabilities import CapabilityPolicy, load_capabilities
+from include.policies.loader import (
+    POLICY_DIR,
+    Policy,
+    PolicyError,
+    _key_path,
+    _read_yaml,
+    load_domain_policy,
+    parse_duration,
+)
+
+APPROVALS_FILE = POLICY_DIR / "approvals.yaml"
+APPROVALS_SCHEMA = POLICY_DIR / "schema" / "approvals.schema.json"
+LADDER_KEYS = ("remind_after", "escalate_after", "timeout")
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Reminder after ``remind_after``, escalation after ``escalate_after``, reject at ``timeout``."""
+
+    remind_after: timedelta
+    escalate_after: timedelta
+    timeout: timedelta
+    escalate_to: tuple[str, ...]
+
+    def problems(self) -> list[str]:
+        if self.remind_after < self.escalate_after < self.timeout:
+            return []
+        return [
+            f"escalation ladder out of order: remind_after ({self.remind_after}) < escalate_after "
+            f"({self.escalate_after}) < timeout ({self.timeout}) must hold"
+        ]
+
+    def tightened(self, **shorter: timedelta | None) -> Ladder:
+        """This ladder with some steps earlier; raises ``ValueError`` if any would come later."""
+        changes: dict[str, Any] = {key: value for key, value in shorter.items() if value is not None}
+        unknown = set(changes) - set(LADDER_KEYS)
+        if unknown:
+            raise ValueError(f"unknown ladder step(s) {sorted(unknown)}; use {', '.join(LADDER_KEYS)}")
+        for key, value in changes.items():
+            if value > getattr(self, key):
+                raise ValueError(
+                    f"{key} {value} is longer than the policy's {getattr(self, key)}: "
+                    "a workflow may tighten its approval ladder, never loosen it"
+                )
+        ladder = replace(self, **changes)
+        if problems := ladder.problems():
+            raise ValueError(problems[0])
+        return ladder
+
+
+@dataclass(frozen=True)
+class ApproverGroup:
+    name: str
+    description: str
+    domains: tuple[str, ...]
+    email: str
+
+
+@dataclass(frozen=True)
+class ApprovalStep:
+    any_of: tuple[str, ...]
+    emails: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ApprovalRule:
+    domain: str
+    action: str
+    steps: tuple[ApprovalStep, ...]
+    ladder: Ladder
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    source: Path
+    groups: dict[str, ApproverGroup]
+    rules: dict[tuple[str, str], ApprovalRule]
+
+    def rule(self, domain: str, action: str) -> ApprovalRule:
+        try:
+            return self.rules[(domain, action)]
+        except KeyError:
+            declared = ", ".join(sorted(a for d, a in self.rules if d == domain)) or "none"
+            raise PolicyError(
+                f"no approval rule for action {action!r} in domain {domain!r} in {self.source} "
+                f"(actions with rules in {domain}: {declared})"
+            ) from None
+
+    def groups_of_domain(self, domain: str) -> list[ApproverGroup]:
+        return [group for group in self.groups.values() if domain in group.domains]
+
+
+def _check_groups(document: dict[str, Any], source: Path, domains: Policy) -> list[str]:
+    problems = []
+    reserved = {r for d in domains.domains.values() for r in (d.operator_role, d.approver_role)}
+    for name, group in document["groups"].items():
+        where = f"{source}: groups.{name}"
+        if name in reserved or name in {"auditor", "admin"}:
+            problems.append(f"{where}: the name is already a domain or platform role; pick another")
+        for index, domain in enumerate(group["domains"]):
+            if domain not in domains.domains:
+                declared = ", ".join(sorted(domains.domains))
+                problems.append(f"{where}.domains.{index}: unknown domain {domain!r} (declared: {declared})")
+    return problems
+
+
+def _check_action(
+    domain: str, action: str, raw: dict[str, Any], document: dict[str, Any], capabilities: CapabilityPolicy
+) -> list[str]:
+    where = f"actions.{domain}.{action}"
+    capability = capabilities.capabilities.get(action)
+    if capability is None:
+        return [f"{where}: {action!r} is not a declared capability (capabilities.yaml)"]
+    problems = []
+    if domain not in capability.domains:
+        problems.append(f"{where}: capability {action!r} is not granted to domain {domain!r}")
+    for index, step in enumerate(raw["steps"]):
+        for position, role in enumerate(step["any_of"]):
+            group = document["groups"].get(role)
+            if group is None:
+                problems.append(f"{where}.steps.{index}.any_of.{position}: {role!r} is not a declared group")
+            elif domain not in group["domains"]:
+                problems.append(
+                    f"{where}.steps.{index}.any_of.{position}: group {role!r} does not approve in {domain!r}"
+                )
+    return problems
+
+
+def _ladder(domains: Policy, domain: str, raw: dict[str, Any]) -> Ladder:
+    approval = domains.domains[domain].approval
+    base = Ladder(approval.remind_after, approval.escalate_after, approval.timeout, approval.escalate_to)
+    return base.tightened(**{key: parse_duration(raw[key]) for key in LADDER_KEYS if key in raw})
+
+
+def validate_approvals_document(
+    document: Any, source: Path, domains: Policy, capabilities: CapabilityPolicy
+) -> list[str]:
+    """Every schema and consistency problem of an approval policy document, one message each."""
+    schema = json.loads(APPROVALS_SCHEMA.read_text(encoding="utf-8"))
+    errors = sorted(
+        Draft202012Validator(schema).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
+    )
+    messages = [f"{source}: {_key_path(e.absolute_path)}: {e.message}" for e in errors]
+    if messages:
+        return messages
+    messages += _check_groups(document, source, domains)
+    for domain, actions in document["actions"].items():
+        if domain not in domains.domains:
+            messages.append(f"{source}: actions.{domain}: unknown domain {domain!r}")
+            continue
+        for action, raw in actions.items():
+            messages += [f"{source}: {p}" for p in _check_action(domain, action, raw, document, capabilities)]
+            try:
+                _ladder(domains, domain, raw)
+            except ValueError as exc:
+                messages.append(f"{source}: actions.{domain}.{action}: {exc}")
+    # Completeness: a privileged capability granted to a domain must say who approves it there.
+    for capability in capabilities.capabilities.values():
+        for domain in capability.domains if capability.privileged else ():
+            if capability.name not in document["actions"].get(domain, {}):
+                messages.append(
+                    f"{source}: actions.{domain}: privileged capability {capability.name!r} is granted to "
+                    f"{domain!r} but has no approval rule there"
+                )
+    return messages
+
+
+def _build(document: dict[str, Any], source: Path, domains: Policy) -> ApprovalPolicy:
+    groups = {
+        name: ApproverGroup(name, raw["description"], tuple(raw["domains"]), raw["email"])
+        for name, raw in document["groups"].items()
+    }
+    rules = {}
+    for domain, actions in document["actions"].items():
+        for action, raw in actions.items():
+            steps = tuple(
+                ApprovalStep(tuple(step["any_of"]), tuple(groups[r].email for r in step["any_of"]))
+                for step in raw["steps"]
+            )
+            rules[(domain, action)] = ApprovalRule(domain, action, steps, _ladder(domains, domain, raw))
+    return ApprovalPolicy(source=source, groups=groups, rules=rules)
+
+
+def load_approvals_file(
+    path: Path, domains: Policy | None = None, capabilities: CapabilityPolicy | None = None
+) -> ApprovalPolicy:
+    """Load and validate one approval policy file; raise :class:`PolicyError` listing every problem."""
+    domains = domains or load_domain_policy()
+    capabilities = capabilities or load_capabilities()
+    document = _read_yaml(path)
+    problems = validate_approvals_document(document, path, domains, capabilities)
+    if problems:
+        raise PolicyError("invalid approval policy:\n  " + "\n  ".join(problems))
+    return _build(document, path, domains)
+
+
+@cache
+def load_approvals() -> ApprovalPolicy:
+    """The deployed approval policy, loaded once per process."""
+    return load_approvals_file(APPROVALS_FILE)

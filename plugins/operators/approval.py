@@ -1,0 +1,327 @@
+"""The approval gate: Airflow's human-in-the-loop approval, with the platform's rules on top.
+
+Built on :class:`~airflow.providers.standard.operators.hitl.ApprovalOperator` (Approve / Reject,
+reject skips the downstream steps), shown in the UI's required actions and answerable through
+the UI or ``PATCH .../hitlDetails``. What it adds, all from ``include/policies/approvals.yaml``:
+
+- who may answer: the approver groups of the action (roles, checked by the auth manager when the
+  answer arrives), never the user who triggered the run nor whoever answered an earlier step
+  (four-eyes; see :mod:`include.approvals.respondents`);
+- the escalation ladder: request email to the approvers, reminder after ``remind_after``,
+  escalation email to the backup group and a ticket comment after ``escalate_after`` (both sent
+  by the trigger, see :mod:`plugins.triggers.approval`), and at ``timeout`` the fail-safe answer
+  Reject (the privileged step is skipped, never approved by default), each step recorded in the
+  XCom ``approval_ladder`` as it happens and in the final ``approval`` record;
+- a request that says what will happen, for which run and correlation id;
+- the answer (who, when, option, comment) pushed to XCom ``approval`` for downstream steps.
+
+Why it defers to a trigger instead of Airflow 3.3's ``awaiting_input`` park: the park has no
+hook for reminders and escalation (the scheduler only applies the default at the timeout), and
+an answer is applied the same way in both states (the API server resumes a deferred HITL task
+directly), so the answer is no slower. The deferred task holds no worker and no pool slot; it
+defers once and is resumed once, with the answer or the timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.configuration import conf
+from airflow.providers.standard.exceptions import HITLTriggerEventError
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param
+from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+from airflow.sdk.timezone import utcnow
+
+from include.approvals import messages
+from include.approvals.messages import RequestFacts
+from include.approvals.notify import send_email
+from include.approvals.respondents import assigned_respondents
+from include.connectors.context import RunContext
+from include.policies.approvals import ApprovalRule, ApprovalStep, Ladder, load_approvals
+from include.policies.loader import load_domain_policy
+from plugins.triggers.approval import LADDER_XCOM_KEY, ApprovalLadderTrigger
+
+XCOM_KEY = "approval"
+# Kwargs the gate sets from policy; a DAG cannot pass them.
+POLICY_OWNED = ("options", "defaults", "assigned_users", "response_timeout", "notifiers")
+DOMAIN_TAG_PREFIX = "domain:"
+
+
+def domain_of_dag(dag: Any) -> str | None:
+    tags = [
+        tag[len(DOMAIN_TAG_PREFIX) :] for tag in getattr(dag, "tags", ()) or () if tag.startswith("domain:")
+    ]
+    return tags[0] if len(tags) == 1 else None
+
+
+class ApprovalGateOperator(ApprovalOperator):
+    """One approval step of a privileged action.
+
+    :param approval_action: the privileged capability this gate approves (e.g. ``host-isolate``);
+        the policy check requires a gate for it upstream of every step using it.
+    :param subject: one line: what is asked (templated).
+    :param body: what will happen: the plan, the account, the host (templated, Markdown).
+    :param step: which step of the action's approval chain (1-based).
+    :param earlier_steps: task ids of the steps before; their respondents may not answer this one.
+    :param tenant: the tenant, for the ticket comment (templated).
+    :param ticket_id: the ticket that gets a comment on escalation (templated; optional).
+    :param ladder: tighter ladder steps than the policy's (``remind_after``, ``escalate_after``,
+        ``timeout`` as timedelta); never looser.
+    """
+
+    template_fields: Sequence[str] = ("subject", "body", "tenant", "ticket_id")
+    ui_color = "#ffe8cc"
+
+    def __init__(
+        self,
+        *,
+        approval_action: str,
+        subject: str,
+        body: str,
+        step: int = 1,
+        earlier_steps: Sequence[str] = (),
+        tenant: str | None = None,
+        ticket_id: str | None = None,
+        ticket_system: str = "request_tracker",
+        ladder: Mapping[str, timedelta] | None = None,
+        poke_interval: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        owned = sorted(set(POLICY_OWNED) & kwargs.keys())
+        if owned:
+            raise ValueError(
+                f"approval gate {kwargs.get('task_id')}: {', '.join(owned)} come from the approval policy"
+            )
+        # Injected from the DAG (default_args, DAG params): the gate has its own.
+        kwargs.pop("retries", None)
+        kwargs.pop("params", None)
+        super().__init__(
+            subject=subject,
+            body=body,
+            defaults=[self.REJECT],
+            params={
+                "comment": Param(
+                    "",
+                    type="string",
+                    maxLength=2000,
+                    title="Comment",
+                    description="Recorded with your answer.",
+                )
+            },
+            retries=0,  # a human decision is asked once; a failed gate fails closed
+            **kwargs,
+        )
+        domain = domain_of_dag(self.dag) if self.has_dag() else None
+        if domain is None:
+            raise ValueError(
+                f"approval gate {self.task_id}: use it inside a domain workflow (one domain:<name> DAG tag)"
+            )
+        self.domain = domain
+        self.approval_action = approval_action
+        self.rule: ApprovalRule = load_approvals().rule(domain, approval_action)
+        if not 1 <= step <= len(self.rule.steps):
+            raise ValueError(
+                f"approval gate {self.task_id}: step {step} of {approval_action!r}, which has "
+                f"{len(self.rule.steps)} step(s)"
+            )
+        self.step = step
+        self.earlier_steps = list(earlier_steps)
+        self.ladder: Ladder = self.rule.ladder.tightened(**dict(ladder or {}))
+        self.response_timeout = self.ladder.timeout
+        self.tenant = tenant
+        self.ticket_id = ticket_id
+        self.ticket_system = ticket_system
+        self.poke_interval = poke_interval
+
+    # ---------------------------------------------------------------------------------------
+    # The request
+
+    def execute(self, context: Any) -> None:
+        ti = context["ti"]
+        triggered_by = getattr(context["dag_run"], "triggering_user_name", None)
+        earlier = [self._respondent_of(ti, task_id) for task_id in self.earlier_steps]
+        excluded = sorted({name for name in (triggered_by, *earlier) if name})
+        requested_at = utcnow()
+        self.assigned_users = assigned_respondents(self._step.any_of, excluded)
+        facts = self._facts(context, requested_at, excluded, triggered_by)
+        upsert_hitl_detail(
+            ti_id=ti.id,
+            options=self.options,
+            subject=messages.request_subject(facts),
+            body=messages.request_body(facts),
+            defaults=self.defaults,
+            multiple=False,
+            params=self.serialized_params,
+            assigned_users=self.assigned_users,
+        )
+        self.log.info(
+            "approval requested: %s step %d/%d, answer by any of %s, not %s; auto-reject at %s",
+            self.approval_action,
+            self.step,
+            len(self.rule.steps),
+            ", ".join(self._step.any_of),
+            ", ".join(excluded) or "-",
+            facts.deadline.isoformat(),
+        )
+        sent = send_email(
+            list(self._step.emails), *messages.request_email(facts), headers=_headers(facts), log=self.log
+        )
+        ti.xcom_push(
+            key=LADDER_XCOM_KEY, value=[{"step": "requested", "at": requested_at.isoformat(), **sent}]
+        )
+        ticket = (
+            {"system": self.ticket_system, "tenant": self.tenant, "ticket_id": self.ticket_id}
+            if self.ticket_id and self.tenant
+            else None
+        )
+        self.defer(
+            trigger=ApprovalLadderTrigger(
+                ti_id=ti.id,
+                options=self.options,
+                params={},  # the answer's params are checked by the gate, leniently (see _comment)
+                defaults=self.defaults,
+                multiple=False,
+                timeout_datetime=facts.deadline,
+                poke_interval=self.poke_interval,
+                facts=facts.as_dict(),
+                approver_emails=list(self._step.emails),
+                target={
+                    "dag_id": ti.dag_id,
+                    "run_id": ti.run_id,
+                    "task_id": ti.task_id,
+                    "map_index": ti.map_index,
+                },
+                ticket=ticket,
+            ),
+            method_name="execute_complete",
+            kwargs={"facts": facts.as_dict()},
+        )
+
+    @property
+    def _step(self) -> ApprovalStep:
+        return self.rule.steps[self.step - 1]
+
+    def _respondent_of(self, ti: Any, task_id: str) -> str | None:
+        record = ti.xcom_pull(task_ids=task_id, key=XCOM_KEY) or {}
+        return (record.get("responded_by") or {}).get("name")
+
+    def _facts(
+        self, context: Any, requested_at: datetime, excluded: list[str], triggered_by: str | None
+    ) -> RequestFacts:
+        run = RunContext.from_airflow_context(context, self.tenant or "platform")
+        ti = context["ti"]
+        base_url = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+        return RequestFacts(
+            domain=self.domain,
+            action=self.approval_action,
+            subject=self.subject,
+            body=self.body or "",
+            step=self.step,
+            steps=len(self.rule.steps),
+            approver_roles=list(self._step.any_of),
+            excluded=excluded,
+            triggered_by=triggered_by,
+            correlation_id=run.correlation_id,
+            run_url=f"{base_url}/dags/{ti.dag_id}/runs/{ti.run_id}",
+            answer_url=f"{base_url}/dags/{ti.dag_id}/runs/{ti.run_id}/tasks/{ti.task_id}/required_actions",
+            requested_at=requested_at,
+            remind_at=requested_at + self.ladder.remind_after,
+            escalate_at=requested_at + self.ladder.escalate_after,
+            deadline=requested_at + self.ladder.timeout,
+            escalate_to=list(self.ladder.escalate_to),
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # The answer
+
+    def execute_complete(
+        self, context: Any, event: dict[str, Any], facts: dict[str, Any] | None = None
+    ) -> Any:
+        if facts is None:  # resumed without the gate's own state: not a request this gate made
+            raise HITLTriggerEventError(f"approval gate {self.task_id} resumed without its request state")
+        if "error" in event:
+            self.process_trigger_event_error(event)  # raises: the gate fails closed
+        return self._decide(context, RequestFacts.from_dict(facts), event)
+
+    def _decide(self, context: Any, facts: RequestFacts, event: Mapping[str, Any]) -> Any:
+        ti = context["ti"]
+        chosen = list(event.get("chosen_options") or [])
+        responder = event.get("responded_by_user")
+        timed_out = responder is None
+        # Fail-safe: only an explicit Approve from a person approves; anything else rejects.
+        approved = not timed_out and chosen == [self.APPROVE]
+        responded_at = event.get("responded_at")
+        ladder = list(
+            ti.xcom_pull(task_ids=self.task_id, key=LADDER_XCOM_KEY, map_indexes=ti.map_index) or []
+        )
+        skipped = [] if approved else self._downstream_to_skip(context)
+        if timed_out:
+            to = [
+                *self._step.emails,
+                *self.ladder.escalate_to,
+                *load_domain_policy().domain(self.domain).alert_emails,
+            ]
+            sent = send_email(
+                to, *messages.timeout_email(facts, skipped), headers=_headers(facts), log=self.log
+            )
+            ladder.append({"step": "timeout", "at": utcnow().isoformat(), **sent})
+        record = {
+            "action": self.approval_action,
+            "domain": self.domain,
+            "step": self.step,
+            "steps": len(self.rule.steps),
+            "outcome": "approved" if approved else ("timed_out" if timed_out else "rejected"),
+            "approved": approved,
+            "chosen_options": chosen,
+            "responded_by": dict(responder) if responder else None,
+            "responded_at": responded_at.isoformat() if isinstance(responded_at, datetime) else responded_at,
+            "comment": self._comment(event.get("params_input")),
+            "correlation_id": facts.correlation_id,
+            "triggered_by": facts.triggered_by,
+            "requested_at": facts.requested_at.isoformat(),
+            "ladder": ladder,
+            "skipped": skipped,
+        }
+        ti.xcom_push(key=XCOM_KEY, value=record)
+        self.log.info(
+            "approval %s: %s by %s at %s; comment: %r",
+            self.approval_action,
+            record["outcome"],
+            (responder or {}).get("name", "fail-safe timeout"),
+            record["responded_at"],
+            record["comment"],
+        )
+        if approved:
+            return record
+        self.log.info("not approved: skipping %s", ", ".join(skipped) or "nothing")
+        self.skip(ti=ti, tasks=[context["task"].dag.get_task(t) for t in skipped])
+        return record
+
+    def _downstream_to_skip(self, context: Any) -> list[str]:
+        task = context["task"]
+        if self.ignore_downstream_trigger_rules:
+            relatives = task.get_flat_relatives(upstream=False)
+        else:
+            relatives = task.get_direct_relatives(upstream=False)
+        return sorted(t.task_id for t in relatives if not t.is_teardown)
+
+    def _comment(self, params_input: Any) -> str:
+        # Airflow stores params_input unvalidated; the decision stands either way (the user was
+        # allowed to answer), so a malformed comment is recorded as text rather than failing the gate.
+        if not isinstance(params_input, Mapping):
+            return ""
+        unknown = sorted(set(params_input) - {"comment"})
+        if unknown:
+            self.log.warning("ignoring unknown answer fields %s", unknown)
+        comment = params_input.get("comment", "")
+        return comment if isinstance(comment, str) else str(comment)
+
+
+def _headers(facts: RequestFacts) -> dict[str, str]:
+    return {
+        "X-Orchestrator-Correlation-Id": facts.correlation_id,
+        "X-Orchestrator-Approval": f"{facts.domain}/{facts.action}/{facts.step}",
+    }

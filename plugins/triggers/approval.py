@@ -1,0 +1,135 @@
+"""The wait of an approval gate: Airflow's HITL trigger plus the escalation ladder.
+
+:class:`~airflow.providers.standard.triggers.hitl.HITLTrigger` polls for the answer and applies
+the default (our fail-safe "Reject") at the timeout. It stops short of escalation, so this
+subclass also climbs the ladder while it waits: the reminder to the approvers and the escalation
+to the backup group (plus a ticket comment) are sent from here, in the triggerer, and each step
+is recorded in the gate's XCom ``approval_ladder`` as it happens. The task is resumed once, with
+the answer or the timeout; an answer through the UI or the REST API resumes it directly (the API
+server does that for a deferred HITL task), without waiting for the poll.
+
+Why the ladder runs here and not by resuming the task for each step: no worker slot, no task
+start per step, and one resume per gate. A restarted triggerer re-creates the trigger from its
+kwargs; the steps already recorded in XCom are not sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from airflow.providers.standard.triggers.hitl import HITLTrigger
+from airflow.sdk.execution_time.xcom import XCom
+from airflow.sdk.timezone import utcnow
+from airflow.triggers.base import TriggerEvent
+from asgiref.sync import sync_to_async
+
+from include.approvals import messages
+from include.approvals.messages import RequestFacts
+from include.approvals.notify import asend_email, comment_on_ticket
+from include.connectors.context import RunContext
+
+LADDER_XCOM_KEY = "approval_ladder"
+
+
+class ApprovalLadderTrigger(HITLTrigger):
+    """Wait for the answer or the timeout; send the reminder and the escalation when due.
+
+    :param facts: :meth:`RequestFacts.as_dict` of the request (what the emails say).
+    :param approver_emails: who gets the reminder.
+    :param target: ``dag_id``, ``run_id``, ``task_id``, ``map_index`` of the gate (for its XCom).
+    :param ticket: ``{"system", "tenant", "ticket_id"}`` to comment on at escalation, or ``None``.
+    """
+
+    def __init__(
+        self,
+        *,
+        facts: dict[str, Any],
+        approver_emails: list[str],
+        target: dict[str, Any],
+        ticket: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.facts = facts
+        self.approver_emails = approver_emails
+        self.target = target
+        self.ticket = ticket
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        _, kwargs = super().serialize()
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                **kwargs,
+                "facts": self.facts,
+                "approver_emails": self.approver_emails,
+                "target": self.target,
+                "ticket": self.ticket,
+            },
+        )
+
+    # ------------------------------------------------------------------------------------------
+
+    def _xcom_address(self) -> dict[str, Any]:
+        return {k: self.target[k] for k in ("dag_id", "run_id", "task_id", "map_index")}
+
+    async def _recorded(self) -> list[dict[str, Any]]:
+        value = await sync_to_async(XCom.get_one)(key=LADDER_XCOM_KEY, **self._xcom_address())
+        return list(value or [])
+
+    async def _record(self, ladder: list[dict[str, Any]], entry: dict[str, Any]) -> None:
+        ladder.append(entry)
+        await sync_to_async(XCom.set)(LADDER_XCOM_KEY, ladder, **self._xcom_address())
+
+    async def _climb(self, step: str, facts: RequestFacts, now: datetime) -> dict[str, Any]:
+        headers = {
+            "X-Orchestrator-Correlation-Id": facts.correlation_id,
+            "X-Orchestrator-Approval": f"{facts.domain}/{facts.action}/{facts.step}",
+        }
+        if step == "reminder":
+            subject, html = messages.reminder_email(facts, now)
+            outcome = await asend_email(self.approver_emails, subject, html, headers=headers, log=self.log)
+        else:
+            subject, html = messages.escalation_email(facts, now)
+            outcome = await asend_email(list(facts.escalate_to), subject, html, headers=headers, log=self.log)
+            if self.ticket:
+                run = RunContext(
+                    self.target["dag_id"],
+                    self.target["run_id"],
+                    self.target["task_id"],
+                    self.ticket["tenant"],
+                    facts.correlation_id,
+                )
+                text = messages.escalation_comment(facts, now)
+                outcome["ticket"] = await sync_to_async(comment_on_ticket)(
+                    run, self.ticket["system"], self.ticket["ticket_id"], text
+                )
+        self.log.info("approval %s: %s sent to %s", facts.action, step, ", ".join(outcome["to"]))
+        return {"step": step, "at": now.isoformat(), **outcome}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        facts = RequestFacts.from_dict(self.facts)
+        ladder = await self._recorded()
+        done = {entry["step"] for entry in ladder}
+        due = [(step, at) for step, at in (("reminder", facts.remind_at), ("escalation", facts.escalate_at))]
+        while True:
+            now = utcnow()
+            if self.timeout_datetime and self.timeout_datetime < now:
+                yield await self._handle_timeout()
+                return
+            event = await self._handle_response()
+            if event:
+                yield event
+                return
+            for step, at in due:
+                if step not in done and at <= now:
+                    await self._record(ladder, await self._climb(step, facts, now))
+                    done.add(step)
+            upcoming = [at for step, at in due if step not in done]
+            if self.timeout_datetime:
+                upcoming.append(self.timeout_datetime)
+            wake = min([(at - now).total_seconds() for at in upcoming] + [self.poke_interval])
+            await asyncio.sleep(max(wake, 0.05))
