@@ -163,9 +163,21 @@ def domain_tags(dag: Any) -> list[str]:
 
 
 def check_policy_valid(context: CheckContext) -> list[Violation]:
-    """The policy file validates; one violation per problem the loader names."""
+    """The policy files validate (domains, then approvals next to it); one violation per problem."""
     location = display_path(context.policy_file)
-    return [Violation("policy-valid", location, problem) for problem in context.policy_problems]
+    violations = [Violation("policy-valid", location, problem) for problem in context.policy_problems]
+    if context.policy is not None:
+        from include.policies.approvals import load_approvals_file
+
+        approvals = context.policy_file.with_name("approvals.yaml")
+        try:
+            load_approvals_file(approvals, domains=context.policy)
+        except PolicyError as exc:
+            lines = [line.strip() for line in str(exc).splitlines()]
+            violations += [
+                Violation("policy-valid", display_path(approvals), line) for line in lines[1:] or lines
+            ]
+    return violations
 
 
 def check_dag_imports(context: CheckContext) -> list[Violation]:

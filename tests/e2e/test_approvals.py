@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import pytest
 
+from bench.approval_resume import measure, report
 from include.connectors.context import RunContext
 from include.connectors.idempotency import idempotency_key
 from include.connectors.ticketing.request_tracker import API as RT_API
@@ -35,6 +36,7 @@ HR = "e2e_hr_offboarding"
 GATE = "approve_host_isolate"
 HR_STEP_1 = "approve_identity_disable.step_1_hr_lead"
 HR_STEP_2 = "approve_identity_disable.step_2_security_officer"
+APPROVALS_MEASURED = 24
 USERS = {
     "lea": ["soc_operator", "soc_lead"],
     "sam": ["soc_lead"],
@@ -256,3 +258,22 @@ def test_nobody_answers_reminder_escalation_then_fail_safe_reject(
     key = idempotency_key(run, "approval-escalation")
     comments = [item for item in rt_history(ticket_id) if item.get("Type") == "Comment"]
     assert [key in (item.get("Data") or "") for item in comments].count(True) == 1, comments
+
+
+def test_approval_resume_latency_benchmark(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
+) -> None:
+    """>= 20 approvals answered the moment each gate waits; all resume, none is lost to the race."""
+    result = measure(
+        admin=api,
+        requester=users["lea"],
+        approver=users["sam"],
+        dag_id=SOC,
+        gate=GATE,
+        next_task="isolate_host",
+        approvals=APPROVALS_MEASURED,
+        conf={"host": "ws-bench", "tenant": "acme"},
+    )
+    report(result, stack.profile.root / "results" / "approval_resume.json")
+    assert result.states == {"success": APPROVALS_MEASURED}
+    assert all(seconds > 0 for seconds in result.server_seconds)

@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 
 from bench.burst import BurstResult, burst, report
+from include.connectors.context import default_correlation_id
 from include.devstack.api_client import AirflowApi
 from include.devstack.smtp_sink import read_messages
 from include.devstack.stack import Stack
@@ -58,8 +59,15 @@ def test_sla_miss_mail_once_per_late_run_and_never_for_punctual_ones(
     for message in read_messages(stack.profile.maildir):
         match = subject.match(message.subject)
         if match and match.group(1) in burst_result.run_seconds:
+            run_id = match.group(1)
             assert message.rcpt_tos == list(domain.alert_emails)
-            mails[match.group(1)] += 1
+            body = message.body()
+            # which run, which domain, how late, the correlation id, a link to the run
+            assert re.search(r"<th align='left'>Late by</th><td>(\d+m )?\d+s</td>", body), body
+            assert f"<td>{default_correlation_id(DAG_ID, run_id)}</td>" in body
+            assert f"/dags/{DAG_ID}/runs/{run_id}" in body
+            assert message.message()["Message-ID"].startswith("<sla-miss-")
+            mails[run_id] += 1
     finished = {r: s for r, s in burst_result.run_seconds.items() if s is not None}
     late = {r for r, s in finished.items() if s > sla + SLA_MARGIN_SECONDS}
     punctual = {r for r, s in finished.items() if s < sla - SLA_MARGIN_SECONDS}

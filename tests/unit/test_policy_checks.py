@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from include.policies import checks
+from include.policies.approvals import APPROVALS_FILE
 from include.policies.checks import (
     DEFAULT_DAGS_FOLDER,
     DEFAULT_INCLUDE_FOLDER,
@@ -97,6 +99,24 @@ def test_policy_valid_reports_every_problem(dag_folder, policy_document, write_p
         Violation(
             "policy-valid", shown, f"{policy}: domains.support.pool_slots: -1 is less than the minimum of 1"
         ),
+    ]
+
+
+def test_policy_valid_checks_the_approval_policy_next_to_it(dag_folder, policy_document, write_policy):
+    policy = write_policy(policy_document)
+    approvals = yaml.safe_load(APPROVALS_FILE.read_text(encoding="utf-8"))
+    approvals["actions"]["soc"]["host-isolate"]["steps"][0]["any_of"] = ["hr_lead"]
+    approvals_path = write_policy(approvals, name="approvals.yaml")
+
+    violations = run_checks(context(dag_folder(), policy_file=policy), [check_policy_valid])
+
+    assert violations == [
+        Violation(
+            "policy-valid",
+            display_path(approvals_path),
+            f"{approvals_path}: actions.soc.host-isolate.steps.0.any_of.0: "
+            "group 'hr_lead' does not approve in 'soc'",
+        )
     ]
 
 

@@ -1,0 +1,1 @@
+"""Approval gates: who may answer, what requests say, the ladder side effects."""
