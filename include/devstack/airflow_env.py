@@ -77,6 +77,7 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
             [local_bundle(), *(extra_bundles or [])]
         ),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__METRICS__STATSD_ON": "False",
         "NO_PROXY": "*",
