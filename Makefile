@@ -6,11 +6,13 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: run test install lint policy-check unit e2e bench change-summary stop clean help
+.PHONY: run test install lint policy-check checkov unit e2e bench change-summary stop clean help
 
 help:
-	@echo "make run | make test | make lint | make policy-check | make unit | make e2e | make bench | make stop | make clean"
+	@echo "make run | make test | make lint | make policy-check | make checkov | make unit | make e2e | make bench | make stop | make clean"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +21,13 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# checkov has a venv of its own: its dependencies conflict with Airflow's pins (requirements-checkov.txt).
+$(CHECKOV_STAMP): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	@touch $(CHECKOV_STAMP)
 
 run: install
 	PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack up --profile run
@@ -32,6 +41,12 @@ lint: install
 policy-check: install
 	PYTHONPATH=$(CURDIR) $(PY) -m include.cli policy-check
 
+# Static security scan of terraform/ (no Terraform binary on the development machines); any failed
+# check fails the target. Skips live next to the resource as `#checkov:skip=CKV_...:reason`.
+# --skip-download: no call to the Prisma Cloud API (the scan works offline, as in CI).
+checkov: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/checkov --directory terraform --framework terraform --quiet --compact --skip-download
+
 unit: install
 	$(PY) -m pytest tests/unit tests/dags tests/integration
 
@@ -40,7 +55,7 @@ e2e: install
 
 # Fast tests first; the end-to-end stack (started once for the session) comes last, so the
 # timing-sensitive integration tests do not share the machine with an idle Airflow.
-test: install lint
+test: install lint checkov
 	$(PY) -m pytest tests/unit tests/dags tests/integration tests/e2e
 
 bench: install

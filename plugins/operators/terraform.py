@@ -1,0 +1,160 @@
+"""Terraform steps: plan (read-only role), approve the exact plan, apply it (write role).
+
+Thin over :mod:`include.connectors.terraform`: each operator prepares the workspace and the
+capability credentials, makes one call, returns a record for XCom (hashes, counts, non-sensitive
+outputs; never plan content, state or credentials). Workflows use them through
+:func:`include.workflows.terraform.terraform_change`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.bases.skipmixin import SkipMixin
+from airflow.sdk.timezone import utcnow
+
+from include.connectors.context import RunContext
+from include.connectors.terraform import (
+    DEFAULT_CONN_ID,
+    TerraformError,
+    TerraformRunner,
+    TerraformSettings,
+    capability_environment,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _mask(env: Mapping[str, str]) -> None:
+    from airflow.sdk.log import mask_secret
+
+    for key in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        if env.get(key):
+            mask_secret(env[key])
+
+
+class TerraformOperator(BaseOperator):
+    """Base: one tenant's copy of a configuration (``source``) with its own state (``stack``)."""
+
+    template_fields: Sequence[str] = ("tenant", "variables")
+    ui_color = "#e5d9ff"
+    capability_role = ""
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        stack: str,
+        tenant: str,
+        variables: Mapping[str, str] | None = None,
+        conn_id: str = DEFAULT_CONN_ID,
+        aws_conn_id: str = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        path = Path(source)
+        self.source = path if path.is_absolute() else REPO_ROOT / path
+        self.stack = stack
+        self.tenant = tenant
+        self.variables = dict(variables or {})
+        self.conn_id = conn_id
+        self.aws_conn_id = aws_conn_id
+
+    def runner(self, context: Any, run: RunContext) -> TerraformRunner:
+        env = capability_environment(self.capability_role, self.tenant, run, self.aws_conn_id)
+        _mask(env)
+        return TerraformRunner(
+            TerraformSettings.from_connection(self.conn_id),
+            source=self.source,
+            tenant=self.tenant,
+            stack=self.stack,
+            workspace=_UNSAFE.sub("_", run.run_id),
+            env={**env, "TF_VAR_tenant": self.tenant},
+            log=self.log.info,
+        )
+
+
+class TerraformPlanOperator(TerraformOperator, SkipMixin):
+    """``plan -detailed-exitcode -out`` as the read-only ``terraform-plan`` role.
+
+    No changes: the record says so and the steps after it (approval, apply) are skipped.
+    """
+
+    capability = "terraform-plan"
+    capability_role = "terraform-plan"
+
+    def __init__(self, *, destroy: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.destroy = destroy
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        run = RunContext.from_airflow_context(context, self.tenant)
+        runner = self.runner(context, run)
+        runner.prepare()
+        record = runner.plan(
+            self.variables, correlation_id=run.correlation_id, destroy=self.destroy
+        ).as_xcom()
+        record["correlation_id"] = run.correlation_id
+        self.log.info("plan of %s/%s:\n%s", self.tenant, self.stack, record["summary_markdown"])
+        if record["summary"]["changes"]:
+            return record
+        context["ti"].xcom_push(key="return_value", value=record)
+        downstream = context["task"].get_direct_relatives(upstream=False)
+        self.log.info("no changes: nothing to approve or apply")
+        self.skip(ti=context["ti"], tasks=list(downstream))
+        return record
+
+
+class TerraformApplyOperator(TerraformOperator):
+    """Apply exactly the approved plan as the ``terraform-apply`` role.
+
+    :param plan_task_id: the plan step (its record: hash, age, state serial).
+    :param gate_task_ids: the approval gate step(s); each approved this plan's hash.
+    """
+
+    capability = "terraform-apply"
+    capability_role = "terraform-apply"
+
+    def __init__(self, *, plan_task_id: str, gate_task_ids: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan_task_id = plan_task_id
+        self.gate_task_ids = list(gate_task_ids)
+
+    def approved_sha256(self, ti: Any, plan_sha256: str) -> str:
+        records = [ti.xcom_pull(task_ids=task_id, key="approval") for task_id in self.gate_task_ids]
+        approved = [r for r in records if r and r.get("outcome") == "approved"]
+        if not approved:
+            raise TerraformError(f"no approval recorded for the plan of {self.tenant}/{self.stack}")
+        hashes = {r.get("artifact") for r in approved}
+        if hashes != {plan_sha256}:
+            raise TerraformError(
+                f"the approval of {self.tenant}/{self.stack} was for plan {sorted(map(str, hashes))}, "
+                f"not for {plan_sha256[:12]}...: refusing to apply"
+            )
+        return plan_sha256
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        run = RunContext.from_airflow_context(context, self.tenant)
+        record = ti.xcom_pull(task_ids=self.plan_task_id)
+        if not record:
+            raise TerraformError(f"no plan record from {self.plan_task_id}")
+        approved = self.approved_sha256(ti, record["sha256"])
+        runner = self.runner(context, run)
+        runner.prepare()
+        plan = runner.verify(record, approved, utcnow())
+        changes = runner.apply(plan)
+        runner.record_apply(record["correlation_id"])
+        return {
+            "tenant": self.tenant,
+            "stack": self.stack,
+            "sha256": record["sha256"],
+            "changes": changes,
+            "outputs": runner.outputs(),
+            "correlation_id": record["correlation_id"],
+        }
