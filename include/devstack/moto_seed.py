@@ -14,7 +14,7 @@ import secrets
 import boto3
 from botocore.exceptions import ClientError
 
-from include.devstack.config import HOST, REGION, Profile
+from include.devstack.config import HOST, REGION, REPO_ROOT, Profile
 from include.devstack.request_tracker import rt_connection
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import secret_name, tenant_ids
@@ -51,6 +51,17 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
             "schema": "ratelimit",
         },
         "rt_default": rt_connection(profile),
+        # No Terraform binary reaches these machines: the stand-in CLI of tests/support (README,
+        # "Terraform steps"). Production sets binary to terraform (or tofu) and shared paths.
+        "terraform_default": {
+            "conn_type": "generic",
+            "extra": {
+                "binary": str(REPO_ROOT / "tests" / "support" / "bin" / "terraform"),
+                "work_root": str(profile.root / "terraform" / "work"),
+                "state_root": str(profile.root / "terraform" / "state"),
+                "max_plan_age_seconds": 3600,
+            },
+        },
         "smtp_alerts": {
             "conn_type": "smtp",
             "host": HOST,

@@ -89,6 +89,15 @@ class ApprovalRule:
     action: str
     steps: tuple[ApprovalStep, ...]
     ladder: Ladder
+    # The stricter steps for a destructive change (defaults to ``steps``).
+    destroy_steps: tuple[ApprovalStep, ...] = ()
+
+    def steps_for(self, *, destructive: bool) -> tuple[ApprovalStep, ...]:
+        return self.destroy_steps if destructive and self.destroy_steps else self.steps
+
+    @property
+    def max_steps(self) -> int:
+        return max(len(self.steps), len(self.destroy_steps))
 
 
 @dataclass(frozen=True)
@@ -135,15 +144,15 @@ def _check_action(
     problems = []
     if domain not in capability.domains:
         problems.append(f"{where}: capability {action!r} is not granted to domain {domain!r}")
-    for index, step in enumerate(raw["steps"]):
-        for position, role in enumerate(step["any_of"]):
-            group = document["groups"].get(role)
-            if group is None:
-                problems.append(f"{where}.steps.{index}.any_of.{position}: {role!r} is not a declared group")
-            elif domain not in group["domains"]:
-                problems.append(
-                    f"{where}.steps.{index}.any_of.{position}: group {role!r} does not approve in {domain!r}"
-                )
+    for key in ("steps", "destroy_steps"):
+        for index, step in enumerate(raw.get(key, [])):
+            for position, role in enumerate(step["any_of"]):
+                group = document["groups"].get(role)
+                at = f"{where}.{key}.{index}.any_of.{position}"
+                if group is None:
+                    problems.append(f"{at}: {role!r} is not a declared group")
+                elif domain not in group["domains"]:
+                    problems.append(f"{at}: group {role!r} does not approve in {domain!r}")
     return problems
 
 
@@ -194,11 +203,16 @@ def _build(document: dict[str, Any], source: Path, domains: Policy) -> ApprovalP
     rules = {}
     for domain, actions in document["actions"].items():
         for action, raw in actions.items():
-            steps = tuple(
-                ApprovalStep(tuple(step["any_of"]), tuple(groups[r].email for r in step["any_of"]))
-                for step in raw["steps"]
+            steps, destroy_steps = (
+                tuple(
+                    ApprovalStep(tuple(step["any_of"]), tuple(groups[r].email for r in step["any_of"]))
+                    for step in raw.get(key, [])
+                )
+                for key in ("steps", "destroy_steps")
             )
-            rules[(domain, action)] = ApprovalRule(domain, action, steps, _ladder(domains, domain, raw))
+            rules[(domain, action)] = ApprovalRule(
+                domain, action, steps, _ladder(domains, domain, raw), destroy_steps
+            )
     return ApprovalPolicy(source=source, groups=groups, rules=rules)
 
 

@@ -5,7 +5,9 @@
 
 One step (one approver group) gives one :class:`ApprovalGateOperator`; an action whose policy
 asks for several approvals gives a task group with one gate per step, in order, each answered by
-a different person. Reject or timeout at any step skips everything after it.
+a different person. Reject or timeout at any step skips everything after it. With
+``destroy_steps`` in the policy the group has as many gates as the longer list, and each gate
+picks its step at run time from ``destructive`` (a step a change does not need passes).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def approval_gate(
     tenant: str | None = None,
     ticket_id: str | None = None,
     ladder: Mapping[str, timedelta] | None = None,
+    artifact: str | None = None,
+    destructive: str | bool = False,
     task_id: str | None = None,
     **kwargs: Any,
 ) -> ApprovalGateOperator | TaskGroup:
@@ -46,19 +50,20 @@ def approval_gate(
         "tenant": tenant,
         "ticket_id": ticket_id,
         "ladder": ladder,
+        "artifact": artifact,
+        "destructive": destructive,
         **kwargs,
     }
-    if len(rule.steps) == 1:
+    if rule.max_steps == 1:
         return ApprovalGateOperator(task_id=name, **common)
     with TaskGroup(group_id=name) as group:
         previous: ApprovalGateOperator | None = None
         earlier: list[str] = []
-        for number, step in enumerate(rule.steps, start=1):
+        for number in range(1, rule.max_steps + 1):
+            # Steps are named by who answers them, unless that depends on the change (destroy_steps).
+            label = "" if rule.destroy_steps else "_" + "_or_".join(rule.steps[number - 1].any_of)
             gate = ApprovalGateOperator(
-                task_id=f"step_{number}_{'_or_'.join(step.any_of)}",
-                step=number,
-                earlier_steps=earlier,
-                **common,
+                task_id=f"step_{number}{label}", step=number, earlier_steps=earlier, **common
             )
             if previous is not None:
                 previous >> gate

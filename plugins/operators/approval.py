@@ -70,9 +70,14 @@ class ApprovalGateOperator(ApprovalOperator):
     :param ticket_id: the ticket that gets a comment on escalation (templated; optional).
     :param ladder: tighter ladder steps than the policy's (``remind_after``, ``escalate_after``,
         ``timeout`` as timedelta); never looser.
+    :param artifact: what exactly is approved (e.g. a plan's SHA-256; templated): shown and recorded,
+        so the step after can check it applies that and nothing else.
+    :param destructive: templated; "True" when the change destroys something: the policy's
+        ``destroy_steps`` apply instead of ``steps``. A step beyond the steps that apply is
+        "not required" and passes.
     """
 
-    template_fields: Sequence[str] = ("subject", "body", "tenant", "ticket_id")
+    template_fields: Sequence[str] = ("subject", "body", "tenant", "ticket_id", "artifact", "destructive")
     ui_color = "#ffe8cc"
 
     def __init__(
@@ -86,6 +91,8 @@ class ApprovalGateOperator(ApprovalOperator):
         tenant: str | None = None,
         ticket_id: str | None = None,
         ticket_system: str = "request_tracker",
+        artifact: str | None = None,
+        destructive: str | bool = False,
         ladder: Mapping[str, timedelta] | None = None,
         poke_interval: float = 5.0,
         **kwargs: Any,
@@ -122,10 +129,10 @@ class ApprovalGateOperator(ApprovalOperator):
         self.domain = domain
         self.approval_action = approval_action
         self.rule: ApprovalRule = load_approvals().rule(domain, approval_action)
-        if not 1 <= step <= len(self.rule.steps):
+        if not 1 <= step <= self.rule.max_steps:
             raise ValueError(
                 f"approval gate {self.task_id}: step {step} of {approval_action!r}, which has "
-                f"{len(self.rule.steps)} step(s)"
+                f"{self.rule.max_steps} step(s)"
             )
         self.step = step
         self.earlier_steps = list(earlier_steps)
@@ -135,12 +142,24 @@ class ApprovalGateOperator(ApprovalOperator):
         self.ticket_id = ticket_id
         self.ticket_system = ticket_system
         self.poke_interval = poke_interval
+        self.artifact = artifact
+        self.destructive = destructive
 
     # ---------------------------------------------------------------------------------------
     # The request
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Any) -> Any:
         ti = context["ti"]
+        if self.step > len(self._steps):
+            record = {**self._base_record(), "outcome": "not_required", "approved": True}
+            self.log.info(
+                "approval %s step %d not required: this change needs %d step(s)",
+                self.approval_action,
+                self.step,
+                len(self._steps),
+            )
+            ti.xcom_push(key=XCOM_KEY, value=record)
+            return record
         triggered_by = getattr(context["dag_run"], "triggering_user_name", None)
         earlier = [self._respondent_of(ti, task_id) for task_id in self.earlier_steps]
         excluded = sorted({name for name in (triggered_by, *earlier) if name})
@@ -161,7 +180,7 @@ class ApprovalGateOperator(ApprovalOperator):
             "approval requested: %s step %d/%d, answer by any of %s, not %s; auto-reject at %s",
             self.approval_action,
             self.step,
-            len(self.rule.steps),
+            len(self._steps),
             ", ".join(self._step.any_of),
             ", ".join(excluded) or "-",
             facts.deadline.isoformat(),
@@ -201,8 +220,26 @@ class ApprovalGateOperator(ApprovalOperator):
         )
 
     @property
+    def _is_destructive(self) -> bool:
+        return str(self.destructive).strip().lower() in ("true", "1", "yes")
+
+    @property
+    def _steps(self) -> tuple[ApprovalStep, ...]:
+        return self.rule.steps_for(destructive=self._is_destructive)
+
+    @property
     def _step(self) -> ApprovalStep:
-        return self.rule.steps[self.step - 1]
+        return self._steps[self.step - 1]
+
+    def _base_record(self) -> dict[str, Any]:
+        return {
+            "action": self.approval_action,
+            "domain": self.domain,
+            "step": self.step,
+            "steps": len(self._steps),
+            "destructive": self._is_destructive,
+            "artifact": self.artifact,
+        }
 
     def _respondent_of(self, ti: Any, task_id: str) -> str | None:
         record = ti.xcom_pull(task_ids=task_id, key=XCOM_KEY) or {}
@@ -220,7 +257,7 @@ class ApprovalGateOperator(ApprovalOperator):
             subject=self.subject,
             body=self.body or "",
             step=self.step,
-            steps=len(self.rule.steps),
+            steps=len(self._steps),
             approver_roles=list(self._step.any_of),
             excluded=excluded,
             triggered_by=triggered_by,
@@ -269,10 +306,7 @@ class ApprovalGateOperator(ApprovalOperator):
             )
             ladder.append({"step": "timeout", "at": utcnow().isoformat(), **sent})
         record = {
-            "action": self.approval_action,
-            "domain": self.domain,
-            "step": self.step,
-            "steps": len(self.rule.steps),
+            **self._base_record(),
             "outcome": "approved" if approved else ("timed_out" if timed_out else "rejected"),
             "approved": approved,
             "chosen_options": chosen,

@@ -37,6 +37,14 @@ def test_deployed_policy_rules():
     )
     hr = policy.rule("hr", "identity-disable")
     assert [step.any_of for step in hr.steps] == [("hr_lead",), ("security_officer",)]
+    assert hr.steps_for(destructive=True) == hr.steps  # no destroy_steps: the same either way
+    terraform = policy.rule("implementation", "terraform-apply")
+    assert [s.any_of for s in terraform.steps_for(destructive=False)] == [("cloud_lead",)]
+    assert [s.any_of for s in terraform.steps_for(destructive=True)] == [
+        ("cloud_lead",),
+        ("security_officer",),
+    ]
+    assert terraform.max_steps == 2
 
 
 def write_policy(tmp_path: Path, change) -> Path:
@@ -81,6 +89,14 @@ def write_policy(tmp_path: Path, change) -> Path:
             lambda d: d["groups"].update({"soc_operator": d["groups"]["soc_lead"]}),
             "groups.soc_operator: the name is already a domain or platform role; pick another",
             id="group-shadows-a-domain-role",
+        ),
+        pytest.param(
+            lambda d: d["actions"]["implementation"]["terraform-apply"]["destroy_steps"].append(
+                {"any_of": ["soc_oncall"]}
+            ),
+            "actions.implementation.terraform-apply.destroy_steps.2.any_of.0: "
+            "group 'soc_oncall' does not approve in 'implementation'",
+            id="destroy-step-of-another-domain",
         ),
         pytest.param(
             lambda d: d["actions"]["soc"]["host-isolate"].update({"steps": []}),
