@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-VERSION = "1.9.8"
+VERSION = "1.10.5"
 _REF = re.compile(r"\$\{([^}]+)\}")
 
 
