@@ -73,14 +73,46 @@ def sync_pools(policy: Policy) -> SyncReport:
     return report
 
 
-# Global permissions an approver role needs to answer approval requests; which DAGs it may answer
-# on comes from each DAG's access_control (edit on the DAG, see include/workflows/factory.py).
+# Global permissions per kind of role. FAB checks a DAG sub-entity (runs, task instances, HITL
+# details, ...) twice: the entity type globally (these) and the DAG itself (each DAG's
+# access_control, set by the workflow factory per domain). So a global "Task Instances: can_edit"
+# lets an operator clear task instances only of the DAGs their domain role may edit.
+WEBSITE = (("can_read", "Website"), ("can_read", "My Profile"))
+OPERATOR_GLOBAL_PERMISSIONS = (
+    *WEBSITE,
+    ("can_read", "DAG Runs"),
+    ("can_edit", "DAG Runs"),
+    ("can_read", "Task Instances"),
+    ("can_edit", "Task Instances"),
+    ("can_read", "Task Logs"),
+    ("can_read", "XComs"),
+    ("can_read", "HITL Detail"),
+)
 APPROVER_GLOBAL_PERMISSIONS = (
+    *WEBSITE,
     ("can_read", "HITL Detail"),
     ("can_edit", "HITL Detail"),
-    # To see the run they approve: FAB checks the entity type globally, then the DAG itself.
+    # To see the run they approve.
     ("can_read", "Task Instances"),
     ("can_read", "DAG Runs"),
+    ("can_read", "Task Logs"),
+)
+# Read-only, every domain: global "DAGs: can_read" covers all DAGs; no edit, no create anywhere,
+# no connections, variables or configuration (where secrets live).
+AUDITOR_ROLE = "auditor"
+AUDITOR_GLOBAL_PERMISSIONS = (
+    *WEBSITE,
+    ("can_read", "DAGs"),
+    ("can_read", "DAG Runs"),
+    ("can_read", "Task Instances"),
+    ("can_read", "Task Logs"),
+    ("can_read", "HITL Detail"),
+    ("can_read", "Audit Logs"),
+    ("can_read", "XComs"),
+    ("can_read", "DAG Code"),
+    ("can_read", "DAG Versions"),
+    ("can_read", "Pools"),
+    ("can_read", "ImportError"),
 )
 
 
@@ -92,7 +124,7 @@ def approver_roles(policy: Policy) -> list[str]:
 
 
 def policy_roles(policy: Policy) -> list[str]:
-    roles = {"auditor", *approver_roles(policy)}
+    roles = {AUDITOR_ROLE, *approver_roles(policy)}
     for domain in policy.domains.values():
         roles.add(domain.operator_role)
     return sorted(roles)
@@ -102,13 +134,23 @@ def sync_roles(policy: Policy) -> SyncReport:
     """Create the domain roles, the approver groups and the auditor role in the FAB auth manager.
 
     Per-DAG permissions for these roles come from each DAG's ``access_control`` (set by the
-    workflow factory) when the DAG is synced; the role must exist first. Approver roles also get
-    the global HITL permissions (:data:`APPROVER_GLOBAL_PERMISSIONS`).
+    workflow factory) when the DAG is synced; the role must exist first. Each kind of role also
+    gets its global permissions (the ``*_GLOBAL_PERMISSIONS`` above); permissions granted by hand
+    are left alone.
     """
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 
     report = SyncReport()
     approvers = set(approver_roles(policy))
+    operators = {d.operator_role for d in policy.domains.values()}
+
+    def wanted(name: str) -> tuple[tuple[str, str], ...]:
+        if name == AUDITOR_ROLE:
+            return AUDITOR_GLOBAL_PERMISSIONS
+        return (APPROVER_GLOBAL_PERMISSIONS if name in approvers else ()) + (
+            OPERATOR_GLOBAL_PERMISSIONS if name in operators else ()
+        )
+
     with get_application_builder() as appbuilder:
         sm = appbuilder.sm
         for name in policy_roles(policy):
@@ -117,7 +159,7 @@ def sync_roles(policy: Policy) -> SyncReport:
             if role is None:
                 role = sm.add_role(name)
             granted = False
-            for action, resource in APPROVER_GLOBAL_PERMISSIONS if name in approvers else ():
+            for action, resource in wanted(name):
                 permission = sm.create_permission(action, resource)
                 if permission not in role.permissions:
                     sm.add_permission_to_role(role, permission)
