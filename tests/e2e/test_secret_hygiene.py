@@ -1,14 +1,18 @@
-"""Canary secrets never leak: not into task logs, component logs, XCom or rendered fields.
+"""Canary secrets never leak: not into task logs, component logs (process stdout/stderr), XCom,
+rendered fields, mails, audit files, in clear or base64/URL-encoded.
 
 The canaries are the real values in the secrets backend: every tenant credential in Secrets
 Manager and the ticketing token of the ``rt_default`` connection. Workflows that read and use
-them run first; then every place a value could surface is searched.
+them run first; then every place a value could surface is searched. (Whole-value encodings only:
+a secret base64-encoded as part of a longer string has no fixed encoded form to search for.)
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -37,6 +41,20 @@ def _canaries(stack: Stack) -> set[str]:
     return values
 
 
+def _forms(canaries: set[str]) -> dict[str, str]:
+    """Each canary in clear and in the encodings a leak would most likely take; form -> label."""
+    forms = {}
+    for value in canaries:
+        raw = value.encode()
+        forms[value] = "clear"
+        forms[base64.b64encode(raw).decode().rstrip("=")] = "base64"
+        forms[base64.urlsafe_b64encode(raw).decode().rstrip("=")] = "base64url"
+        for encoded in (quote(value, safe=""), quote_plus(value)):
+            if encoded != value:
+                forms[encoded] = "url-encoded"
+    return forms
+
+
 @pytest.fixture(scope="module")
 def finished_runs(api: AirflowApi) -> dict[str, str]:
     api.wait_for_dags(set(RUNS))
@@ -49,8 +67,8 @@ def finished_runs(api: AirflowApi) -> dict[str, str]:
 def test_canaries_absent_from_xcom_rendered_fields_and_logs(
     api: AirflowApi, stack: Stack, finished_runs: dict[str, str]
 ) -> None:
-    canaries = _canaries(stack)
-    assert len(canaries) >= 4
+    canaries = _forms(_canaries(stack))
+    assert len(canaries) >= 12
     exposed: list[str] = []
     for dag_id, run_id in finished_runs.items():
         for ti in api.task_instances(dag_id, run_id):
@@ -60,15 +78,17 @@ def test_canaries_absent_from_xcom_rendered_fields_and_logs(
                 "xcom": json.dumps(api.xcom(dag_id, run_id, ti["task_id"])),
             }
             exposed += [
-                f"{where} of {dag_id}.{ti['task_id']}"
+                f"{where} of {dag_id}.{ti['task_id']} ({form})"
                 for where, text in places.items()
-                for c in canaries
+                for c, form in canaries.items()
                 if c in text
             ]
-    files = [p for p in stack.profile.root.rglob("*") if p.is_file() and p.suffix in {".log", ".jsonl", ""}]
+    # Task logs, process stdout/stderr of every component, mails (.eml), results and indexes.
+    suffixes = {".log", ".jsonl", ".json", ".eml", ""}
+    files = [p for p in stack.profile.root.rglob("*") if p.is_file() and p.suffix in suffixes]
     files = [p for p in files if "secrets" not in p.parts and p.name != "token" and "pgdata" not in p.parts]
     assert any("dag_id=e2e_ticket_lifecycle" in str(p) for p in files)
     for path in files:
         text = path.read_text(errors="replace")
-        exposed += [str(path) for c in canaries if c in text]
+        exposed += [f"{path} ({form})" for c, form in canaries.items() if c in text]
     assert exposed == []

@@ -1,0 +1,364 @@
+"""The audit record and checkpoint schema, and their one canonical form.
+
+An auditor must be able to recompute every hash and signature from the stored fields alone, years
+later and in another language, so there is exactly one byte form of a record:
+``json.dumps(record_without_hash, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
+encoded as UTF-8. ``hash`` is the SHA-256 of that form and ``prev_hash`` is the hash of the record
+before it (64 zeros for the first): a hash chain, in the spirit of CloudTrail log file integrity
+validation. A checkpoint (CloudTrail's "digest") seals the chain up to a record with an HMAC-SHA256
+signature made with a key the log's writers never store next to the log; checkpoints chain too.
+
+Records are refused (``ValueError`` naming the field) when they could not be hashed the same way
+twice (details that are not plain JSON) or when they would put a credential into a log that is
+kept for years and exported to write-once storage (a details key named like a secret, or a value
+in a known token format).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Required, TypedDict
+
+from include.policies.secret_scan import _secrets_in_value
+
+GENESIS_HASH: Final = "0" * 64
+"""``prev_hash`` of the first record and ``prev_checkpoint_signature`` of the first checkpoint."""
+
+AT_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""Timestamps: UTC, ISO-8601, always with microseconds (``2026-03-04T05:06:07.123456Z``)."""
+
+MAX_DETAILS_BYTES: Final = 64 * 1024
+"""A record is an event, not a payload: plans and outputs go to their own stores, by reference."""
+
+MIN_KEY_BYTES: Final = 32
+"""HMAC-SHA256 keys shorter than the digest weaken it; the secrets backend hands out 32+ bytes."""
+
+# Kinds the orchestrator writes; other dotted lower-case kinds are accepted (new event types
+# should not need a schema change), these are the ones reports and queries rely on.
+RUN_TRIGGERED: Final = "run.triggered"
+APPROVAL_REQUESTED: Final = "approval.requested"
+APPROVAL_ANSWERED: Final = "approval.answered"
+APPROVAL_ESCALATED: Final = "approval.escalated"
+SIDE_EFFECT: Final = "side_effect"
+TASK_FINISHED: Final = "task.finished"
+POLICY_VIOLATION: Final = "policy.violation"
+KNOWN_KINDS: Final = frozenset(
+    {
+        RUN_TRIGGERED,
+        APPROVAL_REQUESTED,
+        APPROVAL_ANSWERED,
+        APPROVAL_ESCALATED,
+        SIDE_EFFECT,
+        TASK_FINISHED,
+        POLICY_VIOLATION,
+    }
+)
+_KIND = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+# The fields a caller supplies (``AuditStore.append``), then the ones the chain assigns.
+EVENT_FIELDS: Final = (
+    "kind",
+    "actor",
+    "domain",
+    "tenant",
+    "correlation_id",
+    "dag_id",
+    "run_id",
+    "task_id",
+    "subject",
+    "details",
+)
+OPTIONAL_TEXT_FIELDS: Final = ("domain", "tenant", "correlation_id", "dag_id", "run_id", "task_id", "subject")
+CHAIN_FIELDS: Final = ("seq", "at", "prev_hash", "hash")
+RECORD_FIELDS: Final = ("seq", "at", *EVENT_FIELDS, "prev_hash", "hash")
+CHECKPOINT_FIELDS: Final = (
+    "checkpoint_seq",
+    "last_seq",
+    "last_hash",
+    "count",
+    "at",
+    "key_id",
+    "prev_checkpoint_signature",
+    "signature",
+)
+
+# A details key whose last word names a credential ("password", "db_password", "apiKey"); a key
+# ending in another word ("token_name", "secret_arn", "password_rotated_at") names a reference or
+# a fact about one, which an audit trail legitimately records. Same rule as the source scanner.
+_SECRET_KEY_NAME = re.compile(
+    r"(?:^|_)(?:password|passwd|passphrase|pwd|secret|token|api_?key|secret_(?:access_)?key|"
+    r"private_?key|signing_key|hmac_key|credentials?|authorization|cookie|bearer)$"
+)
+
+
+class AuditEvent(TypedDict, total=False):
+    """What a caller hands to :meth:`include.audit.store.AuditStore.append`.
+
+    ``kind`` and ``actor`` are required; the rest may be left out (stored as null).
+    """
+
+    kind: Required[str]
+    actor: Required[str]
+    domain: str | None
+    tenant: str | None
+    correlation_id: str | None
+    dag_id: str | None
+    run_id: str | None
+    task_id: str | None
+    subject: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One link of the chain. Build it with :func:`build_record`, never by hand.
+
+    :ivar seq: position in the log, 1-based and gapless.
+    :ivar at: when the store appended it (UTC, :data:`AT_FORMAT`).
+    :ivar kind: what happened, e.g. ``approval.answered``.
+    :ivar actor: who did it: a user name, ``scheduler``, a worker's service identity.
+    :ivar subject: the object acted on: a ticket id, a resource address.
+    :ivar details: a JSON object, free form, no credentials.
+    :ivar prev_hash: ``hash`` of record ``seq - 1`` (:data:`GENESIS_HASH` for the first).
+    :ivar hash: SHA-256 (hex) of the canonical JSON of every other field.
+    """
+
+    seq: int
+    at: str
+    kind: str
+    actor: str
+    domain: str | None
+    tenant: str | None
+    correlation_id: str | None
+    dag_id: str | None
+    run_id: str | None
+    task_id: str | None
+    subject: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a plain mapping (the form that is hashed, stored and exported)."""
+        return {name: getattr(self, name) for name in RECORD_FIELDS}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed digest of the chain up to ``last_seq`` (CloudTrail's digest file).
+
+    :ivar checkpoint_seq: position in the checkpoint chain, 1-based.
+    :ivar last_seq: the last record sealed (every record up to it is covered).
+    :ivar last_hash: that record's ``hash``: the whole chain before it follows by ``prev_hash``.
+    :ivar count: records in the log at sealing time (``last_seq`` for a gapless log).
+    :ivar key_id: which key signed it (keys rotate; old ones stay available for verification).
+    :ivar prev_checkpoint_signature: the previous checkpoint's signature (genesis: 64 zeros).
+    :ivar signature: HMAC-SHA256 (hex) over the canonical JSON of every other field.
+    """
+
+    checkpoint_seq: int
+    last_seq: int
+    last_hash: str
+    count: int
+    at: str
+    key_id: str
+    prev_checkpoint_signature: str
+    signature: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint as a plain mapping (the form that is signed, stored and exported)."""
+        return {name: getattr(self, name) for name in CHECKPOINT_FIELDS}
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation everything is hashed and signed over.
+
+    :raises ValueError: NaN or infinity (not JSON). :raises TypeError: a non-JSON type.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``record`` without its ``hash`` field.
+
+    Every other field counts, including ones not in the schema: a field added to a stored record
+    changes its hash like a changed one does.
+    """
+    body = {name: value for name, value in record.items() if name != "hash"}
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def checkpoint_signature(checkpoint: Mapping[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 (hex) with ``key`` over the canonical JSON of ``checkpoint`` without ``signature``."""
+    body = {name: value for name, value in checkpoint.items() if name != "signature"}
+    return hmac.new(key, canonical_json(body).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def format_at(moment: datetime) -> str:
+    """``moment`` (timezone-aware) as :data:`AT_FORMAT` in UTC.
+
+    :raises ValueError: a naive datetime (its zone would be a guess).
+    """
+    if moment.tzinfo is None:
+        raise ValueError("at: a timezone-aware datetime is required")
+    return moment.astimezone(UTC).strftime(AT_FORMAT)
+
+
+def utc_now() -> str:
+    """The current time as :data:`AT_FORMAT` (the in-memory log's clock; the store uses the DB's)."""
+    return format_at(datetime.now(UTC))
+
+
+def normalise_key_name(name: str) -> str:
+    """``apiKey`` / ``API-Key`` / ``api key`` -> ``api_key``: the form secret names are matched in."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    return re.sub(r"[^a-z0-9]+", "_", snake.lower()).strip("_")
+
+
+def is_secret_key_name(name: str) -> bool:
+    """True when a details key names a credential (its last word is password, token, api_key, ...)."""
+    return bool(_SECRET_KEY_NAME.search(normalise_key_name(name)))
+
+
+def _check_json_scalar(value: Any, path: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path}: {value!r} is not a JSON number")
+    if isinstance(value, str):
+        found = _secrets_in_value(value)
+        if found:
+            raise ValueError(f"{path}: looks like a credential ({found[0]}); audit records must not carry one")
+        return
+    if value is not None and not isinstance(value, bool | int | float):
+        raise ValueError(f"{path}: {type(value).__name__} is not JSON-serialisable")
+
+
+def _check_json_object(value: Mapping[Any, Any], path: str) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{path}: key {key!r} is not a string (JSON object keys are strings)")
+        if is_secret_key_name(key):
+            raise ValueError(
+                f"{path}.{key}: key names a secret; audit records must not carry credentials "
+                "(record a reference such as a secret name or id instead)"
+            )
+        _check_json_value(item, f"{path}.{key}")
+
+
+def _check_json_value(value: Any, path: str) -> None:
+    """Plain JSON only (objects with string keys, arrays, strings, finite numbers, booleans, null)."""
+    if isinstance(value, Mapping):
+        _check_json_object(value, path)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{path}[{index}]")
+    else:
+        _check_json_scalar(value, path)
+
+
+def validate_details(details: Any) -> dict[str, Any]:
+    """Check ``details`` and return it in its JSON form (tuples become lists, a fresh copy).
+
+    :param details: a JSON object (``None`` means ``{}``).
+    :returns: the normalised object, identical after a store round trip.
+    :raises ValueError: naming the offending field (``details.auth.password``).
+    """
+    if details is None:
+        return {}
+    if not isinstance(details, Mapping):
+        raise ValueError(f"details: must be a JSON object, got {type(details).__name__}")
+    _check_json_value(details, "details")
+    text = canonical_json(details)
+    if len(text.encode("utf-8")) > MAX_DETAILS_BYTES:
+        raise ValueError(f"details: {len(text.encode('utf-8'))} bytes, more than {MAX_DETAILS_BYTES}")
+    normalised: dict[str, Any] = json.loads(text)
+    return normalised
+
+
+def _check_text(name: str, value: Any, *, required: bool) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ValueError(f"{name}: must be a non-empty string" if required else f"{name}: must be a string")
+    if "\x00" in value:
+        raise ValueError(f"{name}: contains a NUL character")
+
+
+def validate_event(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Check what a caller wants to append; return every event field, details normalised.
+
+    :param fields: an :class:`AuditEvent`.
+    :raises ValueError: naming the field: unknown, assigned by the chain, missing or malformed.
+    """
+    for name in fields:
+        if name in CHAIN_FIELDS:
+            raise ValueError(f"{name}: assigned by the audit chain, not by the caller")
+        if name not in EVENT_FIELDS:
+            raise ValueError(f"{name}: not an audit record field (put it in details)")
+    kind = fields.get("kind")
+    _check_text("kind", kind, required=True)
+    if not _KIND.fullmatch(str(kind)):
+        raise ValueError(f"kind: {kind!r} is not a dotted lower-case name such as 'approval.answered'")
+    _check_text("actor", fields.get("actor"), required=True)
+    for name in OPTIONAL_TEXT_FIELDS:
+        _check_text(name, fields.get(name), required=False)
+    event = {name: fields.get(name) for name in EVENT_FIELDS}
+    event["details"] = validate_details(fields.get("details"))
+    return event
+
+
+def build_record(event: Mapping[str, Any], *, seq: int, at: str, prev_hash: str) -> AuditRecord:
+    """The next link: ``event`` (validated here) at position ``seq`` after the record hashed ``prev_hash``.
+
+    :raises ValueError: a malformed event, or chain fields that cannot be right.
+    """
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ValueError(f"seq: must be an integer >= 1, got {seq!r}")
+    if not _HEX64.fullmatch(prev_hash):
+        raise ValueError("prev_hash: must be 64 lower-case hex digits")
+    datetime.strptime(at, AT_FORMAT)  # raises ValueError naming the format
+    body = {"seq": seq, "at": at, **validate_event(event), "prev_hash": prev_hash}
+    return AuditRecord(**body, hash=record_hash(body))
+
+
+def build_checkpoint(
+    *,
+    checkpoint_seq: int,
+    last_seq: int,
+    last_hash: str,
+    count: int,
+    at: str,
+    key_id: str,
+    prev_checkpoint_signature: str,
+    key: bytes,
+) -> Checkpoint:
+    """Sign a checkpoint with ``key`` (identified by ``key_id`` for later verification).
+
+    :raises ValueError: a key shorter than :data:`MIN_KEY_BYTES` or an empty ``key_id``.
+    """
+    check_key(key)
+    if not key_id or not isinstance(key_id, str):
+        raise ValueError("key_id: must be a non-empty string")
+    body = {
+        "checkpoint_seq": checkpoint_seq,
+        "last_seq": last_seq,
+        "last_hash": last_hash,
+        "count": count,
+        "at": at,
+        "key_id": key_id,
+        "prev_checkpoint_signature": prev_checkpoint_signature,
+    }
+    return Checkpoint(**body, signature=checkpoint_signature(body, key))
+
+
+def check_key(key: bytes) -> None:
+    """:raises ValueError: ``key`` is not bytes of at least :data:`MIN_KEY_BYTES`."""
+    if not isinstance(key, bytes | bytearray) or len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"key: an HMAC key of at least {MIN_KEY_BYTES} bytes is required")
