@@ -99,6 +99,13 @@ _SECRET_KEY_NAME = re.compile(
 )
 
 
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), NaN refused; one
+# encoder instance instead of one per call (json.dumps builds a new one for non-default options).
+_CANONICAL: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 class AuditEvent(TypedDict, total=False):
     """What a caller hands to :meth:`include.audit.store.AuditStore.append`.
 
@@ -183,7 +190,7 @@ def canonical_json(value: Any) -> str:
 
     :raises ValueError: NaN or infinity (not JSON). :raises TypeError: a non-JSON type.
     """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(value)
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -192,7 +199,8 @@ def record_hash(record: Mapping[str, Any]) -> str:
     Every other field counts, including ones not in the schema: a field added to a stored record
     changes its hash like a changed one does.
     """
-    body = {name: value for name, value in record.items() if name != "hash"}
+    body = dict(record)
+    body.pop("hash", None)
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
@@ -234,7 +242,9 @@ def _check_json_scalar(value: Any, path: str) -> None:
     if isinstance(value, str):
         found = _secrets_in_value(value)
         if found:
-            raise ValueError(f"{path}: looks like a credential ({found[0]}); audit records must not carry one")
+            raise ValueError(
+                f"{path}: looks like a credential ({found[0]}); audit records must not carry one"
+            )
         return
     if value is not None and not isinstance(value, bool | int | float):
         raise ValueError(f"{path}: {type(value).__name__} is not JSON-serialisable")
@@ -319,12 +329,21 @@ def build_record(event: Mapping[str, Any], *, seq: int, at: str, prev_hash: str)
 
     :raises ValueError: a malformed event, or chain fields that cannot be right.
     """
+    return link_record(validate_event(event), seq=seq, at=at, prev_hash=prev_hash)
+
+
+def link_record(event: Mapping[str, Any], *, seq: int, at: str, prev_hash: str) -> AuditRecord:
+    """:func:`build_record` for an event :func:`validate_event` already returned (the store validates
+    before it takes the chain lock, to keep the lock short).
+
+    :raises ValueError: chain fields that cannot be right.
+    """
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
         raise ValueError(f"seq: must be an integer >= 1, got {seq!r}")
     if not _HEX64.fullmatch(prev_hash):
         raise ValueError("prev_hash: must be 64 lower-case hex digits")
     datetime.strptime(at, AT_FORMAT)  # raises ValueError naming the format
-    body = {"seq": seq, "at": at, **validate_event(event), "prev_hash": prev_hash}
+    body = {"seq": seq, "at": at, **{name: event[name] for name in EVENT_FIELDS}, "prev_hash": prev_hash}
     return AuditRecord(**body, hash=record_hash(body))
 
 
@@ -355,7 +374,16 @@ def build_checkpoint(
         "key_id": key_id,
         "prev_checkpoint_signature": prev_checkpoint_signature,
     }
-    return Checkpoint(**body, signature=checkpoint_signature(body, key))
+    return Checkpoint(
+        checkpoint_seq=checkpoint_seq,
+        last_seq=last_seq,
+        last_hash=last_hash,
+        count=count,
+        at=at,
+        key_id=key_id,
+        prev_checkpoint_signature=prev_checkpoint_signature,
+        signature=checkpoint_signature(body, key),
+    )
 
 
 def check_key(key: bytes) -> None:

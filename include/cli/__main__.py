@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "include.policies.sync",
     "include.cli.change_summary",
     "include.devstack.stack",
+    "include.audit.cli",
 )
 
 

@@ -1,0 +1,222 @@
+"""Copy sealed segments of the audit log to S3 under Object Lock in COMPLIANCE mode.
+
+The database copy of the log can be rewritten by whoever owns it, and such a rewrite can include
+the latest checkpoints; a copy nobody can change or delete until its retention date passes (not
+the bucket owner, not the AWS account root) cannot. Each checkpoint's segment (the records it
+sealed since the previous checkpoint, as JSON lines, then the checkpoint itself as the last line)
+becomes one object, ``audit/<yyyy>/<mm>/<dd>/<first_seq>-<last_seq>.jsonl`` dated by the seal.
+
+Objects are written with ``If-None-Match: *`` (an exported segment is never replaced; a re-run
+skips it) and with an explicit COMPLIANCE retention, so they stay locked even if the bucket's
+default retention rule is later loosened. A segment is checked before it leaves (hashes, links, the
+checkpoint's last hash): a damaged log is not copied into storage that would keep it for years.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
+
+from botocore.exceptions import ClientError
+
+from include.audit.records import AT_FORMAT, GENESIS_HASH, canonical_json, record_hash
+
+KEY_PREFIX: Final = "audit/"
+DEFAULT_RETENTION_DAYS: Final = 7 * 366
+"""Seven years, a common retention for change and access records (SOX, ISO 27001 evidence)."""
+
+_SEGMENT_NAME = re.compile(r"(\d+)-(\d+)\.jsonl$")
+
+
+class AuditExportError(RuntimeError):
+    """A segment could not be exported (damaged log, or a bucket without Object Lock)."""
+
+
+class SegmentSource(Protocol):
+    """Where segments come from: :class:`include.audit.store.AuditStore` is one."""
+
+    def checkpoints(self) -> list[dict[str, Any]]: ...
+
+    def records(self, first: int = 1, last: int | None = None) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class ExportedSegment:
+    """One checkpoint's segment in the bucket.
+
+    :ivar written: False when it was already there (exported by an earlier run).
+    :ivar version_id: the S3 version written (``None`` when skipped).
+    """
+
+    key: str
+    first_seq: int
+    last_seq: int
+    checkpoint_seq: int
+    written: bool
+    version_id: str | None = None
+
+
+def segment_key(checkpoint: Mapping[str, Any], first_seq: int, prefix: str = KEY_PREFIX) -> str:
+    """``audit/<yyyy>/<mm>/<dd>/<first_seq>-<last_seq>.jsonl``, dated by the checkpoint's ``at``."""
+    sealed = datetime.strptime(checkpoint["at"], AT_FORMAT)
+    return f"{prefix}{sealed:%Y/%m/%d}/{first_seq}-{checkpoint['last_seq']}.jsonl"
+
+
+def segment_body(records: Sequence[Mapping[str, Any]], checkpoint: Mapping[str, Any]) -> bytes:
+    """The records as canonical JSON lines, then ``{"checkpoint": {...}}`` as the last line."""
+    lines = [canonical_json(dict(record)) for record in records]
+    lines.append(canonical_json({"checkpoint": dict(checkpoint)}))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def parse_segment(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Inverse of :func:`segment_body`: ``(records, checkpoint)``.
+
+    :raises AuditExportError: no checkpoint line at the end.
+    """
+    rows = [json.loads(line) for line in body.decode("utf-8").splitlines() if line.strip()]
+    if not rows or set(rows[-1]) != {"checkpoint"}:
+        raise AuditExportError("segment does not end with its checkpoint")
+    return rows[:-1], rows[-1]["checkpoint"]
+
+
+def _check_segment(
+    records: list[dict[str, Any]], checkpoint: Mapping[str, Any], first_seq: int, prev_hash: str
+) -> None:
+    """The records sealed by ``checkpoint`` are all there, unmodified and linked, ending at its hash."""
+    where = f"segment {first_seq}-{checkpoint['last_seq']} (checkpoint {checkpoint['checkpoint_seq']})"
+    if len(records) != checkpoint["last_seq"] - first_seq + 1:
+        raise AuditExportError(f"{where}: {len(records)} records in the store; run `audit verify`")
+    for offset, record in enumerate(records):
+        try:
+            intact = record_hash(record) == record.get("hash")
+        except (TypeError, ValueError):
+            intact = False
+        if record.get("seq") != first_seq + offset or not intact or record.get("prev_hash") != prev_hash:
+            raise AuditExportError(f"{where}: record {first_seq + offset} is damaged; run `audit verify`")
+        prev_hash = record["hash"]
+    if prev_hash != checkpoint["last_hash"]:
+        raise AuditExportError(f"{where}: last record differs from the sealed hash; run `audit verify`")
+
+
+def ensure_locked_bucket(
+    s3: Any, bucket: str, *, region: str, retention_days: int = DEFAULT_RETENTION_DAYS
+) -> None:
+    """Create ``bucket`` with Object Lock (versioning comes with it) and a COMPLIANCE default rule.
+
+    Object Lock can only be turned on when a bucket is created: an existing bucket without it is
+    refused rather than silently used.
+
+    :raises AuditExportError: the bucket exists without Object Lock.
+    """
+    create: dict[str, Any] = {"Bucket": bucket, "ObjectLockEnabledForBucket": True}
+    if region != "us-east-1":
+        create["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**create)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise
+        try:
+            enabled = s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+        except ClientError as missing:
+            raise AuditExportError(f"bucket {bucket} exists without Object Lock") from missing
+        if enabled.get("ObjectLockEnabled") != "Enabled":
+            raise AuditExportError(f"bucket {bucket} exists without Object Lock") from error
+    s3.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": retention_days}},
+        },
+    )
+
+
+def _put_segment(s3: Any, bucket: str, key: str, body: bytes, retain_until: datetime) -> str | None:
+    """Write one locked object; ``None`` if the key already exists (never overwritten)."""
+    try:
+        response = s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/x-ndjson",
+            IfNoneMatch="*",
+            ObjectLockMode="COMPLIANCE",
+            ObjectLockRetainUntilDate=retain_until,
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "PreconditionFailed":
+            return None
+        raise
+    version: str = response.get("VersionId", "")  # always set: Object Lock buckets are versioned
+    return version
+
+
+def export_sealed_segments(
+    source: SegmentSource,
+    s3: Any,
+    bucket: str,
+    *,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+    prefix: str = KEY_PREFIX,
+    after_checkpoint: int = 0,
+    now: datetime | None = None,
+) -> list[ExportedSegment]:
+    """Export every sealed segment not exported yet, oldest first.
+
+    :param source: the log (an :class:`~include.audit.store.AuditStore`).
+    :param s3: a boto3 S3 client.
+    :param retention_days: COMPLIANCE retention of each object from ``now``.
+    :param after_checkpoint: skip the segments up to this checkpoint without reading them (the
+        caller's watermark of what is known to be exported; 0 checks every segment).
+    :returns: every segment considered, written now or found already there.
+    :raises AuditExportError: a segment is damaged in the store (nothing from it is written).
+    """
+    retain_until = (now or datetime.now(UTC)) + timedelta(days=retention_days)
+    exported: list[ExportedSegment] = []
+    first_seq, prev_hash = 1, GENESIS_HASH
+    for checkpoint in source.checkpoints():
+        last_seq = checkpoint["last_seq"]
+        if checkpoint["checkpoint_seq"] <= after_checkpoint:
+            first_seq, prev_hash = last_seq + 1, checkpoint["last_hash"]
+            continue
+        key = segment_key(checkpoint, first_seq, prefix)
+        records = source.records(first_seq, last_seq)
+        _check_segment(records, checkpoint, first_seq, prev_hash)
+        version = _put_segment(s3, bucket, key, segment_body(records, checkpoint), retain_until)
+        exported.append(
+            ExportedSegment(
+                key=key,
+                first_seq=first_seq,
+                last_seq=last_seq,
+                checkpoint_seq=checkpoint["checkpoint_seq"],
+                written=version is not None,
+                version_id=version or None,
+            )
+        )
+        first_seq, prev_hash = last_seq + 1, checkpoint["last_hash"]
+    return exported
+
+
+def read_exported_segments(
+    s3: Any, bucket: str, prefix: str = KEY_PREFIX
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every exported record and checkpoint, in log order, ready for :func:`include.audit.verify.verify`."""
+    segments: list[tuple[int, list[dict[str, Any]], dict[str, Any]]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            name = _SEGMENT_NAME.search(item["Key"])
+            if name is None:
+                continue
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            records, checkpoint = parse_segment(body)
+            segments.append((int(name.group(1)), records, checkpoint))
+    segments.sort(key=lambda segment: segment[0])
+    return (
+        [record for _, records, _ in segments for record in records],
+        [checkpoint for _, _, checkpoint in segments],
+    )

@@ -1,0 +1,372 @@
+"""The audit store on a real PostgreSQL: 8 processes appending at once keep one gapless chain, a row
+changed behind the store's back is named, and sealed segments land in S3 under Object Lock.
+
+Runs on a PostgreSQL cluster of its own (profile ``audit-itest``, 127.0.0.1:55472), started fresh
+for this module and stopped at its end; never the shared stacks. One database per test. S3 is an
+in-process moto server. Append latency (the audit overhead per task) is printed, single writer and
+under 8 writers: that cluster runs with fsync and synchronous_commit off, as every local cluster of
+this project does, so the figures are the lock-and-round-trip cost, not a disk flush.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import re
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from botocore.exceptions import ClientError
+
+from include.audit.export import (
+    AuditExportError,
+    ensure_locked_bucket,
+    export_sealed_segments,
+    read_exported_segments,
+)
+from include.audit.store import AuditStore
+from include.audit.verify import DELETED, MODIFIED, REORDERED, TRUNCATED, verify
+from include.cli.__main__ import main as cli_main
+from include.devstack import postgres
+from include.devstack.config import HOST, Profile
+
+PROFILE = Profile(name="audit-itest", api_port=0, pg_port=55472, moto_port=0, smtp_port=0)
+KEY_ID = "audit-itest-1"
+KEY = bytes.fromhex("6b" * 32)
+KEYS = {KEY_ID: KEY}
+WRITERS = 8
+PER_WRITER = 500
+START_TIMEOUT = 120.0
+REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Profile]:
+    postgres.ensure_installed()
+    postgres.initialise(PROFILE, fresh=True)
+    postgres.start(PROFILE)
+    try:
+        yield PROFILE
+    finally:
+        postgres.stop(PROFILE)
+
+
+def _database(profile: Profile, name: str) -> str:
+    postgres.create_database(profile, name)
+    return f"postgresql://{postgres.DB_USER}@{HOST}:{profile.pg_port}/{name}"
+
+
+@pytest.fixture
+def store(cluster: Profile, request: pytest.FixtureRequest) -> Iterator[AuditStore]:
+    """An empty audit store in a database of the test's own."""
+    name = "audit_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    with AuditStore(_database(cluster, name)) as audit:
+        audit.ensure_schema()
+        audit.ensure_schema()  # idempotent
+        yield audit
+
+
+def _event(writer: int, n: int) -> dict[str, Any]:
+    return {
+        "kind": "side_effect",
+        "actor": f"worker:{writer}",
+        "domain": "network",
+        "tenant": "acme",
+        "correlation_id": str(uuid.uuid4()),
+        "dag_id": "firewall_change",
+        "run_id": f"manual__2026-03-04T05:06:{writer:02d}+00:00",
+        "task_id": "apply",
+        "subject": f"aws_security_group.web-{writer}",
+        "details": {"writer": writer, "n": n, "change": {"add": 1, "destroy": 0}, "note": "für prod"},
+    }
+
+
+def _percentiles(seconds: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles([s * 1000 for s in seconds], n=100)
+    return cuts[49], cuts[94]
+
+
+def _writer(dsn: str, writer: int, count: int, barrier: Any, results: Any) -> None:
+    """One worker process: append ``count`` records as fast as it can, timing each append."""
+    with AuditStore(dsn) as audit:
+        audit.head()  # connected before the start line
+        barrier.wait(START_TIMEOUT)
+        latencies: list[float] = []
+        appended: list[tuple[int, str, int]] = []
+        for n in range(count):
+            started = time.perf_counter()
+            record = audit.append(_event(writer, n))
+            latencies.append(time.perf_counter() - started)
+            appended.append((record.seq, record.hash, n))
+    results.put({"writer": writer, "latencies": latencies, "appended": appended})
+
+
+def _run_writers(dsn: str, audit: AuditStore) -> tuple[list[dict[str, Any]], int, float]:
+    """8 spawned writers at once; meanwhile this process seals every ~0.2 s. Returns the writers'
+    reports, the checkpoints written during the run and the wall time."""
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(WRITERS + 1)
+    results = spawn.Queue()
+    workers = [
+        spawn.Process(target=_writer, args=(dsn, writer, PER_WRITER, barrier, results))
+        for writer in range(WRITERS)
+    ]
+    for worker in workers:
+        worker.start()
+    reports: list[dict[str, Any]] = []
+    seals = 0
+    try:
+        barrier.wait(START_TIMEOUT)
+        started = time.monotonic()
+        deadline = started + 300
+        while len(reports) < WRITERS and time.monotonic() < deadline:
+            seals += audit.seal(KEY, KEY_ID) is not None
+            try:
+                reports.append(results.get(timeout=0.2))
+            except Exception:  # noqa: S112 - queue.Empty: keep sealing while the writers run
+                continue
+        elapsed = time.monotonic() - started
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
+    assert len(reports) == WRITERS, "a writer did not finish"
+    return reports, seals, elapsed
+
+
+def test_single_writer_latency(store: AuditStore, capsys: pytest.CaptureFixture[str]) -> None:
+    latencies = []
+    for n in range(PER_WRITER):
+        started = time.perf_counter()
+        store.append(_event(0, n))
+        latencies.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    checkpoint = store.seal(KEY, KEY_ID)
+    seal_ms = (time.perf_counter() - started) * 1000
+
+    assert checkpoint is not None
+    assert checkpoint.last_seq == PER_WRITER
+    report = store.verify(KEYS)
+    assert report.ok, str(report)
+    p50, p95 = _percentiles(latencies)
+    with capsys.disabled():
+        print(
+            f"\naudit append latency, 1 writer, {PER_WRITER} records: p50 {p50:.2f} ms, p95 {p95:.2f} ms; "
+            f"seal of {PER_WRITER} records {seal_ms:.1f} ms"
+        )
+
+
+def test_eight_concurrent_writers_keep_one_gapless_chain(
+    store: AuditStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reports, seals, elapsed = _run_writers(store.dsn, store)
+    final = store.seal(KEY, KEY_ID)
+    seals += final is not None
+
+    appended = {
+        seq: (digest, report["writer"], n) for report in reports for seq, digest, n in report["appended"]
+    }
+    total = WRITERS * PER_WRITER
+    assert len(appended) == total  # no seq handed out twice
+    assert sorted(appended) == list(range(1, total + 1))  # gapless
+
+    records = store.records()
+    assert [r["seq"] for r in records] == list(range(1, total + 1))
+    for record in records:  # none lost, none altered: what each writer got back is what is stored
+        digest, writer, n = appended[record["seq"]]
+        assert (record["hash"], record["details"]["writer"], record["details"]["n"]) == (digest, writer, n)
+    for report in reports:  # each writer's appends are in its own order along the chain
+        seqs = [seq for seq, _, _ in report["appended"]]
+        assert seqs == sorted(seqs)
+    ats = [r["at"] for r in records]
+    assert ats == sorted(ats)  # the database clock, read under the lock: never backwards
+
+    report = store.verify(KEYS)
+    assert report.ok, str(report)
+    assert report.sealed_seq == total
+    assert report.checkpoints == seals >= 2  # sealed during the run too, between appends
+
+    latencies = [latency for report in reports for latency in report["latencies"]]
+    p50, p95 = _percentiles(latencies)
+    with capsys.disabled():
+        print(
+            f"\naudit append latency, {WRITERS} writers x {PER_WRITER} records: p50 {p50:.2f} ms, "
+            f"p95 {p95:.2f} ms; {total} records in {elapsed:.1f} s ({total / elapsed:.0f}/s), "
+            f"{seals} checkpoints sealed meanwhile"
+        )
+
+
+def _fill(audit: AuditStore, count: int, *, seal_every: int = 0) -> None:
+    for n in range(count):
+        audit.append(_event(n % 3, n))
+        if seal_every and (n + 1) % seal_every == 0:
+            audit.seal(KEY, KEY_ID)
+
+
+def _tamper(dsn: str, statement: str) -> None:
+    """What the table's owner can do: switch the triggers off for the session, then change rows."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(statement)
+
+
+def test_the_tables_refuse_updates_deletes_and_truncation(store: AuditStore) -> None:
+    _fill(store, 3, seal_every=3)
+    with psycopg.connect(store.dsn, autocommit=True) as conn:
+        for statement in (
+            "UPDATE audit_record SET actor = 'mallory' WHERE seq = 2",
+            "DELETE FROM audit_record WHERE seq = 3",
+            "TRUNCATE audit_record",
+            "UPDATE audit_checkpoint SET last_seq = 1",
+            "DELETE FROM audit_checkpoint",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(statement)
+    assert store.verify(KEYS).ok
+
+
+def test_rows_changed_in_sql_are_named(store: AuditStore) -> None:
+    _fill(store, 60, seal_every=25)  # sealed up to 50, 10 unsealed
+    _tamper(store.dsn, "UPDATE audit_record SET actor = 'mallory' WHERE seq = 17")
+    _tamper(store.dsn, """UPDATE audit_record SET details = '{"decision":"approve"}' WHERE seq = 30""")
+
+    report = store.verify(KEYS)
+    assert report.damage() == {(17, MODIFIED), (30, MODIFIED)}
+    assert "record 17: modified (hash mismatch)" in str(report).splitlines()
+
+    _tamper(store.dsn, "DELETE FROM audit_record WHERE seq = 40 OR seq > 45")
+    report = store.verify(KEYS)
+    assert report.damage() == {(17, MODIFIED), (30, MODIFIED), (40, DELETED)} | {
+        (seq, TRUNCATED) for seq in range(46, 51)
+    }
+    assert "records 46-50: truncated (log ends at record 45; checkpoint 2 sealed up to record 50)" in str(
+        report
+    )
+
+
+def test_rows_whose_seqs_were_swapped_in_sql_are_named(store: AuditStore) -> None:
+    _fill(store, 10, seal_every=10)
+    _tamper(
+        store.dsn,
+        "UPDATE audit_record SET seq = 1000 WHERE seq = 3;"
+        "UPDATE audit_record SET seq = 3 WHERE seq = 4;"
+        "UPDATE audit_record SET seq = 4 WHERE seq = 1000",
+    )
+
+    report = store.verify(KEYS)
+    assert report.damage() == {(3, MODIFIED), (4, MODIFIED), (3, REORDERED), (4, REORDERED)}
+    assert "record 4: modified (seq field altered (reads 3, hash matches 4))" in str(report)
+
+
+def test_cli_verify_exits_1_on_damage(
+    store: AuditStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill(store, 12, seal_every=6)
+    key_file = tmp_path / "keys.json"
+    key_file.write_text(json.dumps({KEY_ID: KEY.hex()}))
+
+    assert cli_main(["audit", "verify", "--dsn", store.dsn, "--key-file", str(key_file)]) == 0
+    assert capsys.readouterr().out.startswith("audit log intact: 12 records (last seq 12), 2 checkpoints")
+
+    _tamper(store.dsn, "UPDATE audit_record SET subject = 'SEC-1' WHERE seq = 4")
+    assert cli_main(["audit", "verify", "--dsn", store.dsn, "--key-file", str(key_file)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "audit log DAMAGED: 1 problem(s) in 12 records and 2 checkpoints",
+        "record 4: modified (hash mismatch)",
+    ]
+    key_file.write_text(json.dumps({KEY_ID: "00" * 32}))
+    assert cli_main(["audit", "verify", "--dsn", store.dsn, "--key-file", str(key_file)]) == 1
+    assert "checkpoint 1: checkpoint_invalid (bad signature)" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=HOST, port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield boto3.client(
+            "s3",
+            endpoint_url=f"http://{host}:{port}",
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+    finally:
+        server.stop()
+
+
+def test_sealed_segments_are_exported_under_compliance_lock(store: AuditStore, s3: Any) -> None:
+    bucket = f"audit-itest-{uuid.uuid4().hex[:12]}"
+    ensure_locked_bucket(s3, bucket, region=REGION, retention_days=30)
+    ensure_locked_bucket(s3, bucket, region=REGION, retention_days=30)  # idempotent
+    _fill(store, 130, seal_every=40)  # 3 checkpoints (40, 80, 120), 10 unsealed (sealed below)
+
+    segments = export_sealed_segments(store, s3, bucket, retention_days=30)
+    today = datetime.now(UTC)
+    assert [(s.first_seq, s.last_seq, s.checkpoint_seq, s.written) for s in segments] == [
+        (1, 40, 1, True),
+        (41, 80, 2, True),
+        (81, 120, 3, True),
+    ]
+    assert segments[0].key == f"audit/{today:%Y/%m/%d}/1-40.jsonl"
+    assert [s.written for s in export_sealed_segments(store, s3, bucket)] == [False] * 3  # never rewritten
+    _fill(store, 30, seal_every=30)  # checkpoint 4: the 10 unsealed + 30 = 121-160
+    later = export_sealed_segments(store, s3, bucket, retention_days=30, after_checkpoint=3)
+    assert [(s.first_seq, s.last_seq, s.written) for s in later] == [(121, 160, True)]
+
+    records, checkpoints = read_exported_segments(s3, bucket)
+    exported = verify(records, checkpoints, KEYS)
+    assert exported.ok, str(exported)
+    assert (exported.records, exported.sealed_seq) == (160, 160)
+
+    head = s3.head_object(Bucket=bucket, Key=segments[0].key)
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert head["ObjectLockRetainUntilDate"] > today + timedelta(days=29)
+    version = segments[0].version_id
+    with pytest.raises(ClientError) as refused:
+        s3.delete_object(Bucket=bucket, Key=segments[0].key, VersionId=version)
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError) as refused:
+        s3.delete_object(
+            Bucket=bucket, Key=segments[0].key, VersionId=version, BypassGovernanceRetention=True
+        )
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    batch = s3.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": segments[1].key, "VersionId": segments[1].version_id}]}
+    )
+    assert [error["Code"] for error in batch["Errors"]] == ["AccessDenied"]
+    # A plain delete only stacks a delete marker: the locked version is still there.
+    s3.delete_object(Bucket=bucket, Key=segments[0].key)
+    body = s3.get_object(Bucket=bucket, Key=segments[0].key, VersionId=version)["Body"].read()
+    assert body.decode().splitlines()[0].startswith('{"actor":"worker:0"')
+
+
+def test_a_damaged_segment_is_not_exported(store: AuditStore, s3: Any) -> None:
+    bucket = f"audit-itest-{uuid.uuid4().hex[:12]}"
+    ensure_locked_bucket(s3, bucket, region=REGION, retention_days=1)
+    _fill(store, 20, seal_every=10)
+    _tamper(store.dsn, "UPDATE audit_record SET actor = 'mallory' WHERE seq = 15")
+
+    with pytest.raises(AuditExportError, match=r"segment 11-20 \(checkpoint 2\): record 15 is damaged"):
+        export_sealed_segments(store, s3, bucket, retention_days=1)
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert [key.rsplit("/", 1)[1] for key in keys] == ["1-10.jsonl"]  # the intact segment before it
+
+
+def test_a_bucket_without_object_lock_is_refused(s3: Any) -> None:
+    bucket = f"audit-itest-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    with pytest.raises(AuditExportError, match="exists without Object Lock"):
+        ensure_locked_bucket(s3, bucket, region=REGION)
