@@ -32,7 +32,7 @@ from include.devstack.config import HOST, Profile
 from tests.support.fault_server import FaultServer, ReceivedRequest
 
 RESULTS = Path(__file__).parent / "results" / "ratelimit.json"
-BENCH_PROFILE = Profile(name="ratelimit-bench", api_port=0, pg_port=55463, moto_port=0, smtp_port=0)
+BENCH_PROFILE = Profile(name="ratelimit-bench", api_port=0, pg_port=25463, moto_port=0, smtp_port=0)
 DATABASE = "ratelimit"
 START_TIMEOUT = 180.0
 # Measured on the 2-CPU development box (4 workers): with no margin the server answered 13 of 413

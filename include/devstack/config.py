@@ -76,9 +76,9 @@ PROFILES = {
     "run": Profile(
         name="run",
         api_port=_port("ORCH_API_PORT", 8080),
-        pg_port=_port("ORCH_PG_PORT", 55432),
+        pg_port=_port("ORCH_PG_PORT", 25432),
         moto_port=_port("ORCH_MOTO_PORT", 5050),
         smtp_port=_port("ORCH_SMTP_PORT", 2525),
     ),
-    "test": Profile(name="test", api_port=18080, pg_port=55442, moto_port=15050, smtp_port=12525),
+    "test": Profile(name="test", api_port=18080, pg_port=25442, moto_port=15050, smtp_port=12525),
 }

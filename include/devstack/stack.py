@@ -75,6 +75,7 @@ class Stack:
                 self.profile.logs,
                 self.profile.root / "dag_bundles",
                 self.profile.root / "results",
+                self.profile.root / "terraform",  # per-tenant state and plan workspaces
             ):
                 shutil.rmtree(folder, ignore_errors=True)
         postgres.ensure_installed()

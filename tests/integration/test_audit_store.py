@@ -1,7 +1,7 @@
 """The audit store on a real PostgreSQL: 8 processes appending at once keep one gapless chain, a row
 changed behind the store's back is named, and sealed segments land in S3 under Object Lock.
 
-Runs on a PostgreSQL cluster of its own (profile ``audit-itest``, 127.0.0.1:55472), started fresh
+Runs on a PostgreSQL cluster of its own (profile ``audit-itest``, 127.0.0.1:25472), started fresh
 for this module and stopped at its end; never the shared stacks. One database per test. S3 is an
 in-process moto server. Append latency (the audit overhead per task) is printed, single writer and
 under 8 writers: that cluster runs with fsync and synchronous_commit off, as every local cluster of
@@ -38,7 +38,7 @@ from include.cli.__main__ import main as cli_main
 from include.devstack import postgres
 from include.devstack.config import HOST, Profile
 
-PROFILE = Profile(name="audit-itest", api_port=0, pg_port=55472, moto_port=0, smtp_port=0)
+PROFILE = Profile(name="audit-itest", api_port=0, pg_port=25472, moto_port=0, smtp_port=0)
 KEY_ID = "audit-itest-1"
 KEY = bytes.fromhex("6b" * 32)
 KEYS = {KEY_ID: KEY}

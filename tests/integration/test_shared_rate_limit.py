@@ -1,7 +1,7 @@
 """One rate limit shared by several worker processes through PostgreSQL, refereed by a server that
 enforces the same limit: no 429 may come back, and the limit must be used, not just respected.
 
-Runs on a PostgreSQL cluster of its own (profile ``ratelimit-itest``, 127.0.0.1:55462), started
+Runs on a PostgreSQL cluster of its own (profile ``ratelimit-itest``, 127.0.0.1:25462), started
 fresh for this module and stopped at its end; never the shared ``test`` stack.
 """
 
@@ -18,7 +18,7 @@ from include.connectors.ratelimit import DEFAULT_SAFETY_MARGIN, RateLimitSetting
 from include.devstack import postgres
 from include.devstack.config import Profile
 
-PROFILE = Profile(name="ratelimit-itest", api_port=0, pg_port=55462, moto_port=0, smtp_port=0)
+PROFILE = Profile(name="ratelimit-itest", api_port=0, pg_port=25462, moto_port=0, smtp_port=0)
 SERVER_LIMIT = 20
 SERVER_WINDOW = 1.0
 # The store round trips of a refused try, beyond the bound (they are not sleeps).
