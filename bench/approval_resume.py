@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.burst import percentile
 from include.devstack.api_client import AirflowApi
 
 
@@ -37,11 +38,6 @@ class ResumeResult:
     states: dict[str, int]
     # per approval, for the test that reads the result
     server_seconds: list[float]
-
-
-def _percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))], 2)
 
 
 def _wait_started(api: AirflowApi, dag_id: str, run_id: str, task_id: str, timeout: float) -> dict[str, Any]:
@@ -89,12 +85,12 @@ def measure(
     return ResumeResult(
         dag_id=dag_id,
         approvals=approvals,
-        server_p50=_percentile(server, 50),
-        server_p95=_percentile(server, 95),
-        server_max=_percentile(server, 100),
-        client_p50=_percentile(client, 50),
-        client_p95=_percentile(client, 95),
-        client_max=_percentile(client, 100),
+        server_p50=percentile(server, 50, digits=2),
+        server_p95=percentile(server, 95, digits=2),
+        server_max=percentile(server, 100, digits=2),
+        client_p50=percentile(client, 50, digits=2),
+        client_p95=percentile(client, 95, digits=2),
+        client_max=percentile(client, 100, digits=2),
         states=states,
         server_seconds=[round(s, 3) for s in server],
     )

@@ -55,11 +55,12 @@ def _seconds(run: dict[str, Any]) -> float | None:
     return (datetime.fromisoformat(run["end_date"]) - queued).total_seconds()
 
 
-def _percentile(values: list[float], pct: float) -> float:
+def percentile(values: list[float], pct: float, digits: int = 1) -> float:
+    """Nearest-rank percentile, rounded; NaN for no values."""
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))], 1)
+    return round(ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))], digits)
 
 
 def burst(
@@ -87,9 +88,9 @@ def burst(
         total_seconds=round(total, 1),
         runs_per_minute=round(runs / total * 60, 1),
         states=dict(Counter(found[r]["state"] if r in found else "missing" for r in run_ids)),
-        run_seconds_p50=_percentile(finished, 50),
-        run_seconds_p95=_percentile(finished, 95),
-        run_seconds_max=_percentile(finished, 100),
+        run_seconds_p50=percentile(finished, 50),
+        run_seconds_p95=percentile(finished, 95),
+        run_seconds_max=percentile(finished, 100),
         run_seconds=run_seconds,
     )
 

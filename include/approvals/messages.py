@@ -61,6 +61,14 @@ def waited(since: datetime, now: datetime) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+def mail_headers(facts: RequestFacts) -> dict[str, str]:
+    """Headers on every mail of a request, so a person (and a test) can group them."""
+    return {
+        "X-Orchestrator-Correlation-Id": facts.correlation_id,
+        "X-Orchestrator-Approval": f"{facts.domain}/{facts.action}/{facts.step}",
+    }
+
+
 def request_subject(facts: RequestFacts) -> str:
     return f"[{facts.domain}] Approve {facts.action}: {facts.subject}"
 

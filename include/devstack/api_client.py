@@ -75,6 +75,10 @@ class AirflowApi:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """task id -> state of every task instance of a run."""
+        return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         entry = self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
         return entry["value"]

@@ -41,20 +41,19 @@ from include.approvals.notify import send_email
 from include.approvals.respondents import assigned_respondents
 from include.connectors.context import RunContext
 from include.policies.approvals import ApprovalRule, ApprovalStep, Ladder, load_approvals
+from include.policies.checks import domain_tags
 from include.policies.loader import load_domain_policy
 from plugins.triggers.approval import LADDER_XCOM_KEY, ApprovalLadderTrigger
 
 XCOM_KEY = "approval"
 # Kwargs the gate sets from policy; a DAG cannot pass them.
 POLICY_OWNED = ("options", "defaults", "assigned_users", "response_timeout", "notifiers")
-DOMAIN_TAG_PREFIX = "domain:"
 
 
 def domain_of_dag(dag: Any) -> str | None:
-    tags = [
-        tag[len(DOMAIN_TAG_PREFIX) :] for tag in getattr(dag, "tags", ()) or () if tag.startswith("domain:")
-    ]
-    return tags[0] if len(tags) == 1 else None
+    """The DAG's one domain (its ``domain:<name>`` tag), or ``None``."""
+    names = domain_tags(dag)
+    return names[0] if len(names) == 1 else None
 
 
 class ApprovalGateOperator(ApprovalOperator):
@@ -186,7 +185,10 @@ class ApprovalGateOperator(ApprovalOperator):
             facts.deadline.isoformat(),
         )
         sent = send_email(
-            list(self._step.emails), *messages.request_email(facts), headers=_headers(facts), log=self.log
+            list(self._step.emails),
+            *messages.request_email(facts),
+            headers=messages.mail_headers(facts),
+            log=self.log,
         )
         ti.xcom_push(
             key=LADDER_XCOM_KEY, value=[{"step": "requested", "at": requested_at.isoformat(), **sent}]
@@ -302,7 +304,10 @@ class ApprovalGateOperator(ApprovalOperator):
                 *load_domain_policy().domain(self.domain).alert_emails,
             ]
             sent = send_email(
-                to, *messages.timeout_email(facts, skipped), headers=_headers(facts), log=self.log
+                to,
+                *messages.timeout_email(facts, skipped),
+                headers=messages.mail_headers(facts),
+                log=self.log,
             )
             ladder.append({"step": "timeout", "at": utcnow().isoformat(), **sent})
         record = {
@@ -352,10 +357,3 @@ class ApprovalGateOperator(ApprovalOperator):
             self.log.warning("ignoring unknown answer fields %s", unknown)
         comment = params_input.get("comment", "")
         return comment if isinstance(comment, str) else str(comment)
-
-
-def _headers(facts: RequestFacts) -> dict[str, str]:
-    return {
-        "X-Orchestrator-Correlation-Id": facts.correlation_id,
-        "X-Orchestrator-Approval": f"{facts.domain}/{facts.action}/{facts.step}",
-    }

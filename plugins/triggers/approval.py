@@ -85,10 +85,7 @@ class ApprovalLadderTrigger(HITLTrigger):
         await sync_to_async(XCom.set)(LADDER_XCOM_KEY, ladder, **self._xcom_address())
 
     async def _climb(self, step: str, facts: RequestFacts, now: datetime) -> dict[str, Any]:
-        headers = {
-            "X-Orchestrator-Correlation-Id": facts.correlation_id,
-            "X-Orchestrator-Approval": f"{facts.domain}/{facts.action}/{facts.step}",
-        }
+        headers = messages.mail_headers(facts)
         if step == "reminder":
             subject, html = messages.reminder_email(facts, now)
             outcome = await asend_email(self.approver_emails, subject, html, headers=headers, log=self.log)

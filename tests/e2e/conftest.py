@@ -7,14 +7,18 @@ every end-to-end test, stopped by PID at the end of the session.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from airflow.sdk import Connection
 
+from include.connectors.ticketing.request_tracker import RequestTrackerHook
 from include.devstack.airflow_env import ADMIN_USER
 from include.devstack.api_client import AirflowApi
 from include.devstack.config import PROFILES
+from include.devstack.request_tracker import rt_connection
 from include.devstack.stack import Stack
 from include.policies.loader import load_domain_policy
 from tests.e2e.gitops import PROBE_DAG_ID, GitOpsRemote
@@ -51,6 +55,28 @@ def api(stack: Stack) -> AirflowApi:
     client = AirflowApi(stack.profile.api_url, ADMIN_USER, stack.admin_password)
     client.wait_for_dags(SERVICE_CHECK_DAGS | {PROBE_DAG_ID})
     return client
+
+
+@pytest.fixture(scope="session")
+def rt(stack: Stack) -> RequestTrackerHook:
+    """A hook on the same rt_default connection the workers read from Secrets Manager."""
+    definition = dict(rt_connection(stack.profile))
+    # The pytest process has no secrets backend: name the shared rate-limit store directly.
+    store = f"postgresql://airflow@127.0.0.1:{stack.profile.pg_port}/ratelimit"
+    extra = json.dumps({**definition.pop("extra", {}), "rate_limit_store_dsn": store})
+    hook = RequestTrackerHook(tenant="acme")
+    hook.__dict__["connection"] = Connection(conn_id="rt_default", extra=extra, **definition)
+    return hook
+
+
+def sign_up(stack: Stack, admin: AirflowApi, users: dict[str, list[str]]) -> dict[str, AirflowApi]:
+    """Create FAB users with their roles (names must be unique in the session); a client for each."""
+    clients = {}
+    for name, roles in users.items():
+        password = secrets.token_urlsafe(16)
+        admin.create_user(name, password, roles)
+        clients[name] = AirflowApi(stack.profile.api_url, name, password)
+    return clients
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -13,10 +13,6 @@ Users (roles from include/policies/approvals.yaml and domains.yaml):
 
 from __future__ import annotations
 
-import json
-import secrets
-from collections.abc import Callable
-
 import pytest
 
 from bench.approval_resume import measure, report
@@ -29,6 +25,7 @@ from include.devstack.smtp_sink import StoredMessage, read_messages
 from include.devstack.stack import Stack
 from include.policies.approvals import load_approvals
 from include.policies.loader import load_domain_policy
+from tests.e2e.conftest import sign_up
 
 SOC = "e2e_soc_containment"
 SOC_UNANSWERED = "e2e_soc_containment_unanswered"
@@ -51,12 +48,7 @@ USERS = {
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({SOC, SOC_UNANSWERED, HR})
-    clients = {}
-    for name, roles in USERS.items():
-        password = secrets.token_urlsafe(16)
-        api.create_user(name, password, roles)
-        clients[name] = AirflowApi(stack.profile.api_url, name, password)
-    return clients
+    return sign_up(stack, api, USERS)
 
 
 def mails_for(stack: Stack, correlation_id: str) -> list[StoredMessage]:
@@ -69,10 +61,6 @@ def mails_for(stack: Stack, correlation_id: str) -> list[StoredMessage]:
 
 def respondents(request: dict) -> set[str]:
     return {u["id"] for u in request["assigned_users"]}
-
-
-def task_states(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, str]:
-    return {ti["task_id"]: ti["state"] for ti in api.task_instances(dag_id, run_id)}
 
 
 def test_allowed_approver_approves_and_the_privileged_step_runs(
@@ -94,7 +82,7 @@ def test_allowed_approver_approves_and_the_privileged_step_runs(
     assert answer["responded_by"]["name"] == "sam"
 
     assert api.wait_for_run(SOC, run_id, timeout=120)["state"] == "success"
-    assert task_states(api, SOC, run_id) == {GATE: "success", "isolate_host": "success"}
+    assert api.task_states(SOC, run_id) == {GATE: "success", "isolate_host": "success"}
     assert api.xcom(SOC, run_id, "isolate_host") == {
         "capability": "host-isolate",
         "target": "ws-0042",
@@ -134,7 +122,7 @@ def test_bad_answers_get_a_clear_error_and_change_nothing(
     assert refused.value.status_code == status
     assert refused.value.body  # the error says what is wrong
     assert api.get(path)["response_received"] is False
-    assert task_states(api, SOC, waiting_run)[GATE] == "deferred"
+    assert api.task_states(SOC, waiting_run)[GATE] == "deferred"
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +149,7 @@ def test_refused_answers_leave_the_request_open(
     assert refused.value.status_code == 403
     assert reason in refused.value.body
     assert api.get(api.hitl_path(SOC, waiting_run, GATE))["response_received"] is False
-    assert task_states(api, SOC, waiting_run) == {GATE: "deferred", "isolate_host": None}
+    assert api.task_states(SOC, waiting_run) == {GATE: "deferred", "isolate_host": None}
 
 
 def test_reject_skips_the_privileged_step_and_a_second_answer_conflicts(
@@ -173,7 +161,7 @@ def test_reject_skips_the_privileged_step_and_a_second_answer_conflicts(
         users["sam"].answer(SOC, waiting_run, GATE, "Approve")
     assert again.value.status_code == 409
     assert api.wait_for_run(SOC, waiting_run, timeout=120)["state"] == "success"
-    assert task_states(api, SOC, waiting_run) == {GATE: "success", "isolate_host": "skipped"}
+    assert api.task_states(SOC, waiting_run) == {GATE: "success", "isolate_host": "skipped"}
     record = api.xcom(SOC, waiting_run, GATE, key="approval")
     assert (record["outcome"], record["responded_by"]["name"], record["comment"]) == (
         "rejected",
@@ -200,34 +188,20 @@ def test_two_approvals_need_two_different_people(api: AirflowApi, users: dict[st
     assert result["approved_by"] == ["henry", "sofia"]
 
 
-@pytest.fixture(scope="module")
-def rt_history(stack: Stack) -> Callable[[str], list[dict]]:
-    from airflow.sdk import Connection
-
-    from include.devstack.request_tracker import rt_connection
-
-    definition = dict(rt_connection(stack.profile))
-    store = f"postgresql://airflow@127.0.0.1:{stack.profile.pg_port}/ratelimit"
-    extra = json.dumps({**definition.pop("extra", {}), "rate_limit_store_dsn": store})
-    hook = RequestTrackerHook(tenant="acme")
-    hook.__dict__["connection"] = Connection(conn_id="rt_default", extra=extra, **definition)
-
-    def history(ticket_id: str) -> list[dict]:
-        path = f"{RT_API}/ticket/{ticket_id}/history?fields=Type,Data&per_page=100"
-        return hook.request("GET", path, operation="history", expect=(200,)).json()["items"]
-
-    return history
+def rt_history(rt: RequestTrackerHook, ticket_id: str) -> list[dict]:
+    path = f"{RT_API}/ticket/{ticket_id}/history?fields=Type,Data&per_page=100"
+    return rt.request("GET", path, operation="history", expect=(200,)).json()["items"]
 
 
 def test_nobody_answers_reminder_escalation_then_fail_safe_reject(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt_history: Callable[[str], list[dict]]
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
 ) -> None:
     correlation_id = "corr-e2e-unanswered"
     run_id = users["lea"].trigger(
         SOC_UNANSWERED, {"host": "srv-db-01", "tenant": "acme", "correlation_id": correlation_id}
     )
     assert api.wait_for_run(SOC_UNANSWERED, run_id, timeout=180)["state"] == "success"
-    assert task_states(api, SOC_UNANSWERED, run_id) == {
+    assert api.task_states(SOC_UNANSWERED, run_id) == {
         "open_ticket": "success",
         GATE: "success",
         "isolate_host": "skipped",  # nothing executed
@@ -256,7 +230,7 @@ def test_nobody_answers_reminder_escalation_then_fail_safe_reject(
     assert escalation["ticket"]["ticket_id"] == ticket_id
     run = RunContext(SOC_UNANSWERED, run_id, GATE, "acme", correlation_id)
     key = idempotency_key(run, "approval-escalation")
-    comments = [item for item in rt_history(ticket_id) if item.get("Type") == "Comment"]
+    comments = [item for item in rt_history(rt, ticket_id) if item.get("Type") == "Comment"]
     assert [key in (item.get("Data") or "") for item in comments].count(True) == 1, comments
 
 

@@ -8,13 +8,13 @@ but admin reads connections or variables (where secrets live).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 import pytest
 
 from include.devstack.api_client import AirflowApi, ApiError
 from include.devstack.stack import Stack
+from tests.e2e.conftest import sign_up
 
 SUPPORT = "support_service_check"
 SOC = "soc_service_check"
@@ -162,12 +162,7 @@ row(
 
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
-    clients = {"admin": api}
-    for name, roles in USERS.items():
-        password = secrets.token_urlsafe(16)
-        api.create_user(name, password, roles)
-        clients[name] = AirflowApi(stack.profile.api_url, name, password)
-    return clients
+    return {"admin": api, **sign_up(stack, api, USERS)}
 
 
 def status_of(call: Call, client: AirflowApi, dag_id: str) -> int:

@@ -8,12 +8,12 @@ Users: ivan (implementation_operator) triggers; cleo (cloud_lead) approves appli
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 
 from include.devstack.api_client import AirflowApi, ApiError
 from include.devstack.stack import Stack
+from tests.e2e.conftest import sign_up
 
 APPLY_DAG = "e2e_tenant_baseline"
 DESTROY_DAG = "e2e_tenant_baseline_destroy"
@@ -26,16 +26,7 @@ USERS = {"ivan": ["implementation_operator"], "cleo": ["cloud_lead"], "sven": ["
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({APPLY_DAG, DESTROY_DAG})
-    clients = {}
-    for name, roles in USERS.items():
-        password = secrets.token_urlsafe(16)
-        api.create_user(name, password, roles)
-        clients[name] = AirflowApi(stack.profile.api_url, name, password)
-    return clients
-
-
-def states(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, str]:
-    return {ti["task_id"]: ti["state"] for ti in api.task_instances(dag_id, run_id)}
+    return sign_up(stack, api, USERS)
 
 
 def state_file(stack: Stack) -> dict:
@@ -54,7 +45,7 @@ def test_plan_approve_apply_then_a_second_run_changes_nothing(
     users["cleo"].answer(APPLY_DAG, run_id, GATE_1, "Approve", "tenant onboarding approved")
 
     assert api.wait_for_run(APPLY_DAG, run_id, timeout=180)["state"] == "success"
-    assert states(api, APPLY_DAG, run_id) == {
+    assert api.task_states(APPLY_DAG, run_id) == {
         "plan_baseline": "success",
         GATE_1: "success",
         GATE_2: "success",  # a non-destroying plan needs one approval: step 2 not required
@@ -73,7 +64,7 @@ def test_plan_approve_apply_then_a_second_run_changes_nothing(
 
     again = users["ivan"].trigger(APPLY_DAG, {"tenant": "acme", "correlation_id": "corr-tf-2"})
     assert api.wait_for_run(APPLY_DAG, again, timeout=180)["state"] == "success"
-    assert states(api, APPLY_DAG, again) == {
+    assert api.task_states(APPLY_DAG, again) == {
         "plan_baseline": "success",
         GATE_1: "skipped",
         GATE_2: "skipped",
@@ -96,7 +87,7 @@ def test_a_destroy_needs_the_cloud_lead_and_a_security_officer(
     with pytest.raises(ApiError) as refused:
         users["cleo"].answer(DESTROY_DAG, run_id, GATE_2, "Approve")
     assert refused.value.status_code == 403
-    assert states(api, DESTROY_DAG, run_id)["apply_baseline"] is None  # nothing applied yet
+    assert api.task_states(DESTROY_DAG, run_id)["apply_baseline"] is None  # nothing applied yet
     users["sven"].answer(DESTROY_DAG, run_id, GATE_2, "Approve", "decommission confirmed")
 
     assert api.wait_for_run(DESTROY_DAG, run_id, timeout=180)["state"] == "success"
@@ -107,13 +98,9 @@ def test_a_destroy_needs_the_cloud_lead_and_a_security_officer(
 
 def test_sensitive_outputs_never_reach_the_logs(stack: Stack, users: dict[str, AirflowApi]) -> None:
     logs = stack.profile.root / "airflow" / "logs"
-    leaks = [
-        str(path)
-        for path in logs.rglob("*")
-        if path.is_file()
-        and "e2e_tenant_baseline" in str(path)
-        and SENSITIVE in path.read_text(errors="replace")
-    ]
+    task_logs = [p for p in logs.rglob("*") if p.is_file() and "e2e_tenant_baseline" in str(p)]
+    assert any("task_id=apply_baseline" in str(p) for p in task_logs)  # the applies ran and logged
+    leaks = [str(path) for path in task_logs if SENSITIVE in path.read_text(errors="replace")]
     assert leaks == []
     process_logs = [
         p for p in (stack.profile.root / "logs").glob("*.log") if SENSITIVE in p.read_text(errors="replace")

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from airflow.sdk import Connection
 
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
 from include.devstack.api_client import AirflowApi
-from include.devstack.request_tracker import rt_connection
-from include.devstack.stack import Stack
 
 
-@pytest.fixture(scope="module")
-def rt(stack: Stack, api: AirflowApi) -> RequestTrackerHook:
-    """A hook on the same rt_default connection the workers read from Secrets Manager."""
+@pytest.fixture(scope="module", autouse=True)
+def ticket_dags(api: AirflowApi) -> None:
     api.wait_for_dags({"e2e_ticket_lifecycle", "e2e_create_then_crash"})
-    definition = dict(rt_connection(stack.profile))
-    # The pytest process has no secrets backend: name the shared rate-limit store directly.
-    store = f"postgresql://airflow@127.0.0.1:{stack.profile.pg_port}/ratelimit"
-    extra = json.dumps({**definition.pop("extra", {}), "rate_limit_store_dsn": store})
-    hook = RequestTrackerHook(tenant="acme")
-    hook.__dict__["connection"] = Connection(conn_id="rt_default", extra=extra, **definition)
-    return hook
 
 
 def test_create_comment_attach_set_field_resolve(api: AirflowApi, rt: RequestTrackerHook) -> None:

@@ -18,9 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-import requests
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 if (
     "AIRFLOW_HOME" not in os.environ
@@ -36,7 +34,6 @@ from include.devstack.aws_seed import (
     capability_secret_name,
     seed_capability_roles,
 )
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
 from include.policies.capabilities import (
     get_capability,
     iam_policy_document,
@@ -45,6 +42,7 @@ from include.policies.capabilities import (
 )
 from include.policies.loader import PolicyError
 from include.policies.tenants import platform_account_id, tenant_account_id, tenant_ids
+from tests.support.moto import moto_with_aws_connection
 
 REGION = "eu-west-1"
 CONN_ID = "aws_capability_itest"
@@ -53,29 +51,8 @@ RUN_ID = "manual__2026-03-04T05:06:07+00:00"
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as patch:
-        # MOTO_ACCOUNT_ID would force one account for every request of this in-process server.
-        patch.delenv("MOTO_ACCOUNT_ID", raising=False)
-        patch.setenv(
-            f"AIRFLOW_CONN_{CONN_ID.upper()}",
-            json.dumps(
-                {
-                    "conn_type": "aws",
-                    "login": MOTO_ACCESS_KEY,
-                    "password": MOTO_SECRET_KEY,
-                    "extra": {"endpoint_url": url, "region_name": REGION},
-                }
-            ),
-        )
-        requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()  # backends are per process
-        try:
-            yield url
-        finally:
-            server.stop()
+    with moto_with_aws_connection(CONN_ID, REGION) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

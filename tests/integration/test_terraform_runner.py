@@ -15,8 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
 if "AIRFLOW_HOME" not in os.environ:  # the Airflow connection is read through Airflow
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="orchestrator-itest-airflow-")
@@ -29,8 +27,8 @@ from include.connectors.terraform import (
     capability_environment,
 )
 from include.devstack.aws_seed import seed_capability_roles
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
 from include.policies.tenants import tenant_account_id
+from tests.support.moto import moto_with_aws_connection
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "tests" / "support" / "bin" / "terraform"
@@ -42,29 +40,9 @@ SENSITIVE_OUTPUT = "tok-acme-s3cr3t-canary"
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MOTO_ACCOUNT_ID", raising=False)
-        patch.setenv(
-            f"AIRFLOW_CONN_{CONN_ID.upper()}",
-            json.dumps(
-                {
-                    "conn_type": "aws",
-                    "login": MOTO_ACCESS_KEY,
-                    "password": MOTO_SECRET_KEY,
-                    "extra": {"endpoint_url": url, "region_name": REGION},
-                }
-            ),
-        )
-        requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+    with moto_with_aws_connection(CONN_ID, REGION) as url:
         seed_capability_roles(url, REGION)
-        try:
-            yield url
-        finally:
-            server.stop()
+        yield url
 
 
 class Stack:
