@@ -116,6 +116,10 @@ def ensure_locked_bucket(
     create: dict[str, Any] = {"Bucket": bucket, "ObjectLockEnabledForBucket": True}
     if region != "us-east-1":
         create["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    wanted = {
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": retention_days}},
+    }
     try:
         s3.create_bucket(**create)
     except ClientError as error:
@@ -127,13 +131,10 @@ def ensure_locked_bucket(
             raise AuditExportError(f"bucket {bucket} exists without Object Lock") from missing
         if enabled.get("ObjectLockEnabled") != "Enabled":
             raise AuditExportError(f"bucket {bucket} exists without Object Lock") from error
-    s3.put_object_lock_configuration(
-        Bucket=bucket,
-        ObjectLockConfiguration={
-            "ObjectLockEnabled": "Enabled",
-            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": retention_days}},
-        },
-    )
+        rule = enabled.get("Rule", {}).get("DefaultRetention", {})
+        if (rule.get("Mode"), rule.get("Days"), rule.get("Years") or 0) == ("COMPLIANCE", retention_days, 0):
+            return  # already as wanted (moto also refuses to change the rule of a non-empty bucket)
+    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration=wanted)
 
 
 def _put_segment(s3: Any, bucket: str, key: str, body: bytes, retain_until: datetime) -> str | None:

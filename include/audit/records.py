@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Required, TypedDict
 
-from include.policies.secret_scan import _secrets_in_value
+from include.policies.secret_scan import secrets_in_value
 
 GENESIS_HASH: Final = "0" * 64
 """``prev_hash`` of the first record and ``prev_checkpoint_signature`` of the first checkpoint."""
@@ -240,7 +240,7 @@ def _check_json_scalar(value: Any, path: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{path}: {value!r} is not a JSON number")
     if isinstance(value, str):
-        found = _secrets_in_value(value)
+        found = secrets_in_value(value)
         if found:
             raise ValueError(
                 f"{path}: looks like a credential ({found[0]}); audit records must not carry one"

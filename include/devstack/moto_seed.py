@@ -50,6 +50,27 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
             "login": "airflow",
             "schema": "ratelimit",
         },
+        # The audit trail's own database (include/audit); the export bucket is Object Locked.
+        "audit_store": {
+            "conn_type": "postgres",
+            "host": HOST,
+            "port": profile.pg_port,
+            "login": "airflow",
+            "schema": "audit",
+            "extra": {
+                "export_bucket": f"orchestrator-audit-{profile.name}",
+                "region_name": REGION,
+                "aws_conn_id": "aws_default",
+                "retention_days": 1,  # moto: short, so a demo bucket is not locked for years
+            },
+        },
+        # The checkpoint signing key: never stored next to the log (README, "Audit trail").
+        "audit_signing": {
+            "conn_type": "generic",
+            "login": "audit-key-1",
+            # Kept per profile, so a restarted moto hands out the key the log was sealed with.
+            "password": profile.local_secret("audit-signing-key", lambda: secrets.token_hex(32)),
+        },
         "rt_default": rt_connection(profile),
         # No Terraform binary reaches these machines: the stand-in CLI of tests/support (README,
         # "Terraform steps"). Production sets binary to terraform (or tofu) and shared paths.

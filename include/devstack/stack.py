@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from include.audit.store import AuditStore
 from include.devstack import aws_seed, moto_seed, postgres, processes, request_tracker
 from include.devstack.airflow_env import ADMIN_USER, airflow_env
 from include.devstack.config import HOST, PROFILES, REGION, VENV_BIN, Profile
@@ -38,6 +39,11 @@ class Stack:
     @property
     def env(self) -> dict[str, str]:
         return airflow_env(self.profile, extra_bundles=self.extra_bundles)
+
+    @property
+    def audit_dsn(self) -> str:
+        """The audit store (same database the ``audit_store`` connection names)."""
+        return f"postgresql://{postgres.DB_USER}@{HOST}:{self.profile.pg_port}/audit"
 
     @property
     def admin_password(self) -> str:
@@ -83,6 +89,11 @@ class Stack:
         postgres.start(self.profile)
         # The connectors' shared rate-limit buckets live in their own database of the cluster.
         postgres.create_database(self.profile, "ratelimit")
+        # The audit trail's database: created and given its append-only schema before any
+        # component can write (a deployment runs the same step after `airflow db migrate`).
+        postgres.create_database(self.profile, "audit")
+        with AuditStore(self.audit_dsn) as audit:
+            audit.ensure_schema()
         self._log(f"PostgreSQL on {HOST}:{self.profile.pg_port}")
         self._start_request_tracker(fresh=fresh)
         self._start_moto()

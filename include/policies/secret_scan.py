@@ -55,7 +55,7 @@ def _is_placeholder(value: str) -> bool:
     return any(marker in value for marker in ("{", "$", "%(", "<")) or set(value) <= set("*x.")
 
 
-def _secrets_in_value(value: str) -> list[str]:
+def secrets_in_value(value: str) -> list[str]:
     """Descriptions (masked) of credential patterns inside one string value."""
     found = [
         f"{what} {mask(match.group(0), keep)!r} in a literal"
@@ -76,7 +76,7 @@ def _assigned_secret(name: str, value: str) -> str | None:
         return None
     if len(value) < _MIN_LITERAL_LENGTH or any(c.isspace() for c in value) or _is_placeholder(value):
         return None
-    if _secrets_in_value(value):
+    if secrets_in_value(value):
         return None  # reported once, under its specific kind (token, key id, URI)
     what = "AWS secret access key" if _AWS_SECRET_KEY.match(value) else "credential"
     return f"literal {what} assigned to {name} ({mask(value)!r})"
@@ -123,7 +123,7 @@ def _python_findings(source: str) -> Iterator[tuple[int, int, str]]:
             if assigned and value_node is not None:
                 yield value_node.lineno, value_node.end_lineno or value_node.lineno, assigned
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            for description in _secrets_in_value(node.value):
+            for description in secrets_in_value(node.value):
                 yield node.lineno, node.end_lineno or node.lineno, description
 
 
@@ -135,7 +135,7 @@ def _python_comments(source: str) -> dict[int, str]:
 def _text_findings(source: str) -> Iterator[tuple[int, int, str]]:
     """Line-based scan for files that are not Python (YAML, Terraform, .env, SQL, ...)."""
     for number, line in enumerate(source.splitlines(), start=1):
-        for description in _secrets_in_value(line):
+        for description in secrets_in_value(line):
             yield number, number, description
         for match in _KEY_VALUE.finditer(line):
             assigned = _assigned_secret(match.group(1), match.group(2))

@@ -39,6 +39,9 @@ from include.approvals import messages
 from include.approvals.messages import RequestFacts
 from include.approvals.notify import send_email
 from include.approvals.respondents import assigned_respondents
+from include.audit.emit import emit as audit_emit
+from include.audit.emit import task_event
+from include.audit.records import APPROVAL_ANSWERED, APPROVAL_ESCALATED, APPROVAL_REQUESTED
 from include.connectors.context import RunContext
 from include.policies.approvals import ApprovalRule, ApprovalStep, Ladder, load_approvals
 from include.policies.checks import domain_tags
@@ -193,6 +196,23 @@ class ApprovalGateOperator(ApprovalOperator):
         ti.xcom_push(
             key=LADDER_XCOM_KEY, value=[{"step": "requested", "at": requested_at.isoformat(), **sent}]
         )
+        audit_emit(
+            task_event(
+                context,
+                APPROVAL_REQUESTED,
+                tenant=self.tenant,
+                actor="airflow",
+                subject=messages.request_subject(facts),
+                details={
+                    **self._audit_base(),
+                    "any_of": list(self._step.any_of),
+                    "excluded": excluded,
+                    "requested_at": requested_at.isoformat(),
+                    "deadline": facts.deadline.isoformat(),
+                    "to": list(sent.get("to", [])),
+                },
+            )
+        )
         ticket = (
             {"system": self.ticket_system, "tenant": self.tenant, "ticket_id": self.ticket_id}
             if self.ticket_id and self.tenant
@@ -242,6 +262,35 @@ class ApprovalGateOperator(ApprovalOperator):
             "destructive": self._is_destructive,
             "artifact": self.artifact,
         }
+
+    def _audit_base(self) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "action": self.approval_action,
+            "step": self.step,
+            "steps": len(self._steps),
+            "destructive": self._is_destructive,
+        }
+        if self.ticket_id:
+            base["ticket_id"] = str(self.ticket_id)
+        if self.artifact:
+            base["artifact"] = self.artifact
+        return base
+
+    def _audit_escalation(self, context: Any, step: str, entry: Mapping[str, Any]) -> None:
+        audit_emit(
+            task_event(
+                context,
+                APPROVAL_ESCALATED,
+                tenant=self.tenant,
+                actor="airflow",
+                details={
+                    **self._audit_base(),
+                    "gate_step": self.step,
+                    "step": step,
+                    "to": list(entry.get("to", [])),
+                },
+            )
+        )
 
     def _respondent_of(self, ti: Any, task_id: str) -> str | None:
         record = ti.xcom_pull(task_ids=task_id, key=XCOM_KEY) or {}
@@ -325,6 +374,26 @@ class ApprovalGateOperator(ApprovalOperator):
             "skipped": skipped,
         }
         ti.xcom_push(key=XCOM_KEY, value=record)
+        if timed_out:
+            self._audit_escalation(context, "timeout", ladder[-1])
+        audit_emit(
+            task_event(
+                context,
+                APPROVAL_ANSWERED,
+                tenant=self.tenant,
+                actor=(responder or {}).get("name") or "timeout",
+                subject=facts.subject,
+                details={
+                    **self._audit_base(),
+                    "outcome": record["outcome"],
+                    "option": chosen[0] if len(chosen) == 1 else None,
+                    "comment": record["comment"],
+                    "responded_at": record["responded_at"],
+                    "responder_id": (responder or {}).get("id"),
+                    "skipped": skipped,
+                },
+            )
+        )
         self.log.info(
             "approval %s: %s by %s at %s; comment: %r",
             self.approval_action,

@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.bases.skipmixin import SkipMixin
 from airflow.sdk.timezone import utcnow
 
+from include.audit.emit import side_effect as audit_side_effect
 from include.connectors.context import RunContext
 from include.connectors.terraform import (
     DEFAULT_CONN_ID,
@@ -150,6 +151,20 @@ class TerraformApplyOperator(TerraformOperator):
         plan = runner.verify(record, approved, utcnow())
         changes = runner.apply(plan)
         runner.record_apply(record["correlation_id"])
+        from include.connectors.aws import role_arn
+
+        audit_side_effect(
+            context,
+            system="terraform",
+            operation="apply",
+            object_id=f"{self.tenant}/{self.stack}",
+            tenant=self.tenant,
+            capability=self.capability,
+            role_arn=role_arn(self.capability_role, self.tenant),
+            plan_sha256=record["sha256"],
+            changes=changes,
+            summary=str(record.get("summary_markdown", ""))[:500],
+        )
         return {
             "tenant": self.tenant,
             "stack": self.stack,

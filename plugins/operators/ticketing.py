@@ -16,6 +16,7 @@ from typing import Any
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
 
+from include.audit.emit import side_effect as audit_side_effect
 from include.connectors.context import RunContext
 from include.connectors.errors import RateLimitBackpressure
 from include.connectors.idempotency import idempotency_key
@@ -65,7 +66,28 @@ class TicketOperator(BaseOperator):
                 trigger=TimeDeltaTrigger(timedelta(seconds=exc.wait_seconds)),
                 method_name="execute_complete",
             )
+        self.audit(context, result)
         return {**result, "correlation_id": run.correlation_id, "retries": getattr(hook, "retry_count", 0)}
+
+    def audit(self, context: Any, result: Mapping[str, Any]) -> None:
+        """Record the side effect (``side_effect``); a found-not-created object is recorded too."""
+        ticket_id = str(result.get("ticket_id") or result.get("id") or "")
+        object_id = str(result.get("entry_id") or ticket_id)
+        extra: dict[str, Any] = {"ticket_id": ticket_id} if ticket_id else {}
+        if "status" in result and self.operation in ("create_ticket", "update"):
+            extra["status"] = result["status"]
+        if self.operation == "create_ticket":
+            extra["queue"] = str(result.get("queue", ""))
+            extra["summary"] = str(getattr(self, "subject", ""))[:200]
+        audit_side_effect(
+            context,
+            system=self.system,
+            operation=self.operation,
+            object_id=object_id,
+            tenant=self.tenant,
+            created=result.get("created") if isinstance(result.get("created"), bool) else None,
+            **extra,
+        )
 
     def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
         return self.execute(context)

@@ -29,6 +29,8 @@ from asgiref.sync import sync_to_async
 from include.approvals import messages
 from include.approvals.messages import RequestFacts
 from include.approvals.notify import asend_email, comment_on_ticket
+from include.audit.emit import aemit
+from include.audit.records import APPROVAL_ESCALATED
 from include.connectors.context import RunContext
 
 LADDER_XCOM_KEY = "approval_ladder"
@@ -107,6 +109,27 @@ class ApprovalLadderTrigger(HITLTrigger):
         self.log.info("approval %s: %s sent to %s", facts.action, step, ", ".join(outcome["to"]))
         return {"step": step, "at": now.isoformat(), **outcome}
 
+    async def _audit(self, step: str, facts: RequestFacts, entry: dict[str, Any]) -> None:
+        details: dict[str, Any] = {"action": facts.action, "gate_step": facts.step, "step": step}
+        details["to"] = list(entry.get("to", []))
+        if self.ticket:
+            details["ticket_id"] = str(self.ticket["ticket_id"])
+            details["ticket_comment"] = entry.get("ticket")
+        await aemit(
+            {
+                "kind": APPROVAL_ESCALATED,
+                "actor": "airflow",
+                "domain": facts.domain,
+                "tenant": (self.ticket or {}).get("tenant"),
+                "correlation_id": facts.correlation_id,
+                "dag_id": self.target["dag_id"],
+                "run_id": self.target["run_id"],
+                "task_id": self.target["task_id"],
+                "subject": facts.subject,
+                "details": details,
+            }
+        )
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         facts = RequestFacts.from_dict(self.facts)
         ladder = await self._recorded()
@@ -123,7 +146,9 @@ class ApprovalLadderTrigger(HITLTrigger):
                 return
             for step, at in due:
                 if step not in done and at <= now:
-                    await self._record(ladder, await self._climb(step, facts, now))
+                    entry = await self._climb(step, facts, now)
+                    await self._record(ladder, entry)
+                    await self._audit(step, facts, entry)
                     done.add(step)
             upcoming = [at for step, at in due if step not in done]
             if self.timeout_datetime:

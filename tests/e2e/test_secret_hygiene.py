@@ -1,5 +1,5 @@
 """Canary secrets never leak: not into task logs, component logs (process stdout/stderr), XCom,
-rendered fields, mails, audit files, in clear or base64/URL-encoded.
+rendered fields, mails, audit records, result files, in clear or base64/URL-encoded.
 
 The canaries are the real values in the secrets backend: every tenant credential in Secrets
 Manager and the ticketing token of the ``rt_default`` connection. Workflows that read and use
@@ -16,6 +16,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from include.audit.store import AuditStore
 from include.devstack.api_client import AirflowApi
 from include.devstack.moto_seed import secrets_client
 from include.devstack.request_tracker import RequestTracker
@@ -25,6 +26,7 @@ RUNS = {
     "e2e_ticket_lifecycle": {"tenant": "acme"},
     "support_service_check": {"tenant": "acme"},
     "soc_service_check": {"tenant": "globex"},
+    "platform_audit_seal": {},  # reads the audit signing key
 }
 
 
@@ -38,6 +40,7 @@ def _canaries(stack: Stack) -> set[str]:
                 values.update(v for v in secret.values() if isinstance(v, str) and len(v) >= 12)
     token = RequestTracker(stack.profile).token
     values.update({token, token.rsplit("-", 1)[-1]})
+    values.add(stack.profile.local_secret("audit-signing-key"))  # the audit_signing connection
     return values
 
 
@@ -83,6 +86,11 @@ def test_canaries_absent_from_xcom_rendered_fields_and_logs(
                 for c, form in canaries.items()
                 if c in text
             ]
+    # The audit trail: every record ever written in this session, as stored.
+    with AuditStore(stack.audit_dsn) as audit:
+        records = json.dumps(audit.records())
+    assert '"kind": "run.triggered"' in records
+    exposed += [f"audit records ({form})" for c, form in canaries.items() if c in records]
     # Task logs, process stdout/stderr of every component, mails (.eml), results and indexes.
     suffixes = {".log", ".jsonl", ".json", ".eml", ""}
     files = [p for p in stack.profile.root.rglob("*") if p.is_file() and p.suffix in suffixes]

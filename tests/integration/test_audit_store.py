@@ -370,3 +370,39 @@ def test_a_bucket_without_object_lock_is_refused(s3: Any) -> None:
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     with pytest.raises(AuditExportError, match="exists without Object Lock"):
         ensure_locked_bucket(s3, bucket, region=REGION)
+
+
+def test_a_seal_pass_drains_the_spool_seals_exports_once_and_verifies(
+    store: AuditStore, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from include.audit.seal import AuditDamaged, ExportSettings, seal_and_export
+
+    settings = ExportSettings(
+        bucket=f"audit-itest-{uuid.uuid4().hex[:12]}", region=REGION, retention_days=1, aws_conn_id="-"
+    )
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "4242.jsonl").write_text(
+        json.dumps({"kind": "task.finished", "actor": "worker", "details": {"spooled_at": "x"}}) + "\n"
+    )
+    _fill(store, 25)
+    import include.audit.seal as seal_module
+    from include.audit.emit import drain_spool
+
+    monkeypatch.setattr(seal_module, "drain_spool", lambda target: drain_spool(target, spool))
+    first = seal_and_export(store, s3, settings, KEY_ID, KEY, KEYS.get)
+    assert first["drained_from_spool"] == 1
+    assert (first["checkpoint_seq"], first["sealed_up_to"]) == (1, 26)
+    assert [(s["first_seq"], s["last_seq"], s["written"]) for s in first["exported"]] == [(1, 26, True)]
+    assert first["ok"] is True
+    assert store.records(26, 26)[0]["kind"] == "task.finished"  # the spooled event, last
+
+    # The next pass: bucket (now non-empty) left as it is, only the new segment exported.
+    _fill(store, 5)
+    second = seal_and_export(store, s3, settings, KEY_ID, KEY, KEYS.get)
+    assert [(s["first_seq"], s["last_seq"]) for s in second["exported"]] == [(27, 31)]
+    assert seal_and_export(store, s3, settings, KEY_ID, KEY, KEYS.get)["exported"] == []
+
+    _tamper(store.dsn, "UPDATE audit_record SET actor = 'mallory' WHERE seq = 3")
+    with pytest.raises(AuditDamaged, match="record 3"):
+        seal_and_export(store, s3, settings, KEY_ID, KEY, KEYS.get)

@@ -20,7 +20,7 @@ def exactly(message: str) -> str:
 def test_real_policy_loads():
     policy = load_policy_file(DOMAINS_FILE)
 
-    assert sorted(policy.domains) == ["hr", "implementation", "invoicing", "soc", "support"]
+    assert sorted(policy.domains) == ["hr", "implementation", "invoicing", "platform", "soc", "support"]
     soc = policy.domain("soc")
     assert soc.pool == "soc"
     assert soc.tag == "domain:soc"

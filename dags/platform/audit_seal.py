@@ -1,0 +1,29 @@
+"""
+### Audit trail: seal, export, verify
+
+Every 15 minutes (and on demand from the UI): appends audit events spooled while the audit store
+was unreachable, signs a checkpoint over the log (HMAC-SHA256, key from the secrets backend),
+exports every sealed segment to the audit bucket under S3 Object Lock (COMPLIANCE mode), then
+verifies the whole chain. Damage fails the run, and the task log names each damaged record and
+the kind of damage; the platform alert list gets the failure mail. See README, "Audit trail".
+"""
+
+from datetime import timedelta
+
+from airflow.sdk import task
+
+from include.workflows.factory import domain_workflow
+
+
+@domain_workflow(domain="platform", doc_md=__doc__, schedule=timedelta(minutes=15))
+def audit_seal() -> None:
+    @task
+    def seal_export_verify() -> dict:
+        from include.audit.seal import run_seal
+
+        return run_seal()
+
+    seal_export_verify()
+
+
+audit_seal()
