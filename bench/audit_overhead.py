@@ -40,6 +40,7 @@ class AuditOverhead:
     in_runs_p50_ms: float
     in_runs_p95_ms: float
     in_runs_max_ms: float
+    slowest: dict[str, float]  # task -> ms, the three slowest in runs (what to look at first)
 
 
 def _event(n: int) -> dict[str, Any]:
@@ -68,11 +69,11 @@ def measure_in_process(dsn: str, samples: int) -> tuple[list[float], list[float]
     return cold, warm
 
 
-def measure_in_runs(dsn: str, api: AirflowApi, limit: int) -> list[float]:
+def measure_in_runs(dsn: str, api: AirflowApi, limit: int) -> dict[str, float]:
     """``at - end_date`` (seconds) of the last ``limit`` ``task.finished`` records of the session."""
     with AuditStore(dsn) as store:
         records = [r for r in store.records() if r["kind"] == "task.finished"][-limit:]
-    delays = []
+    delays: dict[str, float] = {}
     for record in records:
         map_index = record["details"].get("map_index", -1)
         path = f"dags/{record['dag_id']}/dagRuns/{record['run_id']}/taskInstances/{record['task_id']}"
@@ -83,13 +84,16 @@ def measure_in_runs(dsn: str, api: AirflowApi, limit: int) -> list[float]:
         if not ti.get("end_date") or ti.get("try_number") != record["details"].get("try_number"):
             continue  # a later try ended since: its end_date is not this record's
         at = datetime.fromisoformat(record["at"].replace("Z", "+00:00"))
-        delays.append((at - datetime.fromisoformat(ti["end_date"])).total_seconds())
+        name = f"{record['dag_id']}.{record['task_id']}@{record['run_id']}"
+        delays[name] = (at - datetime.fromisoformat(ti["end_date"])).total_seconds()
     return delays
 
 
 def measure(dsn: str, api: AirflowApi, *, samples: int = 200, tasks: int = 120) -> AuditOverhead:
     cold, warm = measure_in_process(dsn, samples)
-    delays = measure_in_runs(dsn, api, tasks)
+    by_task = measure_in_runs(dsn, api, tasks)
+    delays = list(by_task.values())
+    slowest = sorted(by_task.items(), key=lambda item: item[1], reverse=True)[:3]
 
     def ms(values: list[float], p: float) -> float:
         return percentile([v * 1000 for v in values], p, digits=1)
@@ -104,6 +108,7 @@ def measure(dsn: str, api: AirflowApi, *, samples: int = 200, tasks: int = 120) 
         in_runs_p50_ms=ms(delays, 50),
         in_runs_p95_ms=ms(delays, 95),
         in_runs_max_ms=ms(delays, 100),
+        slowest={name.split("@")[0]: round(value * 1000, 1) for name, value in slowest},
     )
 
 
@@ -114,6 +119,6 @@ def report(result: AuditOverhead, output: Path) -> None:
         f"audit overhead: first record of a process p50 {result.cold_p50_ms} ms p95 {result.cold_p95_ms} ms, "
         f"further records p50 {result.warm_p50_ms} ms p95 {result.warm_p95_ms} ms ({result.samples} each); "
         f"in real runs task end -> task.finished recorded p50 {result.in_runs_p50_ms} ms "
-        f"p95 {result.in_runs_p95_ms} ms max {result.in_runs_max_ms} ms ({result.tasks_measured} tasks) "
-        f"-> {output}"
+        f"p95 {result.in_runs_p95_ms} ms max {result.in_runs_max_ms} ms ({result.tasks_measured} tasks; "
+        f"slowest {result.slowest}) -> {output}"
     )

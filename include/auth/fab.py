@@ -39,9 +39,34 @@ class ApprovalAwareFabAuthManager(FabAuthManager):
     def is_authorized_hitl_task(self, *, assigned_users: set[str], user: Any) -> bool:
         if not isinstance(user, User) or user.id is None:
             return False
-        return may_answer(
-            assigned_users,
-            user_id=str(user.id),
-            username=user.get_name(),
-            roles=_role_names(user.id),
-        )
+        roles = _role_names(user.id)
+        allowed = may_answer(assigned_users, user_id=str(user.id), username=user.get_name(), roles=roles)
+        if not allowed:
+            _audit_refusal(user.get_name(), roles, assigned_users)
+        return allowed
+
+
+def _audit_refusal(username: str, roles: set[str], assigned: set[str]) -> None:
+    """A refused answer is a policy violation on the audit trail: who tried, against which rule."""
+    from include.approvals.respondents import EXCLUDE_PREFIX
+    from include.audit.emit import emit
+    from include.audit.records import POLICY_VIOLATION
+
+    four_eyes = f"{EXCLUDE_PREFIX}{username}" in assigned
+    emit(
+        {
+            "kind": POLICY_VIOLATION,
+            "actor": username,
+            "subject": "approval answer refused",
+            "details": {
+                "rule": "four-eyes" if four_eyes else "approver-group",
+                "message": (
+                    f"{username} may not answer: excluded (triggered the run or answered an earlier step)"
+                    if four_eyes
+                    else f"{username} is in none of the approver groups asked"
+                ),
+                "assigned": sorted(assigned),
+                "roles": sorted(roles),
+            },
+        }
+    )

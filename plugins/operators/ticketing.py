@@ -79,6 +79,7 @@ class TicketOperator(BaseOperator):
         if self.operation == "create_ticket":
             extra["queue"] = str(result.get("queue", ""))
             extra["summary"] = str(getattr(self, "subject", ""))[:200]
+        extra["capability"] = "ticket-create" if self.operation == "create_ticket" else "ticket-update"
         audit_side_effect(
             context,
             system=self.system,
