@@ -1,21 +1,47 @@
-"""``python -m include.cli audit verify``: check the audit log in PostgreSQL, for auditors and cron.
+"""``python -m include.cli audit verify`` and ``audit trace``: the audit log in PostgreSQL, for
+auditors and cron.
 
-Prints the report (one line per problem, naming the record and the kind of damage) and exits 1 on
-any damage, so a scheduled run or a CI job fails loudly. The checkpoint keys come from a JSON file
-``{"<key_id>": "<hex key>"}`` (e.g. written from the secrets backend for the run); without one the
-chain is still checked but checkpoint signatures are not, and the report says so.
+``audit verify`` prints the report (one line per problem, naming the record and the kind of
+damage) and exits 1 on any damage, so a scheduled run or a CI job fails loudly. The checkpoint
+keys come from a JSON file ``{"<key_id>": "<hex key>"}`` (e.g. written from the secrets backend
+for the run); without one the chain is still checked but checkpoint signatures are not, and the
+report says so.
+
+``audit trace <id>`` tells the whole story of one ticket, run or cloud resource (see
+:mod:`include.audit.trace`): exit 0 when records were found, 1 when none match, 2 on a usage or
+connection error (the message never carries the DSN's password).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DSN_ENV = "AUDIT_STORE_DSN"
+
+TRACE_DESCRIPTION = """\
+The whole story of one ticket, run or cloud resource from the audit log.
+
+<id> is tried, in this order, as: a correlation id (also the CorrelationId tag of the cloud
+resources a run made), a run id, a ticket id (details.ticket_id, or the object id of a ticketing
+side effect), an object id of a side effect (an ARN, a security-group id). Every record of each
+matched run is printed in order, per correlation id, with a summary of approvals, changes and the
+final run state, and each record's own hash is re-checked (the chain and checkpoints: `audit verify`).
+
+--domain / --tenant restrict both the lookup and the story to records carrying exactly that domain /
+tenant (records without one are left out): the per-domain / per-tenant view for auditors.
+
+Exit status: 0 found, 1 nothing matches, 2 usage or connection error.
+"""
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def load_keys(path: Path) -> dict[str, bytes]:
@@ -48,22 +74,109 @@ def _handle_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def redact(text: str, dsn: str | None) -> str:
+    """``text`` (an error message) without the password of ``dsn``, in any form it could take."""
+    secrets: set[str] = set()
+    if dsn:
+        try:
+            password = urlsplit(dsn).password if "://" in dsn else None
+        except ValueError:
+            password = None
+        if password:
+            secrets.add(password)
+        match = _KEYWORD_PASSWORD.search(dsn)
+        if match:
+            secrets.add(match.group(2).strip("'"))
+        with contextlib.suppress(Exception):  # an unparsable DSN: the patterns below still apply
+            from psycopg.conninfo import conninfo_to_dict
+
+            parsed = conninfo_to_dict(dsn).get("password")
+            if parsed:
+                secrets.add(str(parsed))
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(r"\1***\2", text)
+    return _KEYWORD_PASSWORD.sub(r"\1***", text)
+
+
+def _trace_error(error: Exception, dsn: str) -> str:
+    import psycopg
+
+    if isinstance(error, psycopg.errors.UndefinedTable):
+        return "the database has no audit tables (not an audit store, or nothing was ever set up there)"
+    if isinstance(error, psycopg.errors.UndefinedFunction):
+        return (
+            "the audit store's schema predates `audit trace` (function audit_details_field missing): "
+            "run AuditStore.ensure_schema() once (the local stack does at start) to add it and its indexes"
+        )
+    if isinstance(error, psycopg.OperationalError):
+        return f"cannot reach the audit store: {redact(str(error).strip(), dsn)}"
+    return f"{type(error).__name__}: {redact(str(error).strip(), dsn)}"
+
+
+def _handle_trace(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from include.audit.store import AuditStore
+    from include.audit.trace import Trace
+
+    identifier = args.id.strip()
+    if not identifier:
+        print("audit trace: <id> must not be empty", file=sys.stderr)
+        return 2
+    if not args.dsn:
+        print(f"audit trace: no audit store: pass --dsn or set ${DSN_ENV}", file=sys.stderr)
+        return 2
+    try:
+        with AuditStore(args.dsn) as store:
+            matches, records = store.trace(identifier, domain=args.domain, tenant=args.tenant)
+    except psycopg.Error as error:
+        print(f"audit trace: {_trace_error(error, args.dsn)}", file=sys.stderr)
+        return 2
+    trace = Trace(identifier, matches, records, domain=args.domain, tenant=args.tenant)
+    if args.json:
+        print(json.dumps(trace.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(trace.to_text())
+    return 0 if trace.found else 1
+
+
+def _add_dsn(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get(DSN_ENV),
+        required=required and DSN_ENV not in os.environ,
+        help=f"PostgreSQL DSN of the audit store (default: ${DSN_ENV})",
+    )
+
+
 def register(subparsers: Any) -> None:
-    """Add ``audit verify`` to the ``include.cli`` command line."""
+    """Add ``audit verify`` and ``audit trace`` to the ``include.cli`` command line."""
     audit = subparsers.add_parser(
-        "audit", help="tamper-evident audit trail (verify the chain and checkpoints)"
+        "audit", help="tamper-evident audit trail (verify the chain and checkpoints, trace a ticket or run)"
     )
     commands = audit.add_subparsers(dest="audit_command", required=True)
     verify = commands.add_parser(
         "verify", help="verify the audit log; exit 1 on any damage", description=__doc__
     )
-    verify.add_argument(
-        "--dsn",
-        default=os.environ.get(DSN_ENV),
-        required=DSN_ENV not in os.environ,
-        help=f"PostgreSQL DSN of the audit store (default: ${DSN_ENV})",
-    )
+    _add_dsn(verify, required=True)
     verify.add_argument(
         "--key-file", type=Path, help='JSON {"<key_id>": "<hex key>"} of the checkpoint signing keys'
     )
     verify.set_defaults(handler=_handle_verify)
+    trace = commands.add_parser(
+        "trace",
+        help="the whole story of one ticket / run / cloud resource; exit 1 when nothing matches",
+        description=TRACE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    trace.add_argument("id", help="a correlation id, run id, ticket id or object id (ARN, sg-...)")
+    _add_dsn(trace, required=False)  # checked by the handler: exit 2 with a message of its own
+    trace.add_argument("--domain", help="only records of this domain")
+    trace.add_argument("--tenant", help="only records of this tenant")
+    trace.add_argument(
+        "--json",
+        action="store_true",
+        help='machine-readable {"query", "matched_as", "correlation_ids", "records", "integrity", ...}',
+    )
+    trace.set_defaults(handler=_handle_trace)

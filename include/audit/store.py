@@ -16,7 +16,15 @@ server should keep ``synchronous_commit`` on (the test clusters turn it off for 
 
 ``details`` is stored as its canonical JSON text, not JSONB: JSONB rewrites numbers (``1e+20``
 comes back as ``100000000000000000000``), which would change the hash. Query it with
-``details::jsonb``.
+``audit_details_field(details, 'key')`` (the text of one top-level key, a NUL read as U+FFFD,
+NULL for a row tampered into non-JSON), or with ``details::jsonb`` where no string holds a NUL
+(PostgreSQL refuses the ``\\u0000`` escape there, which the record schema allows).
+
+Lookups for ``audit trace`` (:meth:`AuditStore.trace`, :mod:`include.audit.trace`) find the runs an
+identifier belongs to: a correlation id, a run id, a ticket id (``details.ticket_id``, or the
+``object_id`` of a ticketing system's side effect) or a side effect's ``object_id``, each through an
+index (``run_id``; expression indexes on ``audit_details_field(details, 'ticket_id')`` and, for side
+effects, ``'object_id'``), then read every record of those runs from one snapshot.
 """
 
 from __future__ import annotations
@@ -25,10 +33,10 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import psycopg
 
@@ -72,6 +80,32 @@ _SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS audit_record_correlation_id ON audit_record (correlation_id)",
     "CREATE INDEX IF NOT EXISTS audit_record_run ON audit_record (dag_id, run_id)",
     "CREATE INDEX IF NOT EXISTS audit_record_at ON audit_record (at)",
+    # Not ``(details::jsonb) ->> key``: PostgreSQL's JSON types refuse a whole document when any
+    # string in it holds the ``\u0000`` escape that canonical JSON writes for a NUL (which the
+    # record schema allows), so an index on that expression would make such an append fail. This
+    # accessor reads a NUL as U+FFFD instead (a ``\\u0000`` that is an escaped backslash followed
+    # by "u0000" stays valid JSON after the replacement, only that string changes), and answers
+    # NULL for text that does not parse at all (a row tampered in SQL). E'' literals: the same
+    # whatever the session's standard_conforming_strings.
+    """
+    CREATE OR REPLACE FUNCTION audit_details_field(details text, field text) RETURNS text
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    BEGIN
+        RETURN replace(details, E'\\\\u0000', E'\\\\ufffd')::json ->> field;
+    EXCEPTION WHEN data_exception THEN
+        RETURN NULL;
+    END
+    $$
+    """,
+    "CREATE INDEX IF NOT EXISTS audit_record_run_id ON audit_record (run_id)",
+    """
+    CREATE INDEX IF NOT EXISTS audit_record_ticket_id
+        ON audit_record (audit_details_field(details, 'ticket_id'))
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS audit_record_object_id
+        ON audit_record (audit_details_field(details, 'object_id')) WHERE kind = 'side_effect'
+    """,
     """
     CREATE TABLE IF NOT EXISTS audit_checkpoint (
         checkpoint_seq bigint PRIMARY KEY CHECK (checkpoint_seq >= 1),
@@ -136,6 +170,59 @@ _SELECT_CHECKPOINTS_SQL: Final = f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_check
 _SNAPSHOT_SQL: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _FETCH_ROWS: Final = 5000
 _MAX_SEQ: Final = 2**63 - 1
+
+MATCH_CORRELATION_ID: Final = "correlation id"
+MATCH_RUN_ID: Final = "run id"
+MATCH_TICKET_ID: Final = "ticket id"
+MATCH_OBJECT_ID: Final = "object id"
+MATCH_ORDER: Final = (MATCH_CORRELATION_ID, MATCH_RUN_ID, MATCH_TICKET_ID, MATCH_OBJECT_ID)
+"""What :meth:`AuditStore.correlations_for` tries an identifier as, in this order (first that matches)."""
+
+TICKETING_SYSTEMS: Final = ("request_tracker", "jira")
+"""Side-effect ``system`` values whose ``object_id`` is a ticket (or an entry of one)."""
+
+
+class TraceMatch(NamedTuple):
+    """One run an identifier was found in: how it matched, and the run's correlation id and ids."""
+
+    matched_as: str
+    correlation_id: str | None
+    dag_id: str | None
+    run_id: str | None
+
+
+# Fixed condition per kind of identifier: the index each one uses is named in the comment.
+_MATCH_CONDITIONS: Final = {
+    MATCH_CORRELATION_ID: "correlation_id = %(id)s",  # audit_record_correlation_id
+    MATCH_RUN_ID: "run_id = %(id)s",  # audit_record_run_id
+    MATCH_TICKET_ID: (  # audit_record_ticket_id, audit_record_object_id
+        "(audit_details_field(details, 'ticket_id') = %(id)s"
+        " OR (kind = 'side_effect' AND audit_details_field(details, 'object_id') = %(id)s"
+        " AND audit_details_field(details, 'system') = ANY(%(ticketing)s::text[])))"
+    ),
+    MATCH_OBJECT_ID: (  # audit_record_object_id
+        "kind = 'side_effect' AND audit_details_field(details, 'object_id') = %(id)s"
+    ),
+}
+_MATCH_SQL: Final = (
+    "SELECT correlation_id, dag_id, run_id, min(seq) AS first_seq FROM audit_record"
+    " WHERE {condition}{filters} GROUP BY correlation_id, dag_id, run_id ORDER BY first_seq"
+)
+_RECORDS_FOR_SQL: Final = (
+    f"SELECT {_RECORD_COLUMNS} FROM audit_record"  # noqa: S608 - the schema's own column list
+    " WHERE (correlation_id = ANY(%(correlation_ids)s::text[])"
+    " OR (run_id = ANY(%(run_ids)s::text[]) AND EXISTS ("
+    " SELECT 1 FROM unnest(%(dag_ids)s::text[], %(run_ids)s::text[]) AS run (dag_id, run_id)"
+    " WHERE run.run_id = audit_record.run_id AND run.dag_id IS NOT DISTINCT FROM audit_record.dag_id)))"
+    "{filters} ORDER BY seq"
+)
+
+
+def _filters(domain: str | None, tenant: str | None) -> str:
+    """Fixed SQL fragments for the given filters (their values are parameters)."""
+    return (" AND domain = %(domain)s" if domain is not None else "") + (
+        " AND tenant = %(tenant)s" if tenant is not None else ""
+    )
 
 
 def _row_to_record(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -301,6 +388,97 @@ class AuditStore:
             with conn.transaction():
                 conn.execute(_SNAPSHOT_SQL)
                 return self._read(conn, first, last)
+
+    def _correlations(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        identifier: str,
+        domain: str | None,
+        tenant: str | None,
+    ) -> list[TraceMatch]:
+        params = {"id": identifier, "ticketing": list(TICKETING_SYSTEMS), "domain": domain, "tenant": tenant}
+        for matched_as in MATCH_ORDER:
+            query = _MATCH_SQL.format(
+                condition=_MATCH_CONDITIONS[matched_as], filters=_filters(domain, tenant)
+            )
+            rows = conn.execute(query, params).fetchall()
+            if rows:
+                return [TraceMatch(matched_as, *row[:3]) for row in rows]
+        return []
+
+    def _records_for(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        correlation_ids: Iterable[str],
+        runs: Iterable[tuple[str | None, str]],
+        domain: str | None,
+        tenant: str | None,
+    ) -> list[dict[str, Any]]:
+        pairs = list(runs)
+        params = {
+            "correlation_ids": list(correlation_ids),
+            "dag_ids": [dag_id for dag_id, _ in pairs],
+            "run_ids": [run_id for _, run_id in pairs],
+            "domain": domain,
+            "tenant": tenant,
+        }
+        with conn.cursor(name="audit_trace") as cursor:
+            cursor.itersize = _FETCH_ROWS
+            cursor.execute(_RECORDS_FOR_SQL.format(filters=_filters(domain, tenant)), params)
+            return [_row_to_record(row) for row in cursor]
+
+    def correlations_for(
+        self, identifier: str, *, domain: str | None = None, tenant: str | None = None
+    ) -> list[TraceMatch]:
+        """The runs ``identifier`` names, tried as each of :data:`MATCH_ORDER` until one matches.
+
+        A ticket id matches ``details.ticket_id`` of any record and the ``object_id`` of a side
+        effect of a :data:`TICKETING_SYSTEMS` system; an object id, the ``object_id`` of any side
+        effect (an ARN, a security-group id). Only records in ``domain`` / ``tenant`` (when given)
+        count, so a per-tenant view never names another tenant's runs.
+
+        :returns: one :class:`TraceMatch` per (correlation id, dag id, run id), in order of their
+            first record; empty when nothing matches.
+        """
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute(_SNAPSHOT_SQL)
+                return self._correlations(conn, identifier, domain, tenant)
+
+    def records_for(
+        self,
+        correlation_ids: Iterable[str],
+        runs: Iterable[tuple[str | None, str]] = (),
+        *,
+        domain: str | None = None,
+        tenant: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every record with one of ``correlation_ids`` or of one of ``runs`` (``(dag_id, run_id)``
+        pairs), in ``domain`` / ``tenant`` when given, in ``seq`` order, as stored."""
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute(_SNAPSHOT_SQL)
+                return self._records_for(conn, correlation_ids, runs, domain, tenant)
+
+    def trace(
+        self, identifier: str, *, domain: str | None = None, tenant: str | None = None
+    ) -> tuple[list[TraceMatch], list[dict[str, Any]]]:
+        """:meth:`correlations_for` then :meth:`records_for` of what matched, from one snapshot.
+
+        :returns: the matches and the records of every matched correlation id and run.
+        """
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute(_SNAPSHOT_SQL)
+                matches = self._correlations(conn, identifier, domain, tenant)
+                if not matches:
+                    return [], []
+                correlation_ids = list(dict.fromkeys(m.correlation_id for m in matches if m.correlation_id))
+                runs = list(dict.fromkeys((m.dag_id, m.run_id) for m in matches if m.run_id is not None))
+                return matches, self._records_for(conn, correlation_ids, runs, domain, tenant)
 
     def checkpoints(self) -> list[dict[str, Any]]:
         """Every checkpoint in ``checkpoint_seq`` order, as stored."""

@@ -236,6 +236,7 @@ class ApprovalGateOperator(ApprovalOperator):
                     "map_index": ti.map_index,
                 },
                 ticket=ticket,
+                tenant=self.tenant or None,
             ),
             method_name="execute_complete",
             kwargs={"facts": facts.as_dict()},

@@ -43,6 +43,7 @@ class ApprovalLadderTrigger(HITLTrigger):
     :param approver_emails: who gets the reminder.
     :param target: ``dag_id``, ``run_id``, ``task_id``, ``map_index`` of the gate (for its XCom).
     :param ticket: ``{"system", "tenant", "ticket_id"}`` to comment on at escalation, or ``None``.
+    :param tenant: the run's tenant, for its audit records (``None``: not a tenant's run).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class ApprovalLadderTrigger(HITLTrigger):
         approver_emails: list[str],
         target: dict[str, Any],
         ticket: dict[str, str] | None = None,
+        tenant: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -59,6 +61,7 @@ class ApprovalLadderTrigger(HITLTrigger):
         self.approver_emails = approver_emails
         self.target = target
         self.ticket = ticket
+        self.tenant = tenant
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, kwargs = super().serialize()
@@ -70,6 +73,7 @@ class ApprovalLadderTrigger(HITLTrigger):
                 "approver_emails": self.approver_emails,
                 "target": self.target,
                 "ticket": self.ticket,
+                "tenant": self.tenant,
             },
         )
 
@@ -120,7 +124,7 @@ class ApprovalLadderTrigger(HITLTrigger):
                 "kind": APPROVAL_ESCALATED,
                 "actor": "airflow",
                 "domain": facts.domain,
-                "tenant": (self.ticket or {}).get("tenant"),
+                "tenant": self.tenant or (self.ticket or {}).get("tenant"),
                 "correlation_id": facts.correlation_id,
                 "dag_id": self.target["dag_id"],
                 "run_id": self.target["run_id"],

@@ -358,7 +358,7 @@ ACTION_PATTERN = "^[a-z0-9-]+:[A-Z][A-Za-z0-9]+$"
         pytest.param(
             _set("capabilities/ticket-create/domains", ["support", "marketing"]),
             "capabilities.ticket-create.domains.1: unknown domain 'marketing' "
-            "(declared: hr, implementation, invoicing, soc, support)",
+            "(declared: hr, implementation, invoicing, platform, soc, support)",
             id="unknown-domain",
         ),
         pytest.param(
@@ -431,7 +431,7 @@ def test_every_problem_is_reported_at_once(write_policy):
         f"  {path}: capabilities.ticket-create.statements.0.resources: "
         "'*' needs a wildcard_reason saying why the actions cannot be scoped",
         f"  {path}: capabilities.identity-admin.domains.0: unknown domain 'payroll' "
-        "(declared: hr, implementation, invoicing, soc, support)",
+        "(declared: hr, implementation, invoicing, platform, soc, support)",
     ]
 
 

@@ -279,7 +279,7 @@ def test_markdown_header_names_both_commits(v1_to_v2: dict[str, Any], change_rep
         f"Base `{change_repo['v1'][:12]}`, head `{change_repo['v2'][:12]}`.",
         "",
         "### DAGs",
-        "6 in base, 6 in head: 1 added, 1 removed, 2 changed.",
+        "8 in base, 8 in head: 1 added, 1 removed, 2 changed.",
     ]
 
 

@@ -32,7 +32,7 @@ from include.policies.checks import (
 from include.policies.loader import DOMAINS_FILE
 from include.policies.secret_scan import find_literal_secrets
 
-DECLARED = "hr, implementation, invoicing, soc, support"
+DECLARED = "hr, implementation, invoicing, platform, soc, support"
 
 
 def factory_dag(domain: str, name: str, task_args: str = "", dag_args: str = "") -> str:

@@ -39,7 +39,7 @@ def test_unknown_domain_lists_declared_domains():
         PolicyError,
         match=exactly(
             f"unknown domain 'marketing': declared domains in {DOMAINS_FILE} are "
-            "hr, implementation, invoicing, soc, support"
+            "hr, implementation, invoicing, platform, soc, support"
         ),
     ):
         policy.domain("marketing")

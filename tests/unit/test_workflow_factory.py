@@ -156,7 +156,7 @@ def test_unknown_domain_rejected_listing_declared_domains():
         PolicyError,
         match=exactly(
             f"unknown domain 'marketing': declared domains in {DOMAINS_FILE} are "
-            "hr, implementation, invoicing, soc, support"
+            "hr, implementation, invoicing, platform, soc, support"
         ),
     ):
         workflow_dag_kwargs(dag_id="marketing_campaign", domain="marketing", doc_md=DOC)
