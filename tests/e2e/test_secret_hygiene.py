@@ -1,5 +1,5 @@
 """Canary secrets never leak: not into task logs, component logs (process stdout/stderr), XCom,
-rendered fields, mails, audit records, result files, in clear or base64/URL-encoded.
+rendered fields, mails, ticket entries, audit records, result files, in clear or base64/URL-encoded.
 
 The canaries are the real values in the secrets backend: every tenant credential in Secrets
 Manager and the ticketing token of the ``rt_default`` connection. Workflows that read and use
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+from contextlib import closing
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -91,6 +93,13 @@ def test_canaries_absent_from_xcom_rendered_fields_and_logs(
         records = json.dumps(audit.records())
     assert '"kind": "run.triggered"' in records
     exposed += [f"audit records ({form})" for c, form in canaries.items() if c in records]
+    # Ticket comments and descriptions as Request Tracker stored them (its database, read-only).
+    rt_db = RequestTracker(stack.profile).database
+    with closing(sqlite3.connect(f"file:{rt_db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT Content FROM Attachments WHERE Content IS NOT NULL").fetchall()
+    tickets = "\n".join(r[0].decode(errors="replace") if isinstance(r[0], bytes) else str(r[0]) for r in rows)
+    assert "Triaged." in tickets  # the lifecycle run's comment: the scan reads real entries
+    exposed += [f"ticket entries ({form})" for c, form in canaries.items() if c in tickets]
     # Task logs, process stdout/stderr of every component, mails (.eml), results and indexes.
     suffixes = {".log", ".jsonl", ".json", ".eml", ""}
     files = [p for p in stack.profile.root.rglob("*") if p.is_file() and p.suffix in suffixes]
