@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 _STATE_LOCK = threading.Lock()
 _STORES: dict[tuple[int, str], Any] = {}
+_down_until: dict[tuple[int, str], float] = {}
+RETRY_AFTER_FAILURE_SECONDS: Final = 30.0
+"""After a failed write, a process spools without trying the store for this long."""
 _DSNS: dict[tuple[int, str], str] = {}
 # The last emit's cost, for the overhead benchmark (seconds; lookups included on first use).
 last_emit_seconds: float = 0.0
@@ -120,11 +123,18 @@ def emit(fields: Mapping[str, Any], *, conn_id: str = AUDIT_CONN_ID) -> AuditRec
     except ValueError as error:  # a malformed kind or actor: a platform bug, say so loudly
         log.error("audit event refused: %s", error)
         return None
+    if time.monotonic() < _down_until.get((os.getpid(), conn_id), 0.0):
+        _spool(event, "store marked unavailable after a failure")
+        last_emit_seconds = time.perf_counter() - started
+        return None
     try:
         record: AuditRecord = store(conn_id).append(event)
     except Exception as error:
         with contextlib.suppress(Exception):
             _close(conn_id)
+        # Don't try again for a while: the scheduler writes run events in its loop, and waiting
+        # for a connect timeout on every event would stall scheduling while the store is down.
+        _down_until[(os.getpid(), conn_id)] = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
         _spool(event, type(error).__name__)
         return None
     finally:

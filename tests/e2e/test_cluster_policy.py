@@ -10,7 +10,9 @@ import time
 
 import pytest
 
+from include.audit.store import AuditStore
 from include.devstack.api_client import AirflowApi
+from include.devstack.stack import Stack
 from tests.e2e.gitops import BUNDLE_NAME, GitOpsRemote
 
 UNTAGGED = """
@@ -54,7 +56,7 @@ def _import_error(api: AirflowApi, filename: str, timeout: float = 120) -> str:
             UNTAGGED,
             "rogue_untagged",
             "known-domain: DAG rogue_untagged has no domain tag (expected one of: "
-            "hr, implementation, invoicing, soc, support)",
+            "hr, implementation, invoicing, platform, soc, support)",
             id="no-domain-tag",
         ),
         pytest.param(
@@ -68,12 +70,29 @@ def _import_error(api: AirflowApi, filename: str, timeout: float = 120) -> str:
     ],
 )
 def test_rogue_dag_pushed_to_branch_is_refused(
-    api: AirflowApi, gitops_remote: GitOpsRemote, filename: str, source: str, dag_id: str, expected: str
+    api: AirflowApi,
+    stack: Stack,
+    gitops_remote: GitOpsRemote,
+    filename: str,
+    source: str,
+    dag_id: str,
+    expected: str,
 ) -> None:
     gitops_remote.commit_file(f"dags/{filename}", source, f"add {filename} without review")
     try:
         assert expected in _import_error(api, filename)
         dag_ids = {d["dag_id"] for d in api.get("dags", limit=1000)["dags"]}
         assert dag_id not in dag_ids
+        # And it is on the audit trail, written by the listener in the dag-processor.
+        with AuditStore(stack.audit_dsn) as audit:
+            violations = [
+                r
+                for r in audit.records()
+                if r["kind"] == "policy.violation" and str(r["details"].get("file", "")).endswith(filename)
+            ]
+        assert violations, f"no policy.violation audit record for {filename}"
+        rule, message = expected.split(": ", 1)
+        assert violations[0]["details"]["rule"] == rule
+        assert message in violations[0]["details"]["message"]
     finally:
         gitops_remote.commit_file(f"dags/{filename}", None, f"revert {filename}")

@@ -34,6 +34,7 @@ def unreachable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     dsn = f"postgresql://airflow:pw-not-logged@127.0.0.1:{_closed_port()}/audit"
     monkeypatch.setattr(audit_emit, "_dsn", lambda conn_id: dsn)
     audit_emit._STORES.clear()
+    audit_emit._down_until.clear()
     return spool
 
 
@@ -66,6 +67,27 @@ def test_unreachable_store_spools_and_drain_restores_every_event_in_order(
     assert verify(log.record_dicts(), [], None).ok
     assert list(unreachable.iterdir()) == []  # drained files are gone
     assert audit_emit.drain_spool(log, unreachable) == 0  # and nothing is appended twice
+
+
+def test_after_a_failure_the_store_is_not_tried_again_for_a_while(
+    unreachable: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[str] = []
+    original = audit_emit.store
+
+    def counting(conn_id: str = audit_emit.AUDIT_CONN_ID) -> Any:
+        attempts.append(conn_id)
+        return original(conn_id)
+
+    monkeypatch.setattr(audit_emit, "store", counting)
+    for n in range(3):
+        audit_emit.emit(_event(n))
+    assert len(attempts) == 1  # the scheduler does not wait for a connect timeout per event
+    spooled = [line for f in unreachable.glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert len(spooled) == 3  # and nothing is lost
+    monkeypatch.setattr(audit_emit.time, "monotonic", lambda: 10**9)  # the pause is over
+    audit_emit.emit(_event(3))
+    assert len(attempts) == 2
 
 
 def test_a_failed_drain_keeps_the_rest_for_the_next(unreachable: Path) -> None:
