@@ -21,6 +21,8 @@ class Profile:
     pg_port: int
     moto_port: int
     smtp_port: int
+    # OpenLDAP (include/devstack/openldap.py); 0: this profile runs no directory.
+    ldap_port: int = 0
 
     @property
     def root(self) -> Path:
@@ -79,6 +81,9 @@ PROFILES = {
         pg_port=_port("ORCH_PG_PORT", 25432),
         moto_port=_port("ORCH_MOTO_PORT", 5050),
         smtp_port=_port("ORCH_SMTP_PORT", 2525),
+        ldap_port=_port("ORCH_LDAP_PORT", 3389),
     ),
-    "test": Profile(name="test", api_port=18080, pg_port=25442, moto_port=15050, smtp_port=12525),
+    "test": Profile(
+        name="test", api_port=18080, pg_port=25442, moto_port=15050, smtp_port=12525, ldap_port=13389
+    ),
 }

@@ -15,6 +15,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from include.devstack.config import HOST, REGION, REPO_ROOT, Profile
+from include.devstack.openldap import ldap_connection
 from include.devstack.request_tracker import rt_connection
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import secret_name, tenant_ids
@@ -72,6 +73,8 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
             "password": profile.local_secret("audit-signing-key", lambda: secrets.token_hex(32)),
         },
         "rt_default": rt_connection(profile),
+        # The company directory (OpenLDAP) of the HR workflows; the admin password is per profile.
+        "ldap_default": ldap_connection(profile),
         # No Terraform binary reaches these machines: the stand-in CLI of tests/support (README,
         # "Terraform steps"). Production sets binary to terraform (or tofu) and shared paths.
         "terraform_default": {

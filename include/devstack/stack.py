@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from include.audit.store import AuditStore
-from include.devstack import aws_seed, moto_seed, postgres, processes, request_tracker
+from include.devstack import aws_seed, moto_seed, openldap, postgres, processes, request_tracker
 from include.devstack.airflow_env import ADMIN_USER, airflow_env
 from include.devstack.config import HOST, PROFILES, REGION, VENV_BIN, Profile
 from include.devstack.processes import ServiceError
@@ -95,6 +95,10 @@ class Stack:
         with AuditStore(self.audit_dsn) as audit:
             audit.ensure_schema()
         self._log(f"PostgreSQL on {HOST}:{self.profile.pg_port}")
+        openldap.ensure_installed()
+        openldap.initialise(self.profile, fresh=fresh)
+        openldap.start(self.profile)
+        self._log(f"OpenLDAP on {openldap.url(self.profile)} ({openldap.SUFFIX})")
         self._start_request_tracker(fresh=fresh)
         self._start_moto()
         self._start_smtp_sink()
@@ -192,7 +196,7 @@ class Stack:
     def dead_components(self) -> list[str]:
         return [
             name
-            for name in (*AUX_SERVICES, *AIRFLOW_COMPONENTS)
+            for name in (*AUX_SERVICES, openldap.SERVICE_NAME, *AIRFLOW_COMPONENTS)
             if processes.running_pid(name, pids_dir=self.profile.pids) is None
         ]
 
@@ -201,13 +205,15 @@ class Stack:
         for name in (*reversed(AIRFLOW_COMPONENTS), *AUX_SERVICES):
             if processes.stop(name, pids_dir=self.profile.pids) and not quiet:
                 self._log(f"stopped {name}")
+        if openldap.stop(self.profile) and not quiet:
+            self._log("stopped OpenLDAP")
         if postgres.stop(self.profile) and not quiet:
             self._log("stopped PostgreSQL")
 
     def status(self) -> dict[str, int | None]:
         state: dict[str, int | None] = {
             name: processes.running_pid(name, pids_dir=self.profile.pids)
-            for name in (*AUX_SERVICES, *AIRFLOW_COMPONENTS)
+            for name in (*AUX_SERVICES, openldap.SERVICE_NAME, *AIRFLOW_COMPONENTS)
         }
         state["postgres"] = (
             postgres.postmaster_pid(self.profile) if postgres.is_running(self.profile) else None

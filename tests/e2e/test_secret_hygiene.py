@@ -43,6 +43,7 @@ def _canaries(stack: Stack) -> set[str]:
     token = RequestTracker(stack.profile).token
     values.update({token, token.rsplit("-", 1)[-1]})
     values.add(stack.profile.local_secret("audit-signing-key"))  # the audit_signing connection
+    values.add(stack.profile.local_secret("ldap-admin-password"))  # the ldap_default connection
     return values
 
 
