@@ -10,6 +10,7 @@ and resumes with the same call.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -39,11 +40,17 @@ def ticketing_hook(system: str, conn_id: str | None, tenant: str) -> TicketingHo
 class TicketOperator(BaseOperator):
     """Base: resolves the hook and run context, turns rate-limit backpressure into a deferral."""
 
-    template_fields: Sequence[str] = ("tenant",)
+    template_fields: Sequence[str] = ("tenant", "idempotency_basis")
     operation = "ticket"
 
     def __init__(
-        self, *, tenant: str, system: str = "request_tracker", conn_id: str | None = None, **kwargs: Any
+        self,
+        *,
+        tenant: str,
+        system: str = "request_tracker",
+        conn_id: str | None = None,
+        idempotency_basis: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if system not in ("request_tracker", "jira"):
@@ -51,6 +58,9 @@ class TicketOperator(BaseOperator):
         self.tenant = tenant
         self.system = system
         self.conn_id = conn_id
+        # What makes two runs "the same request" (e.g. the alert id): keys come from it instead
+        # of the run, so every run for the same alert finds the same ticket and comment.
+        self.idempotency_basis = idempotency_basis
 
     def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
         raise NotImplementedError
@@ -94,11 +104,20 @@ class TicketOperator(BaseOperator):
         return self.execute(context)
 
     def key(self, run: RunContext) -> str:
+        if self.idempotency_basis:
+            run = replace(run, run_id=f"basis:{self.idempotency_basis}")
         return idempotency_key(run, self.operation)
 
 
 class CreateTicketOperator(TicketOperator):
-    template_fields: Sequence[str] = ("tenant", "ticket_queue", "subject", "body", "fields")
+    template_fields: Sequence[str] = (
+        "tenant",
+        "ticket_queue",
+        "subject",
+        "body",
+        "fields",
+        "idempotency_basis",
+    )
     operation = "create_ticket"
 
     def __init__(
@@ -130,7 +149,7 @@ class CreateTicketOperator(TicketOperator):
 
 
 class CommentTicketOperator(TicketOperator):
-    template_fields: Sequence[str] = ("tenant", "ticket_id", "body")
+    template_fields: Sequence[str] = ("tenant", "ticket_id", "body", "idempotency_basis")
     operation = "comment"
 
     def __init__(self, *, ticket_id: str, body: str, public: bool = False, **kwargs: Any) -> None:
@@ -146,7 +165,7 @@ class CommentTicketOperator(TicketOperator):
 
 
 class AttachEvidenceOperator(TicketOperator):
-    template_fields: Sequence[str] = ("tenant", "ticket_id", "filename", "content")
+    template_fields: Sequence[str] = ("tenant", "ticket_id", "filename", "content", "idempotency_basis")
     operation = "attach"
 
     def __init__(
@@ -172,7 +191,7 @@ class AttachEvidenceOperator(TicketOperator):
 class UpdateTicketOperator(TicketOperator):
     """Set custom fields and/or the status (a transition); both are naturally idempotent."""
 
-    template_fields: Sequence[str] = ("tenant", "ticket_id", "fields", "status")
+    template_fields: Sequence[str] = ("tenant", "ticket_id", "fields", "status", "idempotency_basis")
     operation = "update"
 
     def __init__(

@@ -73,6 +73,10 @@ def test_owner(path):
 def test_retries(path):
     for dag in dags_of(path):
         for task in dag.tasks:
+            if getattr(task, "approval_action", None):
+                # Approval gates ask a human once: a failed gate fails closed, never re-asks.
+                assert task.retries == 0, f"DAG {dag.dag_id} gate {task.task_id} retries"
+                continue
             assert task.retries >= 1, f"DAG {dag.dag_id} task {task.task_id} has retries={task.retries}"
 
 
