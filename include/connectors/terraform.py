@@ -59,6 +59,22 @@ class TerraformSettings:
     work_root: Path
     state_root: Path
     max_plan_age: timedelta
+    # Configuration path (as the workflow names it, repo-relative) -> the one to run instead. Only
+    # where the binary cannot run the real one: the local stand-in CLI models a small subset of
+    # Terraform, so the devstack maps each real module to a model of it (README, "Terraform steps").
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def source_for(self, source: Path, repo_root: Path) -> Path:
+        """The configuration to run for ``source`` (itself unless the connection maps it)."""
+        try:
+            key = source.resolve().relative_to(repo_root.resolve()).as_posix()
+        except ValueError:
+            key = str(source)
+        mapped = self.sources.get(key)
+        if mapped is None:
+            return source
+        path = Path(mapped)
+        return path if path.is_absolute() else repo_root / path
 
     @classmethod
     def from_connection(cls, conn_id: str = DEFAULT_CONN_ID) -> TerraformSettings:
@@ -73,6 +89,7 @@ class TerraformSettings:
             work_root=Path(extra["work_root"]),
             state_root=Path(extra["state_root"]),
             max_plan_age=timedelta(seconds=float(extra.get("max_plan_age_seconds", 3600))),
+            sources=dict(extra.get("sources") or {}),
         )
 
 

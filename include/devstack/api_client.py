@@ -79,8 +79,11 @@ class AirflowApi:
         """task id -> state of every task instance of a run."""
         return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        entry = self.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1
+    ) -> Any:
+        path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        entry = self.get(path, map_index=map_index) if map_index >= 0 else self.get(path)
         return entry["value"]
 
     def create_user(self, username: str, password: str, roles: list[str]) -> None:

@@ -84,6 +84,12 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
                 "work_root": str(profile.root / "terraform" / "work"),
                 "state_root": str(profile.root / "terraform" / "state"),
                 "max_plan_age_seconds": 3600,
+                # The stand-in models a subset of Terraform: it runs a model of the real module.
+                "sources": {
+                    "terraform/modules/tenant-provisioning": str(
+                        REPO_ROOT / "tests" / "support" / "terraform" / "tenant_provisioning_model"
+                    ),
+                },
             },
         },
         "smtp_alerts": {

@@ -2,8 +2,9 @@
 
 RT runs from the distribution's code with its own config under ``.local/<profile>/rt``
 (``RT_SITE_CONFIG`` makes it ignore /etc/request-tracker5): a SQLite database, queues ``support``,
-``hr`` and ``soc`` with the ticket custom fields ``CorrelationId``, ``Tenant``, ``IdempotencyKey``
-and ``Severity``, and a privileged ``orchestrator`` user whose REST 2 token is kept in a 0600 file.
+``hr``, ``soc``, ``implementation`` and ``invoicing`` with the ticket custom fields ``CorrelationId``,
+``Tenant``, ``IdempotencyKey`` and ``Severity``, and a privileged ``orchestrator`` user whose REST 2
+token is kept in a 0600 file.
 The freshly initialised database is copied aside once ("pristine") so :meth:`RequestTracker.reset`
 restores it in milliseconds.
 The port is ``profile.api_port + 10`` (8090 for ``run``, 18090 for ``test``).
@@ -32,7 +33,7 @@ PACKAGES = ("request-tracker5", "rt5-db-sqlite", "rt5-standalone")
 RT_SERVER = Path("/usr/share/request-tracker5/libexec/rt-server")
 SETUP_DATABASE = "/usr/sbin/rt-setup-database-5"
 SERVICE_NAME = "request-tracker"
-QUEUES = ("support", "hr", "soc")
+QUEUES = ("support", "hr", "soc", "implementation", "invoicing")
 # CorrelationId and Tenant tie a ticket to its run and customer; IdempotencyKey makes
 # search-before-create possible; Severity is set by triage.
 CUSTOM_FIELDS = ("CorrelationId", "Tenant", "IdempotencyKey", "Severity")
@@ -302,7 +303,9 @@ class RequestTracker:
         if installed_in:
             self.timings["install"] = installed_in
         self.write_config()
-        if not self.pristine.exists() or not self.token_file.exists():
+        initialdata = self.home / "initialdata.pl"
+        outdated = initialdata.exists() and initialdata.read_text() != _initialdata()  # queues, fields
+        if outdated or not self.pristine.exists() or not self.token_file.exists():
             self.initialise()
         elif not self.database.exists():
             self._restore()

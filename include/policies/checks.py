@@ -163,7 +163,7 @@ def domain_tags(dag: Any) -> list[str]:
 
 
 def check_policy_valid(context: CheckContext) -> list[Violation]:
-    """The policy files validate (domains, then approvals next to it); one violation per problem."""
+    """The policy files validate (domains, then approvals and HR roles next to it); one per problem."""
     location = display_path(context.policy_file)
     violations = [Violation("policy-valid", location, problem) for problem in context.policy_problems]
     if context.policy is not None:
@@ -176,6 +176,17 @@ def check_policy_valid(context: CheckContext) -> list[Violation]:
             lines = [line.strip() for line in str(exc).splitlines()]
             violations += [
                 Violation("policy-valid", display_path(approvals), line) for line in lines[1:] or lines
+            ]
+    from include.policies.hr_roles import load_hr_roles_file
+
+    hr_roles = context.policy_file.with_name("hr_roles.yaml")
+    if hr_roles.exists():
+        try:
+            load_hr_roles_file(hr_roles)
+        except PolicyError as exc:
+            lines = [line.strip() for line in str(exc).splitlines()]
+            violations += [
+                Violation("policy-valid", display_path(hr_roles), line) for line in lines[1:] or lines
             ]
     return violations
 

@@ -69,9 +69,10 @@ class TerraformOperator(BaseOperator):
     def runner(self, context: Any, run: RunContext) -> TerraformRunner:
         env = capability_environment(self.capability_role, self.tenant, run, self.aws_conn_id)
         _mask(env)
+        settings = TerraformSettings.from_connection(self.conn_id)
         return TerraformRunner(
-            TerraformSettings.from_connection(self.conn_id),
-            source=self.source,
+            settings,
+            source=settings.source_for(self.source, REPO_ROOT),
             tenant=self.tenant,
             stack=self.stack,
             workspace=_UNSAFE.sub("_", run.run_id),

@@ -216,3 +216,68 @@ class UpdateTicketOperator(TicketOperator):
         if self.status:
             ticket = hook.set_status(str(self.ticket_id), self.status)
         return ticket.as_xcom()
+
+
+class BulkUpdateTicketsOperator(TicketOperator):
+    """Update a batch of tickets: fields and/or status, and optionally one comment per ticket.
+
+    Meant to be mapped over batches (``.partial(...).expand(ticket_ids=...)``) so a bulk change of
+    hundreds of tickets runs as a few tasks in the support pool, each going through the shared
+    rate limit. Every call is idempotent (fields and status are set, the comment is keyed by the
+    change and the ticket), so a batch resumed after a rate-limit deferral or retried after a
+    failure simply runs again from its first ticket; nothing is applied twice.
+    """
+
+    template_fields: Sequence[str] = (
+        "tenant",
+        "ticket_ids",
+        "fields",
+        "status",
+        "comment",
+        "idempotency_basis",
+    )
+    operation = "bulk_update"
+
+    def __init__(
+        self,
+        *,
+        ticket_ids: Sequence[str] | str,
+        fields: Mapping[str, str] | None = None,
+        status: str | None = None,
+        comment: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ticket_ids = ticket_ids
+        self.fields = dict(fields or {})
+        self.status = status
+        self.comment = comment
+
+    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
+        ids = [
+            str(t) for t in (self.ticket_ids if not isinstance(self.ticket_ids, str) else [self.ticket_ids])
+        ]
+        commented = 0
+        for ticket_id in ids:
+            if self.fields:
+                hook.set_fields(ticket_id, self.fields)
+            if self.status:
+                hook.set_status(ticket_id, self.status)
+            if self.comment:
+                key = idempotency_key(
+                    replace(run, run_id=f"basis:{self.idempotency_basis}:{ticket_id}"), "comment"
+                )
+                commented += int(hook.comment(ticket_id, self.comment, idempotency_key=key).created)
+        return {"ticket_ids": ids, "updated": len(ids), "comments_created": commented}
+
+    def audit(self, context: Any, result: Mapping[str, Any]) -> None:
+        audit_side_effect(
+            context,
+            system=self.system,
+            operation=self.operation,
+            object_id=",".join(result["ticket_ids"])[:500],
+            tenant=self.tenant,
+            capability="ticket-update",
+            updated=result["updated"],
+            comments_created=result["comments_created"],
+        )

@@ -76,6 +76,7 @@ def test_real_policy_declares_the_capabilities():
         "compliance-export-readonly",
         "identity-admin",
         "identity-disable",
+        "identity-inspect",
         "host-inspect",
         "host-isolate",
         "invoice-post",
@@ -137,7 +138,12 @@ def test_wildcard_resource_only_where_the_policy_gives_a_reason(capability: str)
 def test_read_only_capabilities_only_get_list_describe():
     read_only = [c for c in load_capabilities().capabilities.values() if c.read_only]
 
-    assert {c.name for c in read_only} == {"compliance-export-readonly", "host-inspect", "terraform-plan"}
+    assert {c.name for c in read_only} == {
+        "compliance-export-readonly",
+        "host-inspect",
+        "identity-inspect",
+        "terraform-plan",
+    }
     for capability in read_only:
         verbs = {a.split(":")[1] for a in document_actions(rendered(capability.name, "acme"))}
         assert verbs, capability.name

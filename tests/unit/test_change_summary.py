@@ -123,7 +123,7 @@ def change_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     the uncommitted working tree (``v2`` plus a DAG file that fails to import)."""
     repo = tmp_path_factory.mktemp("change-repo")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("dags", "include"):
+    for name in ("dags", "include", "plugins"):
         shutil.copytree(REPO_ROOT / name, repo / name, ignore=ignore)
     shutil.copy2(REPO_ROOT / "pyproject.toml", repo / "pyproject.toml")
     (repo / "dags" / "soc" / "contain_host.py").write_text(CONTAIN_HOST_V1, encoding="utf-8")
@@ -246,7 +246,10 @@ def test_json_summary(v1_to_v2: dict[str, Any], change_repo: dict[str, Any]) -> 
         "added": {},
         "removed": {},
         "changed": {
-            "soc_contain_host.approve_isolation": {"response_timeout": {"old": "0:15:00", "new": "0:20:00"}}
+            "soc_contain_host.approve_isolation": {"response_timeout": {"old": "0:15:00", "new": "0:20:00"}},
+            "soc_disable_account.approve_identity_disable": {
+                "response_timeout": {"old": "0:15:00", "new": "0:20:00"}
+            },
         },
     }
 
@@ -279,7 +282,7 @@ def test_markdown_header_names_both_commits(v1_to_v2: dict[str, Any], change_rep
         f"Base `{change_repo['v1'][:12]}`, head `{change_repo['v2'][:12]}`.",
         "",
         "### DAGs",
-        "8 in base, 8 in head: 1 added, 1 removed, 2 changed.",
+        "10 in base, 10 in head: 1 added, 1 removed, 3 changed.",
     ]
 
 

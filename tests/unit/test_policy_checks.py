@@ -617,8 +617,8 @@ def containment():
 containment()
 '''
 CAPABILITIES = (
-    "compliance-export-readonly, host-isolate, identity-admin, identity-disable, invoice-post, "
-    "terraform-apply, terraform-plan, ticket-create, ticket-update"
+    "compliance-export-readonly, host-inspect, host-isolate, identity-admin, identity-disable, "
+    "identity-inspect, invoice-post, terraform-apply, terraform-plan, ticket-create, ticket-update"
 )
 
 

@@ -1,0 +1,59 @@
+"""Tenant provisioning end to end: ticket -> plan of terraform/modules/tenant-provisioning with the
+tenant's own state -> cloud lead approves that plan -> apply -> outputs on the ticket, resolved.
+A second run for the same tenant plans no changes: nothing is asked or applied, same ticket.
+
+The terraform binary is the stand-in (README, "Terraform steps"); the ticket is read back from
+Request Tracker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from include.connectors.ticketing.request_tracker import RequestTrackerHook
+from include.devstack.api_client import AirflowApi
+from include.devstack.stack import Stack
+from tests.e2e.conftest import sign_up
+
+DAG = "implementation_provision_tenant"
+GATE = "approve_tenant_baseline.step_1"
+USERS = {"ines_impl_op": ["implementation_operator"], "carl_cloud_lead": ["cloud_lead"]}
+CONF = {"tenant": "globex", "requested_by": "pm@secops.example"}
+
+
+@pytest.fixture(scope="module")
+def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
+    api.wait_for_dags({DAG})
+    return sign_up(stack, api, USERS)
+
+
+def test_provision_then_a_second_run_changes_nothing(
+    api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+) -> None:
+    run_id = users["ines_impl_op"].trigger(DAG, CONF)
+    request = users["carl_cloud_lead"].wait_for_request(DAG, run_id, GATE)
+    plan: dict[str, Any] = api.xcom(DAG, run_id, "plan_tenant_baseline")
+    assert plan["sha256"] in request["body"]
+    assert plan["summary"]["changes"] is True
+    users["carl_cloud_lead"].answer(DAG, run_id, GATE, "Approve", "new customer, contract signed")
+    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
+    states = api.task_states(DAG, run_id)
+    assert states["apply_tenant_baseline"] == "success"
+    assert states["resolve_ticket"] == "success"
+    applied = api.xcom(DAG, run_id, "apply_tenant_baseline")
+    assert applied["sha256"] == plan["sha256"]
+    ticket_id = str(api.xcom(DAG, run_id, "open_ticket")["id"])
+    (ticket,) = rt._search(f"id = {ticket_id}", "test_search")  # the search names the queue
+    assert ticket.status == "resolved"
+    assert ticket.queue == "implementation"
+
+    again = users["ines_impl_op"].trigger(DAG, CONF)
+    assert api.wait_for_run(DAG, again, timeout=240)["state"] == "success"
+    states = api.task_states(DAG, again)
+    assert states["apply_tenant_baseline"] == "skipped"
+    assert states[GATE] == "skipped"
+    assert states["report"] == "success"
+    assert str(api.xcom(DAG, again, "open_ticket")["id"]) == ticket_id  # the same ticket
+    assert api.xcom(DAG, again, "open_ticket")["created"] is False

@@ -1,0 +1,80 @@
+"""SOC account containment end to end: an alert, a real IAM staff user (moto, the tenant's
+account), the SOC lead's approval, keys deactivated and console password removed, evidence in
+Request Tracker. Checked in IAM and Request Tracker: a second run for the same alert changes
+nothing and reuses the ticket; a service account fails before any ticket exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from include.connectors.ticketing.request_tracker import RequestTrackerHook
+from include.devstack.api_client import AirflowApi
+from include.devstack.aws_seed import account_client
+from include.devstack.config import REGION
+from include.devstack.stack import Stack
+from include.policies.tenants import tenant_account_id
+from tests.e2e.conftest import sign_up
+
+DAG = "soc_disable_account"
+GATE = "approve_identity_disable"
+USERS = {"dora_soc_op": ["soc_operator"], "dirk_soc_oncall": ["soc_oncall"]}
+
+
+@pytest.fixture(scope="module")
+def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
+    api.wait_for_dags({DAG})
+    return sign_up(stack, api, USERS)
+
+
+def _iam(stack: Stack) -> Any:
+    return account_client("iam", tenant_account_id("globex"), stack.profile.moto_url, REGION)
+
+
+def _alert(account: str, alert_id: str) -> dict[str, Any]:
+    return {"account": account, "tenant": "globex", "severity": "high", "alert_id": alert_id}
+
+
+def test_disable_then_the_same_alert_again_changes_nothing(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+) -> None:
+    iam = _iam(stack)
+    iam.create_user(UserName="mallory.e2e", Path="/staff/")
+    key = iam.create_access_key(UserName="mallory.e2e")["AccessKey"]["AccessKeyId"]
+    iam.create_login_profile(UserName="mallory.e2e", Password="Initial-Pw-1!")
+
+    runs = []
+    for _ in range(2):
+        run_id = users["dora_soc_op"].trigger(DAG, _alert("mallory.e2e", "SIEM-9001"))
+        request = users["dirk_soc_oncall"].wait_for_request(DAG, run_id, GATE)
+        assert "mallory.e2e" in request["body"]
+        users["dirk_soc_oncall"].answer(DAG, run_id, GATE, "Approve", comment="credential stuffing")
+        assert api.wait_for_run(DAG, run_id, timeout=180)["state"] == "success"
+        runs.append(run_id)
+
+    keys = iam.list_access_keys(UserName="mallory.e2e")["AccessKeyMetadata"]
+    assert [(k["AccessKeyId"], k["Status"]) for k in keys] == [(key, "Inactive")]
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.get_login_profile(UserName="mallory.e2e")
+    assert iam.get_user(UserName="mallory.e2e")["User"]["Path"] == "/staff/"  # kept
+    assert [api.xcom(DAG, r, "disable_account")["changed"] for r in runs] == [True, False]
+    tickets = {str(api.xcom(DAG, r, "open_ticket")["id"]) for r in runs}
+    assert len(tickets) == 1
+    assert {api.xcom(DAG, r, "evidence")["entry_id"] for r in runs} == {
+        api.xcom(DAG, runs[0], "evidence")["entry_id"]
+    }
+    assert len(rt._search("Subject LIKE 'SIEM-9001'", "test_search")) == 1
+
+
+def test_a_service_account_fails_before_any_ticket(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+) -> None:
+    _iam(stack).create_user(UserName="ci-deployer.e2e", Path="/service/")
+    run_id = users["dora_soc_op"].trigger(DAG, _alert("ci-deployer.e2e", "SIEM-9002"))
+    assert api.wait_for_run(DAG, run_id, timeout=120)["state"] == "failed"
+    states = api.task_states(DAG, run_id)
+    assert states["inspect_account"] == "failed"
+    assert states["open_ticket"] == "upstream_failed"
+    assert rt._search("Subject LIKE 'SIEM-9002'", "test_search") == []
