@@ -35,8 +35,8 @@ SETUP_DATABASE = "/usr/sbin/rt-setup-database-5"
 SERVICE_NAME = "request-tracker"
 QUEUES = ("support", "hr", "soc", "implementation", "invoicing")
 # CorrelationId and Tenant tie a ticket to its run and customer; IdempotencyKey makes
-# search-before-create possible; Severity is set by triage.
-CUSTOM_FIELDS = ("CorrelationId", "Tenant", "IdempotencyKey", "Severity")
+# search-before-create possible; Severity and Category are set by triage.
+CUSTOM_FIELDS = ("CorrelationId", "Tenant", "IdempotencyKey", "Severity", "Category")
 ORCHESTRATOR_USER = "orchestrator"
 ORCHESTRATOR_RIGHTS = (
     "SeeQueue",

@@ -178,16 +178,17 @@ def check_policy_valid(context: CheckContext) -> list[Violation]:
                 Violation("policy-valid", display_path(approvals), line) for line in lines[1:] or lines
             ]
     from include.policies.hr_roles import load_hr_roles_file
+    from include.triage.rules import load_rules_file
 
-    hr_roles = context.policy_file.with_name("hr_roles.yaml")
-    if hr_roles.exists():
+    for name, load in (("hr_roles.yaml", load_hr_roles_file), ("support_triage.yaml", load_rules_file)):
+        path = context.policy_file.with_name(name)
+        if not path.exists():
+            continue
         try:
-            load_hr_roles_file(hr_roles)
+            load(path)
         except PolicyError as exc:
             lines = [line.strip() for line in str(exc).splitlines()]
-            violations += [
-                Violation("policy-valid", display_path(hr_roles), line) for line in lines[1:] or lines
-            ]
+            violations += [Violation("policy-valid", display_path(path), line) for line in lines[1:] or lines]
     return violations
 
 

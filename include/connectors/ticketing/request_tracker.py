@@ -164,6 +164,55 @@ class RequestTrackerHook(ConnectorHook, TicketingHook):
         )
         return self.get_ticket(ticket_id)
 
+    def update_core(self, ticket_id: str, values: Mapping[str, Any]) -> None:
+        """Set core fields (``Priority``, ``Status``, ``Owner``) and custom fields in one request."""
+        self.request("PUT", f"{API}/ticket/{ticket_id}", operation="update", json=dict(values))
+
+    def new_tickets(self, queue: str, *, after_id: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+        """Tickets still ``new`` in ``queue`` that people opened (the orchestrator's own tickets
+        carry an IdempotencyKey and are skipped), oldest first: what support triage picks up."""
+        query = (
+            f"Queue = {_quote_sql(queue)} AND Status = 'new' AND id > {int(after_id)} "
+            f"AND 'CF.{{{self.IDEMPOTENCY_FIELD}}}' IS NULL"
+        )
+        path = (
+            f"{API}/tickets?query={quote(query)}&orderby=id&order=ASC&per_page={int(limit)}"
+            "&fields=Subject,Requestor,Created"
+        )
+        response = self.request("GET", path, operation="poll_new", expect=(200,))
+        return list(response.json().get("items", []))
+
+    def ticket_detail(self, ticket_id: str) -> dict[str, Any]:
+        """Subject, requestor e-mail and the first message's text (what triage classifies)."""
+        ticket = self.request(
+            "GET", f"{API}/ticket/{ticket_id}", operation="get_ticket", expect=(200,)
+        ).json()
+        requestors = ticket.get("Requestor") or []
+        requestor = requestors[0].get("id") if requestors and isinstance(requestors[0], Mapping) else None
+        history = self.request(
+            "GET",
+            f"{API}/ticket/{ticket_id}/history?fields=Type&per_page=5",
+            operation="history",
+            expect=(200,),
+        ).json()
+        created = next((item for item in history.get("items", []) if item.get("Type") == "Create"), None)
+        body = self._text_of(str(created["id"])) if created else ""
+        return {
+            "id": str(ticket["id"]),
+            "subject": ticket.get("Subject", ""),
+            "requestor": requestor,
+            "body": body,
+        }
+
+    def _text_of(self, transaction_id: str) -> str:
+        """The text/plain content of a transaction (as stored; measured: RT 5 returns text as is)."""
+        path = f"{API}/transaction/{transaction_id}/attachments?fields=ContentType,Content&per_page=20"
+        items = self.request("GET", path, operation="attachments", expect=(200,)).json().get("items", [])
+        for item in items:
+            if str(item.get("ContentType", "")).startswith("text/plain") and item.get("Content"):
+                return str(item["Content"])
+        return ""
+
     def set_status(self, ticket_id: str, status: str) -> Ticket:
         self.request("PUT", f"{API}/ticket/{ticket_id}", operation="set_status", json={"Status": status})
         return self.get_ticket(ticket_id)
