@@ -78,7 +78,13 @@ def test_ticket_is_found_by_correlation_id_and_reset_removes_it(rt: RequestTrack
 
     ticket = requests.get(f"{rt.url}/REST/2.0/ticket/{ticket_id}", headers=_auth(rt), timeout=TIMEOUT)
     values = {cf["name"]: cf["values"] for cf in ticket.json()["CustomFields"]}
-    assert values == {"CorrelationId": ["corr-1"], "Tenant": ["acme"], "IdempotencyKey": [], "Severity": []}
+    assert values == {
+        "CorrelationId": ["corr-1"],
+        "Tenant": ["acme"],
+        "IdempotencyKey": [],
+        "Severity": [],
+        "Category": [],
+    }
 
     rt.reset()
     assert _search(rt, "corr-1") == []
