@@ -127,6 +127,7 @@ def change_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         shutil.copytree(REPO_ROOT / name, repo / name, ignore=ignore)
     shutil.copy2(REPO_ROOT / "pyproject.toml", repo / "pyproject.toml")
     (repo / "dags" / "soc" / "contain_host.py").write_text(CONTAIN_HOST_V1, encoding="utf-8")
+    (repo / "dags" / "support" / "triage.py").unlink()  # v2 adds the fixture's own triage DAG
     _git(repo, "init", "--quiet", "--initial-branch=main")
     _git(repo, "config", "user.email", "reviewer@secops.example")
     _git(repo, "config", "user.name", "Reviewer")
@@ -282,7 +283,7 @@ def test_markdown_header_names_both_commits(v1_to_v2: dict[str, Any], change_rep
         f"Base `{change_repo['v1'][:12]}`, head `{change_repo['v2'][:12]}`.",
         "",
         "### DAGs",
-        "10 in base, 10 in head: 1 added, 1 removed, 3 changed.",
+        "11 in base, 11 in head: 1 added, 1 removed, 4 changed.",
     ]
 
 
