@@ -28,8 +28,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from include.devstack import processes
@@ -58,7 +56,6 @@ ADMIN_SECRET_FILE = "ldap-admin-password"  # noqa: S105 - the name of the file, 
 PASSWORD_HASH = "{CRYPT}"  # noqa: S105 - the hash scheme slapd uses, not a password
 CRYPT_SALT_FORMAT = "$6$rounds=100000$%.16s"
 DEBIAN_PIDFILE = Path("/var/run/slapd/slapd.pid")
-POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 # No default database in /etc/ldap: this project's slapd has its own config directory.
 PRESEED = "slapd slapd/no_configuration boolean true\n"
 START_TIMEOUT = 30.0
@@ -109,31 +106,6 @@ def is_installed() -> bool:
     return shutil.which("ldapsearch") is not None
 
 
-def _root_prefix() -> list[str]:
-    if os.geteuid() == 0:
-        return []
-    if shutil.which("sudo") is None:
-        raise ServiceError(f"OpenLDAP is not installed: run `apt-get install {' '.join(PACKAGES)}` as root")
-    return ["sudo", "-n"]
-
-
-@contextmanager
-def _services_kept_down(prefix: list[str]) -> Iterator[None]:
-    """A policy-rc.d that exits 101 keeps the package's postinst from starting a system slapd.
-
-    An existing policy-rc.d (Docker images ship one) is left as it is.
-    """
-    if POLICY_RC_D.exists():
-        yield
-        return
-    script = f"printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 755 {POLICY_RC_D}"
-    subprocess.run([*prefix, "sh", "-c", script], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run([*prefix, "rm", "-f", str(POLICY_RC_D)], check=False)
-
-
 def _stop_system_slapd(prefix: list[str]) -> None:
     """If the package started Debian's own slapd anyway, stop that one, by the PID it wrote."""
     if not DEBIAN_PIDFILE.exists():
@@ -151,12 +123,12 @@ def ensure_installed() -> float:
     if is_installed():
         return 0.0
     began = time.monotonic()
-    prefix = _root_prefix()
+    prefix = processes.root_prefix("OpenLDAP", PACKAGES)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
     subprocess.run([*prefix, "debconf-set-selections"], input=PRESEED, text=True, check=True, env=env)
     install = [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends"]
     install += ["-o", "DPkg::Lock::Timeout=300", *PACKAGES]
-    with _services_kept_down(prefix):
+    with processes.services_kept_down(prefix):
         if subprocess.run(install, env=env, check=False, stdout=subprocess.DEVNULL).returncode != 0:
             # A missing or stale package list: refresh it once and try again.
             subprocess.run([*prefix, "apt-get", "update", "-qq"], env=env, check=True)

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 
@@ -116,3 +116,34 @@ def wait_until(check: Callable[[], bool], *, what: str, timeout: float, log: Pat
     raise ServiceError(
         f"{what} not ready after {timeout:.0f}s" + (f"; last lines of {log}:\n{tail}" if tail else "")
     )
+
+
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+
+
+def root_prefix(missing: str, packages: Sequence[str]) -> list[str]:
+    """``[]`` as root, else ``sudo -n``; no sudo: a :class:`ServiceError` saying what to install."""
+    if os.geteuid() == 0:
+        return []
+    import shutil
+
+    if shutil.which("sudo") is None:
+        raise ServiceError(f"{missing} is not installed: run `apt-get install {' '.join(packages)}` as root")
+    return ["sudo", "-n"]
+
+
+@contextlib.contextmanager
+def services_kept_down(prefix: list[str]) -> Iterator[None]:
+    """A policy-rc.d that exits 101 keeps package postinsts from starting system daemons.
+
+    An existing policy-rc.d (Docker images ship one) is left as it is.
+    """
+    if POLICY_RC_D.exists():
+        yield
+        return
+    script = f"printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 755 {POLICY_RC_D}"
+    subprocess.run([*prefix, "sh", "-c", script], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*prefix, "rm", "-f", str(POLICY_RC_D)], check=False)

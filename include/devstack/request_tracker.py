@@ -18,8 +18,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,6 @@ request-tracker5 request-tracker5/correspondaddress string rt@orchestrator.local
 request-tracker5 request-tracker5/commentaddress string rt-comment@orchestrator.local
 request-tracker5 request-tracker5/webbaseurl string http://127.0.0.1
 """
-POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 
 def is_installed() -> bool:
@@ -81,44 +79,17 @@ def is_installed() -> bool:
     return result.returncode == 0 and result.stdout.split() == ["installed"] * len(PACKAGES)
 
 
-def _root_prefix() -> list[str]:
-    if os.geteuid() == 0:
-        return []
-    if shutil.which("sudo") is None:
-        raise ServiceError(
-            f"Request Tracker is not installed: run `apt-get install {' '.join(PACKAGES)}` as root"
-        )
-    return ["sudo", "-n"]
-
-
-@contextmanager
-def _services_kept_down(prefix: list[str]) -> Iterator[None]:
-    """exim4 comes along as the MTA: a policy-rc.d that exits 101 keeps it (and RT) from starting.
-
-    An existing policy-rc.d (Docker images ship one) is left as it is.
-    """
-    if POLICY_RC_D.exists():
-        yield
-        return
-    script = f"printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 755 {POLICY_RC_D}"
-    subprocess.run([*prefix, "sh", "-c", script], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run([*prefix, "rm", "-f", str(POLICY_RC_D)], check=False)
-
-
 def ensure_installed() -> float:
     """Install RT from Debian if missing, without prompts or starting daemons; return the seconds spent."""
     if is_installed():
         return 0.0
     began = time.monotonic()
-    prefix = _root_prefix()
+    prefix = processes.root_prefix("Request Tracker", PACKAGES)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
     subprocess.run([*prefix, "debconf-set-selections"], input=PRESEED, text=True, check=True, env=env)
     install = [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends"]
     install += ["-o", "DPkg::Lock::Timeout=300", *PACKAGES]
-    with _services_kept_down(prefix):
+    with processes.services_kept_down(prefix):
         if subprocess.run(install, env=env, check=False, stdout=subprocess.DEVNULL).returncode != 0:
             # A missing or stale package list: refresh it once and try again.
             subprocess.run([*prefix, "apt-get", "update", "-qq"], env=env, check=True)
