@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import requests
 from airflow.sdk.bases.hook import BaseHook
@@ -162,16 +162,34 @@ class ConnectorHook(BaseHook):
     def _send(
         self, method: str, path: str, *, operation: str, expect: tuple[int, ...], **kwargs: Any
     ) -> requests.Response:
+        self.before_send()
         url = f"{self.base_url}/{path.lstrip('/')}"
+        label = self.path_label(path)
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(
-                f"{type(exc).__name__} calling {method} {path}", system=self.system, operation=operation
+                f"{type(exc).__name__} calling {method} {label}", system=self.system, operation=operation
             ) from None
         if response.status_code in expect:
             return response
-        message = f"{method} {path} -> HTTP {response.status_code}: {service_message(response)}"
+        message = f"{method} {label} -> HTTP {response.status_code}: {self.error_text(response)}"
+        self.raise_for(response, message, operation)
+
+    # --- what an adapter may override ---------------------------------------------------------
+    def before_send(self) -> None:
+        """Called before each request (e.g. renew a bearer token)."""
+
+    def path_label(self, path: str) -> str:
+        """How a request's path appears in errors and logs."""
+        return path
+
+    def error_text(self, response: requests.Response) -> str:
+        """The service's own message from an error response."""
+        return service_message(response)
+
+    def raise_for(self, response: requests.Response, message: str, operation: str) -> NoReturn:
+        """Raise the error class the status calls for: transient (retried) or permanent."""
         if response.status_code in TRANSIENT_STATUSES:
             raise TransientError(
                 message,

@@ -87,9 +87,9 @@ from urllib.parse import quote
 
 import requests
 
-from include.connectors.base import TRANSIENT_STATUSES, USER_AGENT, ConnectorHook, service_message
+from include.connectors.base import USER_AGENT, ConnectorHook, service_message
 from include.connectors.errors import PermanentError, TransientError
-from include.connectors.retry import call_with_retries, parse_retry_after
+from include.connectors.retry import call_with_retries
 
 API_SCOPE = "https://api.businesscentral.dynamics.com/.default"
 TOKEN_URL = "https://login.microsoftonline.com/{aad_tenant_id}/oauth2/v2.0/token"  # noqa: S105 - a URL
@@ -387,45 +387,22 @@ class BusinessCentralHook(ConnectorHook):
         if response.status_code == 200:
             body = response.json()
             return str(body["access_token"]), float(body.get("expires_in") or 3599)
-        message = f"token endpoint -> HTTP {response.status_code}: {odata_message(response)}"
-        if response.status_code in TRANSIENT_STATUSES:
-            raise TransientError(
-                message,
-                system=self.system,
-                operation="token",
-                status=response.status_code,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        raise PermanentError(message, system=self.system, operation="token", status=response.status_code)
+        self.raise_for(
+            response, f"token endpoint -> HTTP {response.status_code}: {odata_message(response)}", "token"
+        )
 
-    def _send(
-        self, method: str, path: str, *, operation: str, expect: tuple[int, ...], **kwargs: Any
-    ) -> requests.Response:
-        """The base's ``_send`` with Business Central's error shape and token renewal."""
+    # Business Central's error shape, short paths in messages, and a bearer token renewed before
+    # it expires: the base's request/retry/classification is used as it is.
+    def before_send(self) -> None:
         session = self.session  # built with a fresh token on first use
         if time.monotonic() >= self._token_renew_at:
             session.headers["Authorization"] = f"Bearer {self._access_token()}"
-        url = f"{self.base_url}/{path.lstrip('/')}"
-        try:
-            response = session.request(method, url, timeout=self.timeout, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(
-                f"{type(exc).__name__} calling {method} {_short(path)}",
-                system=self.system,
-                operation=operation,
-            ) from None
-        if response.status_code in expect:
-            return response
-        message = f"{method} {_short(path)} -> HTTP {response.status_code}: {odata_message(response)}"
-        if response.status_code in TRANSIENT_STATUSES:
-            raise TransientError(
-                message,
-                system=self.system,
-                operation=operation,
-                status=response.status_code,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        raise PermanentError(message, system=self.system, operation=operation, status=response.status_code)
+
+    def path_label(self, path: str) -> str:
+        return _short(path)
+
+    def error_text(self, response: requests.Response) -> str:
+        return odata_message(response)
 
     # --- reading -----------------------------------------------------------------------------
     def _invoice_path(self, invoice_id: str, suffix: str = "") -> str:
