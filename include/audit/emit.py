@@ -50,8 +50,6 @@ _down_until: dict[tuple[int, str], float] = {}
 RETRY_AFTER_FAILURE_SECONDS: Final = 30.0
 """After a failed write, a process spools without trying the store for this long."""
 _DSNS: dict[tuple[int, str], str] = {}
-# The last emit's cost, for the overhead benchmark (seconds; lookups included on first use).
-last_emit_seconds: float = 0.0
 
 
 def dsn_from_connection(conn: Any) -> str:
@@ -114,10 +112,8 @@ def emit(fields: Mapping[str, Any], *, conn_id: str = AUDIT_CONN_ID) -> AuditRec
 
     :returns: the appended record, or ``None`` when it was spooled (or auditing is disabled).
     """
-    global last_emit_seconds
     if os.environ.get(DISABLE_ENV) == "1":
         return None
-    started = time.perf_counter()
     try:
         event = _clean(fields)
     except ValueError as error:  # a malformed kind or actor: a platform bug, say so loudly
@@ -125,7 +121,6 @@ def emit(fields: Mapping[str, Any], *, conn_id: str = AUDIT_CONN_ID) -> AuditRec
         return None
     if time.monotonic() < _down_until.get((os.getpid(), conn_id), 0.0):
         _spool(event, "store marked unavailable after a failure")
-        last_emit_seconds = time.perf_counter() - started
         return None
     try:
         record: AuditRecord = store(conn_id).append(event)
@@ -137,8 +132,6 @@ def emit(fields: Mapping[str, Any], *, conn_id: str = AUDIT_CONN_ID) -> AuditRec
         _down_until[(os.getpid(), conn_id)] = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
         _spool(event, type(error).__name__)
         return None
-    finally:
-        last_emit_seconds = time.perf_counter() - started
     return record
 
 

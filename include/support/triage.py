@@ -33,8 +33,8 @@ def triage_from_events(context: Mapping[str, Any]) -> list[dict[str, Any]]:
     from include.connectors.ticketing.request_tracker import RequestTrackerHook
 
     results = []
+    reader = RequestTrackerHook(tenant="platform")  # reads count against the platform's bucket
     for ticket_id in reported_tickets(context):
-        reader = RequestTrackerHook(tenant="platform")
         ticket = reader.ticket_detail(ticket_id)
         verdict = classify(ticket["subject"], ticket["body"], ticket["requestor"])
         tenant = verdict.tenant if verdict.tenant != UNASSIGNED else "platform"
