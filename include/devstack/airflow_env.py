@@ -64,6 +64,9 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
         "AIRFLOW__API__HOST": HOST,
         "AIRFLOW__API__PORT": str(profile.api_port),
         "AIRFLOW__API__BASE_URL": profile.api_url,
+        # Log servers per profile (defaults 8793/8794 would clash between two profiles).
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(profile.api_port + 13),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(profile.api_port + 14),
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API__SECRET_KEY": profile.local_secret("api-secret-key"),
         "AIRFLOW__API_AUTH__JWT_SECRET": profile.local_secret("jwt-secret"),
@@ -77,6 +80,7 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
             [local_bundle(), *(extra_bundles or [])]
         ),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(profile.api_port + 15),
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__METRICS__STATSD_ON": "False",

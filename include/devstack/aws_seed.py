@@ -29,7 +29,7 @@ from include.policies.capabilities import (
     load_capabilities,
     trust_policy_document,
 )
-from include.policies.tenants import platform_account_id, tenant_account_id, tenant_ids
+from include.policies.tenants import all_tenant_ids, platform_account_id, tenant_account_id
 
 MOTO_ACCOUNT_HEADER = "x-moto-account-id"
 INLINE_POLICY_NAME = "least-privilege"
@@ -101,7 +101,7 @@ def seed_capability_roles(endpoint_url: str, region: str) -> list[str]:
     Returns the role ARNs and secret names created or confirmed, one per line of a seed report.
     """
     seeded = []
-    for tenant in tenant_ids():
+    for tenant in all_tenant_ids():
         account_id = tenant_account_id(tenant)
         iam = account_client("iam", account_id, endpoint_url, region)
         secrets_manager = account_client("secretsmanager", account_id, endpoint_url, region)

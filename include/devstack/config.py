@@ -74,6 +74,8 @@ def _port(var: str, default: int) -> int:
     return int(os.environ.get(var, default))
 
 
+_TEST_OFFSET = _port("ORCH_TEST_PORT_OFFSET", 0)
+
 PROFILES = {
     "run": Profile(
         name="run",
@@ -83,7 +85,15 @@ PROFILES = {
         smtp_port=_port("ORCH_SMTP_PORT", 2525),
         ldap_port=_port("ORCH_LDAP_PORT", 3389),
     ),
+    # ORCH_TEST_PORT_OFFSET=<n> moves every port of the test profile by n and its folder to
+    # .local/test-<n>, so a second test session can run on the same machine (a developer's
+    # subset while the full suite runs).
     "test": Profile(
-        name="test", api_port=18080, pg_port=25442, moto_port=15050, smtp_port=12525, ldap_port=13389
+        name=f"test-{_TEST_OFFSET}" if _TEST_OFFSET else "test",
+        api_port=18080 + _TEST_OFFSET,
+        pg_port=25442 + _TEST_OFFSET,
+        moto_port=15050 + _TEST_OFFSET,
+        smtp_port=12525 + _TEST_OFFSET,
+        ldap_port=13389 + _TEST_OFFSET,
     ),
 }

@@ -124,7 +124,17 @@ class Stack:
 
     def _start_moto(self) -> None:
         self._start_process(
-            "moto", [str(VENV_BIN / "moto_server"), "-H", HOST, "-p", str(self.profile.moto_port)]
+            # moto_server plus identitystore UpdateUser, which moto lacks (see the module).
+            "moto",
+            [
+                str(VENV_BIN / "python"),
+                "-m",
+                "include.devstack.moto_server",
+                "-H",
+                HOST,
+                "-p",
+                str(self.profile.moto_port),
+            ],
         )
         processes.wait_until(
             lambda: processes.port_open(HOST, self.profile.moto_port),

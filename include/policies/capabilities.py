@@ -91,7 +91,30 @@ def _placeholders(template: str) -> list[str]:
     return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
 
 
-def _check_resource(resource: str, where: str) -> list[str]:
+# Resource types whose ARNs have no account field (AWS Service Authorization Reference): IAM
+# Identity Center's users, groups and memberships are ``arn:aws:identitystore:::user/<id>``. Every
+# identitystore action also needs the store, ``arn:aws:identitystore::<account>:identitystore/<id>``,
+# so such a resource is allowed only next to an account-scoped resource of the same service in the
+# same statement: the store ARN is what keeps the statement inside the tenant's account.
+ACCOUNTLESS_RESOURCES = {"identitystore": ("user/", "group/", "membership/")}
+
+
+def _service(resource: str) -> str:
+    return resource.split(":")[2] if resource.count(":") >= 5 else ""
+
+
+def _accountless_allowed(resource: str, scoped_services: set[str]) -> bool:
+    service = _service(resource)
+    kinds = ACCOUNTLESS_RESOURCES.get(service, ())
+    tail = resource.split(":", 5)[5] if resource.count(":") >= 5 else ""
+    return (
+        service in scoped_services
+        and resource.startswith(f"arn:aws:{service}:::")
+        and any(tail.startswith(kind) for kind in kinds)
+    )
+
+
+def _check_resource(resource: str, where: str, scoped_services: frozenset[str] = frozenset()) -> list[str]:
     if resource == WILDCARD:
         return []
     try:
@@ -103,6 +126,8 @@ def _check_resource(resource: str, where: str) -> list[str]:
         known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
         return [f"{where}: {{{unknown[0]}}} is not a known placeholder (use {known})"]
     if "tenant" not in fields and "account_id" not in fields:
+        if _accountless_allowed(resource, set(scoped_services)):
+            return []
         return [
             f"{where}: {resource!r} is not scoped to the tenant: it must name {{tenant}} or {{account_id}}"
         ]
@@ -118,9 +143,12 @@ def _check_statement(statement: dict[str, Any], where: str) -> list[str]:
         return [f"{where}.resources: '*' needs a wildcard_reason saying why the actions cannot be scoped"]
     if resources != [WILDCARD] and reason is not None:
         return [f"{where}.wildcard_reason: given, but the statement's resources are not '*'"]
+    scoped = frozenset(
+        _service(r) for r in resources if "{account_id}" in r or "{tenant}" in r
+    )
     problems = []
     for index, resource in enumerate(resources):
-        problems += _check_resource(resource, f"{where}.resources.{index}")
+        problems += _check_resource(resource, f"{where}.resources.{index}", scoped)
     return problems
 
 

@@ -24,7 +24,22 @@ def _document() -> dict[str, Any]:
 
 @cache
 def tenant_ids() -> list[str]:
+    """The customer tenants (what customer workflows offer and invoicing bills)."""
     return sorted(_document()["tenants"])
+
+
+@cache
+def internal_tenant_ids() -> list[str]:
+    """The company's own accounts, run like tenants but never a customer (e.g. ``secops``)."""
+    return sorted(_document().get("internal") or {})
+
+
+def all_tenant_ids() -> list[str]:
+    """Customers and internal accounts: every account that holds capability roles."""
+    return sorted({*tenant_ids(), *internal_tenant_ids()})
+
+
+STAFF_TENANT = "secops"  # the internal account of the staff identities (HR workflows)
 
 
 def secret_name(tenant: str, domain: str, name: str = "service-check") -> str:
@@ -41,14 +56,20 @@ def _account_id(value: Any, key_path: str) -> str:
 
 @cache
 def tenant_accounts() -> dict[str, str]:
-    """Tenant -> AWS account id, checked: a shared account would void the isolation between tenants."""
+    """Tenant (customer or internal) -> AWS account id, checked: a shared account would void the
+    isolation between tenants."""
     accounts: dict[str, str] = {}
-    for tenant, entry in _document()["tenants"].items():
-        account = _account_id((entry or {}).get("aws_account_id"), f"tenants.{tenant}.aws_account_id")
+    document = _document()
+    entries = [("tenants", t, e) for t, e in document["tenants"].items()]
+    entries += [("internal", t, e) for t, e in (document.get("internal") or {}).items()]
+    for section, tenant, entry in entries:
+        if section == "internal" and tenant in document["tenants"]:
+            raise PolicyError(f"{TENANTS_FILE}: internal.{tenant}: also declared under tenants")
+        account = _account_id((entry or {}).get("aws_account_id"), f"{section}.{tenant}.aws_account_id")
         owner = next((t for t, a in accounts.items() if a == account), None)
         if owner is not None:
             raise PolicyError(
-                f"{TENANTS_FILE}: tenants.{tenant}.aws_account_id: {account} is also the account of "
+                f"{TENANTS_FILE}: {section}.{tenant}.aws_account_id: {account} is also the account of "
                 f"tenant {owner!r}; every tenant needs an AWS account of its own"
             )
         accounts[tenant] = account

@@ -3,12 +3,11 @@
 What moto 5.2.5 models (measured): the identitystore API per account and region, any
 ``IdentityStoreId`` (a store is created on first use, empty), users, groups and memberships,
 GetUserId by ``userName``/``emails.value``, GetGroupId by ``displayName``, pagination. What it does
-not: ``UpdateUser`` (NotImplementedError, HTTP 500): the fixture ``moto_update_user`` installs a
-minimal one into this process's moto (replace top-level attributes such as ``userType``, as the
+not: ``UpdateUser`` (NotImplementedError, HTTP 500): ``include.devstack.moto_server`` installs a
+minimal one (here in this process's moto, in the devstack in its moto server) (replace top-level attributes such as ``userType``, as the
 real API documents), so offboarding's mark can be read back; the enterprise extension
 (``employeeNumber``) is accepted and dropped; ``UserStatus`` is never reported; IAM is not enforced
-(capabilities.yaml is checked statically below). The devstack's moto on port 5050 has no
-``UpdateUser`` either.
+(capabilities.yaml is checked statically below).
 
 Tenant isolation is moto's account isolation (see tests/integration/test_aws_capabilities.py):
 each tenant's identity store lives in the tenant's account, reached only through that account's
@@ -46,6 +45,7 @@ from include.connectors.identity_center import (
     session_revocation_plan,
 )
 from include.devstack.aws_seed import account_client, seed_capability_roles
+from include.devstack.moto_server import install_update_user
 from include.policies.capabilities import get_capability
 from include.policies.hr_roles import role_mapping
 from include.policies.tenants import tenant_account_id
@@ -66,36 +66,10 @@ ADA: dict[str, Any] = {
 # --- moto: the server, its missing UpdateUser, the capability roles -----------------------------
 
 
-def _update_user(self: Any) -> str:
-    """A minimal UpdateUser for moto's identitystore: replace top-level attributes of the user."""
-    from moto.identitystore.exceptions import ValidationException
-
-    store_id, user_id = self._get_param("IdentityStoreId"), self._get_param("UserId")
-    backend = self.identitystore_backend
-    user = backend.describe_user(store_id, user_id)  # raises moto's ResourceNotFoundException
-    fields = {
-        name.lower(): name for name in user._fields if name not in ("UserId", "IdentityStoreId", "UserName")
-    }
-    changes = {}
-    for operation in self._get_param("Operations") or []:
-        path = str(operation.get("AttributePath", ""))
-        if path.lower() not in fields:
-            raise ValidationException(message=f"The attribute {path} cannot be updated by this stand-in")
-        changes[fields[path.lower()]] = operation.get("AttributeValue")
-    store = backend._IdentityStoreBackend__get_identity_store(store_id)  # moto's private store
-    store.users[user_id] = user._replace(**changes)
-    return "{}"
-
-
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    from moto.identitystore.responses import IdentityStoreResponse
-
-    with moto_with_aws_connection(CONN_ID, REGION) as url, pytest.MonkeyPatch.context() as patch:
-        assert not hasattr(IdentityStoreResponse, "update_user"), (
-            "moto implements UpdateUser now: drop the stand-in"
-        )
-        patch.setattr(IdentityStoreResponse, "update_user", _update_user, raising=False)
+    with moto_with_aws_connection(CONN_ID, REGION) as url:
+        install_update_user()  # the devstack's stand-in for moto's missing UpdateUser
         yield url
 
 
@@ -616,11 +590,6 @@ def test_aws_errors_are_sorted_and_name_the_action(code: str, status: int, error
 # --- the capability policy (moto does not enforce IAM: checked statically) ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="capabilities.yaml grants the identity capabilities IAM-user actions (iam:CreateUser, ...), not "
-    "the identitystore actions this connector calls; remove this marker when they are added",
-)
 @pytest.mark.parametrize("capability", sorted(REQUIRED_ACTIONS))
 def test_identity_capabilities_grant_the_identitystore_actions(capability: str):
     assert REQUIRED_ACTIONS[capability] <= get_capability(capability).actions

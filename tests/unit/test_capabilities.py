@@ -28,7 +28,13 @@ from include.policies.capabilities import (
     trust_policy_document,
 )
 from include.policies.loader import PolicyError
-from include.policies.tenants import platform_account_id, secret_name, tenant_account_id, tenant_ids
+from include.policies.tenants import (
+    internal_tenant_ids,
+    platform_account_id,
+    secret_name,
+    tenant_account_id,
+    tenant_ids,
+)
 
 REGION = "eu-west-1"
 RAW = yaml.safe_load(CAPABILITIES_FILE.read_text(encoding="utf-8"))
@@ -110,13 +116,35 @@ def test_document_is_scoped_to_its_tenant(capability: str, tenant: str):
         assert other not in text
         assert tenant_account_id(other) not in text
     assert platform_account_id() not in text
-    for resource in document_resources(document):
-        if resource != "*":
+    for statement in document["Statement"]:
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for resource in resources:
+            if resource == "*":
+                continue
+            if resource.startswith("arn:aws:identitystore:::"):
+                # identitystore users/groups/memberships have no account in their ARN: the
+                # statement must name the tenant's store too (every identitystore action needs it).
+                store = f"arn:aws:identitystore::{tenant_account_id(tenant)}:identitystore/"
+                assert any(r.startswith(store) for r in resources), statement
+                continue
             assert (
                 tenant_account_id(tenant) in resource
                 or f"-{tenant}-" in resource
                 or f"/{tenant}/" in resource
             )
+
+
+def test_accountless_resource_needs_the_account_scoped_store_in_its_statement():
+    from include.policies.capabilities import _check_statement
+
+    alone = {"sid": "X", "actions": ["identitystore:CreateUser"], "resources": ["arn:aws:identitystore:::user/*"]}
+    assert "is not scoped to the tenant" in _check_statement(alone, "capabilities.x")[0]
+    other_service = {**alone, "resources": ["arn:aws:iam::{account_id}:user/*", "arn:aws:identitystore:::user/*"]}
+    assert _check_statement(other_service, "capabilities.x")
+    scoped = {**alone, "resources": ["arn:aws:identitystore::{account_id}:identitystore/*", "arn:aws:identitystore:::user/*"]}
+    assert _check_statement(scoped, "capabilities.x") == []
+    not_a_kind = {**alone, "resources": ["arn:aws:identitystore::{account_id}:identitystore/*", "arn:aws:identitystore:::*"]}
+    assert _check_statement(not_a_kind, "capabilities.x")
 
 
 @pytest.mark.parametrize("capability", CAPABILITIES)
@@ -244,6 +272,8 @@ def test_unknown_capability_lists_declared_ones():
 
 def test_tenant_accounts_are_separate_and_existing_helpers_unchanged():
     assert tenant_ids() == ["acme", "globex"]
+    assert internal_tenant_ids() == ["secops"]
+    assert tenant_account_id("secops") == "333333333333"
     assert tenant_account_id("acme") == "111111111111"
     assert tenant_account_id("globex") == "222222222222"
     assert platform_account_id() == "123456789012"
@@ -255,7 +285,7 @@ def test_unknown_tenant_has_no_account():
 
     with pytest.raises(
         PolicyError,
-        match=exactly(f"unknown tenant 'initech': declared tenants in {TENANTS_FILE} are acme, globex"),
+        match=exactly(f"unknown tenant 'initech': declared tenants in {TENANTS_FILE} are acme, globex, secops"),
     ):
         tenant_account_id("initech")
 
