@@ -3,6 +3,7 @@
 An approver decides from the request alone: what will happen (the author's body: the plan, the
 account, the host), for which run and correlation id, who triggered it, who may answer, and when
 it escalates and is rejected by default. The same facts go into every email of the ladder.
+A drill (``RequestFacts.drill``) says DRILL in every subject and in the ticket comment.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class RequestFacts:
     escalate_at: datetime
     deadline: datetime
     escalate_to: Sequence[str]
+    # An approval drill: the ladder runs at drill pace (include/policies/approvals.yaml).
+    drill: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly (datetimes as ISO strings), for trigger kwargs and deferral state."""
@@ -61,6 +64,10 @@ def waited(since: datetime, now: datetime) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+def _drill(facts: RequestFacts) -> str:
+    return "[DRILL]" if facts.drill else ""
+
+
 def mail_headers(facts: RequestFacts) -> dict[str, str]:
     """Headers on every mail of a request, so a person (and a test) can group them."""
     return {
@@ -70,7 +77,7 @@ def mail_headers(facts: RequestFacts) -> dict[str, str]:
 
 
 def request_subject(facts: RequestFacts) -> str:
-    return f"[{facts.domain}] Approve {facts.action}: {facts.subject}"
+    return f"{_drill(facts)}[{facts.domain}] Approve {facts.action}: {facts.subject}"
 
 
 def request_body(facts: RequestFacts) -> str:
@@ -114,7 +121,7 @@ def _html(facts: RequestFacts, headline: str) -> str:
 
 def request_email(facts: RequestFacts) -> tuple[str, str]:
     return (
-        f"[Approval needed][{facts.domain}] {facts.action}: {facts.subject}",
+        f"{_drill(facts)}[Approval needed][{facts.domain}] {facts.action}: {facts.subject}",
         _html(facts, "An approval is waiting for you."),
     )
 
@@ -122,7 +129,8 @@ def request_email(facts: RequestFacts) -> tuple[str, str]:
 def reminder_email(facts: RequestFacts, now: datetime) -> tuple[str, str]:
     age = waited(facts.requested_at, now)
     return (
-        f"[Reminder][{facts.domain}] {facts.action} waiting {age} for approval: {facts.subject}",
+        f"{_drill(facts)}[Reminder][{facts.domain}] {facts.action} waiting {age} for approval: "
+        f"{facts.subject}",
         _html(facts, f"Still waiting for an answer after {age}. Escalation at {_when(facts.escalate_at)}."),
     )
 
@@ -130,7 +138,7 @@ def reminder_email(facts: RequestFacts, now: datetime) -> tuple[str, str]:
 def escalation_email(facts: RequestFacts, now: datetime) -> tuple[str, str]:
     age = waited(facts.requested_at, now)
     return (
-        f"[Escalation][{facts.domain}] {facts.action} unanswered for {age}: {facts.subject}",
+        f"{_drill(facts)}[Escalation][{facts.domain}] {facts.action} unanswered for {age}: {facts.subject}",
         _html(
             facts,
             f"Nobody has answered in {age}. Without an answer by {_when(facts.deadline)} the request is "
@@ -143,7 +151,8 @@ def timeout_email(facts: RequestFacts, skipped: Sequence[str]) -> tuple[str, str
     wait = waited(facts.requested_at, facts.deadline)
     steps = ", ".join(skipped) or "none"
     return (
-        f"[Approval timed out][{facts.domain}] {facts.action} rejected (fail-safe): {facts.subject}",
+        f"{_drill(facts)}[Approval timed out][{facts.domain}] {facts.action} rejected (fail-safe): "
+        f"{facts.subject}",
         _html(
             facts,
             f"No answer within {wait}: rejected by the fail-safe rule. Skipped, not executed: {steps}.",
@@ -153,8 +162,10 @@ def timeout_email(facts: RequestFacts, skipped: Sequence[str]) -> tuple[str, str
 
 def escalation_comment(facts: RequestFacts, now: datetime) -> str:
     """Plain text for the ticket: the escalation is part of the ticket's history too."""
+    drill = f"{_drill(facts)} " if facts.drill else ""
     return (
-        f"Approval for {facts.action} ({facts.subject}) unanswered for {waited(facts.requested_at, now)}; "
+        f"{drill}Approval for {facts.action} ({facts.subject}) "
+        f"unanswered for {waited(facts.requested_at, now)}; "
         f"escalated to {', '.join(facts.escalate_to)}. Auto-reject at {_when(facts.deadline)}. "
         f"Correlation id {facts.correlation_id}. Run: {facts.run_url}"
     )

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "include.cli.change_summary",
     "include.devstack.stack",
     "include.audit.cli",
+    "include.metrics.cli",
 )
 
 

@@ -146,7 +146,12 @@ class AirflowApi:
     def wait_for_dags(self, dag_ids: set[str], *, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            seen = {d["dag_id"] for d in self.get("dags", limit=1000)["dags"]}
+            try:
+                seen = {d["dag_id"] for d in self.get("dags", limit=1000)["dags"]}
+            except requests.exceptions.Timeout:
+                # A poll, not a verdict: on a loaded machine a just-started API server can stall
+                # for tens of seconds (task start-up, first parses); the deadline decides.
+                seen = set()
             if dag_ids <= seen:
                 return
             if time.monotonic() > deadline:

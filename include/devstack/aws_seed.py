@@ -112,3 +112,28 @@ def seed_capability_roles(endpoint_url: str, region: str) -> list[str]:
                 _ensure_secret(secrets_manager, name)
                 seeded.append(name)
     return seeded
+
+
+def seed_identity_center(endpoint_url: str, region: str) -> list[str]:
+    """The Identity Center groups of ``hr_roles.yaml`` in the staff account's identity store.
+
+    In production Terraform creates them with their permission sets (onboarding never creates a
+    group); the devstack creates them here, idempotently. Returns the group names.
+    """
+    from include.devstack.config import STAFF_IDENTITY_STORE_ID
+    from include.policies.hr_roles import load_hr_roles
+    from include.policies.tenants import STAFF_TENANT
+
+    client = account_client("identitystore", tenant_account_id(STAFF_TENANT), endpoint_url, region)
+    existing = {
+        group["DisplayName"]
+        for page in client.get_paginator("list_groups").paginate(IdentityStoreId=STAFF_IDENTITY_STORE_ID)
+        for group in page["Groups"]
+    }
+    groups = load_hr_roles().groups["identity_center"]
+    for name, group in sorted(groups.items()):
+        if name not in existing:
+            client.create_group(
+                IdentityStoreId=STAFF_IDENTITY_STORE_ID, DisplayName=name, Description=group.description
+            )
+    return sorted(groups)

@@ -12,6 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("ORCH_VENV_BIN", REPO_ROOT / ".venv" / "bin"))
 HOST = "127.0.0.1"
 REGION = "eu-west-1"
+# The staff identity store of the devstack (IAM Identity Center in the internal account secops).
+STAFF_IDENTITY_STORE_ID = "d-9067c0ffee"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class Profile:
     @property
     def moto_url(self) -> str:
         return f"http://{HOST}:{self.moto_port}"
+
+    @property
+    def erp_port(self) -> int:
+        """The Business Central stand-in (include/devstack/erp_standin.py), next to the API port."""
+        return self.api_port + 20
 
     @property
     def db_url(self) -> str:

@@ -14,11 +14,12 @@ import secrets
 import boto3
 from botocore.exceptions import ClientError
 
-from include.devstack.config import HOST, REGION, REPO_ROOT, Profile
+from include.devstack.config import HOST, REGION, REPO_ROOT, STAFF_IDENTITY_STORE_ID, Profile
+from include.devstack.invoicing import erp_connection, psa_connection
 from include.devstack.openldap import ldap_connection
 from include.devstack.request_tracker import rt_connection
 from include.policies.loader import load_domain_policy
-from include.policies.tenants import secret_name, tenant_ids
+from include.policies.tenants import STAFF_TENANT, secret_name, tenant_ids
 
 # moto accepts any key pair; these are not credentials of any real account.
 MOTO_ACCESS_KEY = "testing"
@@ -41,7 +42,12 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
             "conn_type": "aws",
             "login": MOTO_ACCESS_KEY,
             "password": MOTO_SECRET_KEY,
-            "extra": {"endpoint_url": profile.moto_url, "region_name": REGION},
+            "extra": {
+                "endpoint_url": profile.moto_url,
+                "region_name": REGION,
+                # IAM Identity Center of the HR workflows: the store per (internal) tenant.
+                "identity_store_id": {STAFF_TENANT: STAFF_IDENTITY_STORE_ID},
+            },
         },
         # The shared store of the connectors' rate-limit buckets (a database of the local cluster).
         "ratelimit_store": {
@@ -92,6 +98,10 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
                 },
             },
         },
+        # The ERP of the invoicing workflows (the Business Central stand-in of the local stack) and
+        # the bucket the PSA puts its milestone exports in (include/devstack/invoicing.py).
+        "business_central_default": erp_connection(profile),
+        "psa_exports": psa_connection(profile),
         "smtp_alerts": {
             "conn_type": "smtp",
             "host": HOST,

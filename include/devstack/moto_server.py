@@ -46,7 +46,9 @@ def install_update_user() -> None:
     if hasattr(IdentityStoreResponse, "update_user"):
         if getattr(IdentityStoreResponse.update_user, "__name__", "") == _update_user.__name__:
             return
-        raise RuntimeError("moto implements identitystore UpdateUser now: drop include/devstack/moto_server.py")
+        raise RuntimeError(
+            "moto implements identitystore UpdateUser now: drop include/devstack/moto_server.py"
+        )
     IdentityStoreResponse.update_user = _update_user  # type: ignore[attr-defined]
 
 

@@ -21,14 +21,14 @@ from typing import Any
 import requests
 
 from include.audit.store import AuditStore
-from include.devstack import aws_seed, moto_seed, openldap, postgres, processes, request_tracker
+from include.devstack import aws_seed, invoicing, moto_seed, openldap, postgres, processes, request_tracker
 from include.devstack.airflow_env import ADMIN_USER, airflow_env
 from include.devstack.config import HOST, PROFILES, REGION, VENV_BIN, Profile
 from include.devstack.processes import ServiceError
 from include.devstack.request_tracker import RequestTracker
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
-AUX_SERVICES = ("moto", "smtp-sink", "request-tracker")
+AUX_SERVICES = ("moto", "smtp-sink", "request-tracker", invoicing.ERP_SERVICE)
 
 
 @dataclass
@@ -102,6 +102,7 @@ class Stack:
         self._start_request_tracker(fresh=fresh)
         self._start_moto()
         self._start_smtp_sink()
+        self._start_erp_standin()
         self._prepare_airflow()
         for component in AIRFLOW_COMPONENTS:
             self._start_process(component, [str(VENV_BIN / "airflow"), component])
@@ -144,6 +145,7 @@ class Stack:
         )
         names = moto_seed.seed(self.profile)
         tenant_items = aws_seed.seed_capability_roles(self.profile.moto_url, REGION)
+        aws_seed.seed_identity_center(self.profile.moto_url, REGION)
         self._log(
             f"moto server on {self.profile.moto_url}, {len(names)} secrets seeded, "
             f"{len(tenant_items)} capability roles/secrets in tenant accounts"
@@ -180,6 +182,21 @@ class Stack:
             log=self.profile.logs / "smtp-sink.log",
         )
         self._log(f"SMTP sink on {HOST}:{self.profile.smtp_port}, mail kept in {self.profile.maildir}")
+
+    def _start_erp_standin(self) -> None:
+        """The Business Central stand-in and the PSA export bucket (include/devstack/invoicing.py)."""
+        self._start_process(invoicing.ERP_SERVICE, invoicing.erp_standin_argv(self.profile))
+        processes.wait_until(
+            lambda: processes.port_open(HOST, self.profile.erp_port),
+            what="Business Central stand-in",
+            timeout=30,
+            log=self.profile.logs / f"{invoicing.ERP_SERVICE}.log",
+        )
+        bucket = invoicing.seed_psa_exports(self.profile)
+        self._log(
+            f"Business Central stand-in on {invoicing.erp_base_url(self.profile)}; PSA exports in "
+            f"s3://{bucket} (sample {invoicing.SAMPLE_EXPORT_KEY})"
+        )
 
     def _prepare_airflow(self) -> None:
         airflow = str(VENV_BIN / "airflow")

@@ -5,11 +5,16 @@ answer each step (four-eyes: every step by a different person, never the one who
 run) and the escalation ladder (the domain's, possibly tightened by the action). The approval gate
 (``include/approvals``) reads it at DAG parse time, so a gate for an action nobody may approve is
 an import error that ``policy-check`` names, not a request that waits forever.
+
+``drill_ladder`` is the pace of an approval drill (:meth:`ApprovalPolicy.drill`): a run triggered
+with ``approval_drill`` climbs its gates' ladders in seconds, through :meth:`Ladder.tightened`, so a
+drill can only make a ladder shorter.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cache
@@ -83,6 +88,10 @@ class ApprovalStep:
     emails: tuple[str, ...]
 
 
+# The step lists of an action: always, for a destructive change, for a privileged grant.
+STEP_KEYS = ("steps", "destroy_steps", "privileged_steps")
+
+
 @dataclass(frozen=True)
 class ApprovalRule:
     domain: str
@@ -91,13 +100,24 @@ class ApprovalRule:
     ladder: Ladder
     # The stricter steps for a destructive change (defaults to ``steps``).
     destroy_steps: tuple[ApprovalStep, ...] = ()
+    # The stricter steps when what is granted is privileged (e.g. an HR role with admin groups).
+    privileged_steps: tuple[ApprovalStep, ...] = ()
 
-    def steps_for(self, *, destructive: bool) -> tuple[ApprovalStep, ...]:
-        return self.destroy_steps if destructive and self.destroy_steps else self.steps
+    def steps_for(self, *, destructive: bool, privileged: bool = False) -> tuple[ApprovalStep, ...]:
+        if destructive and self.destroy_steps:
+            return self.destroy_steps
+        if privileged and self.privileged_steps:
+            return self.privileged_steps
+        return self.steps
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the steps depend on the change (destructive, privileged), known only at run time."""
+        return bool(self.destroy_steps or self.privileged_steps)
 
     @property
     def max_steps(self) -> int:
-        return max(len(self.steps), len(self.destroy_steps))
+        return max(len(self.steps), len(self.destroy_steps), len(self.privileged_steps))
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,8 @@ class ApprovalPolicy:
     source: Path
     groups: dict[str, ApproverGroup]
     rules: dict[tuple[str, str], ApprovalRule]
+    # ``drill_ladder``: remind_after, escalate_after, timeout of an approval drill.
+    drill_ladder: Mapping[str, timedelta]
 
     def rule(self, domain: str, action: str) -> ApprovalRule:
         try:
@@ -118,6 +140,16 @@ class ApprovalPolicy:
 
     def groups_of_domain(self, domain: str) -> list[ApproverGroup]:
         return [group for group in self.groups.values() if domain in group.domains]
+
+    def drill(self, ladder: Ladder) -> Ladder:
+        """``ladder`` at drill pace: each step at the drill's time or its own, whichever is earlier.
+
+        Applied through :meth:`Ladder.tightened`: a drill only ever shortens a ladder (a step a
+        workflow tightened below the drill keeps its own time) and ``escalate_to`` stays the policy's.
+        """
+        return ladder.tightened(
+            **{key: min(getattr(ladder, key), self.drill_ladder[key]) for key in LADDER_KEYS}
+        )
 
 
 def _check_groups(document: dict[str, Any], source: Path, domains: Policy) -> list[str]:
@@ -144,7 +176,7 @@ def _check_action(
     problems = []
     if domain not in capability.domains:
         problems.append(f"{where}: capability {action!r} is not granted to domain {domain!r}")
-    for key in ("steps", "destroy_steps"):
+    for key in STEP_KEYS:
         for index, step in enumerate(raw.get(key, [])):
             for position, role in enumerate(step["any_of"]):
                 group = document["groups"].get(role)
@@ -154,6 +186,10 @@ def _check_action(
                 elif domain not in group["domains"]:
                     problems.append(f"{at}: group {role!r} does not approve in {domain!r}")
     return problems
+
+
+def _drill_steps(raw: dict[str, str]) -> dict[str, timedelta]:
+    return {key: parse_duration(raw[key]) for key in LADDER_KEYS}
 
 
 def _ladder(domains: Policy, domain: str, raw: dict[str, Any]) -> Ladder:
@@ -173,6 +209,8 @@ def validate_approvals_document(
     messages = [f"{source}: {_key_path(e.absolute_path)}: {e.message}" for e in errors]
     if messages:
         return messages
+    drill = Ladder(**_drill_steps(document["drill_ladder"]), escalate_to=())
+    messages += [f"{source}: drill_ladder: {problem}" for problem in drill.problems()]
     messages += _check_groups(document, source, domains)
     for domain, actions in document["actions"].items():
         if domain not in domains.domains:
@@ -203,17 +241,19 @@ def _build(document: dict[str, Any], source: Path, domains: Policy) -> ApprovalP
     rules = {}
     for domain, actions in document["actions"].items():
         for action, raw in actions.items():
-            steps, destroy_steps = (
+            steps, destroy_steps, privileged_steps = (
                 tuple(
                     ApprovalStep(tuple(step["any_of"]), tuple(groups[r].email for r in step["any_of"]))
                     for step in raw.get(key, [])
                 )
-                for key in ("steps", "destroy_steps")
+                for key in STEP_KEYS
             )
             rules[(domain, action)] = ApprovalRule(
-                domain, action, steps, _ladder(domains, domain, raw), destroy_steps
+                domain, action, steps, _ladder(domains, domain, raw), destroy_steps, privileged_steps
             )
-    return ApprovalPolicy(source=source, groups=groups, rules=rules)
+    return ApprovalPolicy(
+        source=source, groups=groups, rules=rules, drill_ladder=_drill_steps(document["drill_ladder"])
+    )
 
 
 def load_approvals_file(

@@ -143,9 +143,7 @@ def _check_statement(statement: dict[str, Any], where: str) -> list[str]:
         return [f"{where}.resources: '*' needs a wildcard_reason saying why the actions cannot be scoped"]
     if resources != [WILDCARD] and reason is not None:
         return [f"{where}.wildcard_reason: given, but the statement's resources are not '*'"]
-    scoped = frozenset(
-        _service(r) for r in resources if "{account_id}" in r or "{tenant}" in r
-    )
+    scoped = frozenset(_service(r) for r in resources if "{account_id}" in r or "{tenant}" in r)
     problems = []
     for index, resource in enumerate(resources):
         problems += _check_resource(resource, f"{where}.resources.{index}", scoped)

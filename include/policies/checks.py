@@ -178,9 +178,15 @@ def check_policy_valid(context: CheckContext) -> list[Violation]:
                 Violation("policy-valid", display_path(approvals), line) for line in lines[1:] or lines
             ]
     from include.policies.hr_roles import load_hr_roles_file
+    from include.policies.invoicing import load_invoicing_file
     from include.triage.rules import load_rules_file
 
-    for name, load in (("hr_roles.yaml", load_hr_roles_file), ("support_triage.yaml", load_rules_file)):
+    files: tuple[tuple[str, Callable[[Path], Any]], ...] = (
+        ("hr_roles.yaml", load_hr_roles_file),
+        ("support_triage.yaml", load_rules_file),
+        ("invoicing.yaml", load_invoicing_file),
+    )
+    for name, load in files:
         path = context.policy_file.with_name(name)
         if not path.exists():
             continue
@@ -347,8 +353,16 @@ def _approvals_upstream(task: Any) -> set[str]:
     }
 
 
-def _capability_problem(dag: Any, task: Any, declared: dict[str, Any]) -> str | None:
+def _declared_capability(task: Any) -> str | None:
+    """The task's capability; a mapped task (``.partial().expand()``) declares it on its operator class."""
     capability = getattr(task, CAPABILITY_ATTRIBUTE, None)
+    if capability is None:
+        capability = getattr(getattr(task, "operator_class", None), CAPABILITY_ATTRIBUTE, None)
+    return capability if isinstance(capability, str) else None
+
+
+def _capability_problem(dag: Any, task: Any, declared: dict[str, Any]) -> str | None:
+    capability = _declared_capability(task)
     if not capability:
         return None
     subject = f"DAG {dag.dag_id} task {task.task_id}"

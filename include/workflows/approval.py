@@ -7,7 +7,11 @@ One step (one approver group) gives one :class:`ApprovalGateOperator`; an action
 asks for several approvals gives a task group with one gate per step, in order, each answered by
 a different person. Reject or timeout at any step skips everything after it. With
 ``destroy_steps`` in the policy the group has as many gates as the longer list, and each gate
-picks its step at run time from ``destructive`` (a step a change does not need passes).
+picks its step at run time from ``destructive`` (a step a change does not need passes);
+``privileged_steps`` and ``privileged`` work the same way.
+
+A DAG with a gate also gets the boolean param ``approval_drill`` (default false): a run triggered
+with it is an approval drill, whose ladder runs at the policy's ``drill_ladder`` pace.
 """
 
 from __future__ import annotations
@@ -16,11 +20,26 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import TaskGroup
+from airflow.sdk import Param, TaskGroup
 from airflow.sdk.definitions._internal.contextmanager import DagContext
 
 from include.policies.approvals import load_approvals
-from plugins.operators.approval import ApprovalGateOperator, domain_of_dag
+from plugins.operators.approval import DRILL_PARAM, ApprovalGateOperator, domain_of_dag
+
+
+def drill_param() -> Param:
+    """The ``approval_drill`` trigger param every DAG with an approval gate gets."""
+    return Param(
+        False,
+        type="boolean",
+        title="Approval drill",
+        description=(
+            "Run the approval ladder at drill pace (reminder, escalation and auto-reject within "
+            "seconds) to exercise the escalation path. A timeout only ever rejects, so a drill can "
+            "never approve anything; every other step is real, and so is an answer given."
+        ),
+        source="dag",
+    )
 
 
 def approval_gate(
@@ -33,15 +52,18 @@ def approval_gate(
     ladder: Mapping[str, timedelta] | None = None,
     artifact: str | None = None,
     destructive: str | bool = False,
+    privileged: str | bool = False,
     task_id: str | None = None,
     **kwargs: Any,
 ) -> ApprovalGateOperator | TaskGroup:
     """The approval for ``action`` as the policy declares it for the current DAG's domain."""
     dag = DagContext.get_current()
     domain = domain_of_dag(dag) if dag is not None else None
-    if domain is None:
+    if dag is None or domain is None:
         raise ValueError(f"approval_gate({action!r}) must be called inside a domain_workflow DAG")
     rule = load_approvals().rule(domain, action)
+    if DRILL_PARAM not in dag.params:
+        dag.params[DRILL_PARAM] = drill_param()
     name = task_id or f"approve_{action.replace('-', '_')}"
     common: dict[str, Any] = {
         "approval_action": action,
@@ -52,6 +74,7 @@ def approval_gate(
         "ladder": ladder,
         "artifact": artifact,
         "destructive": destructive,
+        "privileged": privileged,
         **kwargs,
     }
     if rule.max_steps == 1:
@@ -60,8 +83,9 @@ def approval_gate(
         previous: ApprovalGateOperator | None = None
         earlier: list[str] = []
         for number in range(1, rule.max_steps + 1):
-            # Steps are named by who answers them, unless that depends on the change (destroy_steps).
-            label = "" if rule.destroy_steps else "_" + "_or_".join(rule.steps[number - 1].any_of)
+            # Steps are named by who answers them, unless that depends on the change
+            # (destroy_steps, privileged_steps).
+            label = "" if rule.conditional else "_" + "_or_".join(rule.steps[number - 1].any_of)
             gate = ApprovalGateOperator(
                 task_id=f"step_{number}{label}", step=number, earlier_steps=earlier, **common
             )

@@ -13,7 +13,11 @@ the UI or ``PATCH .../hitlDetails``. What it adds, all from ``include/policies/a
   Reject (the privileged step is skipped, never approved by default), each step recorded in the
   XCom ``approval_ladder`` as it happens and in the final ``approval`` record;
 - a request that says what will happen, for which run and correlation id;
-- the answer (who, when, option, comment) pushed to XCom ``approval`` for downstream steps.
+- the answer (who, when, option, comment) pushed to XCom ``approval`` for downstream steps;
+- approval drills: a run with the DAG param ``approval_drill`` climbs the ladder at the policy's
+  ``drill_ladder`` pace (seconds; only ever shorter), marked DRILL in its mails and ticket
+  comment and ``"drill": true`` in its request, timeout and answer audit records and its
+  ``approval`` record. The timeout still rejects, so a drill approves nothing.
 
 Why it defers to a trigger instead of Airflow 3.3's ``awaiting_input`` park: the park has no
 hook for reminders and escalation (the scheduler only applies the default at the timeout), and
@@ -49,6 +53,8 @@ from include.policies.loader import load_domain_policy
 from plugins.triggers.approval import LADDER_XCOM_KEY, ApprovalLadderTrigger
 
 XCOM_KEY = "approval"
+# The DAG param that makes a run an approval drill (added by include.workflows.approval_gate).
+DRILL_PARAM = "approval_drill"
 # Kwargs the gate sets from policy; a DAG cannot pass them.
 POLICY_OWNED = ("options", "defaults", "assigned_users", "response_timeout", "notifiers")
 
@@ -75,11 +81,21 @@ class ApprovalGateOperator(ApprovalOperator):
     :param artifact: what exactly is approved (e.g. a plan's SHA-256; templated): shown and recorded,
         so the step after can check it applies that and nothing else.
     :param destructive: templated; "True" when the change destroys something: the policy's
-        ``destroy_steps`` apply instead of ``steps``. A step beyond the steps that apply is
-        "not required" and passes.
+        ``destroy_steps`` apply instead of ``steps``.
+    :param privileged: templated; "True" when what is granted is privileged (e.g. an HR role with
+        admin groups): the policy's ``privileged_steps`` apply (``destroy_steps`` win if both). A
+        step beyond the steps that apply is "not required" and passes.
     """
 
-    template_fields: Sequence[str] = ("subject", "body", "tenant", "ticket_id", "artifact", "destructive")
+    template_fields: Sequence[str] = (
+        "subject",
+        "body",
+        "tenant",
+        "ticket_id",
+        "artifact",
+        "destructive",
+        "privileged",
+    )
     ui_color = "#ffe8cc"
 
     def __init__(
@@ -95,6 +111,7 @@ class ApprovalGateOperator(ApprovalOperator):
         ticket_system: str = "request_tracker",
         artifact: str | None = None,
         destructive: str | bool = False,
+        privileged: str | bool = False,
         ladder: Mapping[str, timedelta] | None = None,
         poke_interval: float = 5.0,
         **kwargs: Any,
@@ -146,6 +163,7 @@ class ApprovalGateOperator(ApprovalOperator):
         self.poke_interval = poke_interval
         self.artifact = artifact
         self.destructive = destructive
+        self.privileged = privileged
 
     # ---------------------------------------------------------------------------------------
     # The request
@@ -162,12 +180,14 @@ class ApprovalGateOperator(ApprovalOperator):
             )
             ti.xcom_push(key=XCOM_KEY, value=record)
             return record
+        drill = bool(context["params"].get(DRILL_PARAM))
+        ladder = self.ladder_for(drill=drill)
         triggered_by = getattr(context["dag_run"], "triggering_user_name", None)
         earlier = [self._respondent_of(ti, task_id) for task_id in self.earlier_steps]
         excluded = sorted({name for name in (triggered_by, *earlier) if name})
         requested_at = utcnow()
         self.assigned_users = assigned_respondents(self._step.any_of, excluded)
-        facts = self._facts(context, requested_at, excluded, triggered_by)
+        facts = self._facts(context, requested_at, excluded, triggered_by, ladder, drill=drill)
         upsert_hitl_detail(
             ti_id=ti.id,
             options=self.options,
@@ -179,7 +199,8 @@ class ApprovalGateOperator(ApprovalOperator):
             assigned_users=self.assigned_users,
         )
         self.log.info(
-            "approval requested: %s step %d/%d, answer by any of %s, not %s; auto-reject at %s",
+            "approval requested%s: %s step %d/%d, answer by any of %s, not %s; auto-reject at %s",
+            " (DRILL: reminder, escalation, auto-reject at drill pace)" if drill else "",
             self.approval_action,
             self.step,
             len(self._steps),
@@ -210,6 +231,7 @@ class ApprovalGateOperator(ApprovalOperator):
                     "requested_at": requested_at.isoformat(),
                     "deadline": facts.deadline.isoformat(),
                     "to": list(sent.get("to", [])),
+                    **({"drill": True} if drill else {}),
                 },
             )
         )
@@ -242,13 +264,21 @@ class ApprovalGateOperator(ApprovalOperator):
             kwargs={"facts": facts.as_dict()},
         )
 
+    def ladder_for(self, *, drill: bool) -> Ladder:
+        """This request's ladder: the gate's own, or in a drill the policy's drill pace (only shorter)."""
+        return load_approvals().drill(self.ladder) if drill else self.ladder
+
     @property
     def _is_destructive(self) -> bool:
         return str(self.destructive).strip().lower() in ("true", "1", "yes")
 
     @property
+    def _is_privileged(self) -> bool:
+        return str(self.privileged).strip().lower() in ("true", "1", "yes")
+
+    @property
     def _steps(self) -> tuple[ApprovalStep, ...]:
-        return self.rule.steps_for(destructive=self._is_destructive)
+        return self.rule.steps_for(destructive=self._is_destructive, privileged=self._is_privileged)
 
     @property
     def _step(self) -> ApprovalStep:
@@ -261,6 +291,7 @@ class ApprovalGateOperator(ApprovalOperator):
             "step": self.step,
             "steps": len(self._steps),
             "destructive": self._is_destructive,
+            "privileged": self._is_privileged,
             "artifact": self.artifact,
         }
 
@@ -270,6 +301,7 @@ class ApprovalGateOperator(ApprovalOperator):
             "step": self.step,
             "steps": len(self._steps),
             "destructive": self._is_destructive,
+            "privileged": self._is_privileged,
         }
         if self.ticket_id:
             base["ticket_id"] = str(self.ticket_id)
@@ -277,7 +309,7 @@ class ApprovalGateOperator(ApprovalOperator):
             base["artifact"] = self.artifact
         return base
 
-    def _audit_escalation(self, context: Any, step: str, entry: Mapping[str, Any]) -> None:
+    def _audit_escalation(self, context: Any, step: str, entry: Mapping[str, Any], *, drill: bool) -> None:
         audit_emit(
             task_event(
                 context,
@@ -289,6 +321,7 @@ class ApprovalGateOperator(ApprovalOperator):
                     "gate_step": self.step,
                     "step": step,
                     "to": list(entry.get("to", [])),
+                    **({"drill": True} if drill else {}),
                 },
             )
         )
@@ -298,7 +331,14 @@ class ApprovalGateOperator(ApprovalOperator):
         return (record.get("responded_by") or {}).get("name")
 
     def _facts(
-        self, context: Any, requested_at: datetime, excluded: list[str], triggered_by: str | None
+        self,
+        context: Any,
+        requested_at: datetime,
+        excluded: list[str],
+        triggered_by: str | None,
+        ladder: Ladder,
+        *,
+        drill: bool = False,
     ) -> RequestFacts:
         run = RunContext.from_airflow_context(context, self.tenant or "platform")
         ti = context["ti"]
@@ -317,10 +357,11 @@ class ApprovalGateOperator(ApprovalOperator):
             run_url=f"{base_url}/dags/{ti.dag_id}/runs/{ti.run_id}",
             answer_url=f"{base_url}/dags/{ti.dag_id}/runs/{ti.run_id}/tasks/{ti.task_id}/required_actions",
             requested_at=requested_at,
-            remind_at=requested_at + self.ladder.remind_after,
-            escalate_at=requested_at + self.ladder.escalate_after,
-            deadline=requested_at + self.ladder.timeout,
-            escalate_to=list(self.ladder.escalate_to),
+            remind_at=requested_at + ladder.remind_after,
+            escalate_at=requested_at + ladder.escalate_after,
+            deadline=requested_at + ladder.timeout,
+            escalate_to=list(ladder.escalate_to),
+            drill=drill,
         )
 
     # ---------------------------------------------------------------------------------------
@@ -373,10 +414,11 @@ class ApprovalGateOperator(ApprovalOperator):
             "requested_at": facts.requested_at.isoformat(),
             "ladder": ladder,
             "skipped": skipped,
+            "drill": facts.drill,
         }
         ti.xcom_push(key=XCOM_KEY, value=record)
         if timed_out:
-            self._audit_escalation(context, "timeout", ladder[-1])
+            self._audit_escalation(context, "timeout", ladder[-1], drill=facts.drill)
         audit_emit(
             task_event(
                 context,
@@ -392,6 +434,7 @@ class ApprovalGateOperator(ApprovalOperator):
                     "responded_at": record["responded_at"],
                     "responder_id": (responder or {}).get("id"),
                     "skipped": skipped,
+                    **({"drill": True} if facts.drill else {}),
                 },
             )
         )

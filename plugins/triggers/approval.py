@@ -115,6 +115,8 @@ class ApprovalLadderTrigger(HITLTrigger):
 
     async def _audit(self, step: str, facts: RequestFacts, entry: dict[str, Any]) -> None:
         details: dict[str, Any] = {"action": facts.action, "gate_step": facts.step, "step": step}
+        if facts.drill:
+            details["drill"] = True
         details["to"] = list(entry.get("to", []))
         if self.ticket:
             details["ticket_id"] = str(self.ticket["ticket_id"])

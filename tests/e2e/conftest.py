@@ -10,17 +10,22 @@ import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow.sdk import Connection
 
-from include.connectors.ticketing.request_tracker import RequestTrackerHook
+from include.connectors.ldap import DirectoryHook
+from include.connectors.ticketing.request_tracker import API, RequestTrackerHook
 from include.devstack.airflow_env import ADMIN_USER
 from include.devstack.api_client import AirflowApi
-from include.devstack.config import PROFILES
+from include.devstack.aws_seed import account_client
+from include.devstack.config import PROFILES, REGION, STAFF_IDENTITY_STORE_ID
+from include.devstack.openldap import ldap_connection
 from include.devstack.request_tracker import rt_connection
 from include.devstack.stack import Stack
 from include.policies.loader import load_domain_policy
+from include.policies.tenants import STAFF_TENANT, tenant_account_id
 from tests.e2e.gitops import PROBE_DAG_ID, GitOpsRemote
 
 # Test-only workflows (ticket lifecycle, crash-and-retry) in their own bundle, so dags/ holds
@@ -89,3 +94,52 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         data = json.loads(path.read_text())
         figures = {k: v for k, v in data.items() if not isinstance(v, dict) or k == "states"}
         terminalreporter.write_line(f"{path.stem}: {json.dumps(figures)}")
+
+
+# --- HR: the directory and the staff identity store, read as the workflows' targets ---------
+
+
+@pytest.fixture(scope="session")
+def directory(stack: Stack) -> DirectoryHook:
+    """A hook on the same ldap_default connection the workers read from Secrets Manager."""
+    definition = dict(ldap_connection(stack.profile))
+    extra = json.dumps(definition.pop("extra"))
+    hook = DirectoryHook()
+    hook.__dict__["connection"] = Connection(conn_id="ldap_default", extra=extra, **definition)
+    return hook
+
+
+def identity_store(stack: Stack) -> Any:
+    return account_client("identitystore", tenant_account_id(STAFF_TENANT), stack.profile.moto_url, REGION)
+
+
+def ic_users(stack: Stack, user_name: str) -> list[dict[str, Any]]:
+    store = identity_store(stack)
+    users = store.list_users(IdentityStoreId=STAFF_IDENTITY_STORE_ID)["Users"]
+    return [u for u in users if u["UserName"] == user_name]
+
+
+def ic_groups(stack: Stack, user_id: str) -> list[str]:
+    store = identity_store(stack)
+    memberships = store.list_group_memberships_for_member(
+        IdentityStoreId=STAFF_IDENTITY_STORE_ID, MemberId={"UserId": user_id}
+    )["GroupMemberships"]
+    return sorted(
+        store.describe_group(IdentityStoreId=STAFF_IDENTITY_STORE_ID, GroupId=m["GroupId"])["DisplayName"]
+        for m in memberships
+    )
+
+
+def ticket_texts(rt: RequestTrackerHook, ticket_id: str) -> list[str]:
+    """The text of every comment and reply on a ticket, read from Request Tracker."""
+    history = rt.request(
+        "GET",
+        f"{API}/ticket/{ticket_id}/history?fields=Type&per_page=100",
+        operation="history",
+        expect=(200,),
+    ).json()
+    return [
+        rt._text_of(item["id"])
+        for item in history.get("items", [])
+        if item.get("Type") in ("Comment", "Correspond")
+    ]

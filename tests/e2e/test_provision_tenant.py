@@ -1,7 +1,8 @@
 """Tenant provisioning end to end: ticket -> plan of terraform/modules/tenant-provisioning with the
 tenant's own state -> cloud lead approves that plan -> apply -> outputs on the ticket, resolved.
 Four more runs for the same tenant plan no changes: nothing is asked or applied, same ticket
-and report.
+and report. An approval drill nobody answers escalates (mail, ticket comment), times out and
+applies nothing.
 
 The terraform binary is the stand-in (README, "Terraform steps"); the ticket is read back from
 Request Tracker.
@@ -16,7 +17,9 @@ import pytest
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
 from include.devstack.api_client import AirflowApi
 from include.devstack.stack import Stack
+from include.policies.approvals import load_approvals
 from tests.e2e.conftest import sign_up
+from tests.e2e.test_approvals import mails_for
 
 DAG = "implementation_provision_tenant"
 GATE = "approve_tenant_baseline.step_1"
@@ -61,3 +64,33 @@ def test_provision_then_a_second_run_changes_nothing(
         assert api.xcom(DAG, again, "open_ticket")["created"] is False
         assert api.xcom(DAG, again, "report")["created"] is False  # and the same report comment
     assert len(rt._search("Subject = 'Provision tenant globex'", "test_search")) == 1
+
+
+def test_drill_nobody_answers_escalates_then_rejects_and_applies_nothing(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+) -> None:
+    conf = {"tenant": "acme", "requested_by": "pm@secops.example", "approval_drill": True}
+    run_id = users["ines_impl_op"].trigger(DAG, conf)
+    assert api.wait_for_run(DAG, run_id, timeout=300)["state"] == "success"
+    assert api.task_states(DAG, run_id)["apply_tenant_baseline"] == "skipped"
+    record = api.xcom(DAG, run_id, GATE, key="approval")
+    assert (record["outcome"], record["drill"]) == ("timed_out", True)
+    assert not (stack.profile.root / "terraform" / "state" / "acme" / "tenant-baseline.tfstate").exists()
+    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
+    assert mail.subject.startswith("[DRILL][Escalation][implementation]")
+    ladder = load_approvals().rule("implementation", "terraform-apply").ladder
+    assert sorted(mail.rcpt_tos) == sorted(ladder.escalate_to)
+    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
+    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
+    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for terraform-apply")
+
+
+def test_rejection_applies_nothing(stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]) -> None:
+    run_id = users["ines_impl_op"].trigger(DAG, {"tenant": "acme", "requested_by": "pm@secops.example"})
+    users["carl_cloud_lead"].wait_for_request(DAG, run_id, GATE)
+    users["carl_cloud_lead"].answer(DAG, run_id, GATE, "Reject", "contract not signed yet")
+    api.wait_for_run(DAG, run_id, timeout=240)
+    states = api.task_states(DAG, run_id)
+    assert states["apply_tenant_baseline"] == "skipped"
+    assert api.xcom(DAG, run_id, GATE, key="approval")["outcome"] == "rejected"
+    assert not (stack.profile.root / "terraform" / "state" / "acme" / "tenant-baseline.tfstate").exists()

@@ -3,7 +3,8 @@ lead's approval through the REST API, the quarantine swap, evidence in Request T
 
 Checked in the target systems, not in our records: the instance's groups and tags in EC2, the
 tickets and their entries in Request Tracker. Five runs of the same alert leave one ticket, one
-evidence comment and one isolation; a rejection changes nothing; bad input is refused by the
+evidence comment and one isolation; a rejection changes nothing; an approval drill nobody answers
+escalates (mail and ticket comment) and times out, changing nothing; bad input is refused by the
 trigger form's schema or fails before any ticket exists.
 """
 
@@ -19,8 +20,10 @@ from include.devstack.api_client import AirflowApi, ApiError
 from include.devstack.aws_seed import account_client
 from include.devstack.config import REGION
 from include.devstack.stack import Stack
+from include.policies.approvals import load_approvals
 from include.policies.tenants import tenant_account_id
 from tests.e2e.conftest import sign_up
+from tests.e2e.test_approvals import mails_for
 
 DAG = "soc_contain_host"
 GATE = "approve_host_isolate"
@@ -111,6 +114,24 @@ def test_rejection_changes_nothing(stack: Stack, api: AirflowApi, users: dict[st
     assert states["isolate_host"] == "skipped"
     assert states["evidence"] == "skipped"
     assert _groups_and_tags(host)[0] == [host["web"]]
+
+
+def test_drill_nobody_answers_escalates_then_rejects_and_changes_nothing(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+) -> None:
+    host = _host(stack)
+    run_id = users["cora_soc_op"].trigger(DAG, {**_alert(host, "EDR-7005"), "approval_drill": True})
+    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
+    assert api.task_states(DAG, run_id)["isolate_host"] == "skipped"
+    record = api.xcom(DAG, run_id, GATE, key="approval")
+    assert (record["outcome"], record["drill"]) == ("timed_out", True)
+    assert _groups_and_tags(host)[0] == [host["web"]]  # EC2: groups unchanged
+    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
+    assert mail.subject.startswith("[DRILL][Escalation][soc]")
+    assert sorted(mail.rcpt_tos) == sorted(load_approvals().rule("soc", "host-isolate").ladder.escalate_to)
+    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
+    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
+    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for host-isolate")
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """SOC account containment end to end: an alert, a real IAM staff user (moto, the tenant's
 account), the SOC lead's approval, keys deactivated and console password removed, evidence in
 Request Tracker. Checked in IAM and Request Tracker: four more runs for the same alert change
-nothing and reuse the ticket; a service account fails before any ticket exists.
+nothing and reuse the ticket; an approval drill nobody answers escalates and times out, keys still
+active; a service account fails before any ticket exists.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from include.devstack.api_client import AirflowApi
 from include.devstack.aws_seed import account_client
 from include.devstack.config import REGION
 from include.devstack.stack import Stack
+from include.policies.approvals import load_approvals
 from include.policies.tenants import tenant_account_id
 from tests.e2e.conftest import sign_up
+from tests.e2e.test_approvals import mails_for
 
 DAG = "soc_disable_account"
 GATE = "approve_identity_disable"
@@ -74,6 +77,28 @@ def test_disable_then_the_same_alert_four_more_times_changes_nothing(
     assert len(rt._search("Subject LIKE 'SIEM-9001'", "test_search")) == 1
 
 
+def test_drill_nobody_answers_escalates_then_rejects_and_the_key_stays_active(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+) -> None:
+    iam = _iam(stack)
+    iam.create_user(UserName="trudy.e2e", Path="/staff/")
+    key = iam.create_access_key(UserName="trudy.e2e")["AccessKey"]["AccessKeyId"]
+    run_id = users["dora_soc_op"].trigger(DAG, {**_alert("trudy.e2e", "SIEM-9003"), "approval_drill": True})
+    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
+    assert api.task_states(DAG, run_id)["disable_account"] == "skipped"
+    record = api.xcom(DAG, run_id, GATE, key="approval")
+    assert (record["outcome"], record["drill"]) == ("timed_out", True)
+    keys = iam.list_access_keys(UserName="trudy.e2e")["AccessKeyMetadata"]
+    assert [(k["AccessKeyId"], k["Status"]) for k in keys] == [(key, "Active")]  # IAM: unchanged
+    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
+    assert mail.subject.startswith("[DRILL][Escalation][soc]")
+    ladder = load_approvals().rule("soc", "identity-disable").ladder
+    assert sorted(mail.rcpt_tos) == sorted(ladder.escalate_to)
+    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
+    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
+    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for identity-disable")
+
+
 def test_a_service_account_fails_before_any_ticket(
     stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
 ) -> None:
@@ -84,3 +109,20 @@ def test_a_service_account_fails_before_any_ticket(
     assert states["inspect_account"] == "failed"
     assert states["open_ticket"] == "upstream_failed"
     assert rt._search("Subject LIKE 'SIEM-9002'", "test_search") == []
+
+
+def test_rejection_leaves_the_account_as_it_is(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
+) -> None:
+    iam = _iam(stack)
+    iam.create_user(UserName="victor.e2e", Path="/staff/")
+    key = iam.create_access_key(UserName="victor.e2e")["AccessKey"]["AccessKeyId"]
+    iam.create_login_profile(UserName="victor.e2e", Password="Initial-Pw-2!")
+    run_id = users["dora_soc_op"].trigger(DAG, _alert("victor.e2e", "SIEM-9004"))
+    users["dirk_soc_oncall"].wait_for_request(DAG, run_id, GATE)
+    users["dirk_soc_oncall"].answer(DAG, run_id, GATE, "Reject", comment="false positive: pentest")
+    api.wait_for_run(DAG, run_id, timeout=180)
+    assert api.task_states(DAG, run_id)["disable_account"] == "skipped"
+    keys = iam.list_access_keys(UserName="victor.e2e")["AccessKeyMetadata"]
+    assert [(k["AccessKeyId"], k["Status"]) for k in keys] == [(key, "Active")]
+    assert iam.get_login_profile(UserName="victor.e2e")["LoginProfile"]["UserName"] == "victor.e2e"

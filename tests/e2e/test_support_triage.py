@@ -141,3 +141,20 @@ def test_orchestrator_tickets_are_not_triaged(
     (ticket,) = rt._search(f"id = {own.id}", "test_search")
     assert ticket.status == "new"
     assert not ticket.fields.get("Category")
+
+
+def test_the_same_ticket_triaged_four_more_times_keeps_one_comment(
+    api: AirflowApi, rt: RequestTrackerHook, dag_ready: None
+) -> None:
+    """SCALE-3: a ticket reported again (a triggerer restart, a manual re-triage) changes nothing."""
+    subject, body, requestor, fields, _priority = CASES[0]
+    ticket_id = _create_as_customer(rt, subject + " (again)", body, requestor)
+    first, _seconds = _triaged(rt, ticket_id, fields)
+    assert _comments_after(rt, ticket_id) == 1
+    for _ in range(4):
+        run_id = api.trigger(DAG, {"ticket_ids": [ticket_id]})
+        assert api.wait_for_run(DAG, run_id, timeout=120)["state"] == "success"
+    (ticket,) = rt._search(f"id = {ticket_id}", "test_search")
+    assert {k: ticket.fields.get(k) for k in fields} == fields
+    assert ticket.status == first.status
+    assert _comments(rt, ticket_id) == 1

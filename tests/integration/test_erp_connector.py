@@ -35,7 +35,7 @@ from include.connectors.erp.business_central import (
     odata_string,
 )
 from include.connectors.errors import PermanentError, RetryBudgetExhausted
-from tests.support.erp_standin import API_SCOPE, BusinessCentralStandIn
+from include.devstack.erp_standin import API_SCOPE, BusinessCentralStandIn
 
 TENANT = "acme"
 CUSTOMER = "10000"
@@ -393,6 +393,18 @@ def test_lines_are_read_across_pages(hook: StandInBusinessCentralHook, bc: Busin
     assert len(hook.get_invoice_lines(result.id)) == 5
     assert _create(hook, lines=_lines(5)).lines_created == 0
     assert any("$skiptoken" in r.query for r in bc.requests_to("GET", "/salesInvoiceLines"))
+
+
+def test_get_customer_by_number(hook: StandInBusinessCentralHook, bc: BusinessCentralStandIn) -> None:
+    customer = hook.get_customer(CUSTOMER)
+    assert customer is not None
+    assert (customer.number, customer.name, customer.blocked) == (CUSTOMER, "ACME Corp", "")
+    assert customer.invoicing_blocked is False
+    assert hook.get_customer("99999") is None
+    bc.customers[CUSTOMER]["blocked"] = "Invoice"
+    assert hook.get_customer(CUSTOMER).invoicing_blocked is True  # type: ignore[union-attr]
+    (search, *_) = bc.requests_to("GET", "/customers")
+    assert search.query["$filter"] == [f"number eq '{CUSTOMER}'"]
 
 
 # --- posting -------------------------------------------------------------------------------------

@@ -45,6 +45,20 @@ def test_deployed_policy_rules():
         ("security_officer",),
     ]
     assert terraform.max_steps == 2
+    onboarding = policy.rule("hr", "identity-admin")
+    assert [s.any_of for s in onboarding.steps_for(destructive=False)] == [("hr_lead",)]
+    assert [s.any_of for s in onboarding.steps_for(destructive=False, privileged=True)] == [
+        ("hr_lead",),
+        ("security_officer",),
+    ]
+    assert (onboarding.max_steps, onboarding.conditional) == (2, True)
+    assert not policy.rule("soc", "host-isolate").conditional
+
+
+def test_a_destructive_change_asks_the_destroy_steps_even_when_also_privileged():
+    terraform = load_approvals().rule("implementation", "terraform-apply")
+    assert terraform.steps_for(destructive=True, privileged=True) == terraform.destroy_steps
+    assert terraform.steps_for(destructive=False, privileged=True) == terraform.steps  # none declared
 
 
 def write_policy(tmp_path: Path, change) -> Path:

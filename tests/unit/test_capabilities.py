@@ -117,7 +117,9 @@ def test_document_is_scoped_to_its_tenant(capability: str, tenant: str):
         assert tenant_account_id(other) not in text
     assert platform_account_id() not in text
     for statement in document["Statement"]:
-        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        resources = (
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        )
         for resource in resources:
             if resource == "*":
                 continue
@@ -137,13 +139,29 @@ def test_document_is_scoped_to_its_tenant(capability: str, tenant: str):
 def test_accountless_resource_needs_the_account_scoped_store_in_its_statement():
     from include.policies.capabilities import _check_statement
 
-    alone = {"sid": "X", "actions": ["identitystore:CreateUser"], "resources": ["arn:aws:identitystore:::user/*"]}
+    alone = {
+        "sid": "X",
+        "actions": ["identitystore:CreateUser"],
+        "resources": ["arn:aws:identitystore:::user/*"],
+    }
     assert "is not scoped to the tenant" in _check_statement(alone, "capabilities.x")[0]
-    other_service = {**alone, "resources": ["arn:aws:iam::{account_id}:user/*", "arn:aws:identitystore:::user/*"]}
+    other_service = {
+        **alone,
+        "resources": ["arn:aws:iam::{account_id}:user/*", "arn:aws:identitystore:::user/*"],
+    }
     assert _check_statement(other_service, "capabilities.x")
-    scoped = {**alone, "resources": ["arn:aws:identitystore::{account_id}:identitystore/*", "arn:aws:identitystore:::user/*"]}
+    scoped = {
+        **alone,
+        "resources": [
+            "arn:aws:identitystore::{account_id}:identitystore/*",
+            "arn:aws:identitystore:::user/*",
+        ],
+    }
     assert _check_statement(scoped, "capabilities.x") == []
-    not_a_kind = {**alone, "resources": ["arn:aws:identitystore::{account_id}:identitystore/*", "arn:aws:identitystore:::*"]}
+    not_a_kind = {
+        **alone,
+        "resources": ["arn:aws:identitystore::{account_id}:identitystore/*", "arn:aws:identitystore:::*"],
+    }
     assert _check_statement(not_a_kind, "capabilities.x")
 
 
@@ -285,7 +303,9 @@ def test_unknown_tenant_has_no_account():
 
     with pytest.raises(
         PolicyError,
-        match=exactly(f"unknown tenant 'initech': declared tenants in {TENANTS_FILE} are acme, globex, secops"),
+        match=exactly(
+            f"unknown tenant 'initech': declared tenants in {TENANTS_FILE} are acme, globex, secops"
+        ),
     ):
         tenant_account_id("initech")
 

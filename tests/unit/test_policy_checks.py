@@ -718,3 +718,55 @@ def test_a_gate_for_an_action_without_approvers_does_not_import(dag_folder):
     (violation,) = run_checks(context(folder), [check_dag_imports])
     assert violation.rule == "dag-imports"
     assert "no approval rule for action 'host-isolate' in domain 'support'" in violation.message
+
+
+MAPPED_DAG = '''
+"""Containment of many hosts, one mapped task each."""
+from airflow.sdk import BaseOperator
+
+from include.workflows import domain_workflow
+from include.workflows.approval import approval_gate
+
+
+class Isolate(BaseOperator):
+    capability = "host-isolate"
+
+    def __init__(self, *, host, **kwargs):
+        super().__init__(**kwargs)
+        self.host = host
+
+    def execute(self, context):
+        return self.host
+
+
+@domain_workflow(domain="soc", dag_id="containment", doc_md=__doc__)
+def containment():
+    isolate = Isolate.partial(task_id="isolate_host").expand(host=["web-01", "web-02"])
+    {wiring}
+
+
+containment()
+'''
+
+
+@pytest.mark.parametrize(
+    ("wiring", "violated"),
+    [
+        ("approval_gate('host-isolate', subject='Isolate', body='EDR') >> isolate", False),
+        ("pass", True),
+    ],
+    ids=["gated", "ungated"],
+)
+def test_a_mapped_privileged_step_needs_its_gate_too(dag_folder, wiring, violated):
+    folder = dag_folder(containment=MAPPED_DAG.format(wiring=wiring))
+
+    violations = run_checks(context(folder), [check_dag_imports, check_approval_before_privileged])
+
+    assert [v.message for v in violations] == (
+        [
+            "DAG containment task isolate_host uses privileged capability 'host-isolate' without an "
+            "approval gate for it upstream"
+        ]
+        if violated
+        else []
+    )

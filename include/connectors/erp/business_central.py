@@ -3,6 +3,7 @@
 Calls made (``{api}`` = ``https://api.businesscentral.dynamics.com/v2.0/{aad tenant}/{environment}/api/v2.0``,
 ``{c}`` = ``companies({company id})``):
 
+- ``GET {api}/{c}/customers?$filter=number eq '<no>'``: a customer by number (exists? blocked?)
 - ``GET {api}/{c}/salesInvoices?$filter=externalDocumentNumber eq '<ref>'``: find by reference (200,
   ``{"value": [...]}``, paged with ``@odata.nextLink``)
 - ``GET {api}/{c}/salesInvoices({id})``: one invoice
@@ -229,6 +230,21 @@ class InvoiceLine:
     @property
     def prefix(self) -> str:
         return f"[{self.reference}] "
+
+
+@dataclass(frozen=True)
+class Customer:
+    """A customer as Business Central returns it (the fields invoicing checks)."""
+
+    id: str
+    number: str
+    name: str
+    blocked: str  # "" (not blocked), "Ship", "Invoice" or "All"
+
+    @property
+    def invoicing_blocked(self) -> bool:
+        """Business Central refuses to post invoices for a customer blocked for "Invoice" or "All"."""
+        return self.blocked in ("Invoice", "All")
 
 
 @dataclass(frozen=True)
@@ -466,6 +482,19 @@ class BusinessCentralHook(ConnectorHook):
                 operation="find_invoice",
             )
         return found[0] if found else None
+
+    def get_customer(self, number: str) -> Customer | None:
+        """The customer whose ``number`` (Customer No.) is ``number``, or ``None``."""
+        query = quote(f"number eq {odata_string(number)}", safe="")
+        path = f"{self.company_path}/customers?$filter={query}"
+        for raw in self._collection(path, "find_customer"):
+            return Customer(
+                id=str(raw["id"]),
+                number=str(raw.get("number") or ""),
+                name=str(raw.get("displayName") or ""),
+                blocked=str(raw.get("blocked") or "").strip(),
+            )
+        return None
 
     def get_invoice_lines(self, invoice_id: str) -> list[dict[str, Any]]:
         """The invoice's lines as Business Central returns them (amounts as Decimal)."""

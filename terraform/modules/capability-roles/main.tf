@@ -38,6 +38,11 @@ locals {
   tenant_resources = [
     "arn:${local.partition}:*:*:${local.account_id}:*",
     "arn:${local.partition}:s3:::orchestrator-${var.tenant}-*",
+    # IAM Identity Center users, groups and memberships have no account in their ARN; every
+    # identitystore action also needs the identity store, whose ARN is in this account (above).
+    "arn:${local.partition}:identitystore:::user/*",
+    "arn:${local.partition}:identitystore:::group/*",
+    "arn:${local.partition}:identitystore:::membership/*",
   ]
 }
 

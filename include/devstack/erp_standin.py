@@ -1,5 +1,8 @@
 """An in-memory stand-in for Dynamics 365 Business Central online (API v2.0) and its Entra ID token
-endpoint on 127.0.0.1, for the ERP connector's tests.
+endpoint on 127.0.0.1: for the ERP connector's tests (in-process, a random port and fresh
+credentials per instance) and, as a service of the local stack, for the invoicing workflows
+(``python -m include.devstack.erp_standin``, see :func:`main`; fixed port and credentials per
+profile, state in memory until the process stops, like moto's).
 
 The real SaaS is unreachable from here, so this server implements, in memory, the calls the
 connector makes, with the URLs, shapes and status codes of Microsoft's documented contract (Business
@@ -11,6 +14,8 @@ with API limits"; Microsoft identity platform client-credentials flow):
                                                                         ``{"token_type": "Bearer",
                                                                         "expires_in", "access_token"}``
 ``GET  {api}/companies``                                                ``{"value": [company]}``
+``GET  {api}/companies({id})/customers``                                ``$filter`` (e.g. ``number eq
+                                                                        '10000'``); ``{"value"}``
 ``GET  {api}/companies({id})/salesInvoices``                            ``$filter``, ``$top``,
                                                                         ``$skiptoken``; ``{"value"}`` +
                                                                         ``@odata.nextLink``
@@ -57,10 +62,12 @@ consistent. Every request is recorded (method, path, query, status; no credentia
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import re
 import secrets
+import signal
 import threading
 import time
 import uuid
@@ -69,6 +76,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -258,15 +266,33 @@ class BusinessCentralStandIn:
         currencies: tuple[str, ...] = ("USD", "GBP", "CHF"),
         token_ttl: int = 3599,
         page_size: int = 20000,
+        aad_tenant_id: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        company_id: str | None = None,
+        port: int = 0,
+        max_recorded: int | None = None,
     ) -> None:
-        self.aad_tenant_id = str(uuid.uuid4())
+        # Fresh identities and secret per instance unless given (the devstack keeps them per profile).
+        self.aad_tenant_id = aad_tenant_id or str(uuid.uuid4())
         self.environment = environment
-        self.client_id = str(uuid.uuid4())
-        self.client_secret = "Xq8Q~" + secrets.token_urlsafe(30)  # a fresh secret per instance
-        self.company_id = str(uuid.uuid4())
+        self.client_id = client_id or str(uuid.uuid4())
+        self.client_secret = client_secret or "Xq8Q~" + secrets.token_urlsafe(30)
+        self.company_id = (company_id or str(uuid.uuid4())).lower()
+        self.requested_port = port
+        # A long-running service keeps only the latest requests and tokens (tests keep them all).
+        self.max_recorded = max_recorded
         self.company_name = "CRONUS MSSP"
         self.customers = {
-            number: {"id": str(uuid.uuid4()), "number": number, "displayName": name}
+            number: {
+                "id": str(uuid.uuid4()),
+                "number": number,
+                "displayName": name,
+                "type": "Company",
+                "currencyCode": "",  # blank: the local currency
+                "blocked": " ",  # " ", "Ship", "Invoice" or "All" (Business Central's option values)
+                "lastModifiedDateTime": "2025-01-01T00:00:00Z",
+            }
             for number, name in (customers or {"10000": "ACME Corp", "20000": "Globex Corporation"}).items()
         }
         self.accounts = dict(accounts or {"8400": "Revenue, managed services"})
@@ -302,7 +328,7 @@ class BusinessCentralStandIn:
         class Handler(_Handler):
             service = standin
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
+        self._server = ThreadingHTTPServer((HOST, self.requested_port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -404,6 +430,8 @@ class BusinessCentralStandIn:
             self.requests.append(
                 RecordedRequest(method, url.path, query, response.status, time.monotonic(), response.lost)
             )
+            if self.max_recorded is not None and len(self.requests) > self.max_recorded:
+                del self.requests[: len(self.requests) - self.max_recorded]
         return response
 
     def _dispatch(
@@ -448,6 +476,7 @@ class BusinessCentralStandIn:
         invoice = company + rf"/salesInvoices\(({GUID})\)"
         return [
             ("GET", "companies", self._list_companies),
+            ("GET", company + "/customers", self._list_customers),
             ("GET", company + "/salesInvoices", self._list_invoices),
             ("POST", company + "/salesInvoices", self._create_invoice),
             ("GET", invoice, self._get_invoice),
@@ -517,8 +546,12 @@ class BusinessCentralStandIn:
             )
         token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(48)
         with self._lock:
-            self._tokens[token] = time.monotonic() + self.token_ttl
+            now = time.monotonic()
+            self._tokens = {t: expiry for t, expiry in self._tokens.items() if expiry > now}
+            self._tokens[token] = now + self.token_ttl
             self.issued_tokens.append(token)
+            if self.max_recorded is not None and len(self.issued_tokens) > self.max_recorded:
+                del self.issued_tokens[: len(self.issued_tokens) - self.max_recorded]
         return Response(
             200,
             {
@@ -656,6 +689,14 @@ class BusinessCentralStandIn:
             "systemModifiedBy": ZERO_GUID,
         }
         return Response(200, {"@odata.context": self._context("companies"), "value": [company]})
+
+    def _list_customers(self, company_id: str, *, query: Mapping[str, list[str]], **_: Any) -> Response:
+        self._company(company_id)
+        context = f"companies({company_id})/customers"
+        shown = [self._entity(c, context + "/$entity") for c in self.customers.values()]
+        sample = next(iter(self.customers.values()), {"number": "", "displayName": ""})
+        keep = self._filter(query, "customer", sample)
+        return self._page([e for e in shown if keep(e)], query, context, context)
 
     def _list_invoices(self, company_id: str, *, query: Mapping[str, list[str]], **_: Any) -> Response:
         self._company(company_id)
@@ -889,3 +930,42 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: requests are recorded instead
         pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the stand-in on 127.0.0.1 until SIGTERM or SIGINT: the local stack's Business Central.
+
+    The client secret is read from a file (0600, the profile's secrets folder), never taken from the
+    command line, where ``ps`` would show it; nothing the service prints carries it or a token.
+    """
+    parser = argparse.ArgumentParser(description="Business Central API v2.0 stand-in (local stack)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--aad-tenant-id", required=True)
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--company-id", required=True)
+    parser.add_argument("--client-secret-file", type=Path, required=True)
+    parser.add_argument("--customers", help="JSON object: customer number -> name")
+    args = parser.parse_args(argv)
+    standin = BusinessCentralStandIn(
+        customers=json.loads(args.customers) if args.customers else None,
+        aad_tenant_id=args.aad_tenant_id,
+        client_id=args.client_id,
+        client_secret=args.client_secret_file.read_text(encoding="utf-8").strip(),
+        company_id=args.company_id,
+        port=args.port,
+        max_recorded=10_000,
+    ).start()
+    print(
+        f"Business Central stand-in on {standin.base_url}{standin.api_path}, company {standin.company_id}, "
+        f"customers {', '.join(sorted(standin.customers))}",
+        flush=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    standin.stop()
+
+
+if __name__ == "__main__":
+    main()
