@@ -44,6 +44,7 @@ def _canaries(stack: Stack) -> set[str]:
     values.update({token, token.rsplit("-", 1)[-1]})
     values.add(stack.profile.local_secret("audit-signing-key"))  # the audit_signing connection
     values.add(stack.profile.local_secret("ldap-admin-password"))  # the ldap_default connection
+    values.add(stack.profile.local_secret("erp-client-secret"))  # business_central_default
     return values
 
 
