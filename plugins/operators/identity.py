@@ -65,14 +65,13 @@ class ValidateEmployeeOperator(BaseOperator):
         return {**result.as_xcom(), "mapping": mapping.as_xcom()}
 
     def _post(self, context: Any, body: str) -> None:
-        from dataclasses import replace
-
         from include.connectors.idempotency import idempotency_key
         from plugins.operators.ticketing import ticketing_hook
 
         run = RunContext.from_airflow_context(context, STAFF_TENANT)
-        # The same record refused again on the same ticket: one comment per run.
-        key = idempotency_key(replace(run, run_id=run.run_id), "validation")
+        # Keyed by the run: a retried task posts nothing twice; a corrected record re-submitted
+        # is a new run and its result is news for HR.
+        key = idempotency_key(run, "validation")
         entry = ticketing_hook("request_tracker", None, STAFF_TENANT).comment(
             str(self.ticket_id), body, idempotency_key=key
         )
