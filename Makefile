@@ -59,7 +59,7 @@ test: install lint checkov
 	$(PY) -m pytest tests/unit tests/dags tests/integration tests/e2e
 
 bench: install
-	PYTHONPATH=$(CURDIR) $(PY) -m bench.burst --runs 200
+	PYTHONPATH=$(CURDIR) $(PY) -m bench.suite
 
 change-summary: install
 	PYTHONPATH=$(CURDIR) $(PY) -m include.cli change-summary --base main

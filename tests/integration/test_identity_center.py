@@ -4,8 +4,9 @@ What moto 5.2.5 models (measured): the identitystore API per account and region,
 ``IdentityStoreId`` (a store is created on first use, empty), users, groups and memberships,
 GetUserId by ``userName``/``emails.value``, GetGroupId by ``displayName``, pagination. What it does
 not: ``UpdateUser`` (NotImplementedError, HTTP 500): ``include.devstack.moto_server`` installs a
-minimal one (here in this process's moto, in the devstack in its moto server) (replace top-level attributes such as ``userType``, as the
-real API documents), so offboarding's mark can be read back; the enterprise extension
+minimal one (here in this process's moto, in the devstack in its moto server) that replaces
+top-level attributes such as ``userType``, as the real API documents, so offboarding's mark can
+be read back; the enterprise extension
 (``employeeNumber``) is accepted and dropped; ``UserStatus`` is never reported; IAM is not enforced
 (capabilities.yaml is checked statically below).
 

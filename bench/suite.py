@@ -1,0 +1,607 @@
+"""The benchmark suite of issue 8: one command, every figure, one JSON result (``make bench``).
+
+``python -m bench.suite`` (about 12-15 minutes on 2 cores) runs, in this order:
+
+1. **scale / parse** (in a subprocess, no stack): DagBag parse time per file and in total for
+   ``dags/`` and for 200 generated ``domain_workflow`` files in a temporary folder;
+2. starts a stack of its own on the ``bench`` profile below (ports of its own, ``.local/bench``,
+   fresh) with the bench-only bundle ``bench/dags/`` (the bare-Airflow baselines) and the e2e test
+   DAGs (the approval-resume DAG);
+3. **fast path**: a customer ticket created in RT's ``support`` queue -> fields, priority and
+   status set by ``support_triage`` (asset watcher), p50/p95 over ``--tickets``; the same for
+   ``bench_bare_triage`` (same watcher, one bare task with plain ``requests``, ``implementation``
+   queue); ratio (goal <= 1.10) and p50 (goal <= 3 s). Tickets go in every ``--ticket-spacing``
+   seconds, each timed by its own poller;
+4. **approval resume** (``bench/approval_resume.py``) and **connector rate limit**
+   (``bench/ratelimit.py`` against the stack's ``ratelimit`` database);
+5. **isolation**: ``hr_onboarding`` and ``soc_contain_host`` (HR and SOC in parallel, each run:
+   trigger -> approval request waiting -> approved at once -> run done) with no flood, then while
+   ``support_bulk_update`` updates ``--flood-tickets`` tickets; ratio flood / quiet (goal <= 1.2);
+6. **scale / throughput**: ``bench/burst.py`` with ``--burst-runs`` runs of
+   ``support_service_check`` and of ``bench_bare_service_check`` (goal >= 0.9x bare);
+
+then stops the stack, prints the table and writes ``bench/results/suite-<timestamp>.json``
+(``bench/results/`` is gitignored). Every part's wall time is in the table. The figures are as
+good as the machine is quiet: run it with nothing else busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench import approval_resume, ratelimit
+from bench.burst import burst, percentile
+from include.devstack.config import REPO_ROOT, Profile
+
+RESULTS = Path(__file__).parent / "results"
+# A profile of its own (not run/test/test-<n>): ports 700 above the test profile's, so the suite
+# runs next to `make run`, `make test` and offset test sessions.
+BENCH_PROFILE = Profile(
+    name="bench",
+    api_port=18780,  # RT +10, log servers +13/+14, scheduler health +15, ERP stand-in +20
+    pg_port=26142,
+    moto_port=15750,
+    smtp_port=13225,
+    ldap_port=14089,
+)
+BENCH_DAGS_BUNDLE = {
+    "name": "bench-dags",
+    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+    "kwargs": {"path": str(Path(__file__).parent / "dags")},
+}
+E2E_DAGS_BUNDLE = {  # as in tests/e2e/conftest.py: the approval-resume DAG lives there
+    "name": "e2e-dags",
+    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+    "kwargs": {"path": str(REPO_ROOT / "tests" / "e2e" / "dags")},
+}
+TRIAGE, BARE_TRIAGE = "support_triage", "bench_bare_triage"
+SERVICE_CHECK, BARE_SERVICE_CHECK = "support_service_check", "bench_bare_service_check"
+HR, HR_GATE = "hr_onboarding", "approve_identity_admin.step_1"
+SOC, SOC_GATE = "soc_contain_host", "approve_host_isolate"
+BULK = "support_bulk_update"
+RESUME_DAG = "e2e_soc_containment"
+USERS = {
+    "bench_hr_op": ["hr_operator"],
+    "bench_hr_lead": ["hr_lead"],
+    "bench_soc_op": ["soc_operator"],
+    "bench_soc_lead": ["soc_lead"],
+}
+GENERATED_TEMPLATE = '''"""Generated workflow {n} (bench)."""
+from airflow.sdk import task
+
+from include.workflows import domain_workflow
+
+
+@domain_workflow(domain="{domain}", doc_md=__doc__, dag_id="gen_{domain}_{n:03d}")
+def generated() -> None:
+    @task
+    def first() -> int:
+        return {n}
+
+    @task
+    def second(value: int) -> int:
+        return value + 1
+
+    @task
+    def third(value: int) -> None:
+        print(value)
+
+    third(second(first()))
+
+
+generated()
+'''
+GENERATED_DOMAINS = ("support", "hr", "soc", "invoicing", "implementation")
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _stats(values: list[float], digits: int = 2) -> dict[str, float | int]:
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50, digits),
+        "p95": percentile(values, 95, digits),
+        "max": percentile(values, 100, digits),
+    }
+
+
+# --- 1. parse ---------------------------------------------------------------------------------
+
+
+def _parse_folder(folder: Path) -> dict[str, Any]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    began = time.monotonic()
+    bag = DagBag(str(folder), safe_mode=False, bundle_path=folder)
+    wall = time.monotonic() - began
+    per_file = [s.duration.total_seconds() * 1000 for s in bag.dagbag_stats]
+    return {
+        "files": len(per_file),
+        "dags": len(bag.dags),
+        "import_errors": len(bag.import_errors),
+        "per_file_ms": _stats(per_file, 1),
+        "sum_ms": round(sum(per_file), 1),
+        "wall_seconds": round(wall, 2),
+    }
+
+
+def parse_main() -> None:
+    """In its own process (``--parse-only``): Airflow reads its config at import, keep it out of ours."""
+    real = _parse_folder(REPO_ROOT / "dags")
+    with tempfile.TemporaryDirectory(prefix="bench-generated-dags-") as folder:
+        for n in range(200):
+            domain = GENERATED_DOMAINS[n % len(GENERATED_DOMAINS)]
+            Path(folder, f"gen_{n:03d}.py").write_text(GENERATED_TEMPLATE.format(n=n, domain=domain))
+        generated = _parse_folder(Path(folder))
+    print(json.dumps({"real": real, "generated_200": generated}))
+
+
+def measure_parse() -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": tempfile.mkdtemp(prefix="bench-parse-airflow-"),
+        "PYTHONPATH": str(REPO_ROOT),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.suite", "--parse-only"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- RT helpers --------------------------------------------------------------------------------
+
+
+class Rt:
+    """Plain REST 2 calls to the stack's Request Tracker (the client side of the benchmark)."""
+
+    def __init__(self, profile: Profile) -> None:
+        from include.devstack.request_tracker import RequestTracker
+
+        tracker = RequestTracker(profile)
+        self.base = f"{tracker.url.rstrip('/')}/REST/2.0"
+        self.headers = {"Authorization": f"token {tracker.token}"}
+        self.local = threading.local()
+
+    @property
+    def session(self) -> requests.Session:
+        if not hasattr(self.local, "session"):
+            self.local.session = requests.Session()
+            self.local.session.headers.update(self.headers)
+        return self.local.session
+
+    def create(
+        self, queue: str, subject: str, body: str, *, requestor: str | None = None, **fields: str
+    ) -> str:
+        payload: dict[str, Any] = {"Queue": queue, "Subject": subject, "Content": body}
+        if requestor:
+            payload["Requestor"] = requestor
+        if fields:
+            payload["CustomFields"] = fields
+        response = self.session.post(f"{self.base}/ticket", json=payload, timeout=60)
+        response.raise_for_status()
+        return str(response.json()["id"])
+
+    def state(self, ticket_id: str) -> tuple[str, dict[str, str]]:
+        response = self.session.get(f"{self.base}/ticket/{ticket_id}", timeout=30)
+        response.raise_for_status()
+        ticket = response.json()
+        fields = {cf["name"]: (cf.get("values") or [None])[0] for cf in ticket.get("CustomFields", [])}
+        return ticket.get("Status", ""), fields
+
+
+# --- 3. fast path ------------------------------------------------------------------------------
+
+
+def _time_ticket(rt: Rt, queue: str, case: tuple[Any, ...], timeout: float) -> float | None:
+    subject, body, requestor, fields, _priority = case
+    ticket_id = rt.create(queue, subject, body, requestor=requestor)
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        status, found = rt.state(ticket_id)
+        if status == "open" and all(found.get(k) == v for k, v in fields.items()):
+            return time.monotonic() - began
+        time.sleep(0.1)
+    return None
+
+
+def measure_fast_path(rt: Rt, tickets: int, spacing: float) -> dict[str, Any]:
+    from tests.e2e.test_support_triage import CASES
+
+    bare_case = (
+        "Bench ticket",
+        "bare baseline",
+        "bob@acme.example",
+        {"Category": "general", "Severity": "low"},
+        10,
+    )
+    out: dict[str, Any] = {}
+    for name, queue, cases in (
+        ("bare", "implementation", [bare_case]),
+        ("platform", "support", CASES),
+    ):
+        began = time.monotonic()
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            futures = []
+            for n in range(tickets):
+                futures.append(pool.submit(_time_ticket, rt, queue, cases[n % len(cases)], 60))
+                time.sleep(spacing)
+            seconds = [f.result() for f in futures]
+        done = [s for s in seconds if s is not None]
+        out[name] = {
+            **_stats(done),
+            "timed_out": len(seconds) - len(done),
+            "wall_seconds": round(time.monotonic() - began, 1),
+        }
+        _log(f"fast path {name}: {out[name]}")
+    out["ratio_p50"] = round(out["platform"]["p50"] / out["bare"]["p50"], 2)
+    out["ratio_p95"] = round(out["platform"]["p95"] / out["bare"]["p95"], 2)
+    return out
+
+
+# --- 5. isolation ------------------------------------------------------------------------------
+
+
+def _hr_run(users: dict[str, Any], admin: Any, tag: str) -> dict[str, float]:
+    uid = f"bench.{tag}"
+    start = (datetime.now(UTC).date() + timedelta(days=14)).isoformat()
+    conf = {
+        "employee_id": f"E{uuid.uuid4().int % 100000:05d}",
+        "given_name": "Bench",
+        "surname": "Mark",
+        "email": f"{uid}@secops.example",
+        "uid": uid,
+        "role": "soc-analyst",
+        "manager_email": "grace.hopper@secops.example",
+        "start_date": start,
+        "tenant": "acme",
+    }
+    return _approval_run(users["bench_hr_op"], users["bench_hr_lead"], admin, HR, HR_GATE, conf)
+
+
+def _soc_run(users: dict[str, Any], admin: Any, host: str) -> dict[str, float]:
+    conf = {
+        "host": host,
+        "tenant": "globex",
+        "severity": "critical",
+        "alert_id": f"EDR-B{uuid.uuid4().hex[:6]}",
+        "summary": "EDR: bench",
+    }
+    return _approval_run(users["bench_soc_op"], users["bench_soc_lead"], admin, SOC, SOC_GATE, conf)
+
+
+def _approval_run(
+    requester: Any, approver: Any, admin: Any, dag_id: str, gate: str, conf: dict[str, Any]
+) -> dict[str, float]:
+    began = time.monotonic()
+    run_id = requester.trigger(dag_id, conf)
+    approver.wait_for_request(dag_id, run_id, gate, timeout=300, poll=0.2)
+    waiting = time.monotonic() - began
+    approver.answer(dag_id, run_id, gate, "Approve", "bench")
+    answered = time.monotonic()
+    state = admin.wait_for_run(dag_id, run_id, timeout=300, poll=0.25)["state"]
+    end = time.monotonic()
+    return {
+        "to_request": waiting,
+        "after_answer": end - answered,
+        "total": end - began,
+        "ok": state == "success",
+    }
+
+
+def _series(runs: int, one: Callable[[int], dict[str, float]]) -> list[dict[str, float]]:
+    return [one(n) for n in range(runs)]
+
+
+def _isolation_round(
+    label: str, runs: int, users: dict[str, Any], admin: Any, hosts: list[str]
+) -> dict[str, Any]:
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hr = pool.submit(_series, runs, lambda n: _hr_run(users, admin, f"{label}{n}{uuid.uuid4().hex[:4]}"))
+        soc = pool.submit(_series, runs, lambda n: _soc_run(users, admin, hosts[n]))
+        results = {"hr": hr.result(), "soc": soc.result()}
+    out: dict[str, Any] = {"wall_seconds": round(time.monotonic() - began, 1)}
+    for name, series in results.items():
+        out[name] = {
+            "total": _stats([r["total"] for r in series]),
+            "to_request": _stats([r["to_request"] for r in series]),
+            "after_answer": _stats([r["after_answer"] for r in series]),
+            "failed": sum(1 for r in series if not r["ok"]),
+        }
+    return out
+
+
+def _hosts(profile: Profile, count: int) -> list[str]:
+    from tests.e2e.test_soc_contain_host import _host
+
+    class _StackLike:  # what the test helper reads
+        def __init__(self, profile: Profile) -> None:
+            self.profile = profile
+
+    return [_host(_StackLike(profile))["id"] for _ in range(count)]  # type: ignore[arg-type]
+
+
+def measure_isolation(
+    rt: Rt, admin: Any, users: dict[str, Any], profile: Profile, runs: int, flood_tickets: int
+) -> dict[str, Any]:
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = list(
+            pool.map(
+                lambda n: rt.create(
+                    "support",
+                    f"Bench flood {n}",
+                    "bulk target",
+                    IdempotencyKey=f"bench-flood-{n}-{uuid.uuid4().hex[:6]}",
+                ),
+                range(flood_tickets),
+            )
+        )
+    seeded = time.monotonic() - began
+    _log(f"isolation: {len(ids)} flood tickets seeded in {seeded:.1f}s")
+    hosts = _hosts(profile, 2 * runs)
+    quiet = _isolation_round("q", runs, users, admin, hosts[:runs])
+    _log(f"isolation quiet: {quiet}")
+    conf = {
+        "tenant": "acme",
+        "change_id": f"CHG-BENCH-{uuid.uuid4().hex[:6]}",
+        "ticket_ids": ids,
+        "fields": {"Severity": "low"},
+        "status": "open",
+        "comment": "Bench flood: maintenance window.",
+    }
+    flood_began = time.monotonic()
+    flood_run = admin.trigger(BULK, conf)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # measure once the flood is actually updating tickets
+        states = [
+            ti["state"] for ti in admin.task_instances(BULK, flood_run) if ti["task_id"] == "update_batch"
+        ]
+        if "running" in states or "success" in states:
+            break
+        time.sleep(0.5)
+    flooded = _isolation_round("f", runs, users, admin, hosts[runs:])
+    measured_until = time.monotonic()
+    flood = admin.wait_for_run(BULK, flood_run, timeout=900, poll=2)
+    flood_seconds = time.monotonic() - flood_began
+    flooded["flood"] = {
+        "tickets": len(ids),
+        "state": flood["state"],
+        "seconds": round(flood_seconds, 1),
+        "still_running_when_measured": flood_seconds > measured_until - flood_began,
+    }
+    _log(f"isolation flooded: {flooded}")
+    return {
+        "seed_seconds": round(seeded, 1),
+        "quiet": quiet,
+        "flooded": flooded,
+        "ratio_hr_p50": round(flooded["hr"]["total"]["p50"] / quiet["hr"]["total"]["p50"], 2),
+        "ratio_soc_p50": round(flooded["soc"]["total"]["p50"] / quiet["soc"]["total"]["p50"], 2),
+        "ratio_hr_to_request_p50": round(
+            flooded["hr"]["to_request"]["p50"] / quiet["hr"]["to_request"]["p50"], 2
+        ),
+    }
+
+
+# --- the suite ---------------------------------------------------------------------------------
+
+
+def _timed(results: dict[str, Any], walls: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
+    _log(f"--- {name}")
+    began = time.monotonic()
+    try:
+        results[name] = fn()
+    except Exception as error:  # one part failing must not lose the others' figures
+        results[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+        _log(f"{name} FAILED: {results[name]['error']}")
+    walls[name] = round(time.monotonic() - began, 1)
+    _log(f"{name}: {walls[name]}s")
+    return results[name]
+
+
+def run_suite(args: argparse.Namespace) -> dict[str, Any]:
+    from include.devstack.airflow_env import ADMIN_USER
+    from include.devstack.api_client import AirflowApi
+    from include.devstack.stack import Stack
+
+    results: dict[str, Any] = {}
+    walls: dict[str, float] = {}
+    suite_began = time.monotonic()
+    _timed(results, walls, "parse", measure_parse)
+    stack = Stack(BENCH_PROFILE, extra_bundles=[BENCH_DAGS_BUNDLE, E2E_DAGS_BUNDLE])
+    try:
+        _timed(results, walls, "stack_start", lambda: stack.start(fresh=True))
+        admin = AirflowApi(stack.profile.api_url, ADMIN_USER, stack.admin_password, timeout=60)
+        dags = {TRIAGE, BARE_TRIAGE, SERVICE_CHECK, BARE_SERVICE_CHECK, HR, SOC, BULK, RESUME_DAG}
+        _timed(results, walls, "dags_ready", lambda: admin.wait_for_dags(dags, timeout=300))
+        rt = Rt(stack.profile)
+        from tests.e2e.conftest import sign_up
+
+        users = sign_up(stack, admin, {**USERS, "bench_lea": ["soc_operator"], "bench_sam": ["soc_lead"]})
+        time.sleep(5)  # the asset watchers start polling after their DAGs are parsed
+        _timed(results, walls, "fast_path", lambda: measure_fast_path(rt, args.tickets, args.ticket_spacing))
+        _timed(
+            results,
+            walls,
+            "approval_resume",
+            lambda: asdict(
+                approval_resume.measure(
+                    admin=admin,
+                    requester=users["bench_lea"],
+                    approver=users["bench_sam"],
+                    dag_id=RESUME_DAG,
+                    gate=SOC_GATE,
+                    next_task="isolate_host",
+                    approvals=args.approvals,
+                    conf={"host": "ws-bench", "tenant": "acme"},
+                )
+            ),
+        )
+        dsn = f"postgresql://airflow@127.0.0.1:{stack.profile.pg_port}/ratelimit"
+        _timed(results, walls, "ratelimit", lambda: asdict(ratelimit.run(dsn, processes=4, calls=50)))
+        _timed(
+            results,
+            walls,
+            "isolation",
+            lambda: measure_isolation(
+                rt, admin, users, stack.profile, args.isolation_runs, args.flood_tickets
+            ),
+        )
+
+        def throughput() -> dict[str, Any]:
+            out = {}
+            for name, dag_id, conf in (
+                ("bare", BARE_SERVICE_CHECK, {}),
+                ("platform", SERVICE_CHECK, {"tenant": "acme"}),
+            ):
+                result = asdict(burst(admin, dag_id, args.burst_runs, conf, timeout=600))
+                result.pop("run_seconds")
+                out[name] = result
+                _log(f"burst {name}: {result}")
+            out["ratio"] = round(out["platform"]["runs_per_minute"] / out["bare"]["runs_per_minute"], 2)
+            return out
+
+        _timed(results, walls, "throughput", throughput)
+        results["dead_components"] = stack.dead_components()
+    finally:
+        began = time.monotonic()
+        stack.stop()
+        walls["stack_stop"] = round(time.monotonic() - began, 1)
+    walls["total"] = round(time.monotonic() - suite_began, 1)
+    results["wall_seconds"] = walls
+    results["settings"] = vars(args)
+    results["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
+    return results
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return "n/a"
+        data = data[key]
+    return data
+
+
+def table(r: dict[str, Any]) -> str:
+    def g(*path: str) -> Any:
+        return _get(r, *path)
+
+    def p50_95_max(*path: str) -> str:
+        return f"{g(*path, 'p50')} / {g(*path, 'p95')} / {g(*path, 'max')} (n={g(*path, 'n')})"
+
+    def parse(which: str) -> str:
+        return (
+            f"{g('parse', which, 'per_file_ms', 'p50')} / {g('parse', which, 'per_file_ms', 'max')}, "
+            f"sum {g('parse', which, 'sum_ms')} ms, {g('parse', which, 'dags')} dags, "
+            f"{g('parse', which, 'import_errors')} import errors"
+        )
+
+    def isolation(domain: str) -> str:
+        quiet, flooded = g("isolation", "quiet", domain, "total"), g("isolation", "flooded", domain, "total")
+        return (
+            f"{_get(quiet, 'p50')} / {_get(flooded, 'p50')} -> ratio {g('isolation', f'ratio_{domain}_p50')}"
+            f" (max {_get(quiet, 'max')} / {_get(flooded, 'max')})"
+        )
+
+    flood = g("isolation", "flooded", "flood")
+    rows = [
+        ("parse: real dags/ per file p50/max (ms)", parse("real"), ""),
+        ("parse: 200 generated per file p50/max (ms)", parse("generated_200"), ""),
+        (
+            "fast path: ticket -> updated, platform p50/p95/max (s)",
+            p50_95_max("fast_path", "platform") + f", timed out {g('fast_path', 'platform', 'timed_out')}",
+            "p50 <= 3 s",
+        ),
+        ("fast path: bare Airflow p50/p95/max (s)", p50_95_max("fast_path", "bare"), ""),
+        (
+            "fast path: overhead ratio p50 (p95)",
+            f"{g('fast_path', 'ratio_p50')} ({g('fast_path', 'ratio_p95')})",
+            "<= 1.10",
+        ),
+        (
+            "approval resume: answer -> next task p50/p95/max (s)",
+            f"{g('approval_resume', 'server_p50')} / {g('approval_resume', 'server_p95')} / "
+            f"{g('approval_resume', 'server_max')} (n={g('approval_resume', 'approvals')}, "
+            f"{g('approval_resume', 'states')})",
+            "",
+        ),
+        (
+            "connector rate limit: achieved/allowed, 429s",
+            f"{g('ratelimit', 'ratio')}, {g('ratelimit', 'server_429s')} x 429",
+            "",
+        ),
+        ("isolation: HR onboarding p50 quiet / flooded (s)", isolation("hr"), "<= 1.2"),
+        ("isolation: SOC contain host p50 quiet / flooded (s)", isolation("soc"), "<= 1.2"),
+        (
+            "isolation: the flood",
+            f"{_get(flood, 'tickets')} tickets, {_get(flood, 'state')} in {_get(flood, 'seconds')} s, "
+            f"still running when measured: {_get(flood, 'still_running_when_measured')}",
+            "",
+        ),
+        (
+            "throughput: runs/min platform / bare",
+            f"{g('throughput', 'platform', 'runs_per_minute')} / {g('throughput', 'bare', 'runs_per_minute')}"
+            f" -> ratio {g('throughput', 'ratio')} ({g('throughput', 'platform', 'runs')} runs each; "
+            f"states {g('throughput', 'platform', 'states')} / {g('throughput', 'bare', 'states')})",
+            ">= 0.9",
+        ),
+    ]
+    errors = [(k, v["error"][:300]) for k, v in r.items() if isinstance(v, dict) and "error" in v]
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"{'figure'.ljust(width)}  value  [goal]", "-" * (width + 40)]
+    lines += [
+        f"{name.ljust(width)}  {value}" + (f"  [goal {goal}]" if goal else "") for name, value, goal in rows
+    ]
+    lines.append("wall seconds: " + ", ".join(f"{k} {v}" for k, v in r.get("wall_seconds", {}).items()))
+    lines.append(f"machine: {r.get('machine')}; dead components: {r.get('dead_components', 'n/a')}")
+    lines += [f"FAILED {name}: {error}" for name, error in errors]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickets", type=int, default=30, help="fast-path tickets per variant")
+    parser.add_argument("--ticket-spacing", type=float, default=2.0, help="seconds between tickets")
+    parser.add_argument("--approvals", type=int, default=12)
+    parser.add_argument("--isolation-runs", type=int, default=3, help="HR and SOC runs per condition")
+    parser.add_argument("--flood-tickets", type=int, default=500)
+    parser.add_argument("--burst-runs", type=int, default=100, help="runs per burst (issue 8: 200)")
+    parser.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.parse_only:
+        parse_main()
+        return
+    results = run_suite(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    output = RESULTS / f"suite-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print("\n" + table(results) + f"\n\nwritten to {output}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
