@@ -9,7 +9,10 @@ the test output folder (``<profile>/results``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -207,7 +210,9 @@ def browser(stack: Stack, api: AirflowApi) -> Iterator[DevTools]:
     from websockets.sync.client import connect
 
     port = _free_port()
-    with tempfile.TemporaryDirectory() as profile_dir:
+    # Chromium's helper processes may still be writing the profile when the fixture ends: the
+    # folder is removed as far as possible, never failing the test for it.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile_dir:
         process = subprocess.Popen(
             [
                 CHROMIUM,
@@ -223,6 +228,7 @@ def browser(stack: Stack, api: AirflowApi) -> Iterator[DevTools]:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the teardown stops every helper
         )
         try:
             deadline = time.monotonic() + 60
@@ -246,7 +252,8 @@ def browser(stack: Stack, api: AirflowApi) -> Iterator[DevTools]:
                 )
                 yield tools
         finally:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
 
 
