@@ -17,6 +17,7 @@ from airflow.sdk import Param
 
 from include.policies.hr_roles import known_roles
 from include.policies.tenants import tenant_ids
+from include.validation.employee import FIELDS
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
 from plugins.operators.identity import (
@@ -42,17 +43,6 @@ APPROVERS = (
     "ti.xcom_pull(task_ids=['approve_identity_admin.step_1', 'approve_identity_admin.step_2'], "
     "key='approval') | selectattr('outcome', 'ne', 'not_required') "
     "| map(attribute='responded_by') | map(attribute='name')"
-)
-RECORD_FIELDS = (
-    "employee_id",
-    "given_name",
-    "surname",
-    "email",
-    "uid",
-    "role",
-    "manager_email",
-    "start_date",
-    "tenant",
 )
 TEXT = {"type": "string", "minLength": 1, "maxLength": 64}
 
@@ -85,7 +75,7 @@ TEXT = {"type": "string", "minLength": 1, "maxLength": 64}
 def onboarding() -> None:
     validate = ValidateEmployeeOperator(
         task_id="validate_record",
-        record={field: "{{ params." + field + " }}" for field in RECORD_FIELDS},
+        record={field: "{{ params." + field + " }}" for field in FIELDS},
         ticket_id="{{ params.hr_ticket }}",
     )
     ticket = HrTicketOperator(
