@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: run test install lint policy-check checkov unit e2e bench change-summary stop clean help
+.PHONY: run test install lint policy-check checkov unit e2e test-distributed bench change-summary stop clean help
 
 help:
 	@echo "make run | make test | make lint | make policy-check | make checkov | make unit | make e2e | make bench | make stop | make clean"
@@ -53,10 +53,19 @@ unit: install
 e2e: install
 	$(PY) -m pytest tests/e2e
 
+# The distributed setup natively (issue 9): CeleryExecutor, Redis from Debian, two Celery workers,
+# on ports and a folder of its own (.local/test-300). Its fault tests, plus the core of the e2e
+# suite (the fast path, an approval workflow, ticket idempotency) on Celery.
+DISTRIBUTED_TESTS := tests/e2e/test_distributed.py tests/e2e/test_support_triage.py \
+	tests/e2e/test_soc_contain_host.py tests/e2e/test_ticketing_workflows.py
+test-distributed: install
+	ORCH_TEST_EXECUTOR=celery ORCH_TEST_PORT_OFFSET=300 $(PY) -m pytest $(DISTRIBUTED_TESTS)
+
 # Fast tests first; the end-to-end stack (started once for the session) comes last, so the
 # timing-sensitive integration tests do not share the machine with an idle Airflow.
 test: install lint checkov
 	$(PY) -m pytest tests/unit tests/dags tests/integration tests/e2e
+	$(MAKE) test-distributed
 
 bench: install
 	PYTHONPATH=$(CURDIR) $(PY) -m bench.suite

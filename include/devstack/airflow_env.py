@@ -86,6 +86,40 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
         "AIRFLOW__METRICS__STATSD_ON": "False",
         "NO_PROXY": "*",
     }
+    if profile.distributed:
+        settings.update(celery_settings(profile))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__") and k != "AIRFLOW_HOME"}
     env.update(settings)
     return env
+
+
+def celery_settings(profile: Profile) -> dict[str, str]:
+    """The distributed setup (issue 9): Airflow's CeleryExecutor, Redis as broker, results in the
+    metadata database (the provider's default: ``db+`` + ``sql_alchemy_conn``).
+
+    ``broker_url`` holds the Redis password; Airflow lists it as a sensitive config value, so the
+    config API and UI hide it, and it is never logged by this project.
+    """
+    from include.devstack import redis
+
+    return {
+        # CeleryExecutor minus the 3.3.2 resume race (include/executors/stale_events.py).
+        "AIRFLOW__CORE__EXECUTOR": "include.executors.celery.ResumeSafeCeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": redis.url(profile, redis.BROKER_DB),
+        # Per worker process; 2 workers x 8 on 2 cores (tasks are I/O-bound API calls).
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "8",
+        # One message at a time per process: a long task never holds a short one hostage on a
+        # busy worker while the other one idles.
+        "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+        # A worker that dies (kill -9, lost node) stops heartbeating its tasks: after this many
+        # seconds the scheduler fails the try and the retry goes to a live worker. The default
+        # (300 s) is for long batch tasks; ours heartbeat every few seconds.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    }
+
+
+def celery_worker_env(profile: Profile, index: int) -> dict[str, str]:
+    """What differs per worker on one machine: its log server port (workers 1, 2: api+13, api+16)."""
+    port = profile.api_port + (13 if index == 0 else 15 + index)
+    return {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port)}

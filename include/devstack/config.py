@@ -25,6 +25,9 @@ class Profile:
     smtp_port: int
     # OpenLDAP (include/devstack/openldap.py); 0: this profile runs no directory.
     ldap_port: int = 0
+    # "local": the embedded default (LocalExecutor). "celery": the distributed setup of issue 9
+    # (CeleryExecutor, Redis broker and rate-limit store, CELERY_WORKERS workers).
+    executor: str = "local"
 
     @property
     def root(self) -> Path:
@@ -64,6 +67,15 @@ class Profile:
         return self.api_port + 20
 
     @property
+    def redis_port(self) -> int:
+        """Redis (include/devstack/redis.py) of the distributed setup."""
+        return self.api_port + 30
+
+    @property
+    def distributed(self) -> bool:
+        return self.executor == "celery"
+
+    @property
     def db_url(self) -> str:
         return f"postgresql+psycopg2://airflow@{HOST}:{self.pg_port}/airflow"
 
@@ -82,6 +94,13 @@ def _port(var: str, default: int) -> int:
 
 
 _TEST_OFFSET = _port("ORCH_TEST_PORT_OFFSET", 0)
+# ORCH_TEST_EXECUTOR=celery runs the test profile as the distributed setup (make test-distributed).
+_TEST_EXECUTOR = os.environ.get("ORCH_TEST_EXECUTOR", "local")
+EXECUTORS = ("local", "celery")
+if _TEST_EXECUTOR not in EXECUTORS:
+    raise ValueError(f"ORCH_TEST_EXECUTOR must be one of {', '.join(EXECUTORS)}; got {_TEST_EXECUTOR!r}")
+# Two Celery workers in the distributed setup, both on every queue (include/devstack/stack.py).
+CELERY_WORKERS = ("worker-1", "worker-2")
 
 PROFILES = {
     "run": Profile(
@@ -91,6 +110,7 @@ PROFILES = {
         moto_port=_port("ORCH_MOTO_PORT", 5050),
         smtp_port=_port("ORCH_SMTP_PORT", 2525),
         ldap_port=_port("ORCH_LDAP_PORT", 3389),
+        executor=os.environ.get("ORCH_EXECUTOR", "local"),
     ),
     # ORCH_TEST_PORT_OFFSET=<n> moves every port of the test profile by n and its folder to
     # .local/test-<n>, so a second test session can run on the same machine (a developer's
@@ -102,5 +122,6 @@ PROFILES = {
         moto_port=15050 + _TEST_OFFSET,
         smtp_port=12525 + _TEST_OFFSET,
         ldap_port=13389 + _TEST_OFFSET,
+        executor=_TEST_EXECUTOR,
     ),
 }

@@ -7,6 +7,7 @@ everything it started on Ctrl-C. ``start``/``stop`` do the same in two steps (th
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import signal
 import subprocess
@@ -21,20 +22,35 @@ from typing import Any
 import requests
 
 from include.audit.store import AuditStore
-from include.devstack import aws_seed, invoicing, moto_seed, openldap, postgres, processes, request_tracker
-from include.devstack.airflow_env import ADMIN_USER, airflow_env
-from include.devstack.config import HOST, PROFILES, REGION, VENV_BIN, Profile
+from include.devstack import (
+    aws_seed,
+    invoicing,
+    moto_seed,
+    openldap,
+    postgres,
+    processes,
+    redis,
+    request_tracker,
+)
+from include.devstack.airflow_env import ADMIN_USER, airflow_env, celery_worker_env
+from include.devstack.config import CELERY_WORKERS, HOST, PROFILES, REGION, VENV_BIN, Profile
 from include.devstack.processes import ServiceError
 from include.devstack.request_tracker import RequestTracker
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 AUX_SERVICES = ("moto", "smtp-sink", "request-tracker", invoicing.ERP_SERVICE)
+# The distributed setup's Celery workers: worker-1 serves `default`, worker-2 `default` and `soc`
+# (as docker/docker-compose.yml), so SOC tasks run on worker-2 only and a default-queue task whose
+# worker dies is retried on the other one.
+WORKER_QUEUES = {"worker-1": "default", "worker-2": "default,soc"}
 
 
 @dataclass
 class Stack:
     profile: Profile
     extra_bundles: list[dict[str, Any]] = field(default_factory=list)
+    # Where each worker's log was when it was last started (worker_ready reads past it).
+    _ready_offset: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -44,6 +60,22 @@ class Stack:
     def audit_dsn(self) -> str:
         """The audit store (same database the ``audit_store`` connection names)."""
         return f"postgresql://{postgres.DB_USER}@{HOST}:{self.profile.pg_port}/audit"
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        """The Celery workers' service names (none with the embedded LocalExecutor)."""
+        return tuple(f"celery-{name}" for name in CELERY_WORKERS) if self.profile.distributed else ()
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """Every Airflow process of this profile, in start order."""
+        return (*AIRFLOW_COMPONENTS, *self.workers)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Every process started by PID file (PostgreSQL apart), for status and liveness."""
+        extra = (redis.SERVICE_NAME,) if self.profile.distributed else ()
+        return (*AUX_SERVICES, openldap.SERVICE_NAME, *extra, *self.components)
 
     @property
     def admin_password(self) -> str:
@@ -103,9 +135,15 @@ class Stack:
         self._start_moto()
         self._start_smtp_sink()
         self._start_erp_standin()
+        if self.profile.distributed:
+            redis.ensure_installed()
+            redis.start(self.profile, fresh=fresh)
+            self._log(f"Redis on {HOST}:{self.profile.redis_port} (Celery broker, rate-limit store)")
         self._prepare_airflow()
         for component in AIRFLOW_COMPONENTS:
             self._start_process(component, [str(VENV_BIN / "airflow"), component])
+        for index, name in enumerate(CELERY_WORKERS if self.profile.distributed else ()):
+            self.start_worker(name, index)
         began = time.monotonic()
         processes.wait_until(
             self._healthy,
@@ -113,6 +151,13 @@ class Stack:
             timeout=180,
             log=self.profile.logs / "api-server.log",
         )
+        for name in self.workers:
+            processes.wait_until(
+                functools.partial(self.worker_ready, name),
+                what=f"Celery {name}",
+                timeout=120,
+                log=self.profile.logs / f"{name}.log",
+            )
         self._log(
             f"Airflow healthy {time.monotonic() - began:.1f}s after start; stack ready in "
             f"{time.monotonic() - started:.1f}s"
@@ -122,6 +167,39 @@ class Stack:
         if processes.running_pid(name, pids_dir=self.profile.pids):
             return
         processes.start(name, argv, pids_dir=self.profile.pids, logs_dir=self.profile.logs, env=self.env)
+
+    def start_component(self, name: str) -> None:
+        """Start one Airflow component again (``scheduler``...), e.g. after a fault test killed it."""
+        if name not in AIRFLOW_COMPONENTS:
+            raise ValueError(f"{name!r} is not one of {', '.join(AIRFLOW_COMPONENTS)}")
+        self._start_process(name, [str(VENV_BIN / "airflow"), name])
+
+    def start_worker(self, name: str, index: int | None = None) -> None:
+        """Start (or restart, after a fault test killed it) Celery worker ``name`` (``worker-1``)."""
+        index = CELERY_WORKERS.index(name) if index is None else index
+        service = f"celery-{name}"
+        if processes.running_pid(service, pids_dir=self.profile.pids):
+            return
+        log = self.profile.logs / f"{service}.log"
+        self._ready_offset[service] = log.stat().st_size if log.exists() else 0
+        argv = [str(VENV_BIN / "airflow"), "celery", "worker", "--queues", WORKER_QUEUES[name]]
+        argv += ["--celery-hostname", f"{name}@%h", "--without-mingle", "--without-gossip"]
+        processes.start(
+            service,
+            argv,
+            pids_dir=self.profile.pids,
+            logs_dir=self.profile.logs,
+            env={**self.env, **celery_worker_env(self.profile, index)},
+        )
+
+    def worker_ready(self, service: str) -> bool:
+        """Celery logs "<name>@<host> ready." once it consumes; only this start's lines count."""
+        log = self.profile.logs / f"{service}.log"
+        if not log.exists() or processes.running_pid(service, pids_dir=self.profile.pids) is None:
+            return False
+        with log.open("rb") as handle:
+            handle.seek(self._ready_offset.get(service, 0))
+            return b" ready." in handle.read()
 
     def _start_moto(self) -> None:
         self._start_process(
@@ -221,26 +299,24 @@ class Stack:
         )
 
     def dead_components(self) -> list[str]:
-        return [
-            name
-            for name in (*AUX_SERVICES, openldap.SERVICE_NAME, *AIRFLOW_COMPONENTS)
-            if processes.running_pid(name, pids_dir=self.profile.pids) is None
-        ]
+        pids = self.profile.pids
+        return [name for name in self.services if processes.running_pid(name, pids_dir=pids) is None]
 
     def stop(self, *, quiet: bool = False) -> None:
         """Stop everything this profile started, each by its own PID."""
-        for name in (*reversed(AIRFLOW_COMPONENTS), *AUX_SERVICES):
+        for name in (*reversed(self.components), *AUX_SERVICES):
             if processes.stop(name, pids_dir=self.profile.pids) and not quiet:
                 self._log(f"stopped {name}")
         if openldap.stop(self.profile) and not quiet:
             self._log("stopped OpenLDAP")
+        if redis.stop(self.profile) and not quiet:
+            self._log("stopped Redis")
         if postgres.stop(self.profile) and not quiet:
             self._log("stopped PostgreSQL")
 
     def status(self) -> dict[str, int | None]:
         state: dict[str, int | None] = {
-            name: processes.running_pid(name, pids_dir=self.profile.pids)
-            for name in (*AUX_SERVICES, openldap.SERVICE_NAME, *AIRFLOW_COMPONENTS)
+            name: processes.running_pid(name, pids_dir=self.profile.pids) for name in self.services
         }
         state["postgres"] = (
             postgres.postmaster_pid(self.profile) if postgres.is_running(self.profile) else None

@@ -6,20 +6,10 @@ Configured as ``[core] executor = include.executors.local.ResumeSafeLocalExecuto
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from airflow.executors.local_executor import LocalExecutor
 
-from include.executors.stale_events import stale_defer_exit_keys
-
-log = logging.getLogger(__name__)
+from include.executors.stale_events import DropStaleDeferExits
 
 
-class ResumeSafeLocalExecutor(LocalExecutor):
-    def get_event_buffer(self, dag_ids: Any = None) -> dict[Any, Any]:
-        events = super().get_event_buffer(dag_ids)
-        for key in stale_defer_exit_keys(events):
-            log.info("dropping the stale defer-exit success of %s: the task has resumed", key)
-            del events[key]
-        return events
+class ResumeSafeLocalExecutor(DropStaleDeferExits, LocalExecutor):
+    pass

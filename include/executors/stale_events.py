@@ -17,6 +17,7 @@ through unchanged. Remove when Airflow ships the fix for every variant.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from airflow.utils.session import create_session
 from airflow.utils.state import TaskInstanceState
 from sqlalchemy import select, tuple_
 
+log = logging.getLogger(__name__)
 RESUMED_STATES = (TaskInstanceState.SCHEDULED, TaskInstanceState.QUEUED, TaskInstanceState.RUNNING)
 
 
@@ -56,3 +58,16 @@ def stale_defer_exit_keys(events: Mapping[Any, tuple[Any, Any]]) -> set[TaskInst
         ).all()
     resumed = {TaskInstanceKey(r.dag_id, r.task_id, r.run_id, r.try_number, r.map_index) for r in rows}
     return {key for key in candidates if key in resumed}
+
+
+class DropStaleDeferExits:
+    """Executor mixin (put it before the executor class): every event buffer the scheduler reads
+    has the stale defer-exit successes taken out. The LocalExecutor and the CeleryExecutor both
+    report that event (a Celery task ends when its task defers), so both need it."""
+
+    def get_event_buffer(self, dag_ids: Any = None) -> dict[Any, Any]:
+        events = super().get_event_buffer(dag_ids)  # type: ignore[misc]
+        for key in stale_defer_exit_keys(events):
+            log.info("dropping the stale defer-exit success of %s: the task has resumed", key)
+            del events[key]
+        return events

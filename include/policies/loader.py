@@ -49,6 +49,10 @@ class ApprovalPolicy:
     on_timeout: Literal["reject"]
 
 
+# Airflow's [operators] default_queue; every worker listens on it.
+DEFAULT_QUEUE = "default"
+
+
 @dataclass(frozen=True)
 class DomainPolicy:
     name: str
@@ -63,6 +67,8 @@ class DomainPolicy:
     alert_emails: tuple[str, ...]
     operator_role: str
     approver_role: str
+    # The Celery queue of the domain's tasks in the distributed setup (ignored by LocalExecutor).
+    queue: str = DEFAULT_QUEUE
 
     @property
     def pool(self) -> str:
@@ -175,6 +181,7 @@ def _build(document: dict[str, Any], source: Path) -> Policy:
             alert_emails=tuple(raw["alerts"]["email"]),
             operator_role=raw["roles"]["operator"],
             approver_role=raw["roles"]["approver"],
+            queue=raw.get("queue", DEFAULT_QUEUE),
         )
     return Policy(
         source=source,

@@ -125,6 +125,7 @@ def workflow_dag_kwargs(
         "default_args": {
             "owner": domain_policy.owner,
             "pool": domain_policy.pool,
+            "queue": domain_policy.queue,
             "priority_weight": domain_policy.priority_weight,
             # Absolute weights: a domain's priority must not grow with the size of a DAG, or a long
             # bulk support DAG would outrank a short SOC containment DAG.

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ def test_compose_has_the_distributed_topology(compose: dict[str, Any]) -> None:
     for name in ("postgres", "redis", "moto", "smtp-sink", "erp-standin", "openldap", *AIRFLOW_SERVICES):
         assert name in services, name
     env = services["scheduler"]["environment"]
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "include.executors.celery.ResumeSafeCeleryExecutor"
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     commands = {name: services[name]["command"] for name in AIRFLOW_SERVICES}
@@ -214,14 +215,15 @@ def test_compose_holds_no_secret_values(compose: dict[str, Any]) -> None:
 
 def test_compose_agrees_with_the_embedded_settings(compose: dict[str, Any]) -> None:
     """The same Airflow settings as include/devstack/airflow_env.py, where they should agree."""
-    local = airflow_env(PROFILES["test"])
+    # The native distributed mode (make test-distributed) is what compose runs in containers.
+    local = airflow_env(replace(PROFILES["test"], executor="celery"))
     env = compose["services"]["scheduler"]["environment"]
     # Same names: every AIRFLOW__ setting of the embedded stack is set in compose too.
     missing = sorted(k for k in local if k.startswith("AIRFLOW__") and k not in env)
     assert not missing, missing
     # Same values where nothing host-, port-, path- or secret-specific is involved.
     differ_by_design = {
-        "AIRFLOW__CORE__EXECUTOR",  # CeleryExecutor vs the embedded LocalExecutor
+        "AIRFLOW__CELERY__BROKER_URL",  # compared below, minus host and password
         "AIRFLOW__CORE__DAGS_FOLDER",
         "AIRFLOW__CORE__PLUGINS_FOLDER",
         "AIRFLOW__CORE__FERNET_KEY",
@@ -246,6 +248,8 @@ def test_compose_agrees_with_the_embedded_settings(compose: dict[str, Any]) -> N
         if k.startswith("AIRFLOW__") and k not in differ_by_design and str(env[k]) != local[k]
     }
     assert not differing, differing
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${REDIS_PASSWORD")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].endswith("@redis:6379/0")
     assert env["AIRFLOW__CORE__AUTH_MANAGER"] == AUTH_MANAGER
     assert env["AIRFLOW__SECRETS__BACKEND"] == SECRETS_BACKEND
     local_kwargs = json.loads(local["AIRFLOW__SECRETS__BACKEND_KWARGS"])
@@ -278,7 +282,8 @@ def test_helm_values_pin_the_chart_and_airflow(helm: dict[str, Any]) -> None:
 
 
 def test_helm_values_celery_with_keda_and_a_soc_queue(helm: dict[str, Any]) -> None:
-    assert helm["executor"] == "CeleryExecutor"
+    assert helm["executor"] == "CeleryExecutor"  # what the chart's templates key on
+    assert helm["config"]["core"]["executor"] == "include.executors.celery.ResumeSafeCeleryExecutor"
     celery = helm["workers"]["celery"]
     assert celery["keda"]["enabled"] is True
     assert celery["keda"]["minReplicaCount"] >= 1  # the fast path never waits for a cold start
