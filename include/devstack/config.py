@@ -94,11 +94,19 @@ def _port(var: str, default: int) -> int:
 
 
 _TEST_OFFSET = _port("ORCH_TEST_PORT_OFFSET", 0)
-# ORCH_TEST_EXECUTOR=celery runs the test profile as the distributed setup (make test-distributed).
-_TEST_EXECUTOR = os.environ.get("ORCH_TEST_EXECUTOR", "local")
 EXECUTORS = ("local", "celery")
-if _TEST_EXECUTOR not in EXECUTORS:
-    raise ValueError(f"ORCH_TEST_EXECUTOR must be one of {', '.join(EXECUTORS)}; got {_TEST_EXECUTOR!r}")
+
+
+def _executor(var: str) -> str:
+    value = os.environ.get(var, "local")
+    if value not in EXECUTORS:
+        raise ValueError(f"{var} must be one of {', '.join(EXECUTORS)}; got {value!r}")
+    return value
+
+
+# ORCH_TEST_EXECUTOR=celery runs the test profile as the distributed setup (make test-distributed);
+# ORCH_EXECUTOR=celery does the same for `make run`.
+_TEST_EXECUTOR = _executor("ORCH_TEST_EXECUTOR")
 # Two Celery workers in the distributed setup, both on every queue (include/devstack/stack.py).
 CELERY_WORKERS = ("worker-1", "worker-2")
 
@@ -110,7 +118,7 @@ PROFILES = {
         moto_port=_port("ORCH_MOTO_PORT", 5050),
         smtp_port=_port("ORCH_SMTP_PORT", 2525),
         ldap_port=_port("ORCH_LDAP_PORT", 3389),
-        executor=os.environ.get("ORCH_EXECUTOR", "local"),
+        executor=_executor("ORCH_EXECUTOR"),
     ),
     # ORCH_TEST_PORT_OFFSET=<n> moves every port of the test profile by n and its folder to
     # .local/test-<n>, so a second test session can run on the same machine (a developer's

@@ -14,6 +14,7 @@ import secrets
 import boto3
 from botocore.exceptions import ClientError
 
+from include.devstack import redis
 from include.devstack.config import HOST, REGION, REPO_ROOT, STAFF_IDENTITY_STORE_ID, Profile
 from include.devstack.invoicing import erp_connection, psa_connection
 from include.devstack.openldap import ldap_connection
@@ -49,8 +50,11 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
                 "identity_store_id": {STAFF_TENANT: STAFF_IDENTITY_STORE_ID},
             },
         },
-        # The shared store of the connectors' rate-limit buckets (a database of the local cluster).
-        "ratelimit_store": {
+        # The shared store of the connectors' rate-limit buckets: a database of the local cluster,
+        # in the distributed setup a database of its Redis.
+        "ratelimit_store": redis.ratelimit_connection(profile)
+        if profile.distributed
+        else {
             "conn_type": "postgres",
             "host": HOST,
             "port": profile.pg_port,

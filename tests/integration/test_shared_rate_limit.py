@@ -1,12 +1,16 @@
-"""One rate limit shared by several worker processes through PostgreSQL, refereed by a server that
-enforces the same limit: no 429 may come back, and the limit must be used, not just respected.
+"""One rate limit shared by several worker processes through its store, PostgreSQL (the embedded
+default) or Redis (the distributed setup), refereed by a server that enforces the same limit: no 429
+may come back, and the limit must be used, not just respected. Every test runs once per store.
 
-Runs on a PostgreSQL cluster of its own (profile ``ratelimit-itest``, 127.0.0.1:25462), started
-fresh for this module and stopped at its end; never the shared ``test`` stack.
+Each store is a server of its own, started fresh for its tests and stopped at their end, never the
+shared ``test`` stack: a PostgreSQL cluster (profile ``ratelimit-itest``, 127.0.0.1:25462) and a
+Redis (profile ``ratelimit-redis-itest``, 127.0.0.1:16500, its rate-limit database). What only Redis
+has (outages, credentials) is in test_shared_rate_limit_redis.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -15,17 +19,21 @@ import pytest
 from bench import ratelimit as bench
 from include.connectors.errors import RateLimitBackpressure
 from include.connectors.ratelimit import DEFAULT_SAFETY_MARGIN, RateLimitSettings, SharedRateLimiter
-from include.devstack import postgres
+from include.devstack import postgres, redis
 from include.devstack.config import Profile
 
 PROFILE = Profile(name="ratelimit-itest", api_port=0, pg_port=25462, moto_port=0, smtp_port=0)
+# Redis listens on api_port + 30 (nothing runs on the API port itself).
+REDIS_PROFILE = Profile(
+    name="ratelimit-redis-itest", api_port=16470, pg_port=0, moto_port=0, smtp_port=0, executor="celery"
+)
 SERVER_LIMIT = 20
 SERVER_WINDOW = 1.0
 # The store round trips of a refused try, beyond the bound (they are not sleeps).
 
 
-@pytest.fixture(scope="module")
-def store_dsn() -> Iterator[str]:
+@contextlib.contextmanager
+def postgres_store() -> Iterator[str]:
     postgres.ensure_installed()
     postgres.initialise(PROFILE, fresh=True)
     postgres.start(PROFILE)
@@ -34,6 +42,26 @@ def store_dsn() -> Iterator[str]:
         yield bench.store_dsn(PROFILE)
     finally:
         postgres.stop(PROFILE)
+
+
+@contextlib.contextmanager
+def redis_store() -> Iterator[str]:
+    redis.ensure_installed()
+    redis.start(REDIS_PROFILE, fresh=True)
+    try:
+        yield redis.url(REDIS_PROFILE, redis.RATELIMIT_DB)
+    finally:
+        redis.stop(REDIS_PROFILE)
+
+
+STORES = {"postgresql": postgres_store, "redis": redis_store}
+
+
+@pytest.fixture(scope="module", params=list(STORES))
+def store_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The store's URL (holds the Redis password: never printed)."""
+    with STORES[request.param]() as url:
+        yield url
 
 
 def test_four_processes_share_one_limit(store_dsn: str) -> None:
