@@ -110,6 +110,7 @@ def generated() -> None:
 
 generated()
 '''
+PARTS = ("parse", "fast_path", "approval_resume", "ratelimit", "isolation", "throughput")
 GENERATED_DOMAINS = ("support", "hr", "soc", "invoicing", "implementation")
 
 
@@ -435,7 +436,12 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     walls: dict[str, float] = {}
     suite_began = time.monotonic()
-    _timed(results, walls, "parse", measure_parse)
+    parts = set(args.parts.split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        raise SystemExit(f"--parts: unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
+    if "parse" in parts:
+        _timed(results, walls, "parse", measure_parse)
     stack = Stack(BENCH_PROFILE, extra_bundles=[BENCH_DAGS_BUNDLE, E2E_DAGS_BUNDLE])
     try:
         _timed(results, walls, "stack_start", lambda: stack.start(fresh=True))
@@ -447,12 +453,24 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
 
         users = sign_up(stack, admin, {**USERS, "bench_lea": ["soc_operator"], "bench_sam": ["soc_lead"]})
         time.sleep(5)  # the asset watchers start polling after their DAGs are parsed
-        _timed(results, walls, "fast_path", lambda: measure_fast_path(rt, args.tickets, args.ticket_spacing))
-        _timed(
-            results,
-            walls,
-            "approval_resume",
-            lambda: asdict(
+        dsn = f"postgresql://airflow@127.0.0.1:{stack.profile.pg_port}/ratelimit"
+
+        def throughput() -> dict[str, Any]:
+            out = {}
+            for name, dag_id, conf in (
+                ("bare", BARE_SERVICE_CHECK, {}),
+                ("platform", SERVICE_CHECK, {"tenant": "acme"}),
+            ):
+                result = asdict(burst(admin, dag_id, args.burst_runs, conf, timeout=900))
+                result.pop("run_seconds")
+                out[name] = result
+                _log(f"burst {name}: {result}")
+            out["ratio"] = round(out["platform"]["runs_per_minute"] / out["bare"]["runs_per_minute"], 2)
+            return out
+
+        on_stack: dict[str, Callable[[], Any]] = {
+            "fast_path": lambda: measure_fast_path(rt, args.tickets, args.ticket_spacing),
+            "approval_resume": lambda: asdict(
                 approval_resume.measure(
                     admin=admin,
                     requester=users["bench_lea"],
@@ -464,32 +482,15 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                     conf={"host": "ws-bench", "tenant": "acme"},
                 )
             ),
-        )
-        dsn = f"postgresql://airflow@127.0.0.1:{stack.profile.pg_port}/ratelimit"
-        _timed(results, walls, "ratelimit", lambda: asdict(ratelimit.run(dsn, processes=4, calls=50)))
-        _timed(
-            results,
-            walls,
-            "isolation",
-            lambda: measure_isolation(
+            "ratelimit": lambda: asdict(ratelimit.run(dsn, processes=4, calls=50)),
+            "isolation": lambda: measure_isolation(
                 rt, admin, users, stack.profile, args.isolation_runs, args.flood_tickets
             ),
-        )
-
-        def throughput() -> dict[str, Any]:
-            out = {}
-            for name, dag_id, conf in (
-                ("bare", BARE_SERVICE_CHECK, {}),
-                ("platform", SERVICE_CHECK, {"tenant": "acme"}),
-            ):
-                result = asdict(burst(admin, dag_id, args.burst_runs, conf, timeout=600))
-                result.pop("run_seconds")
-                out[name] = result
-                _log(f"burst {name}: {result}")
-            out["ratio"] = round(out["platform"]["runs_per_minute"] / out["bare"]["runs_per_minute"], 2)
-            return out
-
-        _timed(results, walls, "throughput", throughput)
+            "throughput": throughput,
+        }
+        for name, part in on_stack.items():
+            if name in parts:
+                _timed(results, walls, name, part)
         results["dead_components"] = stack.dead_components()
     finally:
         began = time.monotonic()
@@ -593,7 +594,12 @@ def main() -> None:
     parser.add_argument("--approvals", type=int, default=12)
     parser.add_argument("--isolation-runs", type=int, default=3, help="HR and SOC runs per condition")
     parser.add_argument("--flood-tickets", type=int, default=500)
-    parser.add_argument("--burst-runs", type=int, default=100, help="runs per burst (issue 8: 200)")
+    parser.add_argument("--burst-runs", type=int, default=200, help="runs per burst")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated subset of {','.join(PARTS)} (before/after runs)",
+    )
     parser.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parse_only:
