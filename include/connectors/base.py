@@ -54,10 +54,12 @@ class ConnectorHook(BaseHook):
     conn_type = "http"
     hook_name = "Connector"
 
-    def __init__(self, conn_id: str | None = None, *, tenant: str, **kwargs: Any) -> None:
+    def __init__(self, conn_id: str | None = None, *, tenant: str, bulk: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id or self.default_conn_name
         self.tenant = tenant
+        # Bulk work also draws from the connector's bulk bucket (RateLimitSettings.bulk).
+        self.bulk = bulk
         self.retry_count = 0
 
     # --- lazily built from the connection ----------------------------------------------------
@@ -92,6 +94,8 @@ class ConnectorHook(BaseHook):
             buckets.append((bucket_key(self.conn_id), settings.connector))
         if settings.tenant is not None:
             buckets.append((bucket_key(self.conn_id, self.tenant), settings.tenant))
+        if self.bulk and settings.bulk is not None:
+            buckets.append((bucket_key(self.conn_id, "bulk"), settings.bulk))
         if not buckets:
             return None
         return SharedRateLimiter(

@@ -11,7 +11,9 @@ deployment-wide limit and, optionally, a per-tenant limit; a call takes a permit
 come from the connection extras:
 
 ``rate_limit_per_second`` / ``rate_limit_burst`` and ``tenant_rate_limit_per_second`` /
-``tenant_rate_limit_burst``.
+``tenant_rate_limit_burst``; bulk work (a hook made with ``bulk=True``, e.g. the support bulk
+update) also takes a permit from ``bulk_rate_limit_per_second`` / ``bulk_rate_limit_burst``, a
+share of the connector kept below its limit so a flood leaves room for everyone else.
 
 ``rate_limit_safety_margin`` (a fraction, default 0.05) stretches every window by that much, i.e.
 runs the bucket at ``per_second / (1 + margin)``. Permits are stamped with the store's clock before
@@ -93,6 +95,10 @@ class RateLimitSettings:
     connector: RateLimit | None
     tenant: RateLimit | None
     max_wait_seconds: float
+    # Bulk work's own share of the connector (SCALE-4): a bulk call takes a permit from this bucket
+    # too, so a flood never has more than this rate and the rest of the connector's limit stays
+    # free for interactive work (triage, HR, SOC).
+    bulk: RateLimit | None = None
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, Any]) -> RateLimitSettings:
@@ -111,6 +117,7 @@ class RateLimitSettings:
             connector=limit(""),
             tenant=limit("tenant_"),
             max_wait_seconds=float(extras.get("rate_limit_max_wait_seconds", 30.0)),
+            bulk=limit("bulk_"),
         )
 
 

@@ -24,16 +24,19 @@ from include.connectors.idempotency import idempotency_key
 from include.connectors.ticketing.interface import TicketingHook
 
 
-def ticketing_hook(system: str, conn_id: str | None, tenant: str) -> TicketingHook:
-    """The adapter for ``system``; imported lazily so a DAG parse never loads every client."""
+def ticketing_hook(system: str, conn_id: str | None, tenant: str, *, bulk: bool = False) -> TicketingHook:
+    """The adapter for ``system``; imported lazily so a DAG parse never loads every client.
+
+    ``bulk``: the calls also draw from the connection's bulk rate limit (bulk_rate_limit_*).
+    """
     if system == "request_tracker":
         from include.connectors.ticketing.request_tracker import RequestTrackerHook
 
-        return RequestTrackerHook(conn_id, tenant=tenant)
+        return RequestTrackerHook(conn_id, tenant=tenant, bulk=bulk)
     if system == "jira":
         from include.connectors.ticketing.jira import JiraServiceManagementHook
 
-        return JiraServiceManagementHook(conn_id, tenant=tenant)
+        return JiraServiceManagementHook(conn_id, tenant=tenant, bulk=bulk)
     raise ValueError(f"unknown ticketing system {system!r}: use 'request_tracker' or 'jira'")
 
 
@@ -42,6 +45,8 @@ class TicketOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("tenant", "idempotency_basis")
     operation = "ticket"
+    # Bulk operators draw from the connector's bulk rate limit as well (see ticketing_hook).
+    bulk = False
 
     def __init__(
         self,
@@ -66,7 +71,7 @@ class TicketOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context: Any) -> dict[str, Any]:
-        hook = ticketing_hook(self.system, self.conn_id, self.tenant)
+        hook = ticketing_hook(self.system, self.conn_id, self.tenant, bulk=self.bulk)
         run = RunContext.from_airflow_context(context, self.tenant)
         try:
             result = self.call(hook, run)
@@ -237,6 +242,7 @@ class BulkUpdateTicketsOperator(TicketOperator):
         "idempotency_basis",
     )
     operation = "bulk_update"
+    bulk = True
 
     def __init__(
         self,

@@ -114,3 +114,52 @@ def test_a_bad_store_url_is_refused_without_quoting_it(url: str, message: str) -
         limiter(url)
     assert "ss:w" not in str(raised.value)
     assert ENCODED not in str(raised.value)
+
+
+def _limited_hook(bulk: bool) -> Any:
+    from airflow.sdk import Connection
+
+    from include.connectors.base import ConnectorHook
+
+    class Hook(ConnectorHook):
+        system = "unit"
+
+        def auth_headers(self) -> dict[str, str]:
+            return {}
+
+    hook = Hook("unit_conn", tenant="acme", bulk=bulk)
+    extras = {
+        "rate_limit_per_second": 20,
+        "tenant_rate_limit_per_second": 10,
+        "bulk_rate_limit_per_second": 3,
+        "rate_limit_store_dsn": "postgresql://airflow@127.0.0.1:1/ratelimit",
+    }
+    hook.__dict__["connection"] = Connection(conn_id="unit_conn", conn_type="http", extra=json.dumps(extras))
+    return hook
+
+
+def test_bulk_calls_also_draw_from_the_bulk_bucket() -> None:
+    """A bulk hook takes a permit from the connector, tenant and bulk buckets; others never touch bulk."""
+    bulk = _limited_hook(bulk=True).limiter
+    interactive = _limited_hook(bulk=False).limiter
+    assert [(name, limit.per_second) for name, limit in bulk._specs] == [
+        ("unit_conn", 20.0),
+        ("unit_conn__acme", 10.0),
+        ("unit_conn__bulk", 3.0),
+    ]
+    assert [name for name, _ in interactive._specs] == ["unit_conn", "unit_conn__acme"]
+
+
+def test_only_the_bulk_update_operator_draws_from_the_bulk_bucket() -> None:
+    from plugins.operators.ticketing import (
+        BulkUpdateTicketsOperator,
+        CommentTicketOperator,
+        CreateTicketOperator,
+        ticketing_hook,
+    )
+
+    assert BulkUpdateTicketsOperator.bulk is True
+    assert CommentTicketOperator.bulk is False
+    assert CreateTicketOperator.bulk is False
+    assert ticketing_hook("request_tracker", None, "acme", bulk=True).bulk is True
+    assert ticketing_hook("jira", None, "acme").bulk is False
