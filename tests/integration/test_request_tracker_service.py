@@ -148,7 +148,14 @@ def test_connection_definition_carries_the_token(rt: RequestTracker) -> None:
     connection = rt_connection(PROFILE)
     assert (connection["host"], connection["port"], connection["schema"]) == ("127.0.0.1", 28090, "http")
     assert connection["password"] == rt.token
-    assert connection["extra"] == {"auth_type": "token", "rate_limit_per_second": 20, "rate_limit_burst": 20}
+    assert connection["extra"] == {
+        "auth_type": "token",
+        "rate_limit_per_second": 20,
+        "rate_limit_burst": 20,
+        # bulk updates' share of the 20/s (SCALE-4)
+        "bulk_rate_limit_per_second": 3,
+        "bulk_rate_limit_burst": 3,
+    }
 
 
 def test_token_never_appears_in_the_log(rt: RequestTracker) -> None:
