@@ -1,6 +1,6 @@
 """Throughput of the distributed setup on 1 and on 2 Celery workers (issue 9).
 
-``python -m bench.distributed`` (about 10 minutes on 2 cores) starts the distributed stack on a
+``python -m bench.distributed`` (19 minutes on 2 cores with 15 runs per domain) starts the distributed stack on a
 profile of its own (``bench-celery``: CeleryExecutor, Redis, two workers; ports 800 above the test
 profile's, ``.local/bench-celery``), then runs the same burst twice: with worker-1 stopped (one
 worker: worker-2, which serves both queues), and with both. The burst is ``--runs-per-domain``

@@ -1,6 +1,7 @@
 """The benchmark suite of issue 8: one command, every figure, one JSON result (``make bench``).
 
-``python -m bench.suite`` (about 12-15 minutes on 2 cores) runs, in this order:
+``python -m bench.suite`` runs, in this order (not yet timed end to end on a quiet machine; the
+parts measured on 2 cores add up to about 24 minutes, 12 of them the two 200-run bursts):
 
 1. **scale / parse** (in a subprocess, no stack): DagBag parse time per file and in total for
    ``dags/`` and for 200 generated ``domain_workflow`` files in a temporary folder;
