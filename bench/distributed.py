@@ -1,13 +1,14 @@
 """Throughput of the distributed setup on 1 and on 2 Celery workers (issue 9).
 
-``python -m bench.distributed`` (19 minutes on 2 cores with 15 runs per domain) starts the distributed stack on a
-profile of its own (``bench-celery``: CeleryExecutor, Redis, two workers; ports 800 above the test
-profile's, ``.local/bench-celery``), then runs the same burst twice: with worker-1 stopped (one
-worker: worker-2, which serves both queues), and with both. The burst is ``--runs-per-domain``
-runs of every domain's ``<domain>_service_check`` at once, so the work spreads over every domain
-pool (support 8, hr 4, invoicing 4, implementation 6, soc 6, platform 2 slots) rather than stopping
-at one pool's quota. It prints runs/minute and run duration p50/p95 for each and writes
-``bench/results/distributed-<timestamp>.json``. The figures are as good as the machine is quiet.
+``python -m bench.distributed`` (19 minutes on 2 cores with 15 runs per domain) starts the
+distributed stack on a profile of its own (``bench-celery``: CeleryExecutor, Redis, two workers;
+ports 800 above the test profile's, ``.local/bench-celery``), then runs the same burst twice: with
+worker-1 stopped (one worker: worker-2, which serves both queues), and with both. The burst is
+``--runs-per-domain`` runs of every domain's ``<domain>_service_check`` at once, so the work
+spreads over every domain pool (support 8, hr 4, invoicing 4, implementation 6, soc 6, platform 2
+slots) rather than stopping at one pool's quota. It prints runs/minute and run duration p50/p95
+for each and writes ``bench/results/distributed-<timestamp>.json``. The figures are as good as the
+machine is quiet.
 """
 
 from __future__ import annotations
