@@ -257,9 +257,19 @@ def test_429_without_retry_after_backs_off(
     hook: StandInBusinessCentralHook, bc: BusinessCentralStandIn
 ) -> None:
     bc.throttle(2, retry_after=None)  # Business Central does not promise the header
-    started = time.monotonic()
+    waits: list[float] = []
+    log_retry = hook._log_retry
+
+    def record(attempt: int, wait: float, error: BaseException) -> None:
+        waits.append(wait)
+        log_retry(attempt, wait, error)
+
+    hook._log_retry = record  # type: ignore[method-assign]
     assert _create(hook).created is True
-    assert time.monotonic() - started < 1.0  # full-jitter backoff from 0.05 s, capped at 0.2 s
+    # The waits the retry chose (not wall time, which a busy machine stretches): full-jitter
+    # backoff capped at retry_max_delay 0.2 s, not some fixed default for a missing header.
+    assert len(waits) == 2
+    assert all(0.0 <= wait <= 0.2 for wait in waits), waits
     assert hook.retry_count == 2
 
 
