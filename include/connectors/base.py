@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, Self, TypeVar
 
 import requests
 from airflow.sdk.bases.hook import BaseHook
@@ -62,6 +62,15 @@ class ConnectorHook(BaseHook):
         self.bulk = bulk
         self.retry_count = 0
 
+    def for_tenant(self, tenant: str) -> Self:
+        """The same connector for another tenant: its own tenant bucket, this hook's connection,
+        session and store (no second secrets-backend lookup; each costs a round trip)."""
+        other = type(self)(self.conn_id, tenant=tenant, bulk=self.bulk)
+        for name in ("connection", "extras", "session", "rate_limit_store"):
+            if name in self.__dict__:  # what this hook already built
+                other.__dict__[name] = self.__dict__[name]
+        return other
+
     # --- lazily built from the connection ----------------------------------------------------
     @cached_property
     def connection(self) -> Any:
@@ -100,10 +109,15 @@ class ConnectorHook(BaseHook):
             return None
         return SharedRateLimiter(
             buckets,
-            dsn=self.extras.get("rate_limit_store_dsn") or store_dsn(),
+            dsn=self.rate_limit_store,
             max_wait_seconds=settings.max_wait_seconds,
             system=self.system,
         )
+
+    @cached_property
+    def rate_limit_store(self) -> str:
+        """The shared rate-limit store's URL (a secret when it holds a password: never log it)."""
+        return str(self.extras.get("rate_limit_store_dsn") or store_dsn())
 
     @cached_property
     def session(self) -> requests.Session:

@@ -1,15 +1,26 @@
-"""LocalExecutor that does not let a stale defer-exit success fail a resumed task.
+"""LocalExecutor that does not let a stale defer-exit success fail a resumed task, and whose task
+processes start with the heavy third-party modules already imported.
 
 Configured as ``[core] executor = include.executors.local.ResumeSafeLocalExecutor``; see
-:mod:`include.executors.stale_events` for the race it closes.
+:mod:`include.executors.stale_events` for the race it closes and :mod:`include.executors.warm`
+for the imports.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+
 from airflow.executors.local_executor import LocalExecutor
 
 from include.executors.stale_events import DropStaleDeferExits
+from include.executors.warm import warm_imports, warm_secrets_backends
 
 
 class ResumeSafeLocalExecutor(DropStaleDeferExits, LocalExecutor):
-    pass
+    def start(self) -> None:
+        # Before the workers are forked, so they and every task process they fork inherit them.
+        # With "spawn" nothing is inherited: importing here would only slow the scheduler's start.
+        if multiprocessing.get_start_method() == "fork":
+            warm_imports()
+            warm_secrets_backends()
+        super().start()

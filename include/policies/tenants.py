@@ -7,9 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from include.policies.loader import PolicyError
+from include.policies.loader import PolicyError, load_yaml
 
 TENANTS_FILE = Path(__file__).resolve().parent / "tenants.yaml"
 NAMESPACE = "orchestrator"
@@ -19,7 +17,7 @@ _ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
 
 @cache
 def _document() -> dict[str, Any]:
-    return yaml.safe_load(TENANTS_FILE.read_text(encoding="utf-8"))
+    return load_yaml(TENANTS_FILE.read_text(encoding="utf-8"))
 
 
 @cache

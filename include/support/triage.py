@@ -38,7 +38,7 @@ def triage_from_events(context: Mapping[str, Any]) -> list[dict[str, Any]]:
         ticket = reader.ticket_detail(ticket_id)
         verdict = classify(ticket["subject"], ticket["body"], ticket["requestor"])
         tenant = verdict.tenant if verdict.tenant != UNASSIGNED else "platform"
-        hook = RequestTrackerHook(tenant=tenant)
+        hook = reader.for_tenant(tenant)  # the tenant's bucket, the reader's connection
         fields = {"Category": verdict.category, "Severity": verdict.severity}
         if verdict.tenant != UNASSIGNED:
             fields["Tenant"] = verdict.tenant

@@ -13,8 +13,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from include.policies.loader import PolicyError
 
 RULES_FILE = Path(__file__).resolve().parents[1] / "policies" / "support_triage.yaml"
@@ -74,10 +72,11 @@ def _outcome(where: str, body: Any, problems: list[str]) -> tuple[str, str, int]
 
 def load_rules_file(path: Path, known_tenants: list[str] | None = None) -> TriageRules:
     """:raises PolicyError: every problem, each naming the file and the key path."""
+    from include.policies.loader import load_yaml
     from include.policies.tenants import tenant_ids
 
     tenants_known = known_tenants if known_tenants is not None else tenant_ids()
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    document = load_yaml(path.read_text(encoding="utf-8")) or {}
     problems: list[str] = []
     tenants = document.get("tenants") or {}
     for domain, tenant in tenants.items():

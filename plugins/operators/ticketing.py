@@ -265,10 +265,7 @@ class BulkUpdateTicketsOperator(TicketOperator):
         ]
         commented = 0
         for ticket_id in ids:
-            if self.fields:
-                hook.set_fields(ticket_id, self.fields)
-            if self.status:
-                hook.set_status(ticket_id, self.status)
+            hook.update(ticket_id, fields=self.fields, status=self.status)
             if self.comment:
                 key = idempotency_key(
                     replace(run, run_id=f"basis:{self.idempotency_basis}:{ticket_id}"), "comment"

@@ -267,3 +267,37 @@ def test_the_token_is_sent_but_never_logged_or_raised(
     assert {r.headers["Authorization"] for r in server.requests} == {f"token {TOKEN}"}
     assert [text for text in texts if TOKEN in text] == []
     assert [r.getMessage() for r in logs.records if TOKEN in r.getMessage() or TOKEN in str(r.args)] == []
+
+
+def test_for_tenant_shares_the_connection_and_takes_its_own_tenant_bucket(
+    server: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Support triage reads as the platform and writes as the ticket's tenant: the second hook must
+    not look the connection (a secrets-backend round trip) or the store up again, and its calls
+    must count against the tenant's bucket, not the reader's."""
+    limits = {**EXTRAS, "rate_limit_per_second": 10, "tenant_rate_limit_per_second": 2}
+    lookups: list[str] = []
+
+    def get_connection(cls: type, conn_id: str) -> Connection:
+        lookups.append(conn_id)
+        return Connection(
+            conn_id=conn_id, conn_type="http", host="127.0.0.1", port=server.port, extra=json.dumps(limits)
+        )
+
+    monkeypatch.setattr(FaultHook, "get_connection", classmethod(get_connection))
+    monkeypatch.setattr("include.connectors.base.store_dsn", lambda: "postgresql://store.invalid/ratelimit")
+    reader = FaultHook("fault_default", tenant="platform")
+    assert reader.limiter is not None
+    reader_session = reader.session
+
+    writer = reader.for_tenant("acme")
+
+    assert (writer.tenant, writer.conn_id, writer.bulk) == ("acme", "fault_default", False)
+    assert writer.connection is reader.connection
+    assert writer.session is reader_session
+    assert writer.rate_limit_store == reader.rate_limit_store
+    assert lookups == ["fault_default"]
+    assert writer.limiter is not None
+    assert writer.limiter is not reader.limiter
+    assert [name for name, _ in writer.limiter._specs] == ["fault_default", "fault_default__acme"]
+    assert [name for name, _ in reader.limiter._specs] == ["fault_default", "fault_default__platform"]

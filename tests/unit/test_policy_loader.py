@@ -140,7 +140,9 @@ def test_invalid_yaml_names_line_and_column(write_policy):
 
     with pytest.raises(
         PolicyError,
-        match=exactly(f"{path}: line 4 column 15: not valid YAML: mapping values are not allowed here"),
+        match=exactly(
+            f"{path}: line 4 column 15: not valid YAML: mapping values are not allowed in this context"
+        ),
     ):
         load_policy_file(path)
 

@@ -73,5 +73,15 @@ class TicketingHook(abc.ABC):
     @abc.abstractmethod
     def set_status(self, ticket_id: str, status: str) -> Ticket: ...
 
+    def update(
+        self, ticket_id: str, *, fields: Mapping[str, str] | None = None, status: str | None = None
+    ) -> None:
+        """Set ``fields`` and/or ``status``. Here as two calls; an adapter whose API takes both in
+        one request overrides it (a bulk change makes it once per ticket, at the bulk rate)."""
+        if fields:
+            self.set_fields(ticket_id, fields)
+        if status:
+            self.set_status(ticket_id, status)
+
     @abc.abstractmethod
     def search_by_correlation(self, correlation_id: str) -> list[Ticket]: ...
