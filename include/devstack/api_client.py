@@ -28,6 +28,8 @@ class AirflowApi:
         self._password = password
         self.timeout = timeout
         self.session = requests.Session()
+        # Bursts trigger from 16 threads (bench/burst.py); urllib3's default pool keeps 10.
+        self.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
         self._token: str | None = None
 
     def _login(self) -> None:
