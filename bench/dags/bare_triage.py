@@ -23,7 +23,7 @@ NEW_TICKETS = Asset(
     name="bench_bare_new_tickets",
     uri="rt://implementation/bench-new-tickets",
     watchers=[
-        AssetWatcher(name="bench_bare_new", trigger=NewTicketTrigger(queue=BARE_QUEUE, poll_interval=0.5))
+        AssetWatcher(name="bench_bare_new", trigger=NewTicketTrigger(queue=BARE_QUEUE, poll_interval=1.0))
     ],
 )
 

@@ -2,7 +2,7 @@
 ### Support: triage new tickets (fast path)
 
 Starts within seconds of a customer opening a ticket in the `support` queue of Request Tracker:
-an event watcher in the triggerer polls RT twice a second for new tickets and turns each into an
+an event watcher in the triggerer polls RT every second for new tickets and turns each into an
 asset event (`plugins/triggers/request_tracker.py`; polling because RT 5 has no outgoing webhooks).
 One task then, for every ticket of the run: classifies it with the rules of
 `include/policies/support_triage.yaml` (tenant from the requestor's e-mail domain; keywords ->
@@ -22,7 +22,7 @@ NEW_SUPPORT_TICKETS = Asset(
     name="rt_support_new_tickets",
     uri="rt://support/new-tickets",
     watchers=[
-        AssetWatcher(name="rt_support_new", trigger=NewTicketTrigger(queue="support", poll_interval=0.5))
+        AssetWatcher(name="rt_support_new", trigger=NewTicketTrigger(queue="support", poll_interval=1.0))
     ],
 )
 

@@ -7,9 +7,8 @@ Each event becomes an asset event, and the asset schedules ``support_triage``.
 
 Why polling, not push: Request Tracker 5 has no outgoing webhooks (a scrip running a custom Perl
 action could call Airflow's REST API, but that puts code and an Airflow credential into the
-ticketing system). Polling an indexed query every 0.5 s (support triage) costs two small requests
-a second and bounds the added latency by the interval; it needs nothing but the read-only REST
-token the connector has.
+ticketing system). Polling an indexed query every second costs one small request and bounds the
+added latency by the interval; it needs nothing but the read-only REST token the connector has.
 
 The cursor lives in memory: after a triggerer restart every ticket still ``new`` is reported
 again, which is what should happen (it was not triaged yet); triage is idempotent, so a ticket
