@@ -111,9 +111,9 @@ def _key_path(parts: Any) -> str:
     return ".".join(str(p) for p in parts) or "<root>"
 
 
-# libyaml's loader when PyYAML was built with it (the wheels are): the same safe subset, about ten
-# times faster than the pure-Python one. Every task process parses its DAG file, and the policy
-# files it reads were 0.15-0.2 s of each task's start (bench/suite.py, fast path).
+# libyaml's loader when PyYAML was built with it (the wheels are): the same safe subset. Every task
+# process parses its DAG file, which reads the policy files: measured on the four of them, 61 ms
+# with the pure-Python loader, 5 ms with libyaml (11 % of task CPU in a py-spy profile before).
 _SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

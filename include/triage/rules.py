@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from include.policies.loader import PolicyError
+from include.policies.loader import PolicyError, load_yaml
 
 RULES_FILE = Path(__file__).resolve().parents[1] / "policies" / "support_triage.yaml"
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -72,7 +72,6 @@ def _outcome(where: str, body: Any, problems: list[str]) -> tuple[str, str, int]
 
 def load_rules_file(path: Path, known_tenants: list[str] | None = None) -> TriageRules:
     """:raises PolicyError: every problem, each naming the file and the key path."""
-    from include.policies.loader import load_yaml
     from include.policies.tenants import tenant_ids
 
     tenants_known = known_tenants if known_tenants is not None else tenant_ids()
