@@ -13,7 +13,7 @@ import multiprocessing
 from airflow.executors.local_executor import LocalExecutor
 
 from include.executors.stale_events import DropStaleDeferExits
-from include.executors.warm import warm_imports, warm_secrets_backends
+from include.executors.warm import cheap_aws_caller_lookup, warm_imports, warm_secrets_backends
 
 
 class ResumeSafeLocalExecutor(DropStaleDeferExits, LocalExecutor):
@@ -23,4 +23,5 @@ class ResumeSafeLocalExecutor(DropStaleDeferExits, LocalExecutor):
         if multiprocessing.get_start_method() == "fork":
             warm_imports()
             warm_secrets_backends()
+            cheap_aws_caller_lookup()
         super().start()

@@ -65,10 +65,11 @@ def test_the_local_executor_warms_before_it_forks_its_workers(monkeypatch: pytes
     order: list[str] = []
     monkeypatch.setattr(local, "warm_imports", lambda: order.append("warm"))
     monkeypatch.setattr(local, "warm_secrets_backends", lambda: order.append("backends"))
+    monkeypatch.setattr(local, "cheap_aws_caller_lookup", lambda: order.append("aws caller"))
     monkeypatch.setattr(local.LocalExecutor, "start", lambda self: order.append("fork workers"))
     monkeypatch.setattr(local.multiprocessing, "get_start_method", lambda: "fork")
     ResumeSafeLocalExecutor.start(object.__new__(ResumeSafeLocalExecutor))
-    assert order == ["warm", "backends", "fork workers"]
+    assert order == ["warm", "backends", "aws caller", "fork workers"]
 
     order.clear()
     monkeypatch.setattr(local.multiprocessing, "get_start_method", lambda: "spawn")
@@ -98,3 +99,49 @@ def test_the_task_processes_secrets_backend_is_built_with_its_client(monkeypatch
     assert cached is configuration.ensure_secrets_loaded(default_backends=DEFAULT_SECRETS_SEARCH_PATH_WORKERS)
     assert "client" in vars(cached[0])  # built, not rebuilt by the task
     assert cached[0].client.meta.endpoint_url == "http://127.0.0.1:9"
+
+
+def test_the_aws_caller_lookup_gives_the_same_answer_without_reading_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
+
+    originals = {
+        n: AwsGenericHook.__dict__[n] for n in ("_find_operator_class_name", "_find_executor_class_name")
+    }
+    for name, method in originals.items():
+        monkeypatch.setattr(AwsGenericHook, name, method)
+
+    class SomeOperator:
+        def execute(self) -> list[str | None]:
+            return [
+                AwsGenericHook._find_operator_class_name("execute"),
+                AwsGenericHook._find_operator_class_name("poke"),
+            ]
+
+    before = SomeOperator().execute()
+    monkeypatch.delenv(warm.WARM_IMPORTS_ENV, raising=False)
+    assert warm.cheap_aws_caller_lookup() is True
+    after = SomeOperator().execute()
+    assert before == after == ["SomeOperator", None]
+    assert AwsGenericHook._find_executor_class_name() == originals["_find_executor_class_name"].__func__()
+
+
+def test_the_aws_caller_lookup_costs_no_source_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
+
+    for name in ("_find_operator_class_name", "_find_executor_class_name"):
+        monkeypatch.setattr(AwsGenericHook, name, AwsGenericHook.__dict__[name])
+    monkeypatch.delenv(warm.WARM_IMPORTS_ENV, raising=False)
+    assert warm.cheap_aws_caller_lookup() is True
+    monkeypatch.setattr("inspect.stack", lambda *a, **k: pytest.fail("inspect.stack() called"))
+    monkeypatch.setattr("inspect.findsource", lambda *a, **k: pytest.fail("source read"))
+    hook = AwsGenericHook(aws_conn_id=None)
+
+    class SomeOperator:
+        def execute(self) -> str:
+            return hook._get_caller()
+
+    # pytest.fail raises a BaseException, which _get_caller's "Unknown" on error does not catch.
+    assert hook._get_caller() == "Unknown"
+    assert SomeOperator().execute() == "SomeOperator"
