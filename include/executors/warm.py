@@ -134,7 +134,7 @@ def _find_executor_class_name() -> str | None:
 def cheap_aws_caller_lookup() -> bool:
     """Give ``AwsGenericHook`` the frame walk above; False if the provider no longer has the
     methods it replaces (then nothing is changed)."""
-    if os.environ.get(WARM_IMPORTS_ENV, "1") == "0":
+    if not _enabled():
         return False
     try:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
