@@ -1,5 +1,5 @@
 """LocalExecutor that does not let a stale defer-exit success fail a resumed task, and whose task
-processes start with the heavy third-party modules already imported.
+processes start with the heavy third-party modules and the workflow helpers already imported.
 
 Configured as ``[core] executor = include.executors.local.ResumeSafeLocalExecutor``; see
 :mod:`include.executors.stale_events` for the race it closes and :mod:`include.executors.warm`
@@ -9,11 +9,19 @@ for the imports.
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
 
+from airflow.configuration import conf
 from airflow.executors.local_executor import LocalExecutor
 
 from include.executors.stale_events import DropStaleDeferExits
-from include.executors.warm import cheap_aws_caller_lookup, warm_imports, warm_secrets_backends
+from include.executors.warm import (
+    cheap_aws_caller_lookup,
+    guard_task_launches,
+    warm_imports,
+    warm_platform_modules,
+    warm_secrets_backends,
+)
 
 
 class ResumeSafeLocalExecutor(DropStaleDeferExits, LocalExecutor):
@@ -24,4 +32,6 @@ class ResumeSafeLocalExecutor(DropStaleDeferExits, LocalExecutor):
             warm_imports()
             warm_secrets_backends()
             cheap_aws_caller_lookup()
+            if warm_platform_modules(Path(conf.get("core", "dags_folder"))):
+                guard_task_launches()
         super().start()

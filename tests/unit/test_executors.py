@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,8 +60,75 @@ def test_warm_imports_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_warmed_modules_are_third_party_only() -> None:
-    """The platform's own code must reach the next task after a merge, without a scheduler restart."""
+    """The platform's own modules are warmed separately, from the DAG files, with a guard."""
     assert not [m for m in warm.WARM_MODULES if m.split(".")[0] in ("include", "plugins", "dags")]
+
+
+def test_platform_imports_are_read_from_the_dag_files_without_running_them(tmp_path: Path) -> None:
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "hr" / "a.py").write_text(
+        "import json\nfrom include.workflows import domain_workflow\nimport include.policies.tenants\n"
+        "from . import sibling\nraise SystemExit('a DAG file is read, never run')\n"
+    )
+    (tmp_path / "broken.py").write_text("from include.validation import (\n")
+    assert warm.platform_imports(tmp_path) == ["include.policies.tenants", "include.workflows"]
+
+
+def test_warmed_platform_modules_are_dropped_once_include_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker must not run code older than the working tree: once a warmed module's file
+    changes, every warmed module is forgotten and imported afresh by the next task."""
+    monkeypatch.delenv(warm.WARM_IMPORTS_ENV, raising=False)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "d.py").write_text("from include.policies.hr_roles import x\n")
+    for name in [m for m in sys.modules if m == "include.policies.hr_roles"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(warm, "_WARMED", [])
+    monkeypatch.setattr(warm, "_SNAPSHOT", {})
+    warmed = warm.warm_platform_modules(dags)
+    assert "include.policies.hr_roles" in warmed
+    assert "include.policies.hr_roles" in sys.modules
+    module_file = sys.modules["include.policies.hr_roles"].__file__
+    assert module_file in warm._SNAPSHOT
+    assert any(f.endswith("domains.yaml") for f in warm._SNAPSHOT)  # data files are watched too
+
+    assert warm.drop_stale_platform_modules() == []  # nothing changed: kept
+    assert "include.policies.hr_roles" in sys.modules
+
+    monkeypatch.setitem(warm._SNAPSHOT, module_file, warm._SNAPSHOT[module_file] - 1)  # "edited"
+    with caplog.at_level(logging.WARNING, logger=warm.__name__):
+        assert warm.drop_stale_platform_modules() == warmed
+    assert "include.policies.hr_roles" not in sys.modules
+    assert "include/ changed since the scheduler started" in caplog.text
+    assert warm.drop_stale_platform_modules() == []  # once
+    importlib.import_module("include.policies.hr_roles")  # a task imports it afresh
+
+
+def test_the_guard_runs_before_each_workload(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.executors.base_executor import BaseExecutor
+
+    calls: list[str] = []
+    monkeypatch.setattr(BaseExecutor, "run_workload", staticmethod(lambda w, **kw: calls.append(f"run {w}")))
+    monkeypatch.setattr(warm, "drop_stale_platform_modules", lambda: calls.append("check"))
+    assert warm.guard_task_launches() is True
+    assert warm.guard_task_launches() is True  # not wrapped twice
+    BaseExecutor.run_workload("w1", server="x")
+    assert calls == ["check", "run w1"]
+
+
+def test_a_failing_check_does_not_keep_a_task_from_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.executors.base_executor import BaseExecutor
+
+    monkeypatch.setattr(BaseExecutor, "run_workload", staticmethod(lambda w: f"ran {w}"))
+
+    def broken() -> None:
+        raise OSError("stat failed")
+
+    monkeypatch.setattr(warm, "drop_stale_platform_modules", broken)
+    warm.guard_task_launches()
+    assert BaseExecutor.run_workload("w2") == "ran w2"
 
 
 def test_the_local_executor_warms_before_it_forks_its_workers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,10 +136,15 @@ def test_the_local_executor_warms_before_it_forks_its_workers(monkeypatch: pytes
     monkeypatch.setattr(local, "warm_imports", lambda: order.append("warm"))
     monkeypatch.setattr(local, "warm_secrets_backends", lambda: order.append("backends"))
     monkeypatch.setattr(local, "cheap_aws_caller_lookup", lambda: order.append("aws caller"))
+    monkeypatch.setattr(
+        local, "warm_platform_modules", lambda dags: order.append(f"platform {dags.name}") or ["m"]
+    )
+    monkeypatch.setattr(local, "guard_task_launches", lambda: order.append("guard"))
     monkeypatch.setattr(local.LocalExecutor, "start", lambda self: order.append("fork workers"))
     monkeypatch.setattr(local.multiprocessing, "get_start_method", lambda: "fork")
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", "/somewhere/dags")
     ResumeSafeLocalExecutor.start(object.__new__(ResumeSafeLocalExecutor))
-    assert order == ["warm", "backends", "aws caller", "fork workers"]
+    assert order == ["warm", "backends", "aws caller", "platform dags", "guard", "fork workers"]
 
     order.clear()
     monkeypatch.setattr(local.multiprocessing, "get_start_method", lambda: "spawn")
