@@ -220,3 +220,31 @@ def test_the_aws_caller_lookup_costs_no_source_reading(monkeypatch: pytest.Monke
     # pytest.fail raises a BaseException, which _get_caller's "Unknown" on error does not catch.
     assert hook._get_caller() == "Unknown"
     assert SomeOperator().execute() == "SomeOperator"
+
+
+def test_the_local_executors_worker_loop_goes_through_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard wraps ``BaseExecutor.run_workload``; this is the call the LocalExecutor's worker
+    loop makes for each task (a canary for an Airflow upgrade that changes it)."""
+    import multiprocessing
+    import signal
+    from types import SimpleNamespace
+
+    from airflow.executors import local_executor
+    from airflow.executors.base_executor import BaseExecutor
+
+    ran: list[str] = []
+    monkeypatch.setattr(BaseExecutor, "run_workload", staticmethod(lambda w, **kw: ran.append("task")))
+    monkeypatch.setattr(warm, "drop_stale_platform_modules", lambda: ran.append("check"))
+    monkeypatch.setattr(local_executor, "setproctitle", lambda *a, **k: None)
+    monkeypatch.setattr(signal, "signal", lambda *a, **k: None)  # the loop ignores SIGINT; not pytest
+    assert warm.guard_task_launches() is True
+    workload = SimpleNamespace(key="k", running_state=None, success_state="success", display_name="w")
+    tasks: Any = multiprocessing.SimpleQueue()
+    results: Any = multiprocessing.SimpleQueue()
+    tasks.put(workload)
+    tasks.put(None)
+    unread = multiprocessing.Value("i", 1)
+    monkeypatch.setattr(local_executor, "get_execution_api_server_url", lambda team_conf: "http://api/")
+    local_executor._run_worker("test", tasks, results, unread, SimpleNamespace(team_name=None))
+    assert ran == ["check", "task"]
+    assert results.get() == ("k", "success", None)
