@@ -153,8 +153,8 @@ def test_connection_definition_carries_the_token(rt: RequestTracker) -> None:
         "rate_limit_per_second": 20,
         "rate_limit_burst": 20,
         # bulk updates' share of the 20/s (SCALE-4)
-        "bulk_rate_limit_per_second": 3,
-        "bulk_rate_limit_burst": 3,
+        "bulk_rate_limit_per_second": 2,
+        "bulk_rate_limit_burst": 2,
     }
 
 
