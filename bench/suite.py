@@ -479,6 +479,8 @@ def measure_isolation(
     # one would measure the flood's tail. What it had done by then is counted in RT; stopping the
     # stack ends it.
     flood_state = admin.run(BULK, flood_run)["state"]
+    # The flood's tickets are created `new` and set `open`; nothing else in the bench opens
+    # tickets in FLOOD_QUEUE, so one count (not a 500-id search, paged by 100) says how far it got.
     updated = rt.count(f"Queue = '{FLOOD_QUEUE}' AND Status = 'open'")
     flooded["flood"] = {
         "tickets": len(ids),

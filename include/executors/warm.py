@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -162,33 +163,24 @@ def cheap_aws_caller_lookup() -> bool:
 # the local stack include/ is the working tree, so a worker checks before each task whether a
 # warmed module's file or a data file under include/ changed since the scheduler started, and if
 # so drops every warmed module: from then on its tasks import include/ afresh, as they would with
-# no warming, until the scheduler restarts. Modules the plugins imported at the scheduler's start
-# (include.audit, include.metrics) are not ours to drop: Airflow loads plugins once per process.
+# no warming, until the scheduler restarts. Modules already imported at the scheduler's start (by
+# the plugins: include.audit, include.metrics; by the cluster policy: include.policies.loader) were
+# inherited before this change too and are not dropped: Airflow loads those once per process.
 _WARMED: list[str] = []
 _SNAPSHOT: dict[str, int] = {}
 _DATA_SUFFIXES: Final = (".yaml", ".yml", ".json")
-
-
-def _include_root() -> Path | None:
-    try:
-        import include
-    except ImportError:
-        return None
-    paths = list(getattr(include, "__path__", []))
-    return Path(paths[0]) if paths else None
+INCLUDE_ROOT: Final = Path(__file__).resolve().parents[1]
 
 
 def _watched_files(modules: list[str]) -> list[str]:
     """The warmed modules' files and the data files under include/ (a module may read one when it
     is imported); found once, at warm-up: the per-task check only stats them (0.2 ms)."""
     files = {getattr(sys.modules.get(name), "__file__", None) for name in modules}
-    root = _include_root()
-    if root is not None:
-        files |= {str(p) for p in root.rglob("*") if p.suffix in _DATA_SUFFIXES}
+    files |= {str(p) for p in INCLUDE_ROOT.rglob("*") if p.suffix in _DATA_SUFFIXES}
     return sorted(f for f in files if f)
 
 
-def _snapshot(files: list[str] | Any) -> dict[str, int]:
+def _snapshot(files: Iterable[str]) -> dict[str, int]:
     stamps: dict[str, int] = {}
     for path in files:
         try:
