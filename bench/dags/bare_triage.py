@@ -33,10 +33,19 @@ with DAG(
     start_date=datetime(2024, 1, 1),
     catchup=False,
     doc_md=__doc__,
-    # The cluster policy (include/policies/cluster_policy.py) wants a domain tag and the domain's
-    # pool: the same concurrency quota as the platform's DAG, nothing else of the domain policy.
+    # The support domain's settings (include/policies/domains.yaml), written out as any author in
+    # that domain would have to: the same pool, active-run cap and scheduling settings as the
+    # platform's DAG, so the ratio measures the platform and not a different quota. Nothing else
+    # of the domain policy. tests/unit/test_bench_baselines.py holds them to the policy.
     tags=["bench", "domain:support"],
-    default_args={"pool": "support"},
+    max_active_runs=64,
+    max_active_tasks=16,
+    default_args={
+        "pool": "support",
+        "owner": "support-engineering",
+        "priority_weight": 1,
+        "weight_rule": "absolute",
+    },
 ):
 
     @task

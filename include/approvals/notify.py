@@ -26,7 +26,7 @@ def send_email(
     conn_id: str = ALERT_SMTP_CONN_ID,
 ) -> dict[str, Any]:
     """Send one email; return ``{"to": [...], "subject": ...}`` plus ``"error"`` if it failed."""
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
+    from include.workflows.alerts import SharedTlsSmtpHook as SmtpHook
 
     recipients = list(dict.fromkeys(to))  # de-duplicated, order kept
     outcome: dict[str, Any] = {"to": recipients, "subject": subject}
@@ -55,7 +55,7 @@ async def asend_email(
     conn_id: str = ALERT_SMTP_CONN_ID,
 ) -> dict[str, Any]:
     """:func:`send_email` for the triggerer (asyncio)."""
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
+    from include.workflows.alerts import SharedTlsSmtpHook as SmtpHook
 
     recipients = list(dict.fromkeys(to))
     outcome: dict[str, Any] = {"to": recipients, "subject": subject}

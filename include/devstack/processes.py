@@ -64,21 +64,34 @@ def is_running(pid: int) -> bool:
 
 def stop(name: str, *, pids_dir: Path, timeout: float = 20.0) -> bool:
     """SIGTERM the process group recorded for ``name``, SIGKILL after ``timeout``; True if it ran."""
-    path = pid_file(pids_dir, name)
-    if not path.exists():
-        return False
-    pid = int(path.read_text())
-    path.unlink()
-    if not is_running(pid):
-        return False
-    _signal_group(pid, signal.SIGTERM)
+    return bool(stop_many([name], pids_dir=pids_dir, timeout=timeout))
+
+
+def stop_many(names: Sequence[str], *, pids_dir: Path, timeout: float = 20.0) -> list[str]:
+    """:func:`stop` for several services at once: all get SIGTERM, then share one ``timeout``.
+
+    One after another, each service that is slow to end (a scheduler waiting for its running tasks)
+    adds its own wait; together the slowest one sets the pace. Returns the names that were running.
+    """
+    pids: dict[str, int] = {}
+    for name in names:
+        path = pid_file(pids_dir, name)
+        if not path.exists():
+            continue
+        pid = int(path.read_text())
+        path.unlink()
+        if is_running(pid):
+            pids[name] = pid
+            _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_running(pid):
-            return True
-        time.sleep(0.1)
-    _signal_group(pid, signal.SIGKILL)
-    return True
+    waiting = dict(pids)
+    while waiting and time.monotonic() < deadline:
+        waiting = {name: pid for name, pid in waiting.items() if is_running(pid)}
+        if waiting:
+            time.sleep(0.1)
+    for pid in waiting.values():
+        _signal_group(pid, signal.SIGKILL)
+    return list(pids)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -304,9 +304,12 @@ class Stack:
 
     def stop(self, *, quiet: bool = False) -> None:
         """Stop everything this profile started, each by its own PID."""
-        for name in (*reversed(self.components), *AUX_SERVICES):
-            if processes.stop(name, pids_dir=self.profile.pids) and not quiet:
-                self._log(f"stopped {name}")
+        # Airflow's processes together, then the services they use, together: each group waits
+        # only as long as its slowest member (a bench run stopped 34 s -> see README "Benchmarks").
+        for group in (tuple(reversed(self.components)), AUX_SERVICES):
+            for name in processes.stop_many(group, pids_dir=self.profile.pids):
+                if not quiet:
+                    self._log(f"stopped {name}")
         if openldap.stop(self.profile) and not quiet:
             self._log("stopped OpenLDAP")
         if redis.stop(self.profile) and not quiet:
