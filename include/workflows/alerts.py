@@ -70,7 +70,7 @@ class SlaMissNotifier(SmtpNotifier):
         self.base_url = base_url.rstrip("/")
 
     @cached_property
-    def hook(self) -> SmtpHook:  # type: ignore[override]
+    def hook(self) -> SmtpHook:
         return SharedTlsSmtpHook(smtp_conn_id=self.smtp_conn_id, auth_type=self.auth_type)
 
     def compose(self, context: dict[str, Any], now: datetime) -> None:
