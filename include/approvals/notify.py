@@ -26,12 +26,12 @@ def send_email(
     conn_id: str = ALERT_SMTP_CONN_ID,
 ) -> dict[str, Any]:
     """Send one email; return ``{"to": [...], "subject": ...}`` plus ``"error"`` if it failed."""
-    from include.workflows.alerts import SharedTlsSmtpHook as SmtpHook
+    from include.workflows.alerts import SharedTlsSmtpHook
 
     recipients = list(dict.fromkeys(to))  # de-duplicated, order kept
     outcome: dict[str, Any] = {"to": recipients, "subject": subject}
     try:
-        with SmtpHook(smtp_conn_id=conn_id) as hook:
+        with SharedTlsSmtpHook(smtp_conn_id=conn_id) as hook:
             hook.send_email_smtp(
                 to=recipients,
                 subject=subject,
@@ -55,12 +55,12 @@ async def asend_email(
     conn_id: str = ALERT_SMTP_CONN_ID,
 ) -> dict[str, Any]:
     """:func:`send_email` for the triggerer (asyncio)."""
-    from include.workflows.alerts import SharedTlsSmtpHook as SmtpHook
+    from include.workflows.alerts import SharedTlsSmtpHook
 
     recipients = list(dict.fromkeys(to))
     outcome: dict[str, Any] = {"to": recipients, "subject": subject}
     try:
-        async with SmtpHook(smtp_conn_id=conn_id) as hook:
+        async with SharedTlsSmtpHook(smtp_conn_id=conn_id) as hook:
             await hook.asend_email_smtp(
                 to=recipients,
                 subject=subject,

@@ -305,7 +305,7 @@ class Stack:
     def stop(self, *, quiet: bool = False) -> None:
         """Stop everything this profile started, each by its own PID."""
         # Airflow's processes together, then the services they use, together: each group waits
-        # only as long as its slowest member (a bench run stopped 34 s -> see README "Benchmarks").
+        # only as long as its slowest member (the end of a bench run: 34 s one by one, 22 s so).
         for group in (tuple(reversed(self.components)), AUX_SERVICES):
             for name in processes.stop_many(group, pids_dir=self.profile.pids):
                 if not quiet:
