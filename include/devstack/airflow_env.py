@@ -79,6 +79,12 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
         # processor used 0.19 cores of 2 when idle and 0.25 under load (issue 8); at 120 s, 0.10
         # idle and 0.08 under load.
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
+        # Airflow skips writing a parsed DAG if it wrote it less than this ago (default 30 s),
+        # and nothing parses the file again before the interval above: a merge that reached a
+        # DAG within 30 s of its previous write was invisible for 2 min (seen in CI). Unchanged
+        # DAGs are never written (same hash), so the write rate stays low; the cost is the
+        # scheduler checking a cached DAG's hash once a second instead of every 30 s.
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "1",
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(profile.root / "dag_bundles"),
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
             [local_bundle(), *(extra_bundles or [])]

@@ -107,7 +107,7 @@ class GitOpsRemote:
     def bundle_config(self, refresh_interval: int = 5) -> dict[str, Any]:
         return {
             "name": BUNDLE_NAME,
-            "classpath": "airflow.providers.git.bundles.git.GitDagBundle",
+            "classpath": "include.bundles.git.GitOpsDagBundle",
             "kwargs": {
                 "repo_url": str(self.bare),
                 "tracking_ref": "main",

@@ -305,7 +305,7 @@ def test_helm_values_celery_with_keda_and_a_soc_queue(helm: dict[str, Any]) -> N
 
 def test_helm_values_git_dag_bundle(helm: dict[str, Any]) -> None:
     (bundle,) = helm["dagProcessor"]["dagBundleConfigList"]
-    assert bundle["classpath"] == "airflow.providers.git.bundles.git.GitDagBundle"
+    assert bundle["classpath"] == "include.bundles.git.GitOpsDagBundle"
     assert bundle["kwargs"]["tracking_ref"] == "main"
     assert bundle["kwargs"]["subdir"] == "dags"
     assert helm["dags"]["gitSync"]["enabled"] is False

@@ -1,0 +1,1 @@
+"""DAG bundles: where the workflows' code comes from (Git in production)."""
