@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -51,6 +51,8 @@ import requests
 
 from bench import approval_resume, ratelimit
 from bench.burst import burst, percentile
+from bench.cpu import CpuMeter
+from bench.cpu import line as cpu_line
 from include.devstack.config import REPO_ROOT, Profile
 
 RESULTS = Path(__file__).parent / "results"
@@ -448,11 +450,21 @@ def seed_flood(rt: Rt, flood_tickets: int) -> tuple[list[str], float]:
 
 
 def measure_isolation(
-    rt: Rt, admin: Any, users: dict[str, Any], profile: Profile, runs: int, seeded: tuple[list[str], float]
+    rt: Rt,
+    admin: Any,
+    users: dict[str, Any],
+    profile: Profile,
+    runs: int,
+    seeded: tuple[list[str], float],
+    roots: Callable[[], Mapping[str, int | None]],
 ) -> dict[str, Any]:
+    """HR and SOC latency quiet, then during the bulk flood; ``roots`` (the stack's PIDs) for the
+    CPU each component used in each round (bench/cpu.py)."""
     ids, seed_seconds = seeded
     hosts = _hosts(profile, 2 * runs)
-    quiet = _isolation_round("q", runs, users, admin, hosts[:runs])
+    with CpuMeter(roots) as meter:
+        quiet = _isolation_round("q", runs, users, admin, hosts[:runs])
+    quiet["cpu"] = meter.seconds
     _log(f"isolation quiet: {quiet}")
     conf = {
         "tenant": "acme",
@@ -474,7 +486,9 @@ def measure_isolation(
         if "running" in states or "success" in states:
             break
         time.sleep(0.5)
-    flooded = _isolation_round("f", runs, users, admin, hosts[runs:])
+    with CpuMeter(roots) as meter:
+        flooded = _isolation_round("f", runs, users, admin, hosts[runs:])
+    flooded["cpu"] = meter.seconds
     # The flood is not waited for: the flooded round is what is measured, and a part after this
     # one would measure the flood's tail. What it had done by then is counted in RT; stopping the
     # stack ends it.
@@ -609,8 +623,10 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                 ("platform", SERVICE_CHECK, {"tenant": "acme"}),
             ):
                 since = datetime.now(UTC)
-                result = asdict(burst(admin, dag_id, args.burst_runs, conf, timeout=900))
+                with CpuMeter(stack.status) as meter:
+                    result = asdict(burst(admin, dag_id, args.burst_runs, conf, timeout=900))
                 result.pop("run_seconds")
+                result["cpu"] = meter.seconds
                 result["tasks"] = task_breakdown(stack.profile, dag_id, since)
                 out[name] = result
                 _log(f"burst {name}: {result}")
@@ -633,7 +649,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             ),
             "ratelimit": lambda: asdict(ratelimit.run(dsn, processes=4, calls=50)),
             "isolation": lambda: measure_isolation(
-                rt, admin, users, stack.profile, args.isolation_runs, _seeded(seeded)
+                rt, admin, users, stack.profile, args.isolation_runs, _seeded(seeded), stack.status
             ),
             "throughput": throughput,
         }
@@ -718,12 +734,28 @@ def table(r: dict[str, Any]) -> str:
             f"{g('isolation', 'seed_seconds')} s while Airflow started",
             "",
         ),
+        *(
+            (
+                f"isolation: CPU s, {round_} round",
+                f"{cpu_line(g('isolation', round_, 'cpu'))} in {g('isolation', round_, 'wall_seconds')} s",
+                "",
+            )
+            for round_ in ("quiet", "flooded")
+        ),
         (
             "throughput: runs/min platform / bare",
             f"{g('throughput', 'platform', 'runs_per_minute')} / {g('throughput', 'bare', 'runs_per_minute')}"
             f" -> ratio {g('throughput', 'ratio')} ({g('throughput', 'platform', 'runs')} runs each; "
             f"states {g('throughput', 'platform', 'states')} / {g('throughput', 'bare', 'states')})",
             ">= 0.9",
+        ),
+        *(
+            (
+                f"throughput: CPU s, {side} burst",
+                f"{cpu_line(g('throughput', side, 'cpu'))} in {g('throughput', side, 'total_seconds')} s",
+                "",
+            )
+            for side in ("platform", "bare")
         ),
     ]
     errors = [(k, v["error"][:300]) for k, v in r.items() if isinstance(v, dict) and "error" in v]
