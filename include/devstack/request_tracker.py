@@ -30,6 +30,7 @@ from include.devstack.processes import ServiceError
 
 PACKAGES = ("request-tracker5", "rt5-db-sqlite", "rt5-standalone")
 RT_SERVER = Path("/usr/share/request-tracker5/libexec/rt-server")
+RT_LIB = "/usr/share/request-tracker5/lib"  # for Perl scripts on RT's API (use RT -init)
 SETUP_DATABASE = "/usr/sbin/rt-setup-database-5"
 SERVICE_NAME = "request-tracker"
 QUEUES = ("support", "hr", "soc", "implementation", "invoicing")

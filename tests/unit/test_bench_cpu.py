@@ -41,7 +41,14 @@ def processes(tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     go = tmp_path / "go"
     started = {
         "scheduler": subprocess.Popen(
-            [sys.executable, "-c", PARENT, str(go), str(tmp_path / "scheduler.done"), BURN.format(seconds=0.6)]
+            [
+                sys.executable,
+                "-c",
+                PARENT,
+                str(go),
+                str(tmp_path / "scheduler.done"),
+                BURN.format(seconds=0.6),
+            ]
         ),
         "request-tracker": subprocess.Popen(
             [sys.executable, "-c", BURNER, str(go), str(tmp_path / "rt.done"), BURN.format(seconds=0.5)]
