@@ -28,12 +28,12 @@ import requests
 from sqlalchemy import create_engine
 
 from include.connectors.context import default_correlation_id
+from include.devstack import chromium
 from include.devstack.api_client import AirflowApi
 from include.devstack.config import REPO_ROOT
 from include.devstack.stack import Stack
 from include.metrics.measure import TaskMeasurement, task_measurements
 
-CHROMIUM = "/usr/bin/chromium"
 RUNS = (("support", "acme"), ("support", "globex"), ("soc", "acme"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -209,13 +209,14 @@ class DevTools:
 def browser(stack: Stack, api: AirflowApi) -> Iterator[DevTools]:
     from websockets.sync.client import connect
 
+    chromium.ensure_installed()
     port = _free_port()
     # Chromium's helper processes may still be writing the profile when the fixture ends: the
     # folder is removed as far as possible, never failing the test for it.
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile_dir:
         process = subprocess.Popen(
             [
-                CHROMIUM,
+                str(chromium.BINARY),
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
