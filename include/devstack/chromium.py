@@ -6,7 +6,6 @@ Not on a new machine: installed from Debian like the other local services, on fi
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,12 +24,7 @@ def ensure_installed() -> float:
     began = time.monotonic()
     prefix = processes.root_prefix("Chromium", PACKAGES)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends"]
-    install += ["-o", "DPkg::Lock::Timeout=300", *PACKAGES]
-    if subprocess.run(install, env=env, check=False, stdout=subprocess.DEVNULL).returncode != 0:
-        # A missing or stale package list: refresh it once and try again.
-        subprocess.run([*prefix, "apt-get", "update", "-qq"], env=env, check=True)
-        subprocess.run(install, env=env, check=True, stdout=subprocess.DEVNULL)
+    processes.apt_install(prefix, PACKAGES, env)
     if not BINARY.exists():
         raise ServiceError(f"installing {' '.join(PACKAGES)} did not leave {BINARY}")
     return time.monotonic() - began

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from include.devstack import processes
 from include.devstack.config import HOST, Profile
 from include.devstack.processes import ServiceError
 
@@ -40,16 +41,9 @@ def ensure_installed() -> None:
     """Install the distribution's PostgreSQL server if missing (as root, or through sudo)."""
     if _installed_bin() is not None:
         return
-    prefix: list[str] = []
-    if os.geteuid() != 0:
-        if shutil.which("sudo") is None:
-            raise ServiceError("PostgreSQL is not installed: run `apt-get install postgresql` as root")
-        prefix = ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*prefix, "apt-get", "update", "-qq"], check=True, env=env)
-    packages = ["postgresql", "postgresql-client"]
-    install = [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
-    subprocess.run(install, check=True, env=env)
+    packages = ("postgresql", "postgresql-client")
+    prefix = processes.root_prefix("PostgreSQL", packages)
+    processes.apt_install(prefix, packages, {**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
 def _as_owner(argv: list[str]) -> list[str]:

@@ -145,6 +145,16 @@ def root_prefix(missing: str, packages: Sequence[str]) -> list[str]:
     return ["sudo", "-n"]
 
 
+def apt_install(prefix: Sequence[str], packages: Sequence[str], env: Mapping[str, str]) -> None:
+    """``apt-get install`` Debian ``packages`` without recommends (``prefix``: ``[]`` or sudo);
+    on a failure (a missing or stale package list) ``apt-get update`` once and try again."""
+    install = [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends"]
+    install += ["-o", "DPkg::Lock::Timeout=300", *packages]
+    if subprocess.run(install, env=env, check=False, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run([*prefix, "apt-get", "update", "-qq"], env=env, check=True)
+        subprocess.run(install, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def services_kept_down(prefix: list[str]) -> Iterator[None]:
     """A policy-rc.d that exits 101 keeps package postinsts from starting system daemons.

@@ -94,13 +94,8 @@ def ensure_installed() -> float:
     prefix = processes.root_prefix("Request Tracker", PACKAGES)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
     subprocess.run([*prefix, "debconf-set-selections"], input=PRESEED, text=True, check=True, env=env)
-    install = [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends"]
-    install += ["-o", "DPkg::Lock::Timeout=300", *PACKAGES]
     with processes.services_kept_down(prefix):
-        if subprocess.run(install, env=env, check=False, stdout=subprocess.DEVNULL).returncode != 0:
-            # A missing or stale package list: refresh it once and try again.
-            subprocess.run([*prefix, "apt-get", "update", "-qq"], env=env, check=True)
-            subprocess.run(install, env=env, check=True, stdout=subprocess.DEVNULL)
+        processes.apt_install(prefix, PACKAGES, env)
     if not is_installed():
         raise ServiceError(f"installing {' '.join(PACKAGES)} did not leave RT installed")
     return time.monotonic() - began

@@ -49,3 +49,36 @@ def test_stop_reports_whether_the_service_ran(tmp_path):
     _start(tmp_path, "polite", POLITE)
     assert processes.stop("polite", pids_dir=tmp_path / "pids") is True
     assert processes.stop("polite", pids_dir=tmp_path / "pids") is False
+
+
+# Stands in for `sudo -n` in front of apt-get: logs each apt-get call, and fails the first install
+# (as with a missing package list) unless told otherwise.
+FAKE_ROOT = """#!/bin/bash
+echo "$*" >> "$APT_LOG"
+if [[ "$2" == install && ! -e "$APT_LOG.failed" && -z "$APT_OK" ]]; then
+    touch "$APT_LOG.failed"
+    exit 100
+fi
+"""
+
+
+def _fake_root(tmp_path: Path) -> list[str]:
+    script = tmp_path / "fake-root"
+    script.write_text(FAKE_ROOT)
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def test_apt_install_refreshes_the_package_list_once_after_a_failed_install(tmp_path):
+    log = tmp_path / "apt.log"
+    processes.apt_install(_fake_root(tmp_path), ("chromium", "fonts-liberation"), {"APT_LOG": str(log)})
+    install = (
+        "apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 chromium fonts-liberation"
+    )
+    assert log.read_text().splitlines() == [install, "apt-get update -qq", install]
+
+
+def test_apt_install_does_not_update_when_the_install_works(tmp_path):
+    log = tmp_path / "apt.log"
+    processes.apt_install(_fake_root(tmp_path), ("redis-server",), {"APT_LOG": str(log), "APT_OK": "1"})
+    assert [line.split()[1] for line in log.read_text().splitlines()] == ["install"]
