@@ -2,8 +2,9 @@
 
 On 2 cores every component competes for the same CPU, so a latency figure alone does not say
 whether Airflow, Request Tracker, PostgreSQL or the benchmark's own client was busy. This reads
-``/proc`` at the start and the end of a stretch, no sampling thread and no dependency: psutil
-would give the same numbers per process, but the sums over process trees below are ours anyway.
+every process's CPU times (psutil, which Airflow already depends on) at the start and the end of
+a stretch; no sampling thread. psutil gives them per process; the sums over process trees are
+ours.
 
 A component is the process tree under a PID the stack started (its PID file; PostgreSQL's
 postmaster). Its CPU is the sum, over the tree's live processes, of user + system time plus the
@@ -21,11 +22,10 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 
-TICKS = os.sysconf("SC_CLK_TCK")
-PROC = Path("/proc")
+import psutil
+
 TASKS = "tasks"
 CLIENT = "bench client"
 MACHINE = "machine"
@@ -34,35 +34,28 @@ MACHINE = "machine"
 @dataclass(frozen=True)
 class _Proc:
     ppid: int
-    own: int  # utime + stime, ticks
-    reaped: int  # cutime + cstime: children this process has waited for
+    own: float  # user + system, seconds
+    reaped: float  # children this process has waited for (cutime + cstime)
 
 
 def _read_procs() -> dict[int, _Proc]:
     procs = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
+    for proc in psutil.process_iter(["ppid", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if times is None:  # ended, or not ours to read
             continue
-        try:
-            raw = (entry / "stat").read_bytes()
-        except OSError:  # ended while we listed /proc
-            continue
-        # The command name may hold spaces and parentheses; the fields start after the last ")".
-        fields = raw[raw.rindex(b")") + 2 :].split()
-        # fields[0] is the state; ppid, then utime, stime, cutime, cstime (stat fields 4, 14-17).
-        procs[int(entry.name)] = _Proc(
-            ppid=int(fields[1]),
-            own=int(fields[11]) + int(fields[12]),
-            reaped=int(fields[13]) + int(fields[14]),
+        procs[proc.pid] = _Proc(
+            ppid=proc.info["ppid"],
+            own=times.user + times.system,
+            reaped=times.children_user + times.children_system,
         )
     return procs
 
 
-def _machine_busy_ticks() -> int:
+def _machine_busy_seconds() -> float:
     """All CPUs' non-idle time (user, nice, system, irq, softirq, steal) since boot."""
-    first = (PROC / "stat").read_text().splitlines()[0].split()
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in first[1:9])
-    return user + nice + system + irq + softirq + steal
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
 
 
 def snapshot(roots: Mapping[str, int | None], *, split: str | None = "scheduler") -> dict[str, float]:
@@ -76,8 +69,8 @@ def snapshot(roots: Mapping[str, int | None], *, split: str | None = "scheduler"
     live_roots = {name: pid for name, pid in roots.items() if pid is not None and pid in procs}
     root_pids = set(live_roots.values())
 
-    def tree(pid: int) -> int:
-        total, stack = 0, list(children[pid])
+    def tree(pid: int) -> float:
+        total, stack = 0.0, list(children[pid])
         while stack:
             child = stack.pop()
             if child in root_pids:
@@ -86,15 +79,15 @@ def snapshot(roots: Mapping[str, int | None], *, split: str | None = "scheduler"
             stack.extend(children[child])
         return total
 
-    ticks: dict[str, int] = {}
+    seconds: dict[str, float] = {}
     for name, pid in live_roots.items():
         if name == split:
-            ticks[name] = procs[pid].own
-            ticks[TASKS] = procs[pid].reaped + tree(pid)
+            seconds[name] = procs[pid].own
+            seconds[TASKS] = procs[pid].reaped + tree(pid)
         else:
-            ticks[name] = procs[pid].own + procs[pid].reaped + tree(pid)
-    ticks[MACHINE] = _machine_busy_ticks()
-    return {name: value / TICKS for name, value in ticks.items()}
+            seconds[name] = procs[pid].own + procs[pid].reaped + tree(pid)
+    seconds[MACHINE] = _machine_busy_seconds()
+    return seconds
 
 
 @dataclass
