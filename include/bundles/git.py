@@ -48,12 +48,8 @@ class GitOpsDagBundle(GitDagBundle):
                 repo.git.update_index("-q", "--refresh")
 
 
-def touch_dag_files(root: Path) -> int:
-    """Set the mtime of every Python file under ``root`` (not in ``.git``) to now; how many."""
-    touched = 0
+def touch_dag_files(root: Path) -> None:
+    """Set the mtime of every Python file under ``root`` (not in ``.git``) to now."""
     for path in root.rglob("*.py"):
-        if ".git" in path.relative_to(root).parts or not path.is_file():
-            continue
-        os.utime(path)
-        touched += 1
-    return touched
+        if ".git" not in path.relative_to(root).parts and path.is_file():
+            os.utime(path)

@@ -81,7 +81,8 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
         # Airflow skips writing a parsed DAG if it wrote it less than this ago (default 30 s),
         # and nothing parses the file again before the interval above: a merge that reached a
-        # DAG within 30 s of its previous write was invisible for 2 min (seen in CI). Unchanged
+        # DAG within 30 s of its previous write stayed invisible until that re-parse (CI's GitOps
+        # test timed out at 120 s; reproduced here: written 00:31:26, skipped 00:31:43). Unchanged
         # DAGs are never written (same hash), so the write rate stays low; the cost is the
         # scheduler checking a cached DAG's hash once a second instead of every 30 s.
         "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "1",
