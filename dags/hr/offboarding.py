@@ -74,6 +74,7 @@ def offboarding() -> None:
         body=INSPECTED,
         tenant=STAFF,
         ticket_id=TICKET_ID,
+        artifact_params=("uid",),
     )
     identity = DisableIdentityCenterUserOperator(task_id="disable_identity", user_name=UID)
     directory = DisableDirectoryAccountOperator(task_id="disable_directory_account", user_name=UID)

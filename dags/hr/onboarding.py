@@ -21,6 +21,7 @@ from include.validation.employee import FIELDS
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
 from plugins.operators.identity import (
+    ONBOARDING_ARTIFACT,
     EnsureDirectoryAccountOperator,
     EnsureIdentityCenterUserOperator,
     HrTicketOperator,
@@ -96,6 +97,7 @@ def onboarding() -> None:
         "first day {{ params.start_date }}. The employee record passed every check.",
         tenant=STAFF,
         ticket_id=TICKET_ID,
+        artifact_params=ONBOARDING_ARTIFACT,
         # A role with a privileged group (hr_roles.yaml) also needs a security officer.
         privileged="{{ ti.xcom_pull(task_ids='validate_record')['mapping']['privileged'] }}",
     )

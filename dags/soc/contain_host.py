@@ -63,6 +63,7 @@ def contain_host() -> None:
         body="{{ ti.xcom_pull(task_ids='inspect_host')['markdown'] }}",
         tenant=TENANT,
         ticket_id=TICKET_ID,
+        artifact_params=("host", "tenant"),
     )
     isolate = IsolateHostOperator(task_id="isolate_host", tenant=TENANT, host=HOST)
     evidence = CommentTicketOperator(

@@ -64,6 +64,7 @@ def disable_account() -> None:
         body=INSPECTED,
         tenant=TENANT,
         ticket_id=TICKET_ID,
+        artifact_params=("account", "tenant"),
     )
     disable = DisableAccountOperator(task_id="disable_account", tenant=TENANT, account=ACCOUNT)
     evidence = CommentTicketOperator(

@@ -36,6 +36,8 @@ class RequestFacts:
     escalate_to: Sequence[str]
     # An approval drill: the ladder runs at drill pace (include/policies/approvals.yaml).
     drill: bool = False
+    # What exactly is approved (include.approvals.verify.binding): the body's last line.
+    binding: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly (datetimes as ISO strings), for trigger kwargs and deferral state."""
@@ -96,6 +98,11 @@ def request_body(facts: RequestFacts) -> str:
         f"- **No answer by {_when(facts.deadline)} = Reject** (fail-safe: the step is skipped, never run)",
         f"- **Run:** {facts.run_url}",
     ]
+    if facts.binding is not None:
+        from include.approvals.verify import binding_line
+
+        # Last, always: the privileged step reads only the last line, which no rendered text can forge.
+        lines.append(binding_line(facts.binding))
     return "\n".join(lines)
 
 

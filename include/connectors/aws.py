@@ -62,9 +62,68 @@ def _tag_value(value: str) -> str:
     return _TAG_VALUE_UNSAFE.sub("-", value)[:TAG_VALUE_MAX]
 
 
+def _running_task() -> Any:
+    """The Airflow context of the task running in this process, or ``None`` outside a task."""
+    try:
+        from airflow.sdk import get_current_context
+
+        return get_current_context()
+    except Exception:  # no task context: a CLI, a test, the stack's seeding
+        return None
+
+
+def authorize_capability(capability: str, tenant: str, run_context: RunContext) -> None:
+    """Inside a task: the capability is granted to the DAG's domain, and a privileged one was approved.
+
+    The run-time half of the policy check (``capability-calls``, ``capability-domain``): a task that
+    reaches for a capability directly, from a DAG of another domain or without a verified approval
+    (:class:`include.approvals.verify.RequiresApproval`), gets no role and a ``policy.violation``
+    record. Outside a task (no Airflow context) nothing is checked: such a process holds the base
+    credentials anyway, and is not the orchestrator acting.
+    """
+    context = _running_task()
+    if context is None:
+        return
+    from include.approvals.verify import ApprovalVerificationError, require_verified
+    from include.policies.checks import domain_tags
+
+    declared = get_capability(capability)
+    task = context["task"]
+    domains = domain_tags(task.dag)
+    problem = None
+    if len(domains) != 1 or domains[0] not in declared.domains:
+        problem = (
+            "capability-domain",
+            f"{task.task_id}: capability {capability!r} is granted to {', '.join(declared.domains)}, "
+            f"not to this DAG's domain {', '.join(domains) or '(none)'}",
+        )
+    elif declared.privileged:
+        try:
+            require_verified(str(context["ti"].id), capability)
+        except ApprovalVerificationError as error:
+            problem = ("approval-before-privileged", f"{task.task_id}: {error}")
+    if problem is None:
+        return
+    from include.audit.emit import emit, task_event
+    from include.audit.records import POLICY_VIOLATION
+
+    rule, message = problem
+    emit(
+        task_event(
+            context,
+            POLICY_VIOLATION,
+            tenant=tenant,
+            actor="airflow",
+            details={"rule": rule, "capability": capability, "message": message},
+        )
+    )
+    raise ApprovalVerificationError(message)
+
+
 def assume_role_request(capability: str, tenant: str, run_context: RunContext) -> dict[str, Any]:
-    """The exact AssumeRole parameters for a step; pure, so tests and audit records can show them."""
+    """The exact AssumeRole parameters for a step, after :func:`authorize_capability`."""
     get_capability(capability)  # an undeclared capability is a PolicyError, not a guessed role name
+    authorize_capability(capability, tenant, run_context)
     if tenant != run_context.tenant:
         raise ValueError(
             f"capability session for tenant {tenant!r} requested by a run of tenant {run_context.tenant!r}"

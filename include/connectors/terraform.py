@@ -364,6 +364,11 @@ class TerraformRunner:
             )
         return plan
 
+    def destructive(self, plan: Path) -> bool:
+        """Whether the plan file destroys or replaces anything, read from the file itself."""
+        _, shown = self.run("show", "-json", plan.name, echo=False)  # may hold sensitive values: not logged
+        return summarize_plan(json.loads(shown)).destructive
+
     def apply(self, plan: Path) -> dict[str, Any]:
         """Apply the saved plan; return the change summary from Terraform's machine-readable UI."""
         _, output = self.run("apply", "-input=false", "-no-color", "-json", plan.name, echo=False)

@@ -89,6 +89,12 @@ class Profile:
         return path.read_text().strip()
 
 
+# The service user privileged steps read approvals as (include/approvals/verify.py), and the
+# profile's local secret holding its password.
+VERIFIER_USER = "approval-verifier"
+VERIFIER_LOCAL_NAME = "approval-verifier"
+
+
 def _port(var: str, default: int) -> int:
     return int(os.environ.get(var, default))
 

@@ -15,7 +15,15 @@ import boto3
 from botocore.exceptions import ClientError
 
 from include.devstack import redis
-from include.devstack.config import HOST, REGION, REPO_ROOT, STAFF_IDENTITY_STORE_ID, Profile
+from include.devstack.config import (
+    HOST,
+    REGION,
+    REPO_ROOT,
+    STAFF_IDENTITY_STORE_ID,
+    VERIFIER_LOCAL_NAME,
+    VERIFIER_USER,
+    Profile,
+)
 from include.devstack.invoicing import erp_connection, psa_connection
 from include.devstack.openldap import ldap_connection
 from include.devstack.request_tracker import rt_connection
@@ -106,6 +114,14 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
         # the bucket the PSA puts its milestone exports in (include/devstack/invoicing.py).
         "business_central_default": erp_connection(profile),
         "psa_exports": psa_connection(profile),
+        # Airflow's REST API as the approval verifier's read-only service user: privileged steps
+        # read the answers to their approval requests there (include/approvals/verify.py).
+        "airflow_api": {
+            "conn_type": "http",
+            "host": profile.api_url,
+            "login": VERIFIER_USER,
+            "password": profile.local_secret(VERIFIER_LOCAL_NAME),
+        },
         "smtp_alerts": {
             "conn_type": "smtp",
             "host": HOST,

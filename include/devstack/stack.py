@@ -33,7 +33,16 @@ from include.devstack import (
     request_tracker,
 )
 from include.devstack.airflow_env import ADMIN_USER, airflow_env, celery_worker_env
-from include.devstack.config import CELERY_WORKERS, HOST, PROFILES, REGION, VENV_BIN, Profile
+from include.devstack.config import (
+    CELERY_WORKERS,
+    HOST,
+    PROFILES,
+    REGION,
+    VENV_BIN,
+    VERIFIER_LOCAL_NAME,
+    VERIFIER_USER,
+    Profile,
+)
 from include.devstack.processes import ServiceError
 from include.devstack.request_tracker import RequestTracker
 
@@ -284,9 +293,14 @@ class Stack:
         self._run(
             "bootstrap (pools, roles, admin)",
             [sys.executable, "-m", "include.devstack.bootstrap"],
-            env={"ORCH_ADMIN_USER": ADMIN_USER, "ORCH_ADMIN_PASSWORD": self.admin_password},
+            env={
+                "ORCH_ADMIN_USER": ADMIN_USER,
+                "ORCH_ADMIN_PASSWORD": self.admin_password,
+                "ORCH_VERIFIER_USER": VERIFIER_USER,
+                "ORCH_VERIFIER_PASSWORD": self.profile.local_secret(VERIFIER_LOCAL_NAME),
+            },
         )
-        self._log("pools/roles synced from policy, admin user present")
+        self._log("pools/roles synced from policy, admin and approval verifier users present")
 
     def _healthy(self) -> bool:
         response = requests.get(f"{self.profile.api_url}/api/v2/monitor/health", timeout=5)

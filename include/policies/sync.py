@@ -116,6 +116,18 @@ AUDITOR_GLOBAL_PERMISSIONS = (
 )
 
 
+# The service account privileged steps read approvals with (include/approvals/verify.py): the
+# HITL details of every DAG's runs, and users' roles (to re-check a responder's group). Read only.
+VERIFIER_ROLE = "approval_verifier"
+VERIFIER_GLOBAL_PERMISSIONS = (
+    ("can_read", "DAGs"),
+    ("can_read", "DAG Runs"),
+    ("can_read", "Task Instances"),
+    ("can_read", "HITL Detail"),
+    ("can_read", "Users"),
+)
+
+
 def approver_roles(policy: Policy) -> list[str]:
     """The domain approver roles and the approver groups of the approval policy."""
     from include.policies.approvals import load_approvals
@@ -124,7 +136,7 @@ def approver_roles(policy: Policy) -> list[str]:
 
 
 def policy_roles(policy: Policy) -> list[str]:
-    roles = {AUDITOR_ROLE, *approver_roles(policy)}
+    roles = {AUDITOR_ROLE, VERIFIER_ROLE, *approver_roles(policy)}
     for domain in policy.domains.values():
         roles.add(domain.operator_role)
     return sorted(roles)
@@ -147,6 +159,8 @@ def sync_roles(policy: Policy) -> SyncReport:
     def wanted(name: str) -> tuple[tuple[str, str], ...]:
         if name == AUDITOR_ROLE:
             return AUDITOR_GLOBAL_PERMISSIONS
+        if name == VERIFIER_ROLE:
+            return VERIFIER_GLOBAL_PERMISSIONS
         return (APPROVER_GLOBAL_PERMISSIONS if name in approvers else ()) + (
             OPERATOR_GLOBAL_PERMISSIONS if name in operators else ()
         )

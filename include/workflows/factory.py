@@ -16,6 +16,7 @@ from airflow.sdk import DAG, Param, dag
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
+from include.connectors.context import CORRELATION_CONF_KEY, CORRELATION_PATTERN
 from include.policies.loader import DomainPolicy, WorkflowKind, load_domain_policy
 from include.workflows.alerts import ALERT_FROM, ALERT_SMTP_CONN_ID, SlaMissNotifier
 
@@ -45,7 +46,24 @@ def _check_params(dag_id: str, params: Mapping[str, Any] | None) -> dict[str, Pa
         if "type" not in value.schema:
             raise WorkflowDefinitionError(f"DAG {dag_id}: param {name!r} has no type in its schema")
         checked[name] = value
+    if CORRELATION_CONF_KEY in checked:
+        raise WorkflowDefinitionError(
+            f"DAG {dag_id}: param {CORRELATION_CONF_KEY!r} is the platform's (every workflow has it)"
+        )
+    checked[CORRELATION_CONF_KEY] = correlation_param()
     return checked
+
+
+def correlation_param() -> Param:
+    """Every workflow's optional ``correlation_id``: a bad one is refused (HTTP 400) before the run exists."""
+    return Param(
+        None,
+        type=["null", "string"],
+        pattern=CORRELATION_PATTERN,
+        title="Correlation id",
+        description="Optional: the ticket's or event's id that links ticket, workflow and cloud change; "
+        "empty: derived from the run",
+    )
 
 
 def sla_deadline(domain: DomainPolicy, kind: WorkflowKind) -> DeadlineAlert:

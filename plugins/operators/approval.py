@@ -29,6 +29,7 @@ defers once and is resumed once, with the answer or the timeout.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,7 @@ from airflow.configuration import conf
 from airflow.providers.standard.exceptions import HITLTriggerEventError
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 from airflow.sdk.timezone import utcnow
 
@@ -43,6 +45,7 @@ from include.approvals import messages
 from include.approvals.messages import RequestFacts
 from include.approvals.notify import send_email
 from include.approvals.respondents import assigned_respondents
+from include.approvals.verify import ARTIFACT_PATTERN, binding, params_artifact
 from include.audit.emit import emit as audit_emit
 from include.audit.emit import task_event
 from include.audit.records import APPROVAL_ANSWERED, APPROVAL_ESCALATED, APPROVAL_REQUESTED
@@ -78,8 +81,12 @@ class ApprovalGateOperator(ApprovalOperator):
     :param ticket_id: the ticket that gets a comment on escalation (templated; optional).
     :param ladder: tighter ladder steps than the policy's (``remind_after``, ``escalate_after``,
         ``timeout`` as timedelta); never looser.
-    :param artifact: what exactly is approved (e.g. a plan's SHA-256; templated): shown and recorded,
-        so the step after can check it applies that and nothing else.
+    :param artifact: what exactly is approved (e.g. a plan's SHA-256; templated): shown, recorded
+        and bound to the request (:func:`include.approvals.verify.binding_line`), so the step after
+        checks it applies that and nothing else.
+    :param artifact_params: instead of ``artifact``: the run params that name what is approved (the
+        host, the account, the employee record); the artifact is their digest
+        (:func:`include.approvals.verify.params_artifact`), which the privileged step recomputes.
     :param destructive: templated; "True" when the change destroys something: the policy's
         ``destroy_steps`` apply instead of ``steps``.
     :param privileged: templated; "True" when what is granted is privileged (e.g. an HR role with
@@ -110,6 +117,7 @@ class ApprovalGateOperator(ApprovalOperator):
         ticket_id: str | None = None,
         ticket_system: str = "request_tracker",
         artifact: str | None = None,
+        artifact_params: Sequence[str] = (),
         destructive: str | bool = False,
         privileged: str | bool = False,
         ladder: Mapping[str, timedelta] | None = None,
@@ -161,7 +169,10 @@ class ApprovalGateOperator(ApprovalOperator):
         self.ticket_id = ticket_id
         self.ticket_system = ticket_system
         self.poke_interval = poke_interval
+        if artifact is not None and artifact_params:
+            raise ValueError(f"approval gate {self.task_id}: give artifact or artifact_params, not both")
         self.artifact = artifact
+        self.artifact_params = tuple(artifact_params)
         self.destructive = destructive
         self.privileged = privileged
 
@@ -170,6 +181,13 @@ class ApprovalGateOperator(ApprovalOperator):
 
     def execute(self, context: Any) -> Any:
         ti = context["ti"]
+        if self.artifact_params:
+            self.artifact = params_artifact(context["params"], self.artifact_params)
+        if self.artifact is not None and not ARTIFACT_PATTERN.match(str(self.artifact)):
+            raise AirflowFailException(
+                f"approval gate {self.task_id}: the artifact to approve is not a single line of 1-512 "
+                "characters without backticks; nothing was asked"
+            )
         if self.step > len(self._steps):
             record = {**self._base_record(), "outcome": "not_required", "approved": True}
             self.log.info(
@@ -188,6 +206,18 @@ class ApprovalGateOperator(ApprovalOperator):
         requested_at = utcnow()
         self.assigned_users = assigned_respondents(self._step.any_of, excluded)
         facts = self._facts(context, requested_at, excluded, triggered_by, ladder, drill=drill)
+        facts = replace(
+            facts,
+            binding=binding(
+                action=self.approval_action,
+                step=self.step,
+                steps=len(self._steps),
+                artifact=self.artifact,
+                destructive=self._is_destructive,
+                privileged=self._is_privileged,
+                drill=drill,
+            ),
+        )
         upsert_hitl_detail(
             ti_id=ti.id,
             options=self.options,

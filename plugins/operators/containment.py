@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
 from include.connectors.context import RunContext
 
@@ -64,12 +65,17 @@ class InspectHostOperator(_Ec2Step):
         return self.work(context, inspect)
 
 
-class IsolateHostOperator(_Ec2Step):
-    """Swap the host's security groups for the quarantine group (privileged: needs the approval)."""
+class IsolateHostOperator(RequiresApproval, _Ec2Step):
+    """Swap the host's security groups for the quarantine group (privileged: needs the approval).
+
+    Acts only on a verified approval of exactly this host in this tenant (the gate binds
+    ``artifact_params=("host", "tenant")``).
+    """
 
     capability = "host-isolate"
+    artifact_fields = {"host": "host", "tenant": "tenant"}
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def act(self, context: Any) -> dict[str, Any]:
         from include.connectors.aws import role_arn
         from include.connectors.ec2_isolation import isolate
 
@@ -141,12 +147,17 @@ class InspectAccountOperator(_IamStep):
         return self.work(context, inspect)
 
 
-class DisableAccountOperator(_IamStep):
-    """Deactivate the account's keys and remove its console password (privileged: needs the approval)."""
+class DisableAccountOperator(RequiresApproval, _IamStep):
+    """Deactivate the account's keys and remove its console password (privileged: needs the approval).
+
+    Acts only on a verified approval of exactly this account in this tenant (the gate binds
+    ``artifact_params=("account", "tenant")``).
+    """
 
     capability = "identity-disable"
+    artifact_fields = {"account": "account", "tenant": "tenant"}
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def act(self, context: Any) -> dict[str, Any]:
         from include.connectors.aws import role_arn
         from include.connectors.iam_users import disable_user
 

@@ -20,6 +20,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
 from include.connectors.context import RunContext
 from include.policies.tenants import STAFF_TENANT
@@ -103,10 +104,33 @@ class _IdentityStep(BaseOperator):
         return identity_center(capability, STAFF_TENANT, run_context=run, aws_conn_id=self.aws_conn_id)
 
 
-class EnsureIdentityCenterUserOperator(_IdentityStep):
+# The onboarding record as the gate binds it (``artifact_params`` of dags/hr/onboarding.py).
+ONBOARDING_ARTIFACT = ("email", "employee_id", "given_name", "role", "surname", "uid")
+
+
+class _OnboardingStep(RequiresApproval, _IdentityStep):
+    """Privileged onboarding step: acts on the approved employee record only (``identity-admin``)."""
+
+    capability = "identity-admin"
+
+    def expected_flags(self, context: Any) -> dict[str, bool]:
+        from include.policies.hr_roles import role_mapping
+
+        # A role with a privileged group needs the stricter approval, whatever the request said.
+        return {"privileged": role_mapping(str(getattr(self, "role", ""))).privileged}
+
+
+class EnsureIdentityCenterUserOperator(_OnboardingStep):
     """Onboarding: the IAM Identity Center user exists with the groups of its role (``identity-admin``)."""
 
-    capability = "identity-admin"  # privileged: the policy check requires its approval gate upstream
+    artifact_fields = {
+        "email": "email",
+        "employee_id": "employee_id",
+        "given_name": "given_name",
+        "role": "role",
+        "surname": "family_name",
+        "uid": "user_name",
+    }
 
     template_fields: Sequence[str] = (
         "user_name",
@@ -127,7 +151,7 @@ class EnsureIdentityCenterUserOperator(_IdentityStep):
         self.employee_id = employee_id
         self.role = role  # the groups come from the role mapping (hr_roles.yaml) at run time
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def act(self, context: Any) -> dict[str, Any]:
         from include.connectors.aws import role_arn
         from include.policies.hr_roles import role_mapping
 
@@ -164,12 +188,13 @@ class EnsureIdentityCenterUserOperator(_IdentityStep):
         return result
 
 
-class DisableIdentityCenterUserOperator(_IdentityStep):
+class DisableIdentityCenterUserOperator(RequiresApproval, _IdentityStep):
     """Offboarding: memberships removed, user marked disabled, kept (``identity-disable``)."""
 
     capability = "identity-disable"
+    artifact_fields = {"uid": "user_name"}
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def act(self, context: Any) -> dict[str, Any]:
         from include.connectors.aws import role_arn
         from include.connectors.identity_center import session_revocation_plan
 
@@ -201,8 +226,20 @@ class DisableIdentityCenterUserOperator(_IdentityStep):
         return result
 
 
-class EnsureDirectoryAccountOperator(_IdentityStep):
-    """Onboarding: the LDAP person exists in its role's groups; no password (the employee sets it)."""
+class EnsureDirectoryAccountOperator(_OnboardingStep):
+    """Onboarding: the LDAP person exists in its role's groups; no password (the employee sets it).
+
+    No AWS role, but the same privilege (``identity-admin``): it acts on the approved record only.
+    """
+
+    artifact_fields = {
+        "email": "email",
+        "employee_id": "employee_id",
+        "given_name": "given_name",
+        "role": "role",
+        "surname": "surname",
+        "uid": "user_name",
+    }
 
     template_fields: Sequence[str] = (
         "user_name",
@@ -235,7 +272,7 @@ class EnsureDirectoryAccountOperator(_IdentityStep):
         self.title = title
         self.ldap_conn_id = ldap_conn_id
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def act(self, context: Any) -> dict[str, Any]:
         from include.connectors.ldap import DirectoryHook
         from include.policies.hr_roles import role_mapping
 
@@ -264,14 +301,20 @@ class EnsureDirectoryAccountOperator(_IdentityStep):
         return result
 
 
-class DisableDirectoryAccountOperator(_IdentityStep):
-    """Offboarding: the LDAP person locked for good, out of every group, kept for audit."""
+class DisableDirectoryAccountOperator(RequiresApproval, _IdentityStep):
+    """Offboarding: the LDAP person locked for good, out of every group, kept for audit.
+
+    No AWS role, but the same privilege (``identity-disable``): it acts on the approved leaver only.
+    """
+
+    capability = "identity-disable"
+    artifact_fields = {"uid": "user_name"}
 
     def __init__(self, *, ldap_conn_id: str = "ldap_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ldap_conn_id = ldap_conn_id
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def act(self, context: Any) -> dict[str, Any]:
         from include.connectors.ldap import DirectoryHook
 
         result = self.guarded(lambda: DirectoryHook(self.ldap_conn_id).disable_user(self.user_name).as_xcom())
@@ -287,7 +330,7 @@ class DisableDirectoryAccountOperator(_IdentityStep):
         return result
 
 
-class RevokeTenantAccessKeysOperator(BaseOperator):
+class RevokeTenantAccessKeysOperator(RequiresApproval, BaseOperator):
     """Offboarding: the leaver's staff IAM user in every customer tenant loses its keys and console.
 
     Staff who work in customer accounts have IAM users under ``/staff/`` there (the SOC's
@@ -297,6 +340,7 @@ class RevokeTenantAccessKeysOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("tenant", "user_name")
     capability = "identity-disable"
+    artifact_fields = {"uid": "user_name"}
 
     def __init__(
         self, *, tenant: str, user_name: str, aws_conn_id: str = "aws_default", **kwargs: Any
@@ -306,13 +350,13 @@ class RevokeTenantAccessKeysOperator(BaseOperator):
         self.user_name = user_name
         self.aws_conn_id = aws_conn_id
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def act(self, context: Any) -> dict[str, Any]:
         from include.connectors.aws import capability_client, role_arn
         from include.connectors.iam_users import AccountContainmentError, disable_user
 
         run = RunContext.from_airflow_context(context, self.tenant)
         iam = capability_client(
-            "identity-disable", self.tenant, "iam", run_context=run, aws_conn_id=self.aws_conn_id
+            self.capability, self.tenant, "iam", run_context=run, aws_conn_id=self.aws_conn_id
         )
         try:
             iam.get_user(UserName=self.user_name)

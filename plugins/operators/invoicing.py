@@ -22,6 +22,7 @@ from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
 from plugins.operators.ticketing import CommentTicketOperator
 
@@ -282,10 +283,43 @@ class ValidateMilestoneLinesOperator(_InvoicingStep):
         )
 
 
-class CreateInvoiceOperator(_InvoicingStep):
-    """Create (or complete) the draft invoice from exactly the approved export (after the approval)."""
+class _ApprovedInvoicingStep(RequiresApproval, _InvoicingStep):
+    """An ERP write: only on a verified approval, of exactly the export the controller saw.
+
+    The approved artifact is the export's SHA-256 as bound in the controller's request (Airflow's
+    record of the answer, not an XCom); the step reads the export again and refuses a file with
+    another hash. A refusal is also the ticket's failure reason.
+    """
 
     capability = CAPABILITY
+
+    def act(self, context: Any) -> Any:
+        return _InvoicingStep.execute(self, context)
+
+    def execute_complete(self, context: Any, event: Any = None) -> Any:
+        return self.execute(context)  # back from a rate-limit deferral: verify again, then act
+
+    def on_refused(self, context: Any, error: BaseException) -> None:
+        failure = {"step": self.task_id, "message": _message(error)}
+        context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value=failure)
+
+    def approved_export(self, validated: Mapping[str, Any]) -> str:
+        """The approved export's SHA-256; the validation's record must name the same file."""
+        from include.invoicing.milestone import ExportChangedError
+
+        approved = self.approval.artifact if self.approval is not None else None
+        if not approved:
+            raise AirflowFailException(f"{self.task_id}: no verified approval of an export")
+        if validated.get("export_sha256") != approved:
+            raise ExportChangedError(
+                f"the controller approved export {approved[:12]}..., but the validation step's record "
+                f"names {str(validated.get('export_sha256'))[:12]}...: nothing done"
+            )
+        return approved
+
+
+class CreateInvoiceOperator(_ApprovedInvoicingStep):
+    """Create (or complete) the draft invoice from exactly the approved export (after the approval)."""
 
     def __init__(self, *, validate_task_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -295,8 +329,9 @@ class CreateInvoiceOperator(_InvoicingStep):
         from include.invoicing.milestone import ExportLocation, erp_lines, read_export, records_of
 
         validated = self.pulled(context, self.validate_task_id)
+        approved = self.approved_export(validated)
         location = ExportLocation.from_connection(request.export_key)
-        body, _ = read_export(location.s3(), location, expected_sha256=validated["export_sha256"])
+        body, _ = read_export(location.s3(), location, expected_sha256=approved)
         lines = erp_lines(records_of(body, request))
         hook = self.erp(request.tenant)
         result = self.calling_erp(
@@ -331,15 +366,16 @@ class CreateInvoiceOperator(_InvoicingStep):
             lines_created=result.lines_created,
             lines_total=result.lines_total,
             totals=result.totals.as_dict(),
-            export_sha256=validated["export_sha256"],
+            export_sha256=approved,
         )
-        return {**result.as_dict(), "retries": hook.retry_count}
+        return {**result.as_dict(), "export_sha256": approved, "retries": hook.retry_count}
 
 
-class PostInvoiceOperator(_InvoicingStep):
-    """Post the draft if its totals are the approved ones (within the policy's tolerance); once."""
+class PostInvoiceOperator(_ApprovedInvoicingStep):
+    """Post the draft if its totals are the approved ones (within the policy's tolerance); once.
 
-    capability = CAPABILITY
+    The draft must have been made from the approved export (the create step's record names it).
+    """
 
     def __init__(self, *, validate_task_id: str, create_task_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -349,8 +385,15 @@ class PostInvoiceOperator(_InvoicingStep):
     def run(self, context: Any, request: MilestoneRequest) -> dict[str, Any]:
         from include.policies.invoicing import load_invoicing
 
-        approved = self.pulled(context, self.validate_task_id)["totals"]
+        validated = self.pulled(context, self.validate_task_id)
+        export = self.approved_export(validated)
+        approved = validated["totals"]
         draft = self.pulled(context, self.create_task_id)
+        if draft.get("export_sha256") != export:
+            raise AirflowFailException(
+                f"{self.task_id}: the draft was made from export {str(draft.get('export_sha256'))[:12]}..., "
+                f"not the approved {export[:12]}...: not posted"
+            )
         hook = self.erp(request.tenant)
         result = self.calling_erp(
             lambda: hook.post_invoice(

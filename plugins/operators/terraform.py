@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.bases.skipmixin import SkipMixin
 from airflow.sdk.timezone import utcnow
 
+from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
 from include.connectors.context import RunContext
 from include.connectors.terraform import (
@@ -112,11 +113,17 @@ class TerraformPlanOperator(TerraformOperator, SkipMixin):
         return record
 
 
-class TerraformApplyOperator(TerraformOperator):
+class TerraformApplyOperator(RequiresApproval, TerraformOperator):
     """Apply exactly the approved plan as the ``terraform-apply`` role.
 
+    The plan file must be the one whose SHA-256 the approvers saw (read from Airflow's record of
+    their answers, :mod:`include.approvals.verify`), fresh, made against the current state, and a
+    plan that destroys or replaces anything needs an approval asked as destructive (the stricter
+    ``destroy_steps``), whatever the plan's XCom record says.
+
     :param plan_task_id: the plan step (its record: hash, age, state serial).
-    :param gate_task_ids: the approval gate step(s); each approved this plan's hash.
+    :param gate_task_ids: the approval gate step(s) (shown in the DAG; the verification finds the
+        gates of ``terraform-apply`` upstream by itself).
     """
 
     capability = "terraform-apply"
@@ -127,29 +134,23 @@ class TerraformApplyOperator(TerraformOperator):
         self.plan_task_id = plan_task_id
         self.gate_task_ids = list(gate_task_ids)
 
-    def approved_sha256(self, ti: Any, plan_sha256: str) -> str:
-        records = [ti.xcom_pull(task_ids=task_id, key="approval") for task_id in self.gate_task_ids]
-        approved = [r for r in records if r and r.get("outcome") == "approved"]
-        if not approved:
-            raise TerraformError(f"no approval recorded for the plan of {self.tenant}/{self.stack}")
-        hashes = {r.get("artifact") for r in approved}
-        if hashes != {plan_sha256}:
-            raise TerraformError(
-                f"the approval of {self.tenant}/{self.stack} was for plan {sorted(map(str, hashes))}, "
-                f"not for {plan_sha256[:12]}...: refusing to apply"
-            )
-        return plan_sha256
-
-    def execute(self, context: Any) -> dict[str, Any]:
+    def act(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
         run = RunContext.from_airflow_context(context, self.tenant)
         record = ti.xcom_pull(task_ids=self.plan_task_id)
         if not record:
             raise TerraformError(f"no plan record from {self.plan_task_id}")
-        approved = self.approved_sha256(ti, record["sha256"])
+        if self.approval is None or not self.approval.artifact:  # set by execute() before act()
+            raise TerraformError(f"no verified approval of a plan of {self.tenant}/{self.stack}")
+        approved = self.approval.artifact
         runner = self.runner(context, run)
         runner.prepare()
         plan = runner.verify(record, approved, utcnow())
+        if runner.destructive(plan) and not self.approval.destructive:
+            raise TerraformError(
+                f"the plan of {self.tenant}/{self.stack} destroys or replaces resources, but it was "
+                "approved as a non-destructive change: refusing to apply, plan and ask again"
+            )
         changes = runner.apply(plan)
         runner.record_apply(record["correlation_id"])
         from include.connectors.aws import role_arn
