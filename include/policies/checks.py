@@ -9,6 +9,7 @@ Adding a rule is one function plus one entry in :data:`RULES`.
 from __future__ import annotations
 
 import argparse
+import ast
 import atexit
 import contextlib
 import json
@@ -23,12 +24,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from include.policies.capability_calls import DagFile, domains_text, scan, task_line
 from include.policies.loader import DOMAINS_FILE, DomainPolicy, Policy, PolicyError, load_policy_file
 from include.policies.secret_scan import files_to_scan, find_literal_secrets
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DAGS_FOLDER = REPO_ROOT / "dags"
 DEFAULT_INCLUDE_FOLDER = REPO_ROOT / "include"
+DEFAULT_PLUGINS_FOLDER = REPO_ROOT / "plugins"
 DEFAULT_PARSE_BUDGET_SECONDS = 2.0
 
 DOMAIN_TAG_PREFIX = "domain:"
@@ -66,6 +69,8 @@ class CheckContext:
     policy_file: Path = DOMAINS_FILE
     parse_budget_seconds: float = DEFAULT_PARSE_BUDGET_SECONDS
     secret_scan_roots: tuple[Path, ...] = ()
+    # The platform code (include/, plugins/) whose capability calls ``capability-calls`` checks.
+    code_scan_roots: tuple[Path, ...] = ()
     allowed_literals: list[str] = field(default_factory=list)
 
     @cached_property
@@ -400,6 +405,78 @@ def check_approval_before_privileged(context: CheckContext) -> list[Violation]:
     return violations
 
 
+def _source_tree(path: str) -> ast.Module | None:
+    try:
+        return ast.parse(Path(path).read_text(encoding="utf-8"), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def check_capability_domain(context: CheckContext) -> list[Violation]:
+    """Every task's capability is granted to its DAG's domain (``domains:`` in capabilities.yaml)."""
+    from include.policies.capabilities import load_capabilities
+
+    declared = load_capabilities().capabilities
+    trees: dict[str, ast.Module | None] = {}
+    violations = []
+    for dag, domain in context.dags_with_domain():
+        for task in dag.tasks:
+            capability = declared.get(_declared_capability(task) or "")
+            if capability is None or domain.name in capability.domains:
+                continue  # an undeclared capability is approval-before-privileged's finding
+            if dag.fileloc not in trees:
+                trees[dag.fileloc] = _source_tree(dag.fileloc)
+            tree = trees[dag.fileloc]
+            line = task_line(tree, task.task_id) if tree else None
+            message = (
+                f"{display_path(dag.fileloc)} line {line or 'unknown'}: DAG {dag.dag_id} task {task.task_id} "
+                f"uses capability {capability.name!r} of domains {domains_text(capability.domains)}, "
+                f"not granted to domain {domain.name!r}"
+            )
+            violations.append(Violation("capability-domain", dag_location(dag, task.task_id), message))
+    return violations
+
+
+def _dag_files(context: CheckContext) -> dict[Path, DagFile]:
+    """Every module under the DAG folder, with its DAGs and their domain: the tag (``domain:<name>``)
+    of the DAGs it defines, else its ``dags/<domain>/`` folder (a helper module, a file that fails)."""
+    folder = context.dags_folder.resolve()
+    declared = set(context.policy.domains) if context.policy else set()
+    dags_by_file: dict[Path, list[Any]] = {}
+    for dag in context.dag_scan.dags:
+        dags_by_file.setdefault(Path(dag.fileloc).resolve(), []).append(dag)
+    files = {}
+    for path in sorted(folder.rglob("*.py")):
+        parts = path.relative_to(folder).parts
+        if any(part.startswith(".") or part == "__pycache__" for part in parts):
+            continue
+        dags = dags_by_file.get(path, [])
+        domains = {tags[0] for dag in dags if len(tags := domain_tags(dag)) == 1 and tags[0] in declared}
+        if not domains and len(parts) > 1 and parts[0] in declared:
+            domains = {parts[0]}
+        files[path] = DagFile(dag_ids=tuple(dag.dag_id for dag in dags), domains=tuple(sorted(domains)))
+    return files
+
+
+def check_capability_calls(context: CheckContext) -> list[Violation]:
+    """The capability functions are called only where the policy can see it: from DAG files with a
+    literal, non-privileged capability of the DAG's domain; from platform code with a privileged one
+    only inside a class inheriting ``RequiresApproval`` (see :mod:`include.policies.capability_calls`).
+    """
+    from include.policies.capabilities import load_capabilities
+
+    findings = scan(
+        load_capabilities().capabilities,
+        dag_files=_dag_files(context),
+        code_roots=context.code_scan_roots,
+        display=display_path,
+    )
+    return [
+        Violation("capability-calls", f"{display_path(finding.path)}:{finding.line}", finding.message)
+        for finding in findings
+    ]
+
+
 RULES: list[Rule] = [
     check_policy_valid,
     check_dag_imports,
@@ -410,6 +487,8 @@ RULES: list[Rule] = [
     check_no_literal_secrets,
     check_parse_budget,
     check_approval_before_privileged,
+    check_capability_domain,
+    check_capability_calls,
 ]
 
 
@@ -451,6 +530,14 @@ def format_text(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def code_scan_roots(include_folder: str, plugins_folder: str | None) -> tuple[Path, ...]:
+    """The platform code to check: the include folder and the plugins folder, by default the one
+    beside it (so ``--include-folder ''`` checks the DAG folder alone)."""
+    if plugins_folder is None:
+        plugins_folder = str(Path(include_folder).parent / "plugins") if include_folder else ""
+    return tuple(Path(folder) for folder in (include_folder, plugins_folder) if folder)
+
+
 def handle(args: argparse.Namespace) -> int:
     prepare_airflow_environment()
     context = CheckContext(
@@ -461,6 +548,7 @@ def handle(args: argparse.Namespace) -> int:
             Path(args.dags_folder),
             *([Path(args.include_folder)] if args.include_folder else []),
         ),
+        code_scan_roots=code_scan_roots(args.include_folder, args.plugins_folder),
     )
     violations = run_checks(context)
     report = summary(context, violations)
@@ -483,7 +571,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--include-folder",
         default=str(DEFAULT_INCLUDE_FOLDER),
-        help="shared code also scanned for literal secrets ('' to skip)",
+        help="shared code also scanned for literal secrets and capability calls ('' to skip)",
+    )
+    parser.add_argument(
+        "--plugins-folder",
+        default=None,
+        help="Airflow plugins scanned for capability calls (default: plugins/ beside --include-folder; "
+        "'' to skip)",
     )
     parser.add_argument(
         "--parse-budget-seconds",

@@ -300,7 +300,8 @@ def test_a_missing_second_answer_is_refused() -> None:
     with pytest.raises(
         ApprovalVerificationError,
         match=exactly(
-            "approve_identity_disable.step_2_security_officer: no approval request recorded in Airflow for this run"
+            "approve_identity_disable.step_2_security_officer: "
+            "no approval request recorded in Airflow for this run"
         ),
     ):
         hr(request(**HR, roles=["hr_lead"], excluded=["harriet"], by="hana"), None)
@@ -472,7 +473,7 @@ def test_a_task_gets_no_privileged_role_without_a_verified_approval(
 
     _in_task(monkeypatch, domain="soc")
     with pytest.raises(
-        ApprovalVerificationError, match="^isolate_host: privileged capability 'host-isolate'"
+        ApprovalVerificationError, match=r"^isolate_host: privileged capability 'host-isolate'"
     ):
         assume_role_request("host-isolate", "acme", _run())
     assert audited[-1]["details"]["rule"] == "approval-before-privileged"
