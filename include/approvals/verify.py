@@ -486,6 +486,12 @@ def verify_approval(
         )
         raise ApprovalVerificationError(f"{task.task_id}: refused to act: {error}") from None
     _verified[(str(ti.id), capability)] = approval
+    task.log.info(
+        "approval of %s verified in Airflow's record: %s; artifact %s",
+        capability,
+        ", ".join(f"step {a.step} by {a.name} at {a.responded_at}" for a in approval.approvers),
+        approval.artifact,
+    )
     _audit(context, APPROVAL_VERIFIED, tenant, {"capability": capability, **approval.as_details()})
     return approval
 

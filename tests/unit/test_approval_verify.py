@@ -6,6 +6,7 @@ public API returns them (``GET .../hitlDetails``), built with the gate's own bin
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from types import SimpleNamespace
@@ -385,7 +386,12 @@ def _context(*, drill: bool = False) -> dict[str, Any]:
         task_id="approve_host_isolate", approval_action="host-isolate", step=1, earlier_steps=[]
     )
     dag = SimpleNamespace(tags=["domain:soc"])
-    task = SimpleNamespace(task_id="isolate_host", dag=dag, get_flat_relatives=lambda upstream: [gate])
+    task = SimpleNamespace(
+        task_id="isolate_host",
+        dag=dag,
+        get_flat_relatives=lambda upstream: [gate],
+        log=logging.getLogger("isolate_host"),
+    )
     return {
         "ti": SimpleNamespace(id="ti-1", dag_id="soc_contain_host", run_id="r1", task_id="isolate_host"),
         "task": task,
