@@ -11,7 +11,12 @@ picks its step at run time from ``destructive`` (a step a change does not need p
 ``privileged_steps`` and ``privileged`` work the same way.
 
 A DAG with a gate also gets the boolean param ``approval_drill`` (default false): a run triggered
-with it is an approval drill, whose ladder runs at the policy's ``drill_ladder`` pace.
+with it is an approval drill, whose ladder runs at the policy's ``drill_ladder`` pace and whose
+privileged steps are skipped whatever the answer (:mod:`include.approvals.verify`).
+
+What a gate approves is bound to its request: ``artifact`` (a plan's or export's SHA-256) or
+``artifact_params`` (the run params naming the host, account or employee). The privileged step
+after it re-reads the answer from Airflow and acts only on that (:mod:`include.approvals.verify`).
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ def drill_param() -> Param:
         title="Approval drill",
         description=(
             "Run the approval ladder at drill pace (reminder, escalation and auto-reject within "
-            "seconds) to exercise the escalation path. A timeout only ever rejects, so a drill can "
-            "never approve anything; every other step is real, and so is an answer given."
+            "seconds) to exercise the escalation path: requests, mails and ticket comments are real, "
+            "but the privileged steps are skipped whatever the answer, so a drill changes nothing."
         ),
         source="dag",
     )

@@ -106,7 +106,7 @@ def test_the_drill_param_is_added_only_to_dags_with_a_gate():
 
     param = gated.params.get_param(DRILL_PARAM)
     assert (param.value, param.schema["type"], param.schema["title"]) == (False, "boolean", "Approval drill")
-    assert "never approve anything" in param.description
+    assert "privileged steps are skipped whatever the answer" in param.description
     assert DRILL_PARAM not in plain.params
     assert list(gated.params) == ["host", "correlation_id", DRILL_PARAM]  # the workflow's own come first
     gate = gated.get_task("approve_host_isolate")
