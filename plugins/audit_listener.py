@@ -8,7 +8,10 @@ record (:func:`include.audit.emit.emit`, which never raises and spools when the 
   end state of every task, including those the scheduler skipped, which no worker reports);
 - worker (Task SDK task runner): every task try's end (``task.finished``: success, failed,
   up_for_retry, skipped, with try number, duration and the error's type, never its text);
-- API server: a task state set by hand (mark success/failed) goes through the same task hooks;
+- API server: a task state set by hand (mark success/failed) goes through the same task hooks, and
+  its record names ``api`` and the ``manual.change`` record of the user who set it (written by
+  the approval door, :mod:`include.auth.middleware`), never a worker; the scheduler's own task
+  failures (a task that stopped heartbeating) name ``scheduler``;
 - dag-processor: a DAG file refused by a cluster policy (``policy.violation``: file, rule, message).
 
 Approval requests, escalation steps and answers are recorded by the gate and its trigger, and
@@ -151,6 +154,20 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     _run_finished(dag_run, msg)
 
 
+def _task_actor(task_instance: Any) -> tuple[str, dict[str, Any]]:
+    """Who ended the task: its worker, or (server side) a user's change by hand or the scheduler."""
+    # The worker hands the Task SDK's runtime task instance; the API server and the scheduler
+    # hand the ORM one (checked by module name: the worker need not import the ORM for this).
+    if type(task_instance).__module__ != "airflow.models.taskinstance":
+        return "worker", {}
+    from include.approvals.door import current_manual_change
+
+    change = current_manual_change()
+    if change is None:
+        return "scheduler", {}
+    return "api", {"manual_change": change.change_id, "changed_by": change.actor}
+
+
 def _task_finished(task_instance: Any, state: str, error: Any = None) -> None:
     task = getattr(task_instance, "task", None)
     dag = getattr(task, "dag", None)
@@ -179,10 +196,12 @@ def _task_finished(task_instance: Any, state: str, error: Any = None) -> None:
     if error is not None:
         # The type only: an exception's text can carry what it was handed (a URL, a payload).
         details["error_type"] = type(error).__name__ if isinstance(error, BaseException) else "error"
+    actor, by_hand = _task_actor(task_instance)
+    details.update(by_hand)
     emit(
         {
             "kind": kinds.TASK_FINISHED,
-            "actor": "worker",
+            "actor": actor,
             "domain": _domain(dag),
             "tenant": tenant if isinstance(tenant, str) and tenant and "{{" not in tenant else None,
             "correlation_id": _correlation_id(task_instance.dag_id, task_instance.run_id, conf),

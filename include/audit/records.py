@@ -49,6 +49,8 @@ APPROVAL_ESCALATED: Final = "approval.escalated"
 SIDE_EFFECT: Final = "side_effect"
 TASK_FINISHED: Final = "task.finished"
 POLICY_VIOLATION: Final = "policy.violation"
+MANUAL_CHANGE: Final = "manual.change"
+"""A task or run state set, or tasks cleared, by hand through the REST API (who, what, where)."""
 KNOWN_KINDS: Final = frozenset(
     {
         RUN_TRIGGERED,
@@ -58,6 +60,7 @@ KNOWN_KINDS: Final = frozenset(
         SIDE_EFFECT,
         TASK_FINISHED,
         POLICY_VIOLATION,
+        MANUAL_CHANGE,
     }
 )
 _KIND = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")

@@ -7,13 +7,18 @@ user's id with the request's assigned user ids; this one reads role and four-eye
 person who triggered the run or from someone outside the approver groups (403), before any
 state changes.
 
+It also installs the approval door (:mod:`include.auth.middleware`): no one, Admin included, sets
+the state of an approval gate or a privileged step by hand, marks a run waiting for an approval
+"success", or writes the XComs of a DAG with a gate; each attempt is refused (403) and recorded,
+and every accepted state change by hand is recorded too.
+
 (The class name keeps "FabAuthManager" in it: Airflow enables FAB-only code paths, such as
 syncing DAG access_control to roles, by looking for that string in the configured class path.)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
 from airflow.providers.fab.auth_manager.models import Role, User, assoc_user_role
@@ -21,6 +26,9 @@ from airflow.utils.session import create_session
 from sqlalchemy import select
 
 from include.approvals.respondents import may_answer
+
+if TYPE_CHECKING:
+    from starlette.middleware import _MiddlewareFactory
 
 
 def _role_names(user_id: int) -> set[str]:
@@ -36,6 +44,14 @@ def _role_names(user_id: int) -> set[str]:
 
 
 class ApprovalAwareFabAuthManager(FabAuthManager):
+    def get_fastapi_middlewares(self) -> list[tuple[_MiddlewareFactory[Any], dict[str, Any]]]:
+        """FAB's middlewares, then the approval door (:mod:`include.auth.middleware`)."""
+        from include.auth.middleware import ApprovalDoorMiddleware
+
+        public_role = self._get_auth_role_public()
+        door: dict[str, Any] = {"anonymous_actor": f"anonymous ({public_role})"} if public_role else {}
+        return [*super().get_fastapi_middlewares(), (ApprovalDoorMiddleware, door)]
+
     def is_authorized_hitl_task(self, *, assigned_users: set[str], user: Any) -> bool:
         if not isinstance(user, User) or user.id is None:
             return False
