@@ -58,6 +58,41 @@ class ManualChange:
 _MANUAL_CHANGE: ContextVar[ManualChange | None] = ContextVar("orchestrator_manual_change", default=None)
 
 
+# Set by the middleware around every write it watches: whoever records a refusal of the request
+# (the door itself, the auth manager refusing an answer) marks it, so it is recorded once.
+_REFUSAL_RECORDED: ContextVar[dict[str, Any] | None] = ContextVar("approval_door_refusal", default=None)
+
+
+def refusal_recording() -> ContextVar[dict[str, Any] | None]:
+    """The context variable the middleware sets around a watched write (a mutable flag)."""
+    return _REFUSAL_RECORDED
+
+
+def mark_refusal_recorded() -> dict[str, Any]:
+    """This request's refusal is on the audit trail already (no generic ``api.refused`` record).
+
+    :returns: the request's target as the middleware read it from the path (``dag_id``,
+        ``run_id``, ``task_id``; empty outside a watched request), for the record.
+    """
+    state = _REFUSAL_RECORDED.get()
+    if state is None:
+        return {}
+    state["recorded"] = True
+    return {key: state.get(key) for key in ("dag_id", "run_id", "task_id")}
+
+
+def path_target(path: str) -> dict[str, str | None]:
+    """``dag_id``, ``run_id``, ``task_id`` named by a public API path (``None`` where absent or ``~``)."""
+    parts = path[len(API_PREFIX) :].split("/") if path.startswith(API_PREFIX) else []
+
+    def part(index: int, after: str | None = None) -> str | None:
+        if len(parts) <= index or not parts[index] or parts[index] == "~":
+            return None
+        return parts[index] if after is None or parts[index - 1] == after else None
+
+    return {"dag_id": part(0), "run_id": part(2, "dagRuns"), "task_id": part(4, "taskInstances")}
+
+
 def current_manual_change() -> ManualChange | None:
     """The manual change of the request this code runs for, or ``None`` (not in such a request)."""
     return _MANUAL_CHANGE.get()
@@ -91,6 +126,7 @@ class RouteKind(StrEnum):
     CLEAR_TASKS = "clear_task_instances"
     CLEAR_RUN = "clear_run"
     CLEAR_RUNS = "clear_runs"
+    TASK_DELETE = "task_delete"
 
 
 class Route(NamedTuple):
@@ -127,7 +163,18 @@ def match_route(method: str, path: str) -> Route | None:
         return _match_patch(parts)
     if method == "POST":
         return _match_post(parts)
-    return _match_xcom(parts) if len(parts) >= 7 else None
+    if len(parts) >= 7:
+        return _match_xcom(parts)
+    return _match_task_delete(parts)
+
+
+def _match_task_delete(parts: list[str]) -> Route | None:
+    # DELETE .../taskInstances/{task_id} and .../taskInstances/{task_id}/{map_index}
+    if _task_parts(parts) and len(parts) in (5, 6) and all(parts[4:]):
+        return Route(
+            RouteKind.TASK_DELETE, parts[0], parts[2], parts[4], parts[5] if len(parts) == 6 else None
+        )
+    return None
 
 
 def _task_parts(parts: list[str]) -> bool:
@@ -339,14 +386,59 @@ def _inspect_group_state(
     return Change(RouteKind.GROUP_STATE, ((route.dag_id, route.run_id),), details)
 
 
+def _delete_refusal(shape: DagShape, run_id: str, task_id: str) -> Refusal | None:
+    kind = shape.kinds.get(task_id)
+    if kind is None:
+        return None
+    message = (
+        f"{kind.reason(task_id)}; deleting its task instance would drop it (and an approval request) "
+        f"without a trace. Ask an approver to answer it, {STOP_ADVICE}."
+    )
+    return Refusal(kind.rule, message, shape.dag_id, run_id, task_id, (task_id,))
+
+
+def _inspect_task_delete(
+    route: Route, payload: Any, query: Mapping[str, Sequence[str]], lookup: DagLookup
+) -> Verdict:
+    shape = lookup.shape(route.dag_id, route.run_id)
+    if shape is None:
+        return None  # Airflow answers 404
+    refusal = _delete_refusal(shape, route.run_id, route.task_id)
+    if refusal:
+        return refusal
+    details = {"task_id": route.task_id, "map_index": route.map_index}
+    return Change(RouteKind.TASK_DELETE, ((route.dag_id, route.run_id),), details, route.task_id)
+
+
+def _bulk_delete_refusal(route: Route, action: Any, lookup: DagLookup) -> Refusal | None:
+    for entity in action.entities:
+        task_id = entity if isinstance(entity, str) else getattr(entity, "task_id", None)
+        dag_id = (
+            route.dag_id if isinstance(entity, str) else (getattr(entity, "dag_id", None) or route.dag_id)
+        )
+        run_id = (
+            route.run_id if isinstance(entity, str) else (getattr(entity, "dag_run_id", None) or route.run_id)
+        )
+        shape = lookup.shape(dag_id, run_id) if task_id and "~" not in (dag_id, run_id) else None
+        refusal = _delete_refusal(shape, run_id, str(task_id)) if shape else None
+        if refusal:
+            return refusal
+    return None
+
+
 def _inspect_task_bulk(
     route: Route, payload: Any, query: Mapping[str, Sequence[str]], lookup: DagLookup
 ) -> Verdict:
     body = _model("task_bulk", payload)
     entities: list[dict[str, Any]] = []
     for action in body.actions:
+        if getattr(action, "action", None) == "delete":
+            refusal = _bulk_delete_refusal(route, action, lookup)
+            if refusal:
+                return refusal
+            continue
         if getattr(action, "action", None) != "update":
-            continue  # create is refused by Airflow; delete sets no state
+            continue  # create is refused by Airflow
         for entity in action.entities:
             if isinstance(entity, str) or "new_state" not in _fields_set(entity, action.update_mask):
                 continue
@@ -514,4 +606,5 @@ _INSPECTORS: Final = {
     RouteKind.CLEAR_TASKS: _inspect_clear_tasks,
     RouteKind.CLEAR_RUN: _inspect_clear_run,
     RouteKind.CLEAR_RUNS: _inspect_clear_runs,
+    RouteKind.TASK_DELETE: _inspect_task_delete,
 }

@@ -50,6 +50,7 @@ SIDE_EFFECT: Final = "side_effect"
 TASK_FINISHED: Final = "task.finished"
 POLICY_VIOLATION: Final = "policy.violation"
 MANUAL_CHANGE: Final = "manual.change"
+API_REFUSED: Final = "api.refused"
 """A task or run state set, or tasks cleared, by hand through the REST API (who, what, where)."""
 KNOWN_KINDS: Final = frozenset(
     {
@@ -61,6 +62,7 @@ KNOWN_KINDS: Final = frozenset(
         TASK_FINISHED,
         POLICY_VIOLATION,
         MANUAL_CHANGE,
+        API_REFUSED,
     }
 )
 _KIND = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")

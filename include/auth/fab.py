@@ -64,15 +64,18 @@ class ApprovalAwareFabAuthManager(FabAuthManager):
 
 def _audit_refusal(username: str, roles: set[str], assigned: set[str]) -> None:
     """A refused answer is a policy violation on the audit trail: who tried, against which rule."""
+    from include.approvals.door import mark_refusal_recorded
     from include.approvals.respondents import EXCLUDE_PREFIX
     from include.audit.emit import emit
     from include.audit.records import POLICY_VIOLATION
 
+    target = mark_refusal_recorded()  # this record is the attempt's; the door writes no second one
     four_eyes = f"{EXCLUDE_PREFIX}{username}" in assigned
     emit(
         {
             "kind": POLICY_VIOLATION,
             "actor": username,
+            **{key: value for key, value in target.items() if value},
             "subject": "approval answer refused",
             "details": {
                 "rule": "four-eyes" if four_eyes else "approver-group",

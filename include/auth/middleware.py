@@ -36,18 +36,22 @@ from urllib.parse import parse_qs
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 
 from include.approvals.door import (
+    WRITE_METHODS,
     Change,
     Refusal,
     Route,
     Verdict,
     inspect_request,
     manual_change_context,
+    mark_refusal_recorded,
     match_route,
+    path_target,
+    refusal_recording,
     route_path,
 )
 from include.approvals.door import ManualChange as _ManualChange
 from include.approvals.guarded import DagShape, shape_of
-from include.audit.records import MANUAL_CHANGE, POLICY_VIOLATION
+from include.audit.records import API_REFUSED, MANUAL_CHANGE, POLICY_VIOLATION
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,9 @@ UserResolver = Callable[[Scope], Awaitable[str | None]]
 AuditWriter = Callable[[Mapping[str, Any]], Any]
 
 SHAPE_CACHE_SIZE: Final = 256
+# Writes whose refusal by Airflow (4xx: no permission, a bad body, a conflict) is recorded too, so
+# every attempt to change something is on the audit trail naming who tried.
+WATCHED_PREFIXES: Final = ("/api/v2/", "/auth/fab/v1/")
 UNAVAILABLE_DETAIL: Final = (
     "The approval check could not read this DAG's tasks from the metadata database, so this change "
     "was not applied. Try again."
@@ -280,13 +287,39 @@ class ApprovalDoorMiddleware:
         self._audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = None
-        if scope["type"] == "http":
-            route = match_route(scope["method"], route_path(scope))
-        if route is None:
+        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
             await self.app(scope, receive, send)
             return
-        await self._guard(route, scope, receive, send)
+        path = route_path(scope)
+        route = match_route(scope["method"], path)
+        if route is None and not path.startswith(WATCHED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = {"recorded": False, **path_target(path)}
+        token = refusal_recording().set(state)
+        try:
+            watched = self._recording_refusals(scope, send, state)
+            if route is None:
+                await self.app(scope, receive, watched)
+            else:
+                await self._guard(route, scope, receive, watched)
+        finally:
+            refusal_recording().reset(token)
+
+    def _recording_refusals(self, scope: Scope, send: Send, state: dict[str, Any]) -> Send:
+        """``send``, recording a refused write (4xx but 401) as ``api.refused`` unless recorded already."""
+        from starlette.concurrency import run_in_threadpool
+
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                if 400 <= status < 500 and status != 401 and not state["recorded"]:
+                    actor = await self.resolve_user(scope) or self.anonymous_actor
+                    if actor is not None:
+                        await run_in_threadpool(self._record_refused, actor, scope, status)
+            await send(message)
+
+        return watched
 
     async def _guard(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         from starlette.concurrency import run_in_threadpool
@@ -354,7 +387,26 @@ class ApprovalDoorMiddleware:
             log.warning("approval door: no audit fields for %s/%s", dag_id, run_id, exc_info=True)
             return {}
 
+    def _record_refused(self, actor: str, scope: Scope, status: int) -> None:
+        """A write Airflow refused (permission, validation, conflict): who tried what."""
+        path = route_path(scope)
+        target = path_target(path)
+        dag_id, run_id, task_id = target["dag_id"], target["run_id"], target["task_id"]
+        self._emit(
+            {
+                "kind": API_REFUSED,
+                "actor": actor,
+                **(self._fields(dag_id, run_id) if dag_id else {}),
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "task_id": task_id,
+                "subject": f"{scope['method']} {path} refused ({status})",
+                "details": {"method": scope["method"], "path": path, "status_code": status},
+            }
+        )
+
     def _record_refusal(self, refusal: Refusal, actor: str, scope: Scope) -> None:
+        mark_refusal_recorded()
         details = {
             "rule": refusal.rule,
             "dag_id": refusal.dag_id,

@@ -296,7 +296,18 @@ def test_reach_skips_downstream_teardowns_as_airflow_does() -> None:
             Route(RouteKind.XCOM_WRITE, DAG, RUN, GATE),
             id="xcom-delete-key-with-slash",
         ),
-        pytest.param("DELETE", f"{BASE}/taskInstances/{GATE}", None, id="ti-delete"),
+        pytest.param(
+            "DELETE",
+            f"{BASE}/taskInstances/{GATE}",
+            Route(RouteKind.TASK_DELETE, DAG, RUN, GATE),
+            id="ti-delete",
+        ),
+        pytest.param(
+            "DELETE",
+            f"{BASE}/taskInstances/{GATE}/3",
+            Route(RouteKind.TASK_DELETE, DAG, RUN, GATE, "3"),
+            id="ti-delete-mapped",
+        ),
         pytest.param("GET", f"{BASE}/taskInstances/{GATE}", None, id="read"),
         pytest.param(
             "POST",
@@ -491,7 +502,7 @@ def test_bulk_with_wildcards_uses_each_entitys_run() -> None:
         pytest.param(
             _bulk({"task_id": GATE, "new_state": "success", "note": "x"}, update_mask=["note"]), id="masked"
         ),
-        pytest.param(_bulk(GATE, action="delete"), id="delete"),
+        pytest.param(_bulk("open_ticket", action="delete"), id="delete-unguarded"),
         pytest.param(_bulk({"task_id": GATE, "new_state": "success"}, action="create"), id="create"),
     ],
 )
@@ -739,11 +750,32 @@ def test_accepted_change_reaches_airflow_unchanged_and_is_recorded(door: dict[st
     assert current_manual_change() is None
 
 
-def test_a_change_airflow_refuses_is_not_recorded(door: dict[str, Any]) -> None:
+def test_a_change_airflow_refuses_is_recorded_as_refused_not_as_a_change(door: dict[str, Any]) -> None:
     door["airflow"].status = 409
     response = door["client"].patch(BASE, json={"state": "failed"}, headers=_as("dora-token"))
     assert response.status_code == 409
-    assert door["records"] == []
+    (record,) = door["records"]
+    assert (record["kind"], record["actor"], record["dag_id"], record["run_id"]) == (
+        "api.refused",
+        "dora_soc_op",
+        DAG,
+        RUN,
+    )
+    assert record["details"] == {"method": "PATCH", "path": BASE, "status_code": 409}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("DELETE", f"{BASE}/taskInstances/{GATE}", None, id="delete-gate"),
+        pytest.param("PATCH", f"{BASE}/taskInstances", _bulk(GATE, action="delete"), id="bulk-delete-gate"),
+    ],
+)
+def test_deleting_a_gate_is_refused(method: str, path: str, body: Any) -> None:
+    refused = verdict(method, path, body)
+    assert isinstance(refused, Refusal)
+    assert (refused.rule, refused.task_id) == ("approval-gate", GATE)
+    assert refused.message.startswith(f"{GATE_REASON}; deleting its task instance would drop it")
 
 
 def test_unauthenticated_requests_are_left_to_airflow(door: dict[str, Any]) -> None:
