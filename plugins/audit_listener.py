@@ -76,7 +76,11 @@ def _enum_value(value: Any) -> str | None:
 def _run_fields(dag_run: Any) -> dict[str, Any]:
     dag = getattr(dag_run, "dag", None)
     conf = dict(getattr(dag_run, "conf", None) or {})
-    tenant = conf.get("tenant") if isinstance(conf.get("tenant"), str) else _param_default(dag, "tenant")
+    # The tenant of a run is its validated ``tenant`` param: conf["tenant"] counts only when the DAG
+    # declares that param (the trigger form checked it); a free conf key names no tenant.
+    declared = "tenant" in (getattr(dag, "params", None) or {})
+    given = conf.get("tenant") if declared and isinstance(conf.get("tenant"), str) else None
+    tenant = given or _param_default(dag, "tenant")
     return {
         "domain": _domain(dag),
         "tenant": tenant,
