@@ -68,6 +68,7 @@ def _audit_refusal(username: str, roles: set[str], assigned: set[str]) -> None:
     from include.approvals.respondents import EXCLUDE_PREFIX
     from include.audit.emit import emit
     from include.audit.records import POLICY_VIOLATION
+    from include.auth.middleware import run_audit_fields
 
     target = mark_refusal_recorded()  # this record is the attempt's; the door writes no second one
     four_eyes = f"{EXCLUDE_PREFIX}{username}" in assigned
@@ -75,6 +76,7 @@ def _audit_refusal(username: str, roles: set[str], assigned: set[str]) -> None:
         {
             "kind": POLICY_VIOLATION,
             "actor": username,
+            **run_audit_fields(target.get("dag_id"), target.get("run_id")),
             **{key: value for key, value in target.items() if value},
             "subject": "approval answer refused",
             "details": {

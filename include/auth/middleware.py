@@ -24,6 +24,7 @@ version, so an inspected request reads two or three small rows.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -193,6 +194,22 @@ class MetadataLookup:
             conf.get(CORRELATION_CONF_KEY) or default_correlation_id(dag_id, run_id)
         )
         return fields
+
+
+@functools.cache
+def _shared_lookup() -> MetadataLookup:
+    return MetadataLookup()
+
+
+def run_audit_fields(dag_id: str | None, run_id: str | None) -> dict[str, Any]:
+    """Domain, tenant and correlation id of a run for a record written in the API server (never raises)."""
+    if not dag_id:
+        return {}
+    try:
+        return _shared_lookup().audit_fields(dag_id, run_id)
+    except Exception:
+        log.warning("no audit fields for %s/%s", dag_id, run_id, exc_info=True)
+        return {}
 
 
 # --- The request ----------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def patch(module: ModuleType) -> bool:
         log.warning("Not patching %s.%s: %s. %s", TARGET_MODULE, TARGET_FUNCTION, problem, WHAT_NOW)
         return False
     setattr(module, TARGET_FUNCTION, recalculate_dagrun_queued_at_deadlines)
-    log.info("Patched %s.%s (apache/airflow#70368)", TARGET_MODULE, TARGET_FUNCTION)
+    log.debug("Patched %s.%s (apache/airflow#70368)", TARGET_MODULE, TARGET_FUNCTION)
     return True
 
 
