@@ -54,7 +54,9 @@ def _task_labels(task_instance: Any) -> tuple[dict[str, str | None], Mapping[str
     params = context.get("params") or {}
     dag_run = context.get("dag_run")
     conf = dict(getattr(dag_run, "conf", None) or {})
-    if isinstance(params.get("tenant"), str) and not isinstance(conf.get("tenant"), str):
+    # The tenant is the run's validated param; a conf key the DAG does not declare names no tenant.
+    conf.pop("tenant", None)
+    if isinstance(params.get("tenant"), str):
         conf["tenant"] = params["tenant"]
     tags = {
         "domain": domain,
