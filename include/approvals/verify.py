@@ -182,8 +182,7 @@ class RestApprovalRecords:
         return response.json()
 
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> Mapping[str, Any] | None:
-        path = "/".join(quote(part, safe="") for part in (dag_id, run_id, task_id))
-        dag, run, task = path.split("/")
+        dag, run, task = (quote(part, safe="") for part in (dag_id, run_id, task_id))
         return self._get(f"api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails")
 
     def roles_of(self, username: str) -> set[str]:
@@ -246,8 +245,6 @@ def _refuse(rule: str, message: str) -> ApprovalVerificationError:
 class _Walk:
     """State of one verification: who may no longer answer, what step 1 bound."""
 
-    action: str
-    flags: dict[str, bool]
     excluded: set[str]
     artifact: str | None = None
 
@@ -377,7 +374,7 @@ def check_answers(
     by_step = _index_gates(action, gates)
     details = {number: records.hitl_detail(dag_id, run_id, ref.task_id) for number, ref in by_step.items()}
     flags = _flags(by_step[1].task_id, details[1], {"destructive": destructive, "privileged": privileged})
-    walk = _Walk(action=action, flags=flags, excluded={triggered_by} if triggered_by else set())
+    walk = _Walk(excluded={triggered_by} if triggered_by else set())
     needed = rule.steps_for(**flags)
     approvers = []
     for number, step in enumerate(needed, start=1):
