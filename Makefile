@@ -30,10 +30,10 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	@touch $(CHECKOV_STAMP)
 
 run: install
-	PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack up --profile run
+	PYTHONPATH=$(CURDIR) $(PY) -m devstack up --profile run
 
 stop:
-	PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack stop --profile run
+	PYTHONPATH=$(CURDIR) $(PY) -m devstack stop --profile run
 
 lint: install
 	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
@@ -74,6 +74,6 @@ change-summary: install
 	PYTHONPATH=$(CURDIR) $(PY) -m include.cli change-summary --base main
 
 clean:
-	-PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack stop --profile run
-	-PYTHONPATH=$(CURDIR) $(PY) -m include.cli stack stop --profile test
+	-PYTHONPATH=$(CURDIR) $(PY) -m devstack stop --profile run
+	-PYTHONPATH=$(CURDIR) $(PY) -m devstack stop --profile test
 	rm -rf .local .pytest_cache .ruff_cache .mypy_cache

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.burst import percentile
-from include.devstack.api_client import AirflowApi
+from devstack.api_client import AirflowApi
 
 
 @dataclass

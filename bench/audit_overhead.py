@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.burst import percentile
+from devstack.api_client import AirflowApi, ApiError
 from include.audit.store import AuditStore
-from include.devstack.api_client import AirflowApi, ApiError
 
 
 @dataclass

@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from include.devstack.airflow_env import ADMIN_USER
-from include.devstack.api_client import TERMINAL_RUN_STATES, AirflowApi
-from include.devstack.config import PROFILES
+from devstack.airflow_env import ADMIN_USER
+from devstack.api_client import TERMINAL_RUN_STATES, AirflowApi
+from devstack.config import PROFILES
 
 
 @dataclass

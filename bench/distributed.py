@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.burst import burst, percentile
-from include.devstack.config import Profile
+from devstack.config import Profile
 from include.policies.loader import load_domain_policy
 
 RESULTS = Path(__file__).parent / "results"
@@ -70,10 +70,10 @@ def mixed_burst(api: Any, runs_per_domain: int) -> dict[str, Any]:
 
 
 def run(runs_per_domain: int) -> dict[str, Any]:
-    from include.devstack import processes
-    from include.devstack.airflow_env import ADMIN_USER
-    from include.devstack.api_client import AirflowApi
-    from include.devstack.stack import Stack
+    from devstack import processes
+    from devstack.airflow_env import ADMIN_USER
+    from devstack.api_client import AirflowApi
+    from devstack.stack import Stack
 
     stack = Stack(PROFILE)
     out: dict[str, Any] = {"runs_per_domain": runs_per_domain}

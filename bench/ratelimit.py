@@ -1,6 +1,6 @@
 """Shared rate limit benchmark: N worker processes, one limit in PostgreSQL, a server that enforces it.
 
-Each process makes M calls through a :class:`~include.connectors.base.ConnectorHook` whose extras
+Each process makes M calls through a :class:`~include.connectors.base.HttpConnectorHook` whose extras
 set ``rate_limit_per_second`` / ``rate_limit_burst`` to the server's limit and point
 ``rate_limit_store_dsn`` at the shared store. The fault server (rate-enforcing mode) admits at most
 ``limit`` requests per sliding window and answers 429 beyond it, so every 429 is a permit the
@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from include.devstack import postgres
-from include.devstack.config import HOST, Profile
-from tests.support.fault_server import FaultServer, ReceivedRequest
+from devstack import postgres
+from devstack.config import HOST, Profile
+from devstack.standins.fault import FaultServer, ReceivedRequest
 
 RESULTS = Path(__file__).parent / "results" / "ratelimit.json"
 BENCH_PROFILE = Profile(name="ratelimit-bench", api_port=0, pg_port=25463, moto_port=0, smtp_port=0)
@@ -66,12 +66,12 @@ def store_dsn(profile: Profile) -> str:
 
 
 def _bench_hook(conn_id: str, port: int, extras: dict[str, Any]) -> Any:
-    """A ConnectorHook for the fault server (imported here: only the worker processes need Airflow)."""
+    """A HttpConnectorHook for the fault server (imported here: only the worker processes need Airflow)."""
     from airflow.sdk import Connection
 
-    from include.connectors.base import ConnectorHook
+    from include.connectors.base import HttpConnectorHook
 
-    class BenchHook(ConnectorHook):
+    class BenchHook(HttpConnectorHook):
         system = "bench"
 
         def auth_headers(self) -> dict[str, str]:

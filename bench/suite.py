@@ -53,10 +53,10 @@ from bench import approval_resume, ratelimit
 from bench.burst import burst, percentile
 from bench.cpu import CpuMeter
 from bench.cpu import line as cpu_line
-from include.devstack.config import REPO_ROOT, Profile
+from devstack.config import REPO_ROOT, Profile
 
 if TYPE_CHECKING:
-    from include.devstack.request_tracker import RequestTracker
+    from devstack.request_tracker import RequestTracker
 
 RESULTS = Path(__file__).parent / "results"
 # A profile of its own (not run/test/test-<n>): ports 700 above the test profile's, so the suite
@@ -227,7 +227,7 @@ class Rt:
     """Plain REST 2 calls to the stack's Request Tracker (the client side of the benchmark)."""
 
     def __init__(self, profile: Profile) -> None:
-        from include.devstack.request_tracker import RequestTracker
+        from devstack.request_tracker import RequestTracker
 
         tracker = RequestTracker(profile)
         self.base = f"{tracker.url.rstrip('/')}/REST/2.0"
@@ -455,7 +455,7 @@ def seed_flood(tracker: RequestTracker, flood_tickets: int) -> tuple[list[str], 
     here, 500 in 162 s while Airflow started, and the suite still waited a minute for them. RT's
     Perl API in one process and one transaction runs the same ticket code and scrips, without
     HTTP and a login per request: 100 in 6.9 s. The tickets are set-up, not a measured figure."""
-    from include.devstack.request_tracker import ORCHESTRATOR_USER, RT_LIB
+    from devstack.request_tracker import ORCHESTRATOR_USER, RT_LIB
 
     began = time.monotonic()
     result = subprocess.run(
@@ -584,8 +584,8 @@ def bench_stack(flood_tickets: int) -> Any:
     database before its server starts, while Airflow's database is migrated (``stack.seeded``:
     their ids and the seconds it took, or the error). RT's server starts after both, before
     Airflow's processes: nothing asks RT anything before then."""
-    from include.devstack.request_tracker import RequestTracker
-    from include.devstack.stack import Stack
+    from devstack.request_tracker import RequestTracker
+    from devstack.stack import Stack
 
     class BenchStack(Stack):
         seeded: tuple[list[str], float] | str | None = None
@@ -637,8 +637,8 @@ def _timed(results: dict[str, Any], walls: dict[str, float], name: str, fn: Call
 
 
 def run_suite(args: argparse.Namespace) -> dict[str, Any]:
-    from include.devstack.airflow_env import ADMIN_USER
-    from include.devstack.api_client import AirflowApi
+    from devstack.airflow_env import ADMIN_USER
+    from devstack.api_client import AirflowApi
 
     results: dict[str, Any] = {}
     walls: dict[str, float] = {}

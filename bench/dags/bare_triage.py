@@ -16,7 +16,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
-from plugins.triggers.request_tracker import NewTicketTrigger
+from include.triggers.request_tracker import NewTicketTrigger
 
 BARE_QUEUE = "implementation"
 NEW_TICKETS = Asset(

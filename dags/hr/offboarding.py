@@ -14,17 +14,17 @@ Same leaver, same end state: run it again and nothing changes, one evidence comm
 
 from airflow.sdk import Param
 
-from include.policies.tenants import tenant_ids
-from include.workflows import domain_workflow
-from include.workflows.approval import approval_gate
-from plugins.operators.identity import (
+from include.operators.identity import (
     DisableDirectoryAccountOperator,
     DisableIdentityCenterUserOperator,
     HrTicketOperator,
     InspectDirectoryAccountOperator,
     RevokeTenantAccessKeysOperator,
 )
-from plugins.operators.ticketing import CommentTicketOperator
+from include.operators.ticketing import CommentTicketOperator
+from include.policies.tenants import tenant_ids
+from include.workflows import domain_workflow
+from include.workflows.approval import approval_gate
 
 STAFF = "secops"
 STEP_1 = "ti.xcom_pull(task_ids='approve_identity_disable.step_1_hr_lead', key='approval')"

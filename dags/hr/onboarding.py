@@ -15,12 +15,7 @@ identity is never re-enabled here: a rehire is a decision for HR and security.
 
 from airflow.sdk import Param
 
-from include.policies.hr_roles import known_roles
-from include.policies.tenants import tenant_ids
-from include.validation.employee import FIELDS
-from include.workflows import domain_workflow
-from include.workflows.approval import approval_gate
-from plugins.operators.identity import (
+from include.operators.identity import (
     ONBOARDING_ARTIFACT,
     EnsureDirectoryAccountOperator,
     EnsureIdentityCenterUserOperator,
@@ -28,7 +23,12 @@ from plugins.operators.identity import (
     NotifyManagerOperator,
     ValidateEmployeeOperator,
 )
-from plugins.operators.ticketing import CommentTicketOperator, CreateTicketOperator
+from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
+from include.policies.hr_roles import known_roles
+from include.policies.tenants import tenant_ids
+from include.validation.employee import FIELDS
+from include.workflows import domain_workflow
+from include.workflows.approval import approval_gate
 
 STAFF = "secops"
 EMPLOYEE = "{{ params.employee_id }}"
@@ -106,7 +106,7 @@ def onboarding() -> None:
         user_name=UID,
         given_name="{{ params.given_name }}",
         family_name="{{ params.surname }}",
-        email="{{ params.email }}",
+        work_email="{{ params.email }}",
         employee_id=EMPLOYEE,
         role="{{ params.role }}",
     )
@@ -115,7 +115,7 @@ def onboarding() -> None:
         user_name=UID,
         given_name="{{ params.given_name }}",
         surname="{{ params.surname }}",
-        email="{{ params.email }}",
+        work_email="{{ params.email }}",
         employee_id=EMPLOYEE,
         role="{{ params.role }}",
         title="{{ params.role }}",

@@ -12,10 +12,10 @@ and the ticket says so. Infrastructure-change SLA of the implementation domain.
 
 from airflow.sdk import Param
 
+from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator, UpdateTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
 from include.workflows.terraform import terraform_change
-from plugins.operators.ticketing import CommentTicketOperator, CreateTicketOperator, UpdateTicketOperator
 
 TENANT = "{{ params.tenant }}"
 TICKET_ID = "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"

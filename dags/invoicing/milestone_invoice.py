@@ -45,10 +45,7 @@ identical archive objects already there.
 from airflow.sdk import Param
 
 from include.invoicing.milestone import CONTRACT_PATTERN, EXPORT_KEY_PATTERN, MILESTONE_PATTERN
-from include.policies.invoicing import invoiceable_tenants
-from include.workflows import domain_workflow
-from include.workflows.approval import approval_gate
-from plugins.operators.invoicing import (
+from include.operators.invoicing import (
     ArchiveInvoiceOperator,
     CheckMilestoneRequestOperator,
     CreateInvoiceOperator,
@@ -57,7 +54,10 @@ from plugins.operators.invoicing import (
     PostInvoiceOperator,
     ValidateMilestoneLinesOperator,
 )
-from plugins.operators.ticketing import CreateTicketOperator, UpdateTicketOperator
+from include.operators.ticketing import CreateTicketOperator, UpdateTicketOperator
+from include.policies.invoicing import invoiceable_tenants
+from include.workflows import domain_workflow
+from include.workflows.approval import approval_gate
 
 TENANT = "{{ params.tenant }}"
 REQUEST = "ti.xcom_pull(task_ids='check_request')"

@@ -14,11 +14,11 @@ or a malformed alert, is refused before anything is created.
 
 from airflow.sdk import Param
 
+from include.operators.containment import InspectHostOperator, IsolateHostOperator
+from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
-from plugins.operators.containment import InspectHostOperator, IsolateHostOperator
-from plugins.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 
 TENANT = "{{ params.tenant }}"
 HOST = "{{ params.host }}"

@@ -15,11 +15,11 @@ tenant, or a malformed alert is refused before anything is created.
 
 from airflow.sdk import Param
 
+from include.operators.containment import DisableAccountOperator, InspectAccountOperator
+from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
-from plugins.operators.containment import DisableAccountOperator, InspectAccountOperator
-from plugins.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 
 TENANT = "{{ params.tenant }}"
 ACCOUNT = "{{ params.account }}"

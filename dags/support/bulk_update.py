@@ -14,9 +14,9 @@ values and finds the comments already posted, so nothing is duplicated.
 from airflow.sdk import Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from include.operators.ticketing import BulkUpdateTicketsOperator
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
-from plugins.operators.ticketing import BulkUpdateTicketsOperator
 
 BATCH_SIZE = 25
 

@@ -3,7 +3,7 @@
 
 Starts within seconds of a customer opening a ticket in the `support` queue of Request Tracker:
 an event watcher in the triggerer polls RT every second for new tickets and turns each into an
-asset event (`plugins/triggers/request_tracker.py`; polling because RT 5 has no outgoing webhooks).
+asset event (`include/triggers/request_tracker.py`; polling because RT 5 has no outgoing webhooks).
 One task then, for every ticket of the run: classifies it with the rules of
 `include/policies/support_triage.yaml` (tenant from the requestor's e-mail domain; keywords ->
 category, severity, priority), sets the Category, Severity and Tenant fields and the priority,
@@ -15,8 +15,8 @@ Idempotent: a ticket reported twice (a triggerer restart) gets the same fields a
 
 from airflow.sdk import Asset, AssetWatcher, task
 
+from include.triggers.request_tracker import NewTicketTrigger
 from include.workflows import domain_workflow
-from plugins.triggers.request_tracker import NewTicketTrigger
 
 NEW_SUPPORT_TICKETS = Asset(
     name="rt_support_new_tickets",

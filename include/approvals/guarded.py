@@ -1,7 +1,7 @@
 """Which tasks of a DAG nobody sets by hand: approval gates and privileged steps.
 
 A task is a *gate* when its operator class is an
-:class:`~plugins.operators.approval.ApprovalGateOperator`, and *privileged* when its class
+:class:`~include.operators.approval.ApprovalGateOperator`, and *privileged* when its class
 attribute ``capability`` names a capability with ``privileged: true`` in
 ``include/policies/capabilities.yaml`` (an undeclared one counts as privileged). The API server
 reads DAGs serialized, so a task is known by its operator's module and class name
@@ -26,7 +26,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 log = logging.getLogger(__name__)
 
-OPERATOR_PACKAGES: Final = ("plugins.operators.", "include.")
+OPERATOR_PACKAGES: Final = ("include.operators.", "include.")
 """The only modules operator classes are imported from to classify a task."""
 RULE_GATE: Final = "approval-gate"
 RULE_PRIVILEGED: Final = "privileged-step"
@@ -96,7 +96,7 @@ def classify_operator(module: str | None, class_name: str | None) -> TaskKind | 
 
 
 def _class_kind(operator_class: type, operator: str) -> TaskKind | None:
-    from plugins.operators.approval import ApprovalGateOperator
+    from include.operators.approval import ApprovalGateOperator
 
     if issubclass(operator_class, ApprovalGateOperator):
         return TaskKind("gate", operator)

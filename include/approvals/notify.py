@@ -76,7 +76,7 @@ async def asend_email(
 
 def comment_on_ticket(run: RunContext, system: str, ticket_id: str, text: str) -> dict[str, Any]:
     """Comment on the run's ticket (idempotent per run, task and ladder step)."""
-    from plugins.operators.ticketing import ticketing_hook
+    from include.operators.ticketing import ticketing_hook
 
     tenant = run.tenant
     try:

@@ -423,7 +423,7 @@ def gates_upstream(task: Any, action: str) -> list[GateRef]:
 
 
 def _domain(task: Any) -> str:
-    from include.policies.checks import domain_tags
+    from include.policies.loader import domain_tags
 
     domains = domain_tags(task.dag)
     if len(domains) != 1:

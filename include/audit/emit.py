@@ -1,7 +1,7 @@
 """Write audit records from anywhere in the platform: scheduler, workers, triggerer, dag-processor.
 
 The audit trail is written by the platform, never by DAG authors: the listener plugin
-(``plugins/audit_listener.py``: runs triggered and finished, task end states, policy violations),
+(``include/audit/listener.py``: runs triggered and finished, task end states, policy violations),
 the approval gate and its trigger (requests, escalation steps, answers) and the connector
 operators (side effects) call :func:`emit`. Each process keeps one :class:`AuditStore` whose DSN
 comes from the ``audit_store`` connection, so from the secrets backend like every credential.
@@ -193,7 +193,7 @@ def task_event(
 ) -> dict[str, Any]:
     """An event of the running task: domain, correlation id, dag/run/task ids from its context."""
     from include.connectors.context import RunContext
-    from include.policies.checks import domain_tags
+    from include.policies.loader import domain_tags
 
     run = RunContext.from_airflow_context(context, tenant or "")
     task = context.get("task")

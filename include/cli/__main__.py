@@ -14,7 +14,6 @@ COMMAND_MODULES = (
     "include.policies.checks",
     "include.policies.sync",
     "include.cli.change_summary",
-    "include.devstack.stack",
     "include.audit.cli",
     "include.metrics.cli",
 )

@@ -85,7 +85,7 @@ def authorize_capability(capability: str, tenant: str, run_context: RunContext) 
     if context is None:
         return
     from include.approvals.verify import ApprovalVerificationError, require_verified
-    from include.policies.checks import domain_tags
+    from include.policies.loader import domain_tags
 
     declared = get_capability(capability)
     task = context["task"]

@@ -46,12 +46,22 @@ def service_message(response: requests.Response) -> str:
 
 
 class ConnectorHook(BaseHook):
-    """Base hook for an HTTP API. Subclasses set ``system`` and implement :meth:`auth_headers`."""
+    """Base hook of every external system: connection, tenant, rate limit and retries.
 
-    system: ClassVar[str] = "http"
+    Subclasses set ``system`` and make every call to the service through :meth:`call` (or, for an
+    HTTP API, :meth:`HttpConnectorHook.request`), so each call is rate-limited and retried the same
+    way whatever the client library (requests, boto3, ldap3, a CLI).
+
+    :param conn_id: the Airflow connection of the service (credentials come from the secrets
+        backend, never from code); default ``default_conn_name``.
+    :param tenant: the tenant the calls are made for: its own rate-limit bucket.
+    :param bulk: bulk work also draws from the connector's bulk bucket.
+    """
+
+    system: ClassVar[str] = "connector"
     conn_name_attr = "conn_id"
-    default_conn_name = "http_default"
-    conn_type = "http"
+    default_conn_name = "connector_default"
+    conn_type = "generic"
     hook_name = "Connector"
 
     def __init__(self, conn_id: str | None = None, *, tenant: str, bulk: bool = False, **kwargs: Any) -> None:
@@ -64,9 +74,9 @@ class ConnectorHook(BaseHook):
 
     def for_tenant(self, tenant: str) -> Self:
         """The same connector for another tenant: its own tenant bucket, this hook's connection,
-        session and store (no second secrets-backend lookup; each costs a round trip)."""
+        client and store (no second secrets-backend lookup; each costs a round trip)."""
         other = type(self)(self.conn_id, tenant=tenant, bulk=self.bulk)
-        for name in ("connection", "extras", "session", "rate_limit_store"):
+        for name in ("connection", "extras", "rate_limit_store"):
             if name in self.__dict__:  # what this hook already built
                 other.__dict__[name] = self.__dict__[name]
         return other
@@ -79,13 +89,6 @@ class ConnectorHook(BaseHook):
     @cached_property
     def extras(self) -> dict[str, Any]:
         return dict(self.connection.extra_dejson)
-
-    @cached_property
-    def base_url(self) -> str:
-        conn = self.connection
-        scheme = conn.schema or "https"
-        port = f":{conn.port}" if conn.port else ""
-        return f"{scheme}://{conn.host}{port}{self.extras.get('base_path', '')}".rstrip("/")
 
     @cached_property
     def retry_policy(self) -> RetryPolicy:
@@ -119,6 +122,84 @@ class ConnectorHook(BaseHook):
         """The shared rate-limit store's URL (a secret when it holds a password: never log it)."""
         return str(self.extras.get("rate_limit_store_dsn") or store_dsn())
 
+    # --- the one way to call the service -----------------------------------------------------
+    def call(self, operation: str, function: Callable[[], T], *, retry: bool = True) -> T:
+        """One logical call of the service: rate-limited, retried on transient failures only.
+
+        ``function`` makes the call and raises :class:`TransientError` for what may be retried (the
+        subclass maps its client's errors) and :class:`PermanentError` for the rest.
+        ``retry=False`` makes one attempt only: for creates, which :meth:`create_once` retries
+        itself with a fresh search before every attempt.
+
+        :param operation: the name of the call in errors, logs and rate-limit accounting.
+        :param function: the call itself, without arguments.
+        :param retry: retry transient failures (with ``Retry-After`` honoured).
+        """
+
+        def attempt() -> T:
+            if self.limiter is not None:
+                self.limiter.acquire(operation)
+            return function()
+
+        if not retry:
+            return attempt()
+        return call_with_retries(
+            attempt,
+            self.retry_policy,
+            system=self.system,
+            operation=operation,
+            on_retry=self._log_retry,
+        )
+
+    def create_once(self, find: Callable[[], T | None], create: Callable[[], T], *, operation: str) -> T:
+        """Search-before-create, repeated before every retry of the create.
+
+        A create whose response was lost (timeout, reset, 5xx after the service committed) must not
+        be sent again blindly: the next attempt first looks for the object by its idempotency key.
+        ``create`` must call :meth:`call` (or :meth:`HttpConnectorHook.request`) with ``retry=False``.
+        """
+
+        def attempt() -> T:
+            existing = find()
+            return existing if existing is not None else create()
+
+        return call_with_retries(
+            attempt, self.retry_policy, system=self.system, operation=operation, on_retry=self._log_retry
+        )
+
+    def _log_retry(self, attempt: int, wait: float, error: BaseException) -> None:
+        self.retry_count += 1
+        self.log.warning(
+            "%s %s: attempt %d failed (%s); retry %d in %.2fs",
+            self.system,
+            getattr(error, "operation", "?"),
+            attempt,
+            error,
+            self.retry_count,
+            wait,
+        )
+
+
+class HttpConnectorHook(ConnectorHook):
+    """Base hook for an HTTP API. Subclasses set ``system`` and implement :meth:`auth_headers`."""
+
+    system: ClassVar[str] = "http"
+    default_conn_name = "http_default"
+    conn_type = "http"
+
+    def for_tenant(self, tenant: str) -> Self:
+        other = super().for_tenant(tenant)
+        if "session" in self.__dict__:
+            other.__dict__["session"] = self.__dict__["session"]
+        return other
+
+    @cached_property
+    def base_url(self) -> str:
+        conn = self.connection
+        scheme = conn.schema or "https"
+        port = f":{conn.port}" if conn.port else ""
+        return f"{scheme}://{conn.host}{port}{self.extras.get('base_path', '')}".rstrip("/")
+
     @cached_property
     def session(self) -> requests.Session:
         session = requests.Session()
@@ -146,35 +227,10 @@ class ConnectorHook(BaseHook):
         itself with a fresh search before every attempt.
         """
 
-        def attempt() -> requests.Response:
-            if self.limiter is not None:
-                self.limiter.acquire(operation)
-            return self._send(method, path, operation=operation, expect=expect, **kwargs)
-
-        if not retry:
-            return attempt()
-        return call_with_retries(
-            attempt,
-            self.retry_policy,
-            system=self.system,
-            operation=operation,
-            on_retry=self._log_retry,
-        )
-
-    def create_once(self, find: Callable[[], T | None], create: Callable[[], T], *, operation: str) -> T:
-        """Search-before-create, repeated before every retry of the create.
-
-        A create whose response was lost (timeout, reset, 5xx after the service committed) must not
-        be sent again blindly: the next attempt first looks for the object by its idempotency key.
-        ``create`` must call :meth:`request` with ``retry=False``.
-        """
-
-        def attempt() -> T:
-            existing = find()
-            return existing if existing is not None else create()
-
-        return call_with_retries(
-            attempt, self.retry_policy, system=self.system, operation=operation, on_retry=self._log_retry
+        return self.call(
+            operation,
+            lambda: self._send(method, path, operation=operation, expect=expect, **kwargs),
+            retry=retry,
         )
 
     def _send(
@@ -217,15 +273,3 @@ class ConnectorHook(BaseHook):
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         raise PermanentError(message, system=self.system, operation=operation, status=response.status_code)
-
-    def _log_retry(self, attempt: int, wait: float, error: BaseException) -> None:
-        self.retry_count += 1
-        self.log.warning(
-            "%s %s: attempt %d failed (%s); retry %d in %.2fs",
-            self.system,
-            getattr(error, "operation", "?"),
-            attempt,
-            error,
-            self.retry_count,
-            wait,
-        )

@@ -26,7 +26,7 @@ as slack (50 ms of a 1 s window) for 5 % of the throughput; bench/ratelimit.py m
 When the wait for a permit would exceed ``rate_limit_max_wait_seconds`` the limiter raises
 :class:`RateLimitBackpressure` instead of sleeping, and the operator defers (frees its worker).
 A Redis store that does not answer (down, timing out, loading its data after a restart) raises
-:class:`TransientError`, which :meth:`ConnectorHook.request` retries with backoff like any other
+:class:`TransientError`, which :meth:`HttpConnectorHook.request` retries with backoff like any other
 transient failure; a Redis that refuses our credentials raises :class:`PermanentError`.
 
 The Redis URL carries the store's password: it is never logged and never part of an error message
@@ -67,7 +67,7 @@ REDIS_SCHEMES = frozenset({"redis", "rediss"})
 REDIS_KEY_PREFIX = "ratelimit:"
 REDIS_DEFAULT_PORT = 6379
 # Seconds, for the connect and for every command: a store that does not answer fails the attempt
-# quickly and ConnectorHook.request retries it with its own backoff.
+# quickly and HttpConnectorHook.request retries it with its own backoff.
 REDIS_SOCKET_TIMEOUT = 2.0
 # A bucket's sorted set keeps its members for two windows and expires when no call was admitted for
 # three windows, at least a minute: a bucket nobody uses any more leaves nothing behind.
@@ -197,7 +197,7 @@ def redis_client(url: str) -> Any:
 
     Short socket timeouts and a single immediate reconnect instead of redis-py's default (three
     retries, backing off from 1 s): a store that does not answer fails the attempt within seconds
-    and ConnectorHook.request does the backing off. The password goes to a credential provider rather
+    and HttpConnectorHook.request does the backing off. The password goes to a credential provider rather
     than the client's keyword arguments, which redis-py's repr of a client lists in clear.
     """
     import redis
@@ -436,7 +436,7 @@ class SharedRateLimiter:
     def acquire(self, operation: str) -> float:
         """Block until every bucket admitted one call (total wait <= bound); return seconds waited.
 
-        A Redis store that fails raises :class:`TransientError` (unavailable: ConnectorHook.request
+        A Redis store that fails raises :class:`TransientError` (unavailable: HttpConnectorHook.request
         retries the call) or :class:`PermanentError` (it refused us); a PostgreSQL store's errors
         propagate as psycopg raises them.
         """

@@ -45,7 +45,7 @@ DEFAULT_KIND = "fast_path"
 UNKNOWN = "unknown"
 # Domains whose workflows act for the company itself, not for a customer.
 INTERNAL_TENANT_DOMAINS = {"hr": "secops"}
-LADDER_XCOM_KEY = "approval_ladder"  # plugins.triggers.approval.LADDER_XCOM_KEY (no Airflow import here)
+LADDER_XCOM_KEY = "approval_ladder"  # include.triggers.approval.LADDER_XCOM_KEY (no Airflow import here)
 
 TASKS_SQL = """
 SELECT ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.state, ti.try_number, ti.operator,

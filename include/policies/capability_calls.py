@@ -47,8 +47,7 @@ DEFINING_MODULES = frozenset(CAPABILITY_FUNCTIONS.values())
 CAPABILITY_PARAMETER = "capability"
 APPROVAL_MIXIN = "RequiresApproval"
 APPROVAL_MIXIN_MODULE = "include/approvals/verify.py"
-# Local-only code and tests are not the product; they are not deployed.
-EXCLUDED_PREFIXES = ("include/devstack/",)
+# Tests are not the product (local-only code lives outside include/ and plugins/, in devstack/).
 EXCLUDED_PARTS = frozenset({"tests", "__pycache__"})
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -396,12 +395,11 @@ class CapabilityCallScan:
         self._unparsed.append(_Source(path, path.read_text(encoding="utf-8"), dag_file))
 
     def add_code_root(self, root: Path) -> None:
-        """Every module under ``root`` (``include/``, ``plugins/``) but local-only code and tests."""
+        """Every module under ``root`` (``include/``, ``plugins/``) but tests."""
         for path in sorted(root.rglob("*.py")):
             relative = (Path(root.name) / path.relative_to(root)).as_posix()
             if (
                 relative in DEFINING_MODULES
-                or relative.startswith(EXCLUDED_PREFIXES)
                 or EXCLUDED_PARTS.intersection(Path(relative).parts)
                 or path.name.startswith("test_")
             ):

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from include.policies.capability_calls import DagFile, domains_text, scan, task_line
-from include.policies.loader import DOMAINS_FILE, DomainPolicy, Policy, PolicyError, load_policy_file
+from include.policies.loader import (
+    DOMAINS_FILE,
+    DomainPolicy,
+    Policy,
+    PolicyError,
+    domain_tag_problem,
+    domain_tags,
+    load_policy_file,
+)
 from include.policies.secret_scan import files_to_scan, find_literal_secrets
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +42,6 @@ DEFAULT_INCLUDE_FOLDER = REPO_ROOT / "include"
 DEFAULT_PLUGINS_FOLDER = REPO_ROOT / "plugins"
 DEFAULT_PARSE_BUDGET_SECONDS = 2.0
 
-DOMAIN_TAG_PREFIX = "domain:"
 # Domain priorities are absolute: with Airflow's default "downstream" rule a long bulk DAG would
 # outrank a short containment DAG of a higher-priority domain.
 EXPECTED_WEIGHT_RULE = "absolute"
@@ -156,13 +163,6 @@ def dag_location(dag: Any, task_id: str | None = None) -> str:
     return f"{location}::{task_id}" if task_id else location
 
 
-def domain_tags(dag: Any) -> list[str]:
-    """The domain names a DAG is tagged with (``domain:<name>``), sorted."""
-    return sorted(
-        tag.removeprefix(DOMAIN_TAG_PREFIX) for tag in dag.tags if tag.startswith(DOMAIN_TAG_PREFIX)
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Rules
 
@@ -213,22 +213,6 @@ def check_dag_imports(context: CheckContext) -> list[Violation]:
             Violation("dag-imports", location, f"DAG file {location} does not import: {last_line}")
         )
     return violations
-
-
-def domain_tag_problem(dag: Any, policy: Policy) -> str | None:
-    names = domain_tags(dag)
-    declared = ", ".join(sorted(policy.domains))
-    if not names:
-        return f"DAG {dag.dag_id} has no domain tag (expected one of: {declared})"
-    if len(names) > 1:
-        tags = ", ".join(DOMAIN_TAG_PREFIX + name for name in names)
-        return f"DAG {dag.dag_id} has {len(names)} domain tags ({tags}); it must have exactly one"
-    if names[0] not in policy.domains:
-        return (
-            f"DAG {dag.dag_id} is tagged {DOMAIN_TAG_PREFIX}{names[0]} but {names[0]!r} is not a "
-            f"declared domain (declared: {declared})"
-        )
-    return None
 
 
 def check_known_domain(context: CheckContext) -> list[Violation]:

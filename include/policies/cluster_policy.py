@@ -11,8 +11,7 @@ from typing import Any
 
 from airflow.exceptions import AirflowClusterPolicyViolation
 
-from include.policies.checks import domain_tag_problem, domain_tags
-from include.policies.loader import load_domain_policy
+from include.policies.loader import domain_tag_problem, domain_tags, load_domain_policy
 
 
 def dag_policy(dag: Any) -> None:

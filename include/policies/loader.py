@@ -218,3 +218,31 @@ def load_policy_file(path: Path) -> Policy:
 def load_domain_policy() -> Policy:
     """The deployed domain policy, loaded once per process."""
     return load_policy_file(DOMAINS_FILE)
+
+
+# A DAG names its domain with one tag; the cluster policy, the audit trail and the capability
+# checks all read it here.
+DOMAIN_TAG_PREFIX = "domain:"
+
+
+def domain_tags(dag: Any) -> list[str]:
+    """The domain names a DAG is tagged with (``domain:<name>``), sorted."""
+    return sorted(
+        tag.removeprefix(DOMAIN_TAG_PREFIX) for tag in dag.tags if tag.startswith(DOMAIN_TAG_PREFIX)
+    )
+
+
+def domain_tag_problem(dag: Any, policy: Policy) -> str | None:
+    names = domain_tags(dag)
+    declared = ", ".join(sorted(policy.domains))
+    if not names:
+        return f"DAG {dag.dag_id} has no domain tag (expected one of: {declared})"
+    if len(names) > 1:
+        tags = ", ".join(DOMAIN_TAG_PREFIX + name for name in names)
+        return f"DAG {dag.dag_id} has {len(names)} domain tags ({tags}); it must have exactly one"
+    if names[0] not in policy.domains:
+        return (
+            f"DAG {dag.dag_id} is tagged {DOMAIN_TAG_PREFIX}{names[0]} but {names[0]!r} is not a "
+            f"declared domain (declared: {declared})"
+        )
+    return None

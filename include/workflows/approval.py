@@ -28,8 +28,8 @@ from typing import Any
 from airflow.sdk import Param, TaskGroup
 from airflow.sdk.definitions._internal.contextmanager import DagContext
 
+from include.operators.approval import DRILL_PARAM, ApprovalGateOperator, domain_of_dag
 from include.policies.approvals import load_approvals
-from plugins.operators.approval import DRILL_PARAM, ApprovalGateOperator, domain_of_dag
 
 
 def drill_param() -> Param:

@@ -20,9 +20,9 @@ from typing import Any
 
 from airflow.sdk import TaskGroup
 
+from include.operators.approval import ApprovalGateOperator
+from include.operators.terraform import TerraformApplyOperator, TerraformPlanOperator
 from include.workflows.approval import approval_gate
-from plugins.operators.approval import ApprovalGateOperator
-from plugins.operators.terraform import TerraformApplyOperator, TerraformPlanOperator
 
 APPLY_ACTION = "terraform-apply"
 

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from airflow.sdk import Connection
 
+from devstack.airflow_env import ADMIN_USER
+from devstack.api_client import AirflowApi
+from devstack.aws_seed import account_client
+from devstack.config import PROFILES, REGION, STAFF_IDENTITY_STORE_ID
+from devstack.openldap import ldap_connection
+from devstack.request_tracker import rt_connection
+from devstack.stack import Stack
 from include.connectors.ldap import DirectoryHook
 from include.connectors.ticketing.request_tracker import API, RequestTrackerHook
-from include.devstack.airflow_env import ADMIN_USER
-from include.devstack.api_client import AirflowApi
-from include.devstack.aws_seed import account_client
-from include.devstack.config import PROFILES, REGION, STAFF_IDENTITY_STORE_ID
-from include.devstack.openldap import ldap_connection
-from include.devstack.request_tracker import rt_connection
-from include.devstack.stack import Stack
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import STAFF_TENANT, tenant_account_id
 from tests.e2e.gitops import PROBE_DAG_ID, GitOpsRemote

@@ -32,12 +32,12 @@ from typing import Any
 
 import pytest
 
+from devstack.api_client import AirflowApi
+from devstack.aws_seed import account_client
+from devstack.config import REGION
+from devstack.stack import Stack
 from include.audit.store import AuditStore
 from include.connectors.ldap import DirectoryHook
-from include.devstack.api_client import AirflowApi
-from include.devstack.aws_seed import account_client
-from include.devstack.config import REGION
-from include.devstack.stack import Stack
 from include.policies.tenants import platform_account_id, tenant_account_id
 from tests.e2e.conftest import ic_groups, sign_up
 from tests.e2e.test_hr_offboarding import form as offboarding_form

@@ -16,13 +16,13 @@ from __future__ import annotations
 import pytest
 
 from bench.approval_resume import measure, report
+from devstack.api_client import AirflowApi, ApiError
+from devstack.stack import Stack
+from devstack.standins.smtp import StoredMessage, read_messages
 from include.connectors.context import RunContext
 from include.connectors.idempotency import idempotency_key
 from include.connectors.ticketing.request_tracker import API as RT_API
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack.api_client import AirflowApi, ApiError
-from include.devstack.smtp_sink import StoredMessage, read_messages
-from include.devstack.stack import Stack
 from include.policies.approvals import load_approvals
 from include.policies.loader import load_domain_policy
 from tests.e2e.conftest import sign_up

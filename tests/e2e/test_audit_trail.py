@@ -19,12 +19,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bench.audit_overhead import measure, report
+from devstack.api_client import AirflowApi, ApiError
+from devstack.config import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, REGION
+from devstack.stack import Stack
 from include.audit.store import AuditStore
 from include.cli.__main__ import main as cli_main
-from include.devstack.api_client import AirflowApi, ApiError
-from include.devstack.config import REGION
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
-from include.devstack.stack import Stack
 from tests.e2e.conftest import sign_up
 
 DAG = "e2e_audit_story"

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import pytest
 
 from bench.burst import BurstResult, burst, report
+from devstack.api_client import AirflowApi
+from devstack.stack import Stack
+from devstack.standins.smtp import read_messages
 from include.connectors.context import default_correlation_id
-from include.devstack.api_client import AirflowApi
-from include.devstack.smtp_sink import read_messages
-from include.devstack.stack import Stack
 from include.policies.loader import load_domain_policy
 
 RUNS = 200

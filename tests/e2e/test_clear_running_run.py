@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from include.devstack.api_client import AirflowApi
-from include.devstack.config import HOST
-from include.devstack.postgres import DB_USER
-from include.devstack.stack import Stack
+from devstack.api_client import AirflowApi
+from devstack.config import HOST
+from devstack.postgres import DB_USER
+from devstack.stack import Stack
 from include.policies.loader import load_domain_policy
 
 DAG_ID = "e2e_clear_running_run"

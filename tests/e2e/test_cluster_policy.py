@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from devstack.api_client import AirflowApi
+from devstack.stack import Stack
 from include.audit.store import AuditStore
-from include.devstack.api_client import AirflowApi
-from include.devstack.stack import Stack
 from tests.e2e.gitops import BUNDLE_NAME, GitOpsRemote
 
 UNTAGGED = """

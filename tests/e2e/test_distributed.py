@@ -21,15 +21,15 @@ from typing import Any
 import psutil
 import pytest
 
+from devstack import processes, redis
+from devstack.api_client import AirflowApi
+from devstack.config import PROFILES
+from devstack.moto_seed import secrets_client
+from devstack.request_tracker import RequestTracker
+from devstack.stack import Stack
+from devstack.standins.fault import FaultServer
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack import processes, redis
-from include.devstack.api_client import AirflowApi
-from include.devstack.config import PROFILES
-from include.devstack.moto_seed import secrets_client
-from include.devstack.request_tracker import RequestTracker
-from include.devstack.stack import Stack
 from tests.e2e.conftest import ticket_texts
-from tests.support.fault_server import FaultServer
 
 pytestmark = pytest.mark.skipif(
     not PROFILES["test"].distributed,

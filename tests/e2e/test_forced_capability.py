@@ -8,9 +8,9 @@ record; STS never saw a request (no role was assumed).
 
 from __future__ import annotations
 
+from devstack.api_client import AirflowApi
+from devstack.stack import Stack
 from include.audit.store import AuditStore
-from include.devstack.api_client import AirflowApi
-from include.devstack.stack import Stack
 
 DAG = "e2e_forced_capability"
 

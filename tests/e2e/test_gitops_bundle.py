@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from include.devstack.api_client import AirflowApi
-from include.devstack.stack import Stack
+from devstack.api_client import AirflowApi
+from devstack.stack import Stack
 from tests.e2e.gitops import PROBE_DAG_ID, GitOpsRemote
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from devstack.api_client import AirflowApi
+from devstack.aws_seed import account_client
+from devstack.config import REGION, STAFF_IDENTITY_STORE_ID
+from devstack.stack import Stack
 from include.connectors.ldap import DirectoryHook
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack.api_client import AirflowApi
-from include.devstack.aws_seed import account_client
-from include.devstack.config import REGION, STAFF_IDENTITY_STORE_ID
-from include.devstack.stack import Stack
 from include.policies.tenants import tenant_account_id
 from tests.e2e.conftest import ic_groups, ic_users, identity_store, sign_up, ticket_texts
 from tests.e2e.test_approvals import mails_for

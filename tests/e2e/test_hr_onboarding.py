@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from devstack.api_client import AirflowApi, ApiError
+from devstack.stack import Stack
+from devstack.standins.smtp import read_messages
 from include.connectors.ldap import DirectoryHook
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack.api_client import AirflowApi, ApiError
-from include.devstack.smtp_sink import read_messages
-from include.devstack.stack import Stack
 from include.policies.hr_roles import role_mapping
 from tests.e2e.conftest import ic_groups, ic_users, sign_up, ticket_texts
 from tests.e2e.test_approvals import mails_for

@@ -24,14 +24,14 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from devstack.api_client import AirflowApi, ApiError
+from devstack.aws_seed import account_client
+from devstack.config import REGION
+from devstack.invoicing import erp_base_url, erp_identity, erp_token_url, psa_bucket
+from devstack.stack import Stack
+from devstack.standins.smtp import read_messages
 from include.audit.store import AuditStore
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack.api_client import AirflowApi, ApiError
-from include.devstack.aws_seed import account_client
-from include.devstack.config import REGION
-from include.devstack.invoicing import erp_base_url, erp_identity, erp_token_url, psa_bucket
-from include.devstack.smtp_sink import read_messages
-from include.devstack.stack import Stack
 from include.policies.tenants import platform_account_id
 from tests.e2e.conftest import sign_up, ticket_texts
 

@@ -27,11 +27,11 @@ import pytest
 import requests
 from sqlalchemy import create_engine
 
+from devstack import chromium
+from devstack.api_client import AirflowApi
+from devstack.config import REPO_ROOT
+from devstack.stack import Stack
 from include.connectors.context import default_correlation_id
-from include.devstack import chromium
-from include.devstack.api_client import AirflowApi
-from include.devstack.config import REPO_ROOT
-from include.devstack.stack import Stack
 from include.metrics.measure import TaskMeasurement, task_measurements
 
 RUNS = (("support", "acme"), ("support", "globex"), ("soc", "acme"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from include.devstack.api_client import AirflowApi
-from include.devstack.stack import Stack
+from devstack.api_client import AirflowApi
+from devstack.stack import Stack
 from include.policies.loader import load_domain_policy
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from devstack.api_client import AirflowApi
+from devstack.stack import Stack
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack.api_client import AirflowApi
-from include.devstack.stack import Stack
 from include.policies.approvals import load_approvals
 from tests.e2e.conftest import sign_up
 from tests.e2e.test_approvals import mails_for

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from include.devstack.api_client import AirflowApi, ApiError
-from include.devstack.stack import Stack
+from devstack.api_client import AirflowApi, ApiError
+from devstack.stack import Stack
 from tests.e2e.conftest import sign_up
 
 SUPPORT = "support_service_check"

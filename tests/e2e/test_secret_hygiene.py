@@ -18,11 +18,11 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from devstack.api_client import AirflowApi
+from devstack.moto_seed import secrets_client
+from devstack.request_tracker import RequestTracker
+from devstack.stack import Stack
 from include.audit.store import AuditStore
-from include.devstack.api_client import AirflowApi
-from include.devstack.moto_seed import secrets_client
-from include.devstack.request_tracker import RequestTracker
-from include.devstack.stack import Stack
 
 RUNS = {
     "e2e_ticket_lifecycle": {"tenant": "acme"},

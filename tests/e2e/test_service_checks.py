@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from include.devstack.api_client import AirflowApi, ApiError
-from include.devstack.moto_seed import secrets_client
-from include.devstack.stack import Stack
+from devstack.api_client import AirflowApi, ApiError
+from devstack.moto_seed import secrets_client
+from devstack.stack import Stack
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import secret_name
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from devstack.api_client import AirflowApi
+from devstack.aws_seed import account_client
+from devstack.config import REGION
+from devstack.stack import Stack
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack.api_client import AirflowApi
-from include.devstack.aws_seed import account_client
-from include.devstack.config import REGION
-from include.devstack.stack import Stack
 from include.policies.approvals import load_approvals
 from include.policies.tenants import tenant_account_id
 from tests.e2e.conftest import sign_up

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from devstack.api_client import AirflowApi, ApiError
 from include.connectors.context import RunContext
 from include.connectors.ticketing.request_tracker import API as RT_API
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack.api_client import AirflowApi, ApiError
 
 DAG = "support_bulk_update"
 TICKETS = 60

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from bench.burst import percentile
+from devstack.api_client import AirflowApi
+from devstack.stack import Stack
 from include.connectors.ticketing.request_tracker import API as RT_API
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack.api_client import AirflowApi
-from include.devstack.stack import Stack
 
 DAG = "support_triage"
 CASES = [

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from include.devstack.api_client import AirflowApi, ApiError
-from include.devstack.stack import Stack
+from devstack.api_client import AirflowApi, ApiError
+from devstack.stack import Stack
 from tests.e2e.conftest import sign_up
 
 APPLY_DAG = "e2e_tenant_baseline"

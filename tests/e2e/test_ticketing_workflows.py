@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from devstack.api_client import AirflowApi
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.devstack.api_client import AirflowApi
 
 
 @pytest.fixture(scope="module", autouse=True)

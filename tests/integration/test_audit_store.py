@@ -26,6 +26,8 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
+from devstack import postgres
+from devstack.config import HOST, Profile
 from include.audit.export import (
     AuditExportError,
     ensure_locked_bucket,
@@ -35,8 +37,6 @@ from include.audit.export import (
 from include.audit.store import AuditStore
 from include.audit.verify import DELETED, MODIFIED, REORDERED, TRUNCATED, verify
 from include.cli.__main__ import main as cli_main
-from include.devstack import postgres
-from include.devstack.config import HOST, Profile
 
 PROFILE = Profile(name="audit-itest", api_port=0, pg_port=25472, moto_port=0, smtp_port=0)
 KEY_ID = "audit-itest-1"

@@ -31,12 +31,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from devstack import postgres
+from devstack.config import HOST, Profile
 from include.audit.records import record_hash
 from include.audit.store import AuditStore
 from include.cli.__main__ import main as cli_main
 from include.connectors.context import default_correlation_id
-from include.devstack import postgres
-from include.devstack.config import HOST, Profile
 
 PROFILE = Profile(name="audit-trace-itest", api_port=0, pg_port=25482, moto_port=0, smtp_port=0)
 

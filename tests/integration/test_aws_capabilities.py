@@ -25,15 +25,15 @@ if (
 ):  # the Airflow connection is read through Airflow: keep it off any install
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="orchestrator-itest-airflow-")
 
-from include.connectors import aws
-from include.connectors.aws import capability_client, capability_session, role_session_name
-from include.connectors.context import RunContext
-from include.devstack.aws_seed import (
+from devstack.aws_seed import (
     INLINE_POLICY_NAME,
     account_client,
     capability_secret_name,
     seed_capability_roles,
 )
+from include.connectors import aws
+from include.connectors.aws import capability_client, capability_session, role_session_name
+from include.connectors.context import RunContext
 from include.policies.capabilities import (
     get_capability,
     iam_policy_document,

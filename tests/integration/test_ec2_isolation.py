@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from devstack.aws_seed import account_client, seed_capability_roles
 from include.connectors.context import RunContext
 from include.connectors.ec2_isolation import (
     CORRELATION_TAG,
@@ -26,7 +27,6 @@ from include.connectors.ec2_isolation import (
     plan_isolation,
     release,
 )
-from include.devstack.aws_seed import account_client, seed_capability_roles
 from include.policies.tenants import tenant_account_id
 from tests.support.moto import moto_with_aws_connection
 

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.standins.erp import API_SCOPE, BusinessCentralStandIn
 from include.connectors.erp.business_central import (
     BusinessCentralHook,
     InvoiceLine,
@@ -35,7 +36,6 @@ from include.connectors.erp.business_central import (
     odata_string,
 )
 from include.connectors.errors import PermanentError, RetryBudgetExhausted
-from include.devstack.erp_standin import API_SCOPE, BusinessCentralStandIn
 
 TENANT = "acme"
 CUSTOMER = "10000"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from devstack.aws_seed import account_client, seed_capability_roles
 from include.connectors.context import RunContext
 from include.connectors.iam_users import AccountContainmentError, disable_user, inspect_user
-from include.devstack.aws_seed import account_client, seed_capability_roles
 from include.policies.tenants import tenant_account_id
 from tests.support.moto import moto_with_aws_connection
 

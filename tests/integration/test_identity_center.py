@@ -3,7 +3,7 @@
 What moto 5.2.5 models (measured): the identitystore API per account and region, any
 ``IdentityStoreId`` (a store is created on first use, empty), users, groups and memberships,
 GetUserId by ``userName``/``emails.value``, GetGroupId by ``displayName``, pagination. What it does
-not: ``UpdateUser`` (NotImplementedError, HTTP 500): ``include.devstack.moto_server`` installs a
+not: ``UpdateUser`` (NotImplementedError, HTTP 500): ``devstack.standins.moto_server`` installs a
 minimal one (here in this process's moto, in the devstack in its moto server) that replaces
 top-level attributes such as ``userType``, as the real API documents, so offboarding's mark can
 be read back; the enterprise extension
@@ -31,6 +31,8 @@ from botocore.stub import Stubber
 if "AIRFLOW_HOME" not in os.environ:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="orchestrator-itest-airflow-")
 
+from devstack.aws_seed import account_client, seed_capability_roles
+from devstack.standins.moto_server import install_update_user
 from include.connectors import aws
 from include.connectors.context import RunContext
 from include.connectors.errors import TransientError
@@ -45,8 +47,6 @@ from include.connectors.identity_center import (
     identity_center,
     session_revocation_plan,
 )
-from include.devstack.aws_seed import account_client, seed_capability_roles
-from include.devstack.moto_server import install_update_user
 from include.policies.capabilities import get_capability
 from include.policies.hr_roles import role_mapping
 from include.policies.tenants import tenant_account_id

@@ -13,8 +13,8 @@ from typing import Any
 import boto3
 import pytest
 
+from devstack.config import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
 from include.audit.export import ensure_locked_bucket
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
 from include.invoicing.archive import ArchiveConflictError, document_bytes, put_write_once
 from tests.support.moto import moto_with_aws_connection
 

@@ -26,9 +26,9 @@ import pytest
 import requests
 from airflow.sdk import Connection
 
+from devstack.standins.jira import JiraStandIn, adf_text
 from include.connectors.errors import PermanentError
 from include.connectors.ticketing.jira import JiraServiceManagementHook, adf
-from tests.support.jira_standin import JiraStandIn, adf_text
 
 TENANT = "acme"
 CORRELATION = "manual__2026-05-04T10:00:00+00:00"

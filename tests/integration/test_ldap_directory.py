@@ -1,6 +1,6 @@
 """The directory connector on a real OpenLDAP (Debian's slapd), as the HR workflows use it.
 
-Runs a slapd of its own (profile ``ldap-itest``, 127.0.0.1:23389) through include/devstack/openldap,
+Runs a slapd of its own (profile ``ldap-itest``, 127.0.0.1:23389) through devstack/openldap,
 built fresh for this module and stopped at its end; never the shared stacks. The hook reads its
 connection from ``AIRFLOW_CONN_LDAP_ITEST`` (the JSON the local Secrets Manager holds for
 ``ldap_default``), so it goes through ``BaseHook.get_connection`` as in a task. Every check of the
@@ -28,6 +28,8 @@ import ldap3
 import pytest
 from ldap3.utils.log import EXTENDED, OFF, set_library_log_detail_level
 
+from devstack import openldap
+from devstack.config import HOST, Profile
 from include.connectors.errors import RetryBudgetExhausted
 from include.connectors.ldap import (
     DirectoryConflict,
@@ -37,8 +39,6 @@ from include.connectors.ldap import (
     DirectoryResult,
     DirectoryValidationError,
 )
-from include.devstack import openldap
-from include.devstack.config import HOST, Profile
 
 PROFILE = Profile(name="ldap-itest", api_port=0, pg_port=0, moto_port=0, smtp_port=0, ldap_port=23389)
 CONN_ID = "ldap_itest"

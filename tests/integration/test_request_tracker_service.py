@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from include.devstack.config import Profile
-from include.devstack.request_tracker import RequestTracker, rt_connection
+from devstack.config import Profile
+from devstack.request_tracker import RequestTracker, rt_connection
 
 PROFILE = Profile(name="rt-itest", api_port=28080, pg_port=0, moto_port=0, smtp_port=0)
 TIMEOUT = 30

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import pytest
 
 from bench import ratelimit as bench
+from devstack import postgres, redis
+from devstack.config import Profile
 from include.connectors.errors import RateLimitBackpressure
 from include.connectors.ratelimit import DEFAULT_SAFETY_MARGIN, RateLimitSettings, SharedRateLimiter
-from include.devstack import postgres, redis
-from include.devstack.config import Profile
 
 PROFILE = Profile(name="ratelimit-itest", api_port=0, pg_port=25462, moto_port=0, smtp_port=0)
 # Redis listens on api_port + 30 (nothing runs on the API port itself).

@@ -2,7 +2,7 @@
 
 The limiting itself (four processes, backpressure, bounded waits) is tested for both stores in
 test_shared_rate_limit.py. This module runs a Redis of its own (Debian's redis-server through
-include/devstack/redis; profile ``ratelimit-redis-outage-itest``, 127.0.0.1:16501), started fresh
+devstack/redis; profile ``ratelimit-redis-outage-itest``, 127.0.0.1:16501), started fresh
 for the module and stopped by its PID at the end; tests stop and restart it, so it is never a
 shared one. The store URL holds the password: tests check it never shows, they never print it.
 """
@@ -29,7 +29,10 @@ import pytest
 import redis as redis_py
 from airflow.sdk import Connection
 
-from include.connectors.base import ConnectorHook
+from devstack import moto_seed, redis
+from devstack.config import HOST, Profile
+from devstack.standins.fault import FaultServer
+from include.connectors.base import HttpConnectorHook
 from include.connectors.errors import (
     PermanentError,
     RateLimitBackpressure,
@@ -45,9 +48,6 @@ from include.connectors.ratelimit import (
     store_dsn,
     store_url,
 )
-from include.devstack import moto_seed, redis
-from include.devstack.config import HOST, Profile
-from tests.support.fault_server import FaultServer
 
 # Redis listens on api_port + 30 (nothing runs on the API port itself).
 PROFILE = Profile(
@@ -194,7 +194,7 @@ def test_a_flushed_script_cache_is_reloaded(url: str) -> None:
     shared.acquire("op")
 
 
-class OutageHook(ConnectorHook):
+class OutageHook(HttpConnectorHook):
     """A hook on the fault server whose limiter's store is down; Redis is started after
     ``restart_after`` failed attempts (never if None)."""
 

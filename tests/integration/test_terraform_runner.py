@@ -19,6 +19,7 @@ import pytest
 if "AIRFLOW_HOME" not in os.environ:  # the Airflow connection is read through Airflow
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="orchestrator-itest-airflow-")
 
+from devstack.aws_seed import seed_capability_roles
 from include.connectors.context import RunContext
 from include.connectors.terraform import (
     TerraformError,
@@ -26,12 +27,11 @@ from include.connectors.terraform import (
     TerraformSettings,
     capability_environment,
 )
-from include.devstack.aws_seed import seed_capability_roles
 from include.policies.tenants import tenant_account_id
 from tests.support.moto import moto_with_aws_connection
 
 REPO = Path(__file__).resolve().parents[2]
-STANDIN = REPO / "tests" / "support" / "bin" / "terraform"
+STANDIN = REPO / "devstack" / "bin" / "terraform"
 SOURCE = REPO / "tests" / "support" / "terraform" / "tenant_stack"
 REGION = "eu-west-1"
 CONN_ID = "aws_terraform_itest"

@@ -10,7 +10,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+from devstack.config import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
 
 
 @contextmanager

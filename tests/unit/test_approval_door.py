@@ -46,8 +46,8 @@ DAG = "soc_disable_account"
 PLAIN_DAG = "support_triage"
 GATE = "approve_identity_disable"
 PRIVILEGED = "disable_account"
-GATE_CLASS = "plugins.operators.approval.ApprovalGateOperator"
-DISABLE_CLASS = "plugins.operators.containment.DisableAccountOperator"
+GATE_CLASS = "include.operators.approval.ApprovalGateOperator"
+DISABLE_CLASS = "include.operators.containment.DisableAccountOperator"
 CHAIN = ["inspect_account", "open_ticket", GATE, PRIVILEGED, "evidence"]
 RUN = "manual__2026-05-04T10:00:00+00:00"
 BASE = f"/api/v2/dags/{DAG}/dagRuns/{RUN}"
@@ -184,16 +184,16 @@ def test_hr_offboarding_gates_are_a_task_group_and_mapped_steps_count(
     ("module", "name", "expected"),
     [
         pytest.param(
-            "plugins.operators.approval", "ApprovalGateOperator", TaskKind("gate", GATE_CLASS), id="gate"
+            "include.operators.approval", "ApprovalGateOperator", TaskKind("gate", GATE_CLASS), id="gate"
         ),
         pytest.param(
-            "plugins.operators.containment",
+            "include.operators.containment",
             "DisableAccountOperator",
             TaskKind("privileged", DISABLE_CLASS, "identity-disable"),
             id="privileged",
         ),
-        pytest.param("plugins.operators.containment", "InspectAccountOperator", None, id="not-privileged"),
-        pytest.param("plugins.operators.ticketing", "CreateTicketOperator", None, id="no-capability"),
+        pytest.param("include.operators.containment", "InspectAccountOperator", None, id="not-privileged"),
+        pytest.param("include.operators.ticketing", "CreateTicketOperator", None, id="no-capability"),
         pytest.param(
             "airflow.providers.standard.operators.bash", "BashOperator", None, id="outside-packages"
         ),
@@ -201,15 +201,15 @@ def test_hr_offboarding_gates_are_a_task_group_and_mapped_steps_count(
         pytest.param("unusual_prefix_0123_disable_account", "Local", None, id="dag-file"),
         pytest.param(None, "ApprovalGateOperator", None, id="no-module"),
         pytest.param(
-            "plugins.operators.gone",
+            "include.operators.gone",
             "VanishedOperator",
-            TaskKind("unclassified", "plugins.operators.gone.VanishedOperator"),
+            TaskKind("unclassified", "include.operators.gone.VanishedOperator"),
             id="does-not-import",
         ),
         pytest.param(
-            "plugins.operators.approval",
+            "include.operators.approval",
             "XCOM_KEY",
-            TaskKind("unclassified", "plugins.operators.approval.XCOM_KEY"),
+            TaskKind("unclassified", "include.operators.approval.XCOM_KEY"),
             id="not-a-class",
         ),
     ],
@@ -630,10 +630,10 @@ def test_clears_are_allowed_and_recorded_unless_dry_run() -> None:
 
 
 def test_unclassified_rule_names_the_operator() -> None:
-    kind = TaskKind("unclassified", "plugins.operators.gone.VanishedOperator")
+    kind = TaskKind("unclassified", "include.operators.gone.VanishedOperator")
     assert kind.rule == RULE_UNCLASSIFIED
     assert kind.reason("t") == (
-        "t runs plugins.operators.gone.VanishedOperator, which the API server could not import to check "
+        "t runs include.operators.gone.VanishedOperator, which the API server could not import to check "
         "whether it needs an approval, so its state is not set by hand"
     )
 
@@ -867,7 +867,7 @@ def test_listener_names_the_manual_change_not_a_worker(monkeypatch: pytest.Monke
     from types import SimpleNamespace
 
     from include.approvals.door import ManualChange, manual_change_context
-    from plugins import audit_listener
+    from include.audit import listener as audit_listener
 
     written: list[dict[str, Any]] = []
     monkeypatch.setattr(audit_listener, "emit", written.append)

@@ -14,6 +14,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param
 from airflow.sdk.exceptions import TaskDeferred
 
+from include.operators.approval import DRILL_PARAM, ApprovalGateOperator
 from include.policies.approvals import (
     APPROVALS_FILE,
     LADDER_KEYS,
@@ -24,7 +25,6 @@ from include.policies.approvals import (
 from include.policies.loader import PolicyError
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
-from plugins.operators.approval import DRILL_PARAM, ApprovalGateOperator
 
 DOC = "Test workflow for approval drills."
 DRILL = Ladder(timedelta(seconds=10), timedelta(seconds=20), timedelta(seconds=30), ())
@@ -114,7 +114,7 @@ def test_the_drill_param_is_added_only_to_dags_with_a_gate():
 
 
 def test_the_gate_asks_at_drill_pace_and_marks_the_request(monkeypatch):
-    from plugins.operators import approval as module
+    from include.operators import approval as module
 
     sent: list[str] = []
     audited: list[dict[str, Any]] = []

@@ -302,7 +302,7 @@ class Clock:
 
 @pytest.fixture
 def ladder_trigger(monkeypatch):
-    from plugins.triggers import approval as module
+    from include.triggers import approval as module
 
     clock = Clock()
     sent: list[tuple[str, list[str]]] = []

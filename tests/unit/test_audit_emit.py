@@ -128,7 +128,7 @@ def test_disabled_audit_writes_nothing(unreachable: Path, monkeypatch: pytest.Mo
 
 
 def test_listener_records_cluster_policy_refusals_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from plugins import audit_listener
+    from include.audit import listener as audit_listener
 
     written: list[dict[str, Any]] = []
     monkeypatch.setattr(audit_listener, "emit", written.append)

@@ -459,10 +459,10 @@ def test_capability_calls_in_platform_code(tmp_path, dag_folder, code, expected)
     ]
 
 
-def test_the_defining_modules_local_code_and_tests_are_not_checked(tmp_path, dag_folder):
+def test_the_defining_modules_and_tests_are_not_checked(tmp_path, dag_folder):
     root = tmp_path / "include"
     computed = "def client(capability, run):\n    return capability_client(capability, 'acme', 'ec2')\n"
-    for relative in ("connectors/aws.py", "devstack/seed.py", "tests/test_x.py", "test_helpers.py"):
+    for relative in ("connectors/aws.py", "tests/test_x.py", "test_helpers.py"):
         write(root, relative, f"from include.connectors.aws import capability_client\n\n\n{computed}")
     ctx = CheckContext(dags_folder=dag_folder(), code_scan_roots=(root,))
 
@@ -650,8 +650,8 @@ PRIVILEGED_OPERATORS = [
 def test_the_real_privileged_operators_are_caught_without_requires_approval(tmp_path):
     """The same operators with RequiresApproval taken out of every class statement: each one that
     assumes a privileged role is named (this is what the rule reported before the mixin existed)."""
-    root = tmp_path / "plugins"
-    shutil.copytree(DEFAULT_PLUGINS_FOLDER / "operators", root / "operators")
+    root = tmp_path / "include"
+    shutil.copytree(DEFAULT_INCLUDE_FOLDER / "operators", root / "operators")
     for module in (root / "operators").glob("*.py"):
         text = module.read_text(encoding="utf-8")
         module.write_text(re.sub(r"\bRequiresApproval,\s*", "", text), encoding="utf-8")

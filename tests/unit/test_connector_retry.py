@@ -1,4 +1,4 @@
-"""ConnectorHook against a scripted local HTTP server: what is retried, how long it waits, what it
+"""HttpConnectorHook against a scripted local HTTP server: what is retried, how long it waits, what it
 logs, and what it raises. The server records arrival times, so waits are measured where they matter:
 between the requests the service received.
 """
@@ -14,9 +14,9 @@ import pytest
 import structlog
 from airflow.sdk import Connection
 
-from include.connectors.base import ConnectorHook
+from devstack.standins.fault import RESET, TIMEOUT, FaultServer, Reply, http_date
+from include.connectors.base import HttpConnectorHook
 from include.connectors.errors import PermanentError, RetryBudgetExhausted, TransientError
-from tests.support.fault_server import RESET, TIMEOUT, FaultServer, Reply, http_date
 
 TOKEN = "tok-SECRET-123"
 PATH = "/things/1"
@@ -34,7 +34,7 @@ EXTRAS = {
 }
 
 
-class FaultHook(ConnectorHook):
+class FaultHook(HttpConnectorHook):
     system = "fault"
 
     def auth_headers(self) -> dict[str, str]:

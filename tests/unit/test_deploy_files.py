@@ -21,9 +21,8 @@ import jsonschema
 import pytest
 import yaml
 
-from include.devstack.airflow_env import AUTH_MANAGER, SECRETS_BACKEND, airflow_env
-from include.devstack.config import PROFILES
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+from devstack.airflow_env import AUTH_MANAGER, SECRETS_BACKEND, airflow_env
+from devstack.config import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, PROFILES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -114,6 +113,9 @@ def test_dockerfile_copies_the_project_code() -> None:
     for folder in ("include/", "plugins/", "dags/", "config/"):
         assert f" {folder} " in f" {copies} ", folder
     assert (ROOT / "include" / "policies" / "domains.yaml").exists()  # the policies ride in include/
+    # The local stack and the stand-ins are local-only: no COPY names them or a parent of them.
+    assert "devstack" not in copies
+    assert not any(source in (".", "./") for source in copies.split()[:-1]), copies
 
 
 def test_dockerfile_runs_as_non_root() -> None:
@@ -176,7 +178,9 @@ def test_compose_has_the_distributed_topology(compose: dict[str, Any]) -> None:
         name: commands[name][commands[name].index("--queues") + 1].split(",") for name in WORKER_SERVICES
     }
     assert queues == {"worker-1": ["default"], "worker-2": ["default", "soc"]}
-    assert "erp_standin" in " ".join(services["erp-standin"]["command"])
+    assert "devstack.standins.erp" in " ".join(services["erp-standin"]["command"])
+    for name in ("moto", "smtp-sink", "erp-standin"):  # stand-ins come from a mount, not the image
+        assert "../devstack:/opt/orchestrator/devstack:ro" in services[name]["volumes"], name
 
 
 def test_compose_services_have_healthchecks(compose: dict[str, Any]) -> None:
@@ -206,7 +210,7 @@ def test_compose_holds_no_secret_values(compose: dict[str, Any]) -> None:
             if key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL"):
                 assert "${" in value, f"{name}: {key} has a literal password"
     kwargs = json.loads(compose["services"]["scheduler"]["environment"]["AIRFLOW__SECRETS__BACKEND_KWARGS"])
-    # moto's documented dummy credentials, as in include/devstack/moto_seed.py; nothing else.
+    # moto's documented dummy credentials, as in devstack/moto_seed.py; nothing else.
     assert (kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"]) == (
         MOTO_ACCESS_KEY,
         MOTO_SECRET_KEY,
@@ -214,7 +218,7 @@ def test_compose_holds_no_secret_values(compose: dict[str, Any]) -> None:
 
 
 def test_compose_agrees_with_the_embedded_settings(compose: dict[str, Any]) -> None:
-    """The same Airflow settings as include/devstack/airflow_env.py, where they should agree."""
+    """The same Airflow settings as devstack/airflow_env.py, where they should agree."""
     # The native distributed mode (make test-distributed) is what compose runs in containers.
     local = airflow_env(replace(PROFILES["test"], executor="celery"))
     env = compose["services"]["scheduler"]["environment"]

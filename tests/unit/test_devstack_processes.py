@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from include.devstack import processes
+from devstack import processes
 
 # Ends at once on SIGTERM / ignores SIGTERM (a scheduler still waiting for its tasks).
 POLITE = ["bash", "-c", "sleep 60 & wait"]

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from include.metrics import listener as metrics_listener
 from include.metrics import statsd
 from include.metrics.statsd import StatsdClient, packet
-from plugins import metrics_listener
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 

@@ -119,9 +119,9 @@ def test_a_bad_store_url_is_refused_without_quoting_it(url: str, message: str) -
 def _limited_hook(bulk: bool) -> Any:
     from airflow.sdk import Connection
 
-    from include.connectors.base import ConnectorHook
+    from include.connectors.base import HttpConnectorHook
 
-    class Hook(ConnectorHook):
+    class Hook(HttpConnectorHook):
         system = "unit"
 
         def auth_headers(self) -> dict[str, str]:
@@ -151,7 +151,7 @@ def test_bulk_calls_also_draw_from_the_bulk_bucket() -> None:
 
 
 def test_only_the_bulk_update_operator_draws_from_the_bulk_bucket() -> None:
-    from plugins.operators.ticketing import (
+    from include.operators.ticketing import (
         BulkUpdateTicketsOperator,
         CommentTicketOperator,
         CreateTicketOperator,

@@ -88,7 +88,7 @@ from urllib.parse import quote
 
 import requests
 
-from include.connectors.base import USER_AGENT, ConnectorHook, service_message
+from include.connectors.base import USER_AGENT, HttpConnectorHook, service_message
 from include.connectors.errors import PermanentError, TransientError
 from include.connectors.retry import call_with_retries
 
@@ -293,7 +293,7 @@ class PostResult:
 
 
 # --- the hook ------------------------------------------------------------------------------------
-class BusinessCentralHook(ConnectorHook):
+class BusinessCentralHook(HttpConnectorHook):
     """Sales invoices in Dynamics 365 Business Central. Connection: API host, Entra client id + secret."""
 
     system = "business_central"

@@ -50,7 +50,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from include.connectors.base import ConnectorHook
+from include.connectors.base import HttpConnectorHook
 from include.connectors.errors import PermanentError
 from include.connectors.ticketing.interface import Ticket, TicketEntry, TicketingHook
 
@@ -107,7 +107,7 @@ def _target(transition: Mapping[str, Any]) -> str:
     return str((transition.get("to") or {}).get("name", ""))
 
 
-class JiraServiceManagementHook(ConnectorHook, TicketingHook):
+class JiraServiceManagementHook(HttpConnectorHook, TicketingHook):
     """Ticketing on Jira Service Management Cloud. Connection: site host, email + API token."""
 
     system = "jira"

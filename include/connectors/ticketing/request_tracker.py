@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from include.connectors.base import ConnectorHook
+from include.connectors.base import HttpConnectorHook
 from include.connectors.ticketing.interface import Ticket, TicketEntry, TicketingHook
 
 API = "REST/2.0"
@@ -31,7 +31,7 @@ def _plain_text(attachments: list[dict[str, Any]]) -> str:
     return ""
 
 
-class RequestTrackerHook(ConnectorHook, TicketingHook):
+class RequestTrackerHook(HttpConnectorHook, TicketingHook):
     """Ticketing on Request Tracker 5. Connection: host/port/schema, token in the password."""
 
     system = "request_tracker"

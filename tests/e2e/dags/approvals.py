@@ -14,9 +14,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Param
 
+from include.operators.ticketing import CreateTicketOperator
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
-from plugins.operators.ticketing import CreateTicketOperator
 
 PLAN = (
     "Isolate host **{{ params.host }}** of tenant **{{ params.tenant }}** from the network "

@@ -12,9 +12,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Param
 
+from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
-from plugins.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 
 
 class RecordIsolation(BaseOperator):

@@ -31,10 +31,10 @@ def rate_limit_fanout():
 
     @task(retries=0)
     def call(slot: int) -> dict:
-        from include.connectors.base import ConnectorHook
+        from include.connectors.base import HttpConnectorHook
         from include.connectors.errors import ConnectorError
 
-        class FanoutHook(ConnectorHook):
+        class FanoutHook(HttpConnectorHook):
             system = "fanout"
 
             def auth_headers(self) -> dict[str, str]:

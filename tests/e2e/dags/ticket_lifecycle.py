@@ -7,13 +7,13 @@ all through the ticketing operators and the shared connector base.
 
 from airflow.sdk import Param
 
-from include.workflows import domain_workflow
-from plugins.operators.ticketing import (
+from include.operators.ticketing import (
     AttachEvidenceOperator,
     CommentTicketOperator,
     CreateTicketOperator,
     UpdateTicketOperator,
 )
+from include.workflows import domain_workflow
 
 TICKET_ID = "{{ ti.xcom_pull(task_ids='create')['id'] }}"
 

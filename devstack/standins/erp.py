@@ -1,7 +1,7 @@
 """An in-memory stand-in for Dynamics 365 Business Central online (API v2.0) and its Entra ID token
 endpoint on 127.0.0.1: for the ERP connector's tests (in-process, a random port and fresh
 credentials per instance) and, as a service of the local stack, for the invoicing workflows
-(``python -m include.devstack.erp_standin``, see :func:`main`; fixed port and credentials per
+(``python -m devstack.standins.erp``, see :func:`main`; fixed port and credentials per
 profile, state in memory until the process stops, like moto's).
 
 The real SaaS is unreachable from here, so this server implements, in memory, the calls the

@@ -30,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from include.devstack import processes
-from include.devstack.config import HOST, Profile
-from include.devstack.processes import ServiceError
+from devstack import processes
+from devstack.config import HOST, Profile
+from devstack.processes import ServiceError
 
 PACKAGES = ("slapd", "ldap-utils")
 SLAPD = Path("/usr/sbin/slapd")

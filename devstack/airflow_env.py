@@ -8,8 +8,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
-from include.devstack.config import HOST, REGION, REPO_ROOT, VENV_BIN, Profile
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+from devstack.config import HOST, MOTO_ACCESS_KEY, MOTO_SECRET_KEY, REGION, REPO_ROOT, VENV_BIN, Profile
 
 # FAB plus role-based answers to approval requests (include/auth/fab.py).
 AUTH_MANAGER = "include.auth.fab.ApprovalAwareFabAuthManager"
@@ -111,7 +110,7 @@ def celery_settings(profile: Profile) -> dict[str, str]:
     ``broker_url`` holds the Redis password; Airflow lists it as a sensitive config value, so the
     config API and UI hide it, and it is never logged by this project.
     """
-    from include.devstack import redis
+    from devstack import redis
 
     return {
         # CeleryExecutor minus the 3.3.2 resume race (include/executors/stale_events.py).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from include.devstack.admin import ensure_admin, ensure_user
+from devstack.admin import ensure_admin, ensure_user
 from include.policies.loader import load_domain_policy
 from include.policies.sync import VERIFIER_ROLE, sync_policy
 

@@ -24,7 +24,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
-from plugins.operators.ticketing import CommentTicketOperator
+from include.operators.ticketing import CommentTicketOperator
 
 if TYPE_CHECKING:
     from include.connectors.erp.business_central import BusinessCentralHook

@@ -14,9 +14,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from include.devstack import processes
-from include.devstack.config import HOST, Profile
-from include.devstack.processes import ServiceError
+from devstack import processes
+from devstack.config import HOST, Profile
+from devstack.processes import ServiceError
 
 DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 DB_USER = "airflow"

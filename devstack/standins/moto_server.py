@@ -9,7 +9,7 @@ one top-level attribute; empty response on success; ``ValidationException`` for 
 cannot be updated; ``ResourceNotFoundException`` for an unknown user). It refuses to install once
 moto implements the call itself, so the stand-in cannot outlive its reason.
 
-Run as ``python -m include.devstack.moto_server -H 127.0.0.1 -p <port>`` (moto_server's own
+Run as ``python -m devstack.standins.moto_server -H 127.0.0.1 -p <port>`` (moto_server's own
 arguments).
 """
 
@@ -47,7 +47,7 @@ def install_update_user() -> None:
         if getattr(IdentityStoreResponse.update_user, "__name__", "") == _update_user.__name__:
             return
         raise RuntimeError(
-            "moto implements identitystore UpdateUser now: drop include/devstack/moto_server.py"
+            "moto implements identitystore UpdateUser now: drop devstack/standins/moto_server.py"
         )
     IdentityStoreResponse.update_user = _update_user  # type: ignore[attr-defined]
 

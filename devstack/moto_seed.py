@@ -14,9 +14,11 @@ import secrets
 import boto3
 from botocore.exceptions import ClientError
 
-from include.devstack import redis
-from include.devstack.config import (
+from devstack import redis
+from devstack.config import (
     HOST,
+    MOTO_ACCESS_KEY,
+    MOTO_SECRET_KEY,
     REGION,
     REPO_ROOT,
     STAFF_IDENTITY_STORE_ID,
@@ -24,15 +26,11 @@ from include.devstack.config import (
     VERIFIER_USER,
     Profile,
 )
-from include.devstack.invoicing import erp_connection, psa_connection
-from include.devstack.openldap import ldap_connection
-from include.devstack.request_tracker import rt_connection
+from devstack.invoicing import erp_connection, psa_connection
+from devstack.openldap import ldap_connection
+from devstack.request_tracker import rt_connection
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import STAFF_TENANT, secret_name, tenant_ids
-
-# moto accepts any key pair; these are not credentials of any real account.
-MOTO_ACCESS_KEY = "testing"
-MOTO_SECRET_KEY = "testing"  # noqa: S105 - moto's documented dummy key
 
 
 def secrets_client(profile: Profile) -> object:
@@ -98,7 +96,7 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
         "terraform_default": {
             "conn_type": "generic",
             "extra": {
-                "binary": str(REPO_ROOT / "tests" / "support" / "bin" / "terraform"),
+                "binary": str(REPO_ROOT / "devstack" / "bin" / "terraform"),
                 "work_root": str(profile.root / "terraform" / "work"),
                 "state_root": str(profile.root / "terraform" / "state"),
                 "max_plan_age_seconds": 3600,
@@ -111,7 +109,7 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
             },
         },
         # The ERP of the invoicing workflows (the Business Central stand-in of the local stack) and
-        # the bucket the PSA puts its milestone exports in (include/devstack/invoicing.py).
+        # the bucket the PSA puts its milestone exports in (devstack/invoicing.py).
         "business_central_default": erp_connection(profile),
         "psa_exports": psa_connection(profile),
         # Airflow's REST API as the approval verifier's read-only service user: privileged steps

@@ -2,7 +2,7 @@
 
 Each message is stored as ``<maildir>/<n>.eml`` and indexed in ``<maildir>/index.jsonl`` (one JSON
 object per message: sender, recipients, subject, file), so tests and people can read what the
-orchestrator sent. Run: ``python -m include.devstack.smtp_sink --port 2525 --maildir DIR``.
+orchestrator sent. Run: ``python -m devstack.standins.smtp --port 2525 --maildir DIR``.
 """
 
 from __future__ import annotations

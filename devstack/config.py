@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(os.environ.get("ORCH_VENV_BIN", REPO_ROOT / ".venv" / "bin"))
 HOST = "127.0.0.1"
 REGION = "eu-west-1"
@@ -23,7 +23,7 @@ class Profile:
     pg_port: int
     moto_port: int
     smtp_port: int
-    # OpenLDAP (include/devstack/openldap.py); 0: this profile runs no directory.
+    # OpenLDAP (devstack/openldap.py); 0: this profile runs no directory.
     ldap_port: int = 0
     # "local": the embedded default (LocalExecutor). "celery": the distributed setup of issue 9
     # (CeleryExecutor, Redis broker and rate-limit store, CELERY_WORKERS workers).
@@ -63,12 +63,12 @@ class Profile:
 
     @property
     def erp_port(self) -> int:
-        """The Business Central stand-in (include/devstack/erp_standin.py), next to the API port."""
+        """The Business Central stand-in (devstack/standins/erp.py), next to the API port."""
         return self.api_port + 20
 
     @property
     def redis_port(self) -> int:
-        """Redis (include/devstack/redis.py) of the distributed setup."""
+        """Redis (devstack/redis.py) of the distributed setup."""
         return self.api_port + 30
 
     @property
@@ -113,7 +113,7 @@ def _executor(var: str) -> str:
 # ORCH_TEST_EXECUTOR=celery runs the test profile as the distributed setup (make test-distributed);
 # ORCH_EXECUTOR=celery does the same for `make run`.
 _TEST_EXECUTOR = _executor("ORCH_TEST_EXECUTOR")
-# Two Celery workers in the distributed setup, both on every queue (include/devstack/stack.py).
+# Two Celery workers in the distributed setup, both on every queue (devstack/stack.py).
 CELERY_WORKERS = ("worker-1", "worker-2")
 
 PROFILES = {
@@ -139,3 +139,8 @@ PROFILES = {
         executor=_TEST_EXECUTOR,
     ),
 }
+
+
+# moto accepts any key; these are its documented dummy credentials.
+MOTO_ACCESS_KEY = "testing"
+MOTO_SECRET_KEY = "testing"  # noqa: S105 - moto's documented dummy key

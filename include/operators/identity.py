@@ -23,8 +23,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
 from include.connectors.context import RunContext
+from include.operators.ticketing import CreateTicketOperator
 from include.policies.tenants import STAFF_TENANT
-from plugins.operators.ticketing import CreateTicketOperator
 
 
 class ValidateEmployeeOperator(BaseOperator):
@@ -67,7 +67,7 @@ class ValidateEmployeeOperator(BaseOperator):
 
     def _post(self, context: Any, body: str) -> None:
         from include.connectors.idempotency import idempotency_key
-        from plugins.operators.ticketing import ticketing_hook
+        from include.operators.ticketing import ticketing_hook
 
         run = RunContext.from_airflow_context(context, STAFF_TENANT)
         # Keyed by the run: a retried task posts nothing twice; a corrected record re-submitted
@@ -124,7 +124,7 @@ class EnsureIdentityCenterUserOperator(_OnboardingStep):
     """Onboarding: the IAM Identity Center user exists with the groups of its role (``identity-admin``)."""
 
     artifact_fields = {
-        "email": "email",
+        "email": "work_email",
         "employee_id": "employee_id",
         "given_name": "given_name",
         "role": "role",
@@ -136,18 +136,26 @@ class EnsureIdentityCenterUserOperator(_OnboardingStep):
         "user_name",
         "given_name",
         "family_name",
-        "email",
+        "work_email",
         "employee_id",
         "role",
     )
 
     def __init__(
-        self, *, given_name: str, family_name: str, email: str, employee_id: str, role: str, **kwargs: Any
+        self,
+        *,
+        given_name: str,
+        family_name: str,
+        work_email: str,
+        employee_id: str,
+        role: str,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.given_name = given_name
         self.family_name = family_name
-        self.email = email
+        # Not ``email``: BaseOperator.email is who gets Airflow's failure mail, not the employee.
+        self.work_email = work_email
         self.employee_id = employee_id
         self.role = role  # the groups come from the role mapping (hr_roles.yaml) at run time
 
@@ -162,7 +170,7 @@ class EnsureIdentityCenterUserOperator(_OnboardingStep):
                 self.user_name,
                 given_name=self.given_name,
                 family_name=self.family_name,
-                email=self.email,
+                email=self.work_email,
                 employee_id=self.employee_id,
                 groups=list(groups),
             ).as_xcom()
@@ -233,7 +241,7 @@ class EnsureDirectoryAccountOperator(_OnboardingStep):
     """
 
     artifact_fields = {
-        "email": "email",
+        "email": "work_email",
         "employee_id": "employee_id",
         "given_name": "given_name",
         "role": "role",
@@ -245,7 +253,7 @@ class EnsureDirectoryAccountOperator(_OnboardingStep):
         "user_name",
         "given_name",
         "surname",
-        "email",
+        "work_email",
         "employee_id",
         "title",
         "role",
@@ -256,7 +264,7 @@ class EnsureDirectoryAccountOperator(_OnboardingStep):
         *,
         given_name: str,
         surname: str,
-        email: str,
+        work_email: str,
         employee_id: str,
         role: str,
         title: str | None = None,
@@ -266,7 +274,8 @@ class EnsureDirectoryAccountOperator(_OnboardingStep):
         super().__init__(**kwargs)
         self.given_name = given_name
         self.surname = surname
-        self.email = email
+        # Not ``email``: BaseOperator.email is who gets Airflow's failure mail, not the employee.
+        self.work_email = work_email
         self.employee_id = employee_id
         self.role = role
         self.title = title
@@ -283,7 +292,7 @@ class EnsureDirectoryAccountOperator(_OnboardingStep):
                 self.user_name,
                 given_name=self.given_name,
                 surname=self.surname,
-                email=self.email,
+                email=self.work_email,
                 employee_id=self.employee_id,
                 title=self.title or None,
                 groups=list(groups),

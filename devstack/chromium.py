@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from include.devstack import processes
-from include.devstack.processes import ServiceError
+from devstack import processes
+from devstack.processes import ServiceError
 
 BINARY = Path("/usr/bin/chromium")
 # fonts-liberation: without a font the screenshots show boxes instead of text.

@@ -9,7 +9,7 @@ the UI or ``PATCH .../hitlDetails``. What it adds, all from ``include/policies/a
   (four-eyes; see :mod:`include.approvals.respondents`);
 - the escalation ladder: request email to the approvers, reminder after ``remind_after``,
   escalation email to the backup group and a ticket comment after ``escalate_after`` (both sent
-  by the trigger, see :mod:`plugins.triggers.approval`), and at ``timeout`` the fail-safe answer
+  by the trigger, see :mod:`include.triggers.approval`), and at ``timeout`` the fail-safe answer
   Reject (the privileged step is skipped, never approved by default), each step recorded in the
   XCom ``approval_ladder`` as it happens and in the final ``approval`` record;
 - a request that says what will happen, for which run and correlation id;
@@ -51,9 +51,8 @@ from include.audit.emit import task_event
 from include.audit.records import APPROVAL_ANSWERED, APPROVAL_ESCALATED, APPROVAL_REQUESTED
 from include.connectors.context import RunContext
 from include.policies.approvals import ApprovalRule, ApprovalStep, Ladder, load_approvals
-from include.policies.checks import domain_tags
-from include.policies.loader import load_domain_policy
-from plugins.triggers.approval import LADDER_XCOM_KEY, ApprovalLadderTrigger
+from include.policies.loader import domain_tags, load_domain_policy
+from include.triggers.approval import LADDER_XCOM_KEY, ApprovalLadderTrigger
 
 XCOM_KEY = "approval"
 # The DAG param that makes a run an approval drill (added by include.workflows.approval_gate).

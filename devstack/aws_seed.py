@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from include.devstack.moto_seed import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
+from devstack.config import MOTO_ACCESS_KEY, MOTO_SECRET_KEY
 from include.policies.capabilities import (
     Capability,
     iam_policy_document,
@@ -120,7 +120,7 @@ def seed_identity_center(endpoint_url: str, region: str) -> list[str]:
     In production Terraform creates them with their permission sets (onboarding never creates a
     group); the devstack creates them here, idempotently. Returns the group names.
     """
-    from include.devstack.config import STAFF_IDENTITY_STORE_ID
+    from devstack.config import STAFF_IDENTITY_STORE_ID
     from include.policies.hr_roles import load_hr_roles
     from include.policies.tenants import STAFF_TENANT
 

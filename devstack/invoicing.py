@@ -1,6 +1,6 @@
 """The invoicing side of the local stack: the ERP stand-in as a service and the PSA export bucket.
 
-- **Business Central**: :mod:`include.devstack.erp_standin` runs as service ``erp-standin`` on
+- **Business Central**: :mod:`devstack.standins.erp` runs as service ``erp-standin`` on
   127.0.0.1 (:attr:`Profile.erp_port`), started and stopped by the stack by its PID like moto. Its
   Entra tenant, client id and company id are generated once per profile (files in the profile's
   secrets folder) so the connection ``business_central_default`` stays valid across restarts; the
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from include.devstack.config import HOST, REGION, VENV_BIN, Profile
+from devstack.config import HOST, REGION, VENV_BIN, Profile
 
 ERP_SERVICE = "erp-standin"
 ERP_ENVIRONMENT = "production"
@@ -128,7 +128,7 @@ def erp_standin_argv(profile: Profile) -> list[str]:
     return [
         str(VENV_BIN / "python"),
         "-m",
-        "include.devstack.erp_standin",
+        "devstack.standins.erp",
         "--port",
         str(profile.erp_port),
         "--aad-tenant-id",
@@ -181,7 +181,7 @@ def seed_psa_exports(profile: Profile) -> str:
     """Create the PSA export bucket (versioned, as an export bucket should be) and the sample export."""
     from botocore.exceptions import ClientError
 
-    from include.devstack.aws_seed import account_client
+    from devstack.aws_seed import account_client
     from include.policies.tenants import platform_account_id
 
     s3 = account_client("s3", platform_account_id(), profile.moto_url, REGION)

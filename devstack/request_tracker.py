@@ -24,9 +24,9 @@ from typing import Any
 
 import requests
 
-from include.devstack import processes
-from include.devstack.config import HOST, Profile
-from include.devstack.processes import ServiceError
+from devstack import processes
+from devstack.config import HOST, Profile
+from devstack.processes import ServiceError
 
 PACKAGES = ("request-tracker5", "rt5-db-sqlite", "rt5-standalone")
 RT_SERVER = Path("/usr/share/request-tracker5/libexec/rt-server")
@@ -230,9 +230,7 @@ class RequestTracker:
         # 'mbox' mail file (and anything else RT writes there) stays under .local/<profile>/rt.
         lines.append(f"$RT::VarPath = '{self.var}';")
         self.site_config.write_text(
-            "# Written by include/devstack/request_tracker.py; edits are overwritten.\n"
-            + "\n".join(lines)
-            + "\n1;\n"
+            "# Written by devstack/request_tracker.py; edits are overwritten.\n" + "\n".join(lines) + "\n1;\n"
         )
 
     def _setup_database(self, *args: str) -> None:

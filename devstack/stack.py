@@ -1,4 +1,4 @@
-"""Start, watch and stop the whole local stack: ``python -m include.cli stack up|start|stop|status``.
+"""Start, watch and stop the whole local stack: ``python -m devstack up|start|stop|status``.
 
 ``up`` (what ``make run`` calls) starts everything, prints the UI URL and the login, and stops
 everything it started on Ctrl-C. ``start``/``stop`` do the same in two steps (the test session).
@@ -21,8 +21,7 @@ from typing import Any
 
 import requests
 
-from include.audit.store import AuditStore
-from include.devstack import (
+from devstack import (
     aws_seed,
     invoicing,
     moto_seed,
@@ -32,8 +31,8 @@ from include.devstack import (
     redis,
     request_tracker,
 )
-from include.devstack.airflow_env import ADMIN_USER, airflow_env, celery_worker_env
-from include.devstack.config import (
+from devstack.airflow_env import ADMIN_USER, airflow_env, celery_worker_env
+from devstack.config import (
     CELERY_WORKERS,
     HOST,
     PROFILES,
@@ -43,8 +42,9 @@ from include.devstack.config import (
     VERIFIER_USER,
     Profile,
 )
-from include.devstack.processes import ServiceError
-from include.devstack.request_tracker import RequestTracker
+from devstack.processes import ServiceError
+from devstack.request_tracker import RequestTracker
+from include.audit.store import AuditStore
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 AUX_SERVICES = ("moto", "smtp-sink", "request-tracker", invoicing.ERP_SERVICE)
@@ -217,7 +217,7 @@ class Stack:
             [
                 str(VENV_BIN / "python"),
                 "-m",
-                "include.devstack.moto_server",
+                "devstack.standins.moto_server",
                 "-H",
                 HOST,
                 "-p",
@@ -253,7 +253,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "include.devstack.smtp_sink",
+                "devstack.standins.smtp",
                 "--host",
                 HOST,
                 "--port",
@@ -271,7 +271,7 @@ class Stack:
         self._log(f"SMTP sink on {HOST}:{self.profile.smtp_port}, mail kept in {self.profile.maildir}")
 
     def _start_erp_standin(self) -> None:
-        """The Business Central stand-in and the PSA export bucket (include/devstack/invoicing.py)."""
+        """The Business Central stand-in and the PSA export bucket (devstack/invoicing.py)."""
         self._start_process(invoicing.ERP_SERVICE, invoicing.erp_standin_argv(self.profile))
         processes.wait_until(
             lambda: processes.port_open(HOST, self.profile.erp_port),
@@ -292,7 +292,7 @@ class Stack:
         self._log(f"metadata DB migrated in {time.monotonic() - began:.1f}s")
         self._run(
             "bootstrap (pools, roles, admin)",
-            [sys.executable, "-m", "include.devstack.bootstrap"],
+            [sys.executable, "-m", "devstack.bootstrap"],
             env={
                 "ORCH_ADMIN_USER": ADMIN_USER,
                 "ORCH_ADMIN_PASSWORD": self.admin_password,
@@ -386,9 +386,16 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("stack", help="run the local stack (PostgreSQL, moto, SMTP sink, Airflow)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description="run the local stack (PostgreSQL, moto, SMTP sink, stand-ins, Airflow)",
+    )
     parser.add_argument("action", choices=("up", "start", "stop", "status"))
     parser.add_argument("--profile", choices=sorted(PROFILES), default="run")
     parser.add_argument("--fresh", action="store_true", help="wipe the database and mail first")
-    parser.set_defaults(handler=_handle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _handle(build_parser().parse_args(argv))

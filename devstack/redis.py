@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from include.devstack import processes
-from include.devstack.config import HOST, Profile
-from include.devstack.processes import ServiceError
+from devstack import processes
+from devstack.config import HOST, Profile
+from devstack.processes import ServiceError
 
 PACKAGES = ("redis-server",)
 REDIS_SERVER = Path("/usr/bin/redis-server")
