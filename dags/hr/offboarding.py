@@ -14,13 +14,10 @@ Same leaver, same end state: run it again and nothing changes, one evidence comm
 
 from airflow.sdk import Param
 
-from include.operators.identity import (
-    DisableDirectoryAccountOperator,
-    DisableIdentityCenterUserOperator,
-    HrTicketOperator,
-    InspectDirectoryAccountOperator,
-    RevokeTenantAccessKeysOperator,
-)
+from include.operators.hr import HrTicketOperator
+from include.operators.iam import RevokeTenantAccessKeysOperator
+from include.operators.identity_center import DisableIdentityCenterUserOperator
+from include.operators.ldap import DisableDirectoryAccountOperator, InspectDirectoryAccountOperator
 from include.operators.ticketing import CommentTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow

@@ -15,14 +15,10 @@ identity is never re-enabled here: a rehire is a decision for HR and security.
 
 from airflow.sdk import Param
 
-from include.operators.identity import (
-    ONBOARDING_ARTIFACT,
-    EnsureDirectoryAccountOperator,
-    EnsureIdentityCenterUserOperator,
-    HrTicketOperator,
-    NotifyManagerOperator,
-    ValidateEmployeeOperator,
-)
+from include.operators.hr import ONBOARDING_ARTIFACT, HrTicketOperator, ValidateEmployeeOperator
+from include.operators.identity_center import EnsureIdentityCenterUserOperator
+from include.operators.ldap import EnsureDirectoryAccountOperator
+from include.operators.mail import NotifyManagerOperator
 from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 from include.policies.hr_roles import known_roles
 from include.policies.tenants import tenant_ids

@@ -14,7 +14,7 @@ or a malformed alert, is refused before anything is created.
 
 from airflow.sdk import Param
 
-from include.operators.containment import InspectHostOperator, IsolateHostOperator
+from include.operators.ec2 import InspectHostOperator, IsolateHostOperator
 from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow

@@ -15,7 +15,7 @@ tenant, or a malformed alert is refused before anything is created.
 
 from airflow.sdk import Param
 
-from include.operators.containment import DisableAccountOperator, InspectAccountOperator
+from include.operators.iam import DisableAccountOperator, InspectAccountOperator
 from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow

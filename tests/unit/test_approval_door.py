@@ -47,7 +47,7 @@ PLAIN_DAG = "support_triage"
 GATE = "approve_identity_disable"
 PRIVILEGED = "disable_account"
 GATE_CLASS = "include.operators.approval.ApprovalGateOperator"
-DISABLE_CLASS = "include.operators.containment.DisableAccountOperator"
+DISABLE_CLASS = "include.operators.iam.DisableAccountOperator"
 CHAIN = ["inspect_account", "open_ticket", GATE, PRIVILEGED, "evidence"]
 RUN = "manual__2026-05-04T10:00:00+00:00"
 BASE = f"/api/v2/dags/{DAG}/dagRuns/{RUN}"
@@ -187,12 +187,12 @@ def test_hr_offboarding_gates_are_a_task_group_and_mapped_steps_count(
             "include.operators.approval", "ApprovalGateOperator", TaskKind("gate", GATE_CLASS), id="gate"
         ),
         pytest.param(
-            "include.operators.containment",
+            "include.operators.iam",
             "DisableAccountOperator",
             TaskKind("privileged", DISABLE_CLASS, "identity-disable"),
             id="privileged",
         ),
-        pytest.param("include.operators.containment", "InspectAccountOperator", None, id="not-privileged"),
+        pytest.param("include.operators.iam", "InspectAccountOperator", None, id="not-privileged"),
         pytest.param("include.operators.ticketing", "CreateTicketOperator", None, id="no-capability"),
         pytest.param(
             "airflow.providers.standard.operators.bash", "BashOperator", None, id="outside-packages"

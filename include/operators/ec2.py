@@ -1,4 +1,4 @@
-"""SOC containment steps: inspect a host (read-only) and isolate it (privileged, after approval).
+"""EC2 host containment: inspect a host (read-only) and isolate it (privileged, after approval).
 
 Both run in the tenant's own AWS account: inspection as ``orchestrator-host-inspect`` (Describe
 only), isolation as ``orchestrator-host-isolate``, each a 15-minute session tagged with the run's
@@ -104,74 +104,3 @@ class IsolateHostOperator(RequiresApproval, _Ec2Step):
             vpc_id=result["vpc_id"],
         )
         return {**result, "correlation_id": run.correlation_id}
-
-
-class _IamStep(BaseOperator):
-    template_fields: Sequence[str] = ("tenant", "account")
-    capability = ""
-
-    def __init__(self, *, tenant: str, account: str, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.tenant = tenant
-        self.account = account
-        self.aws_conn_id = aws_conn_id
-
-    def work(self, context: Any, step: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-        """Run ``step`` on an IAM client of the capability role; containment errors fail at once."""
-        from include.connectors.aws import capability_client
-        from include.connectors.iam_users import AccountContainmentError
-
-        run = RunContext.from_airflow_context(context, self.tenant)
-        iam = capability_client(
-            self.capability, self.tenant, "iam", run_context=run, aws_conn_id=self.aws_conn_id
-        )
-        try:
-            return step(iam)
-        except AccountContainmentError as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from None
-
-
-class InspectAccountOperator(_IamStep):
-    """The account's active keys and console access, for the approval question (read-only role)."""
-
-    capability = "identity-inspect"
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from include.connectors.iam_users import inspect_user
-
-        def inspect(iam: Any) -> dict[str, Any]:
-            state = inspect_user(iam, self.account)
-            self.log.info("%s", state.markdown())
-            return {**state.as_xcom(), "markdown": state.markdown()}
-
-        return self.work(context, inspect)
-
-
-class DisableAccountOperator(RequiresApproval, _IamStep):
-    """Deactivate the account's keys and remove its console password (privileged: needs the approval).
-
-    Acts only on a verified approval of exactly this account in this tenant (the gate binds
-    ``artifact_params=("account", "tenant")``).
-    """
-
-    capability = "identity-disable"
-    artifact_fields = {"account": "account", "tenant": "tenant"}
-
-    def act(self, context: Any) -> dict[str, Any]:
-        from include.connectors.aws import role_arn
-        from include.connectors.iam_users import disable_user
-
-        result = self.work(context, lambda iam: disable_user(iam, self.account))
-        audit_side_effect(
-            context,
-            system="aws",
-            operation="disable-iam-user",
-            object_id=result["arn"],
-            tenant=self.tenant,
-            created=result["changed"],
-            capability=self.capability,
-            role_arn=role_arn(self.capability, self.tenant),
-            deactivated_keys=result["deactivated_keys"],
-            console_password_removed=result["console_password_removed"],
-        )
-        return result

@@ -1,0 +1,127 @@
+"""IAM Identity Center steps of onboarding and offboarding (capabilities ``identity-admin`` and
+``identity-disable``, in the staff tenant; see :mod:`include.operators.hr`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from include.approvals.verify import RequiresApproval
+from include.audit.emit import side_effect as audit_side_effect
+from include.operators.hr import _IdentityStep, _OnboardingStep
+from include.policies.tenants import STAFF_TENANT
+
+
+class EnsureIdentityCenterUserOperator(_OnboardingStep):
+    """Onboarding: the IAM Identity Center user exists with the groups of its role (``identity-admin``)."""
+
+    artifact_fields = {
+        "email": "work_email",
+        "employee_id": "employee_id",
+        "given_name": "given_name",
+        "role": "role",
+        "surname": "family_name",
+        "uid": "user_name",
+    }
+
+    template_fields: Sequence[str] = (
+        "user_name",
+        "given_name",
+        "family_name",
+        "work_email",
+        "employee_id",
+        "role",
+    )
+
+    def __init__(
+        self,
+        *,
+        given_name: str,
+        family_name: str,
+        work_email: str,
+        employee_id: str,
+        role: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.given_name = given_name
+        self.family_name = family_name
+        # Not ``email``: BaseOperator.email is who gets Airflow's failure mail, not the employee.
+        self.work_email = work_email
+        self.employee_id = employee_id
+        self.role = role  # the groups come from the role mapping (hr_roles.yaml) at run time
+
+    def act(self, context: Any) -> dict[str, Any]:
+        from include.connectors.aws import role_arn
+        from include.policies.hr_roles import role_mapping
+
+        groups = role_mapping(self.role).identity_center_groups
+        store = self.identity_center(context, "identity-admin")
+        result = self.guarded(
+            lambda: store.ensure_user(
+                self.user_name,
+                given_name=self.given_name,
+                family_name=self.family_name,
+                email=self.work_email,
+                employee_id=self.employee_id,
+                groups=list(groups),
+            ).as_xcom()
+        )
+        self.log.info(
+            "Identity Center user %s %s; groups added: %s",
+            self.user_name,
+            "created" if result["created"] else "already there",
+            ", ".join(result["groups_added"]) or "none",
+        )
+        audit_side_effect(
+            context,
+            system="aws-identity-center",
+            operation="ensure-user",
+            object_id=f"{result['identity_store_id']}/{result['user_id']}",
+            tenant=STAFF_TENANT,
+            created=result["created"],
+            capability="identity-admin",
+            role_arn=role_arn("identity-admin", STAFF_TENANT),
+            user_name=self.user_name,
+            groups_added=result["groups_added"],
+        )
+        return result
+
+
+class DisableIdentityCenterUserOperator(RequiresApproval, _IdentityStep):
+    """Offboarding: memberships removed, user marked disabled, kept (``identity-disable``)."""
+
+    capability = "identity-disable"
+    artifact_fields = {"uid": "user_name"}
+
+    def act(self, context: Any) -> dict[str, Any]:
+        from include.connectors.aws import role_arn
+        from include.connectors.identity_center import session_revocation_plan
+
+        store = self.identity_center(context, "identity-disable")
+
+        def disable() -> dict[str, Any]:
+            result = store.disable_user(self.user_name)
+            return {**result.as_xcom(), "sessions": session_revocation_plan(result).markdown()}
+
+        result = self.guarded(disable)
+        self.log.info(
+            "Identity Center user %s disabled%s; groups removed: %s",
+            self.user_name,
+            "" if result["changed"] else " already",
+            ", ".join(result["groups_removed"]) or "none",
+        )
+        audit_side_effect(
+            context,
+            system="aws-identity-center",
+            operation="disable-user",
+            object_id=f"{result['identity_store_id']}/{result['user_id']}",
+            tenant=STAFF_TENANT,
+            created=result["changed"],
+            capability="identity-disable",
+            role_arn=role_arn("identity-disable", STAFF_TENANT),
+            user_name=self.user_name,
+            groups_removed=result["groups_removed"],
+        )
+        return result
