@@ -24,7 +24,7 @@ from include.connectors.aws import assume_role_request
 from include.connectors.context import RunContext
 from include.policies.capabilities import load_capabilities, role_name
 
-TERRAFORM = Path(__file__).resolve().parents[2] / "terraform"
+TERRAFORM = Path(__file__).resolve().parents[3] / "terraform"
 MODULES = ("audit-bucket", "capability-roles", "kms", "tenant-provisioning", "tenant-secrets")
 MODULE_FILES = ("main.tf", "variables.tf", "outputs.tf", "versions.tf")
 OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)

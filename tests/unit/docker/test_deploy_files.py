@@ -24,7 +24,7 @@ import yaml
 from devstack.airflow_env import AUTH_MANAGER, SECRETS_BACKEND, airflow_env
 from devstack.config import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, PROFILES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "docker-compose.yml"
 HELM_VALUES = ROOT / "docker" / "helm" / "values.yaml"

@@ -35,7 +35,7 @@ from include.policies.loader import load_domain_policy
 from include.workflows import deadline_fix
 from include.workflows.factory import sla_deadline
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 UPSTREAM = getattr(taskinstance, deadline_fix.TARGET_FUNCTION)
 SLA_ALERT = sla_deadline(load_domain_policy().domain("support"), "infrastructure_change")
 SLA = timedelta(hours=1)  # support's infrastructure-change SLA in include/policies/domains.yaml

@@ -51,7 +51,7 @@ DISABLE_CLASS = "include.operators.iam.DisableAccountOperator"
 CHAIN = ["inspect_account", "open_ticket", GATE, PRIVILEGED, "evidence"]
 RUN = "manual__2026-05-04T10:00:00+00:00"
 BASE = f"/api/v2/dags/{DAG}/dagRuns/{RUN}"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 GATE_MESSAGE = (
     "approve_identity_disable is an approval gate: its state is set only by an approver's answer "

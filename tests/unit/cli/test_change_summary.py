@@ -19,7 +19,7 @@ import pytest
 from include.cli import change_summary
 from include.cli.change_summary import ABSENT, diff_policy, flatten, fmt, is_approval_gate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 CONTAIN_HOST_V1 = '''"""
 ### Contain a host
