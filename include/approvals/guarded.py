@@ -26,7 +26,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 log = logging.getLogger(__name__)
 
-OPERATOR_PACKAGES: Final = ("include.operators.", "include.")
+OPERATOR_PACKAGES: Final = ("include.",)
 """The only modules operator classes are imported from to classify a task."""
 RULE_GATE: Final = "approval-gate"
 RULE_PRIVILEGED: Final = "privileged-step"
