@@ -78,6 +78,7 @@ class ApprovalGateOperator(ApprovalOperator):
     :param earlier_steps: task ids of the steps before; their respondents may not answer this one.
     :param tenant: the tenant, for the ticket comment (templated).
     :param ticket_id: the ticket that gets a comment on escalation (templated; optional).
+    :param ticket_system: the ticketing system of ``ticket_id`` (``request_tracker`` or ``jira``).
     :param ladder: tighter ladder steps than the policy's (``remind_after``, ``escalate_after``,
         ``timeout`` as timedelta); never looser.
     :param artifact: what exactly is approved (e.g. a plan's SHA-256; templated): shown, recorded
@@ -91,6 +92,7 @@ class ApprovalGateOperator(ApprovalOperator):
     :param privileged: templated; "True" when what is granted is privileged (e.g. an HR role with
         admin groups): the policy's ``privileged_steps`` apply (``destroy_steps`` win if both). A
         step beyond the steps that apply is "not required" and passes.
+    :param poke_interval: seconds between the trigger's checks for an answer.
     """
 
     template_fields: Sequence[str] = (
