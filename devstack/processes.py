@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -92,6 +93,14 @@ def stop_many(names: Sequence[str], *, pids_dir: Path, timeout: float = 20.0) ->
     for pid in waiting.values():
         _signal_group(pid, signal.SIGKILL)
     return list(pids)
+
+
+def wait_for_stop_signal() -> None:
+    """Block until SIGTERM or SIGINT: the service's side of :func:`stop` (call from the main thread)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

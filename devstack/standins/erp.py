@@ -26,61 +26,92 @@ with API limits"; Microsoft identity platform client-credentials flow):
 ``POST {api}/companies({id})/salesInvoices({id})/Microsoft.NAV.post``   204, status ``Open``
 =====================================================================  =================================
 
-``{api}`` is ``/v2.0/{aadTenant}/{environment}/api/v2.0``. Contract details kept: bearer tokens from
-the token endpoint only, expiring after ``expires_in`` (401 ``Authentication_InvalidCredentials``
-"The server has rejected the client credentials." otherwise); Entra errors as ``{"error",
-"error_description": "AADSTS...", "error_codes", "trace_id", "correlation_id", "timestamp"}`` (401
-``invalid_client`` for a wrong secret); Business Central errors as ``{"error": {"code", "message"}}``
-with the codes and message patterns of Microsoft's error table (``Application_DialogException`` "A
-customerNumber or a customerID must be provided.", ``Application_StringExceededLength``,
-``Internal_InvalidTableRelation``, ``Internal_RecordNotFound``, ``BadRequest_ResourceNotFound``,
-``Application_EvaluateException``) and "  CorrelationId:  <guid>." appended; an unknown property in
-a body is 400 (OData's wording); manual numbers are refused (no "Manual Nos." on the series); a
-blank currency code means the local currency (LCY) and the LCY code is accepted and returned for
-it; ``externalDocumentNumber`` is Code[35] and not unique; ``salesInvoices`` lists drafts and posted
-invoices (posting keeps the id and assigns the posted number); decimals are JSON numbers; amounts are
-rounded to cents half away from zero, VAT per tax code on the running document total (so a
-document's VAT is ``round(net of the tax code x rate)``, not the sum of rounded line VAT), which is
-how I read Business Central's sales line VAT calculation.
+``{api}`` is ``/v2.0/{aadTenant}/{environment}/api/v2.0``. Built on
+:class:`devstack.standins.http.HttpStandIn` (127.0.0.1 only; port 0 in tests, the profile's in the stack).
+
+- Auth: bearer tokens from the token endpoint only (client credentials, scope :data:`API_SCOPE`),
+  expiring after ``expires_in``; anything else is 401 ``Authentication_InvalidCredentials`` "The
+  server has rejected the client credentials." with ``WWW-Authenticate: Bearer authorization_uri=...``.
+- Shapes: ``application/json; odata.metadata=minimal; odata.streaming=true`` with ``OData-Version:
+  4.0``, ``@odata.context``/``@odata.etag`` on entities, ``{"value"}`` + ``@odata.nextLink`` pages;
+  decimals are JSON numbers; an unknown property in a body is 400 (OData's wording); manual numbers
+  are refused (no "Manual Nos." on the series); a blank currency code means the local currency (LCY)
+  and the LCY code is accepted and returned for it; ``externalDocumentNumber`` is Code[35] and not
+  unique; ``salesInvoices`` lists drafts and posted invoices (posting keeps the id and assigns the
+  posted number); amounts are rounded to cents half away from zero, VAT per tax code on the running
+  document total (so a document's VAT is ``round(net of the tax code x rate)``, not the sum of
+  rounded line VAT), which is how I read Business Central's sales line VAT calculation.
+- Errors: Entra errors as ``{"error", "error_description": "AADSTS...", "error_codes",
+  "trace_id", "correlation_id", "timestamp"}`` (401 ``invalid_client`` for a wrong secret);
+  Business Central errors as ``{"error": {"code", "message"}}`` with the codes and message patterns
+  of Microsoft's error table (``Application_DialogException`` "A customerNumber or a customerID must
+  be provided.", ``Application_StringExceededLength``, ``Internal_InvalidTableRelation``,
+  ``Internal_RecordNotFound``, ``BadRequest_ResourceNotFound``, ``Application_EvaluateException``)
+  and "  CorrelationId:  <guid>." appended.
+- Throttling: only when a test says so, :meth:`BusinessCentralStandIn.throttle`: 429
+  ``Application_TooManyRequests`` with ``Retry-After`` (or without: ``retry_after=None``).
+- Faults for the tests: :meth:`~BusinessCentralStandIn.fail` (5xx, not applied),
+  :meth:`~BusinessCentralStandIn.lose_responses` (the request is applied, then the connection is
+  dropped without an answer).
 
 Assumed, not documented: the HTTP status of a code (Microsoft's table gives codes, not statuses:
 400 for a bad write, 404 ``Internal_RecordNotFound`` for an unknown id in the URL), the wording of
 "There is nothing to post." for an empty draft and of a second post, and the 429/5xx bodies
 (Microsoft documents the status codes only).
 
-Faults, for the tests: :meth:`throttle` (429 with ``Retry-After``), :meth:`fail` (5xx, not applied),
-:meth:`lose_responses` (the request is applied, then the connection is dropped without an answer).
+Not shown:
 
-Not modelled: whether a real 429 carries ``Retry-After`` (Business Central does not promise it;
-``throttle(retry_after=None)`` answers without one), ETags/``If-Match`` (the connector makes no
-PATCH/DELETE), ``$select``/``$expand``/``$orderby``/``$batch``/deep insert, OData
-filters beyond ``prop eq 'text'`` joined by ``and``, dimensions, discounts, payment terms beyond a
-fixed 30 days, prices including tax, sales tax (US), posting errors other than an empty invoice,
-permissions (one app with every permission), several companies, and the search being immediately
-consistent. Every request is recorded (method, path, query, status; no credentials or bodies).
+- whether a real 429 carries ``Retry-After`` (Business Central does not promise it), and the
+  service's own limits (6,000 requests per 5 minutes: no 429 unless a test throttles);
+- ETags/``If-Match`` (the connector makes no PATCH/DELETE), ``$select``/``$expand``/``$orderby``/
+  ``$batch``/deep insert, OData filters beyond ``prop eq 'text'`` joined by ``and``;
+- dimensions, discounts, payment terms beyond a fixed 30 days, prices including tax, sales tax (US),
+  posting errors other than an empty invoice;
+- permissions (one app with every permission), several companies, eventual consistency (the search
+  is immediately consistent), state beyond the process (it lives in memory, like moto's).
+
+Every request is recorded (method, path, query, status; no credentials or bodies).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import re
 import secrets
-import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
-HOST = "127.0.0.1"
+from devstack.standins.http import (
+    HOST,
+    HttpStandIn,
+    RecordedRequest,
+    Request,
+    Response,
+    Route,
+    StandInError,
+    route,
+)
+
+__all__ = [
+    "API_SCOPE",
+    "HOST",
+    "BusinessCentralStandIn",
+    "EntraError",
+    "ODataError",
+    "RecordedRequest",
+    "Response",
+]
+
 API_SCOPE = "https://api.businesscentral.dynamics.com/.default"
 CENT = Decimal("0.01")
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
@@ -148,25 +179,14 @@ LINE_READ_ONLY = frozenset(
         "invoiceDiscountAllocation",
     }
 )
+#: Business Central's error code for a status the stand-in answers without a request-specific code.
+STATUS_CODES = {
+    429: "Application_TooManyRequests",
+    500: "Internal_ServerError",
+    503: "Internal_ServiceUnavailable",
+    504: "Internal_GatewayTimeout",
+}
 _FILTER_CLAUSE = re.compile(r"^\s*(?P<prop>[A-Za-z]+)\s+eq\s+'(?P<value>(?:[^']|'')*)'\s*$")
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: Any = None  # JSON-encoded unless None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    lost: bool = False  # applied, but the connection is dropped instead of answering
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    status: int
-    at: float  # time.monotonic()
-    lost: bool = False
 
 
 @dataclass
@@ -192,35 +212,36 @@ class Fault:
         )
 
 
-class ODataError(Exception):
+class ODataError(StandInError):
     """Answer with Business Central's error shape."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
         correlation = uuid.uuid4()
         body = {"error": {"code": code, "message": f"{message}  CorrelationId:  {correlation}."}}
-        self.response = Response(status, body)
+        super().__init__(message, Response(status, body))
 
 
-class EntraError(Exception):
+class EntraError(StandInError):
     """Answer with the Microsoft identity platform's error shape."""
 
     def __init__(self, status: int, error: str, code: int, description: str) -> None:
-        super().__init__(description)
         trace, correlation = uuid.uuid4(), uuid.uuid4()
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        self.response = Response(
-            status,
-            {
-                "error": error,
-                "error_description": f"AADSTS{code}: {description}\r\nTrace ID: {trace}\r\n"
-                f"Correlation ID: {correlation}\r\nTimestamp: {now}",
-                "error_codes": [code],
-                "timestamp": now,
-                "trace_id": str(trace),
-                "correlation_id": str(correlation),
-                "error_uri": f"https://login.microsoftonline.com/error?code={code}",
-            },
+        super().__init__(
+            description,
+            Response(
+                status,
+                {
+                    "error": error,
+                    "error_description": f"AADSTS{code}: {description}\r\nTrace ID: {trace}\r\n"
+                    f"Correlation ID: {correlation}\r\nTimestamp: {now}",
+                    "error_codes": [code],
+                    "timestamp": now,
+                    "trace_id": str(trace),
+                    "correlation_id": str(correlation),
+                    "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+                },
+            ),
         )
 
 
@@ -250,8 +271,12 @@ def _no_relation(field_name: str, table: str, value: str, related: str) -> OData
     )
 
 
-class BusinessCentralStandIn:
+class BusinessCentralStandIn(HttpStandIn[RecordedRequest]):
     """The service: state, contract checks and one :meth:`handle` per request; :meth:`start` serves it."""
+
+    server_version = "BusinessCentralStandIn/1.0"
+    json_content_type = "application/json; odata.metadata=minimal; odata.streaming=true"
+    keep_blank_values = True
 
     def __init__(
         self,
@@ -273,15 +298,14 @@ class BusinessCentralStandIn:
         port: int = 0,
         max_recorded: int | None = None,
     ) -> None:
+        # A long-running service keeps only the latest requests and tokens (tests keep them all).
+        super().__init__(port=port, max_recorded=max_recorded)
         # Fresh identities and secret per instance unless given (the devstack keeps them per profile).
         self.aad_tenant_id = aad_tenant_id or str(uuid.uuid4())
         self.environment = environment
         self.client_id = client_id or str(uuid.uuid4())
         self.client_secret = client_secret or "Xq8Q~" + secrets.token_urlsafe(30)
         self.company_id = (company_id or str(uuid.uuid4())).lower()
-        self.requested_port = port
-        # A long-running service keeps only the latest requests and tokens (tests keep them all).
-        self.max_recorded = max_recorded
         self.company_name = "CRONUS MSSP"
         self.customers = {
             number: {
@@ -310,54 +334,12 @@ class BusinessCentralStandIn:
         self.token_ttl = token_ttl
         self.page_size = page_size
         self.invoices: dict[str, dict[str, Any]] = {}  # id -> invoice (with "_lines")
-        self.requests: list[RecordedRequest] = []
         self.issued_tokens: list[str] = []
         self.post_actions = 0
         self._tokens: dict[str, float] = {}  # token -> expiry (monotonic)
         self._draft_numbers = itertools.count(1001)
         self._posted_numbers = itertools.count(103001)
         self._faults: list[Fault] = []
-        self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------
-    def start(self) -> BusinessCentralStandIn:
-        standin = self
-
-        class Handler(_Handler):
-            service = standin
-
-        self._server = ThreadingHTTPServer((HOST, self.requested_port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> BusinessCentralStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
 
     @property
     def api_path(self) -> str:
@@ -402,8 +384,7 @@ class BusinessCentralStandIn:
         return None
 
     def requests_to(self, method: str, path_contains: str = "") -> list[RecordedRequest]:
-        with self._lock:
-            return [r for r in self.requests if r.method == method and path_contains in r.path]
+        return [r for r in self.requests if r.method == method and path_contains in r.path]
 
     def invoices_with_reference(self, reference: str) -> list[dict[str, Any]]:
         return [i for i in self.invoices.values() if i["externalDocumentNumber"] == reference]
@@ -412,26 +393,35 @@ class BusinessCentralStandIn:
         return list(self.invoices[invoice_id]["_lines"])
 
     # --- request handling -----------------------------------------------------------------
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
-        url = urlsplit(target)
-        query = parse_qs(url.query, keep_blank_values=True)
-        headers = {name.lower(): value for name, value in headers.items()}
-        try:
-            response = self._dispatch(method, url.path, query, headers, body)
-        except (ODataError, EntraError) as exc:
-            response = exc.response
-        except Exception as exc:  # a bug in the stand-in: answer 500 rather than drop the connection
-            response = Response(
-                500, {"error": {"code": "Internal_ServerError", "message": f"stand-in: {exc!r}"}}
-            )
-        if response.status < 300 and self._fault(method, url.path, lose=True) is not None:
-            response = Response(response.status, response.body, response.headers, lost=True)
-        with self._lock:
-            self.requests.append(
-                RecordedRequest(method, url.path, query, response.status, time.monotonic(), response.lost)
-            )
-            if self.max_recorded is not None and len(self.requests) > self.max_recorded:
-                del self.requests[: len(self.requests) - self.max_recorded]
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        """Business Central's error shape, with the code Microsoft's error table gives the status."""
+        return {
+            "error": {"code": STATUS_CODES.get(status, "Internal_ServiceUnavailable"), "message": message}
+        }
+
+    def json_default(self, value: Any) -> Any:
+        if isinstance(value, Decimal):  # decimals are JSON numbers
+            return int(value) if value == value.to_integral_value() else float(value)
+        return super().json_default(value)
+
+    def encode_body(self, body: Any) -> tuple[bytes, dict[str, str]]:
+        payload, headers = super().encode_body(body)
+        return payload, {**headers, "OData-Version": "4.0"} if headers else headers
+
+    def banner(self) -> str:
+        return (
+            f"Business Central stand-in on {self.base_url}{self.api_path}, company {self.company_id}, "
+            f"customers {', '.join(sorted(self.customers))}"
+        )
+
+    def record(self, request: Request, response: Response) -> RecordedRequest:
+        return RecordedRequest.of(request, response)
+
+    def handle(self, request: Request) -> Response:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        response = self._dispatch(request.method, request.path, request.query, headers, request.body)
+        if response.status < 300 and self._fault(request.method, request.path, lose=True) is not None:
+            response = dataclasses.replace(response, lost=True)
         return response
 
     def _dispatch(
@@ -459,19 +449,19 @@ class BusinessCentralStandIn:
             return self._fault_response(fault)
         resource = path[len(self.api_path) + 1 :]
         self._check_options(query)
-        for route_method, pattern, action in self._routes():
-            if (match := re.fullmatch(pattern, resource)) and route_method == method:
+        match route(self._routes(), method, resource):
+            case (action, groups):
                 with self._lock:
-                    return action(*match.groups(), query=query, body=body)
-        if any(re.fullmatch(pattern, resource) for _, pattern, _ in self._routes()):
-            raise ODataError(
-                405, "BadRequest_MethodNotAllowed", f"'{method}' requests for '{resource}' are not allowed."
-            )
-        raise ODataError(
-            404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{resource}'."
-        )
+                    return action(*groups, query=query, body=body)
+            case 405:
+                message = f"'{method}' requests for '{resource}' are not allowed."
+                raise ODataError(405, "BadRequest_MethodNotAllowed", message)
+            case _:
+                raise ODataError(
+                    404, "BadRequest_ResourceNotFound", f"Resource not found for the segment '{resource}'."
+                )
 
-    def _routes(self) -> list[tuple[str, str, Callable[..., Response]]]:
+    def _routes(self) -> list[Route]:
         company = rf"companies\(({GUID})\)"
         invoice = company + rf"/salesInvoices\(({GUID})\)"
         return [
@@ -487,19 +477,11 @@ class BusinessCentralStandIn:
 
     def _fault_response(self, fault: Fault) -> Response:
         if fault.status == 429:
-            headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-            body = {
-                "error": {
-                    "code": "Application_TooManyRequests",
-                    "message": "Too many requests reached.  Actual (601).  Maximum (600).",
-                }
-            }
-            return Response(429, body, headers)
-        code = {500: "Internal_ServerError", 504: "Internal_GatewayTimeout"}.get(
-            fault.status, "Internal_ServiceUnavailable"
-        )
+            return self.throttled(
+                fault.retry_after, "Too many requests reached.  Actual (601).  Maximum (600)."
+            )
         return Response(
-            fault.status, {"error": {"code": code, "message": "The service is temporarily unavailable."}}
+            fault.status, self.error_body(fault.status, "The service is temporarily unavailable.")
         )
 
     @staticmethod
@@ -888,50 +870,6 @@ class BusinessCentralStandIn:
         )
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"not JSON: {type(value).__name__}")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP/1.1 plumbing only; :meth:`BusinessCentralStandIn.handle` does the work."""
-
-    service: BusinessCentralStandIn
-    protocol_version = "HTTP/1.1"
-    server_version = "BusinessCentralStandIn/1.0"
-    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between header and body writes
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        response = self.service.handle(self.command, self.path, dict(self.headers.items()), body)
-        if response.lost:  # applied, but the answer never arrives: drop the connection
-            self.close_connection = True
-            return
-        if response.body is None:
-            payload, content_type = b"", None
-        else:
-            payload = json.dumps(response.body, default=_json_default).encode()
-            content_type = "application/json; odata.metadata=minimal; odata.streaming=true"
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if content_type is not None:
-            self.send_header("Content-Type", content_type)
-            self.send_header("OData-Version", "4.0")
-        if response.status != 204:
-            self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: requests are recorded instead
-        pass
-
-
 def main(argv: list[str] | None = None) -> None:
     """Serve the stand-in on 127.0.0.1 until SIGTERM or SIGINT: the local stack's Business Central.
 
@@ -946,7 +884,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-secret-file", type=Path, required=True)
     parser.add_argument("--customers", help="JSON object: customer number -> name")
     args = parser.parse_args(argv)
-    standin = BusinessCentralStandIn(
+    BusinessCentralStandIn(
         customers=json.loads(args.customers) if args.customers else None,
         aad_tenant_id=args.aad_tenant_id,
         client_id=args.client_id,
@@ -954,17 +892,7 @@ def main(argv: list[str] | None = None) -> None:
         company_id=args.company_id,
         port=args.port,
         max_recorded=10_000,
-    ).start()
-    print(
-        f"Business Central stand-in on {standin.base_url}{standin.api_path}, company {standin.company_id}, "
-        f"customers {', '.join(sorted(standin.customers))}",
-        flush=True,
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    standin.stop()
+    ).serve_until_stopped()
 
 
 if __name__ == "__main__":

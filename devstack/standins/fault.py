@@ -1,39 +1,38 @@
 """A scripted HTTP server on 127.0.0.1 for connector tests: it fails exactly as told.
 
-Each request takes the next action from a queue: a :class:`Reply` (status, headers, body), or
-``TIMEOUT`` (answer only after the client has given up) or ``RESET`` (close the socket with an RST,
-no response). An empty queue answers ``default``. Every request is recorded with its monotonic
-arrival time, so a test can check the waits between attempts.
+Vendor contract: none; it is the referee of the connector base's retry and rate-limit contract
+(``include/connectors/base.py``), not a model of a system. Each request takes the next action from a
+queue: a :class:`Reply` (status, headers, body), or ``TIMEOUT`` (answer only after the client has
+given up) or ``RESET`` (close the socket with an RST, no response). An empty queue answers
+``default``. Every request is recorded with its monotonic arrival time (when the connection was
+accepted: one request per connection, HTTP/1.0), so a test can check the waits between attempts.
 
 In rate-enforcing mode (:meth:`FaultServer.enforce_rate`) it first admits at most ``limit``
 requests per sliding window of ``window_seconds`` (arrival times, server side) and answers the rest
-``429`` with ``Retry-After``, counting admitted and rejected requests: the referee for a client-side
-rate limiter.
+``429`` with ``Retry-After`` (whole seconds, at least 1) and ``{"message": "rate limited"}``,
+counting admitted and rejected requests: the referee for a client-side rate limiter.
+
+Not shown: authentication (any request is answered), routing (every path and method takes the next
+action), keep-alive connections, a vendor's error shapes (errors are whatever the script says).
 """
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import itertools
-import json
 import math
-import socket
-import struct
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-HOST = "127.0.0.1"
+from devstack.standins.http import HOST, HeaderValue, HttpStandIn, Request, Response
+
+__all__ = ["HOST", "RESET", "TIMEOUT", "FaultServer", "HeaderValue", "ReceivedRequest", "Reply", "http_date"]
+
 TIMEOUT: Literal["timeout"] = "timeout"
 RESET: Literal["reset"] = "reset"
-
-#: A header value, or a function called when the reply is sent (e.g. an HTTP-date "2 s from now").
-HeaderValue = str | Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -44,12 +43,8 @@ class Reply:
     headers: Mapping[str, HeaderValue] = field(default_factory=dict)
     body: bytes | str | Mapping[str, Any] | list[Any] = b""
 
-    def encoded_body(self) -> tuple[bytes, str]:
-        if isinstance(self.body, bytes):
-            return self.body, "application/octet-stream"
-        if isinstance(self.body, str):
-            return self.body.encode(), "text/plain; charset=utf-8"
-        return json.dumps(self.body).encode(), "application/json"
+    def response(self, *, delay: float = 0.0) -> Response:
+        return Response(self.status, self.body, self.headers, delay=delay)
 
 
 Action = Reply | Literal["timeout", "reset"]
@@ -96,64 +91,7 @@ class RateEnforcement:
         return self.admitted_at[0] + self.window_seconds - now
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def _handle(self) -> None:
-        arrived = self.server.accepted_at.pop(self.connection, None) or time.monotonic()
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        action = self.server.owner._next_action(arrived)
-        self.server.owner._record(self, arrived, body, action)
-        if action == RESET:
-            # SO_LINGER 0: close() sends an RST instead of a FIN, the client sees "connection reset".
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-            self.close_connection = True
-            return
-        if action == TIMEOUT:
-            self.server.owner._stopping.wait(self.server.owner.timeout_sleep)
-            action = self.server.owner.default
-        assert isinstance(action, Reply)
-        self._reply(action)
-
-    def _reply(self, reply: Reply) -> None:
-        payload, content_type = reply.encoded_body()
-        with contextlib.suppress(OSError):  # the client may have given up (timeout) meanwhile
-            self.send_response(reply.status)
-            headers = {"Content-Type": content_type, **reply.headers}
-            for name, value in headers.items():
-                self.send_header(name, value() if callable(value) else value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read :attr:`FaultServer.requests` instead of stderr."""
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, owner: FaultServer) -> None:
-        self.owner = owner
-        self.accepted_at: dict[Any, float] = {}
-        super().__init__((HOST, 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Arrival is when the connection is accepted (one request per connection: HTTP/1.0), in
-        # the serving thread, before a handler thread starts: the referee's own scheduling delays
-        # stay out of the waits it measures.
-        self.accepted_at[request] = time.monotonic()
-        super().process_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A reset or abandoned connection is the point of this server, not an error to print."""
-
-
-class FaultServer:
+class FaultServer(HttpStandIn[ReceivedRequest]):
     """Start with ``with FaultServer() as server:``; script with :meth:`script`.
 
     :param default: the answer once the script is used up.
@@ -161,51 +99,19 @@ class FaultServer:
         client's timeout); :meth:`stop` cuts it short.
     """
 
+    protocol_version = "HTTP/1.0"  # one request per connection: arrival is when it was accepted
+    server_version = "FaultServer/1.0"
+
     def __init__(self, *, default: Reply | None = None, timeout_sleep: float = 2.0) -> None:
+        super().__init__()
         self.default = default or Reply(200, body={"ok": True})
         self.timeout_sleep = timeout_sleep
-        self._lock = threading.Lock()
         self._script: deque[Action] = deque()
-        self._requests: list[ReceivedRequest] = []
         self._rate: RateEnforcement | None = None
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> FaultServer:
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fault-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start the server first"
-        return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return self.base_url
 
     # --- scripting -----------------------------------------------------------------------------
     def script(self, *actions: Action) -> None:
@@ -219,11 +125,6 @@ class FaultServer:
             self._rate = RateEnforcement(limit=limit, window_seconds=window_seconds)
 
     # --- what happened -----------------------------------------------------------------------
-    @property
-    def requests(self) -> list[ReceivedRequest]:
-        with self._lock:
-            return list(self._requests)
-
     def gaps(self) -> list[float]:
         """Seconds between consecutive arrivals."""
         arrivals = [r.arrived for r in self.requests]
@@ -240,22 +141,30 @@ class FaultServer:
     def outcomes(self) -> Iterator[int | str]:
         return (r.outcome for r in self.requests)
 
-    # --- called by the handler threads ---------------------------------------------------------
-    def _next_action(self, now: float) -> Action:
+    # --- the stand-in ----------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
         with self._lock:
-            if self._rate is not None and (wait := self._rate.admit(now)) is not None:
-                return Reply(429, {"Retry-After": str(max(1, math.ceil(wait)))}, {"message": "rate limited"})
-            return self._script.popleft() if self._script else self.default
+            if self._rate is not None and (wait := self._rate.admit(request.arrived)) is not None:
+                return self.throttled(max(1, math.ceil(wait)))
+            action = self._script.popleft() if self._script else self.default
+        if action == RESET:
+            return Response(0, reset=True)
+        if action == TIMEOUT:
+            return self.default.response(delay=self.timeout_sleep)
+        assert isinstance(action, Reply)
+        return action.response()
 
-    def _record(self, handler: _Handler, arrived: float, body: bytes, action: Action) -> None:
-        outcome = action.status if isinstance(action, Reply) else action
-        received = ReceivedRequest(
-            arrived=arrived,
-            method=handler.command,
-            path=handler.path,
-            headers=dict(handler.headers.items()),
-            body=body,
+    def record(self, request: Request, response: Response) -> ReceivedRequest:
+        outcome: int | Literal["timeout", "reset"] = response.status
+        if response.reset:
+            outcome = RESET
+        elif response.delay:
+            outcome = TIMEOUT
+        return ReceivedRequest(
+            arrived=request.arrived,
+            method=request.method,
+            path=request.target,
+            headers=dict(request.headers),
+            body=request.body,
             outcome=outcome,
         )
-        with self._lock:
-            self._requests.append(received)

@@ -24,23 +24,33 @@ Cloud.
                                                             ``{"transition": {"id"}}``: 204
 ==========================================================  =======================================
 
-Contract details kept: HTTP basic auth with the account email and API token (401 otherwise);
-error bodies are Jira's ErrorCollection ``{"errorMessages": [...], "errors": {field: message}}``;
-an unknown issue is 404 "Issue does not exist or you do not have permission to see it."; labels
-cannot contain spaces; descriptions and comment bodies must be Atlassian Document Format; a field
-not on the screen cannot be set; search returns only issue ids unless ``fields`` asks for more;
-comment property ``sd.public.comment`` ``{"internal": b}`` makes ``jsdPublic`` = ``not b``
-(platform comments are public by default).
+Built on :class:`devstack.standins.http.HttpStandIn` (127.0.0.1, a free port per instance, in-process).
 
-Rate limiting: switched on with :meth:`JiraStandIn.throttle`, the next requests get 429 with
-``Retry-After`` (seconds), ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset``
-(ISO 8601 timestamp, request time + Retry-After) and ``RateLimit-Reason`` (``jira-burst-based``,
-``jira-quota-global-based``, ``jira-quota-tenant-based`` or ``jira-per-issue-on-write``).
+- Auth: HTTP basic with the account email and API token (a fresh token per instance); anything else
+  is 401 "Client must be authenticated to access this resource.".
+- Shapes: JSON ``application/json;charset=UTF-8``; descriptions and comment bodies must be Atlassian
+  Document Format; search returns only issue ids unless ``fields`` asks for more; comment property
+  ``sd.public.comment`` ``{"internal": b}`` makes ``jsdPublic`` = ``not b`` (platform comments are
+  public by default); labels cannot contain spaces; a field not on the screen cannot be set.
+- Errors: Jira's ErrorCollection ``{"errorMessages": [...], "errors": {field: message}}``; an
+  unknown issue is 404 "Issue does not exist or you do not have permission to see it."; an unknown
+  URL or method is the servlet's ``{"message", "status-code"}`` 404/405.
+- Throttling: switched on with :meth:`JiraStandIn.throttle`, the next requests get 429 with
+  ``Retry-After`` (seconds), ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset``
+  (ISO 8601 timestamp, request time + Retry-After) and ``RateLimit-Reason`` (``jira-burst-based``,
+  ``jira-quota-global-based``, ``jira-quota-tenant-based`` or ``jira-per-issue-on-write``).
+- Faults for the tests: :meth:`JiraStandIn.lose_responses` (POST carried out, then 503).
 
-Simplifications: one workflow (To Do -> In Progress -> Done, and back); JQL only ``labels = "x"``
-and ``project = X AND labels = "x"`` (anything else is 400, like a query Jira cannot parse);
-search is immediately consistent (Jira's enhanced search is eventually consistent); one account
-with every permission. Every request is recorded (method, path, query, status; no credentials).
+Not shown:
+
+- workflows other than one (To Do -> In Progress -> Done, and back);
+- JQL beyond ``labels = "x"`` and ``project = X AND labels = "x"`` (anything else is 400, like a
+  query Jira cannot parse);
+- eventual consistency (Jira's enhanced search lags; this one is immediately consistent);
+- permissions (one account with every permission), OAuth 2.0, Connect/Forge apps;
+- 429s Jira sends on its own (only when :meth:`JiraStandIn.throttle` says so).
+
+Every request is recorded (method, path, query, status; no credentials, no bodies).
 """
 
 from __future__ import annotations
@@ -53,16 +63,23 @@ import itertools
 import json
 import re
 import secrets
-import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-HOST = "127.0.0.1"
+from devstack.standins.http import (
+    HOST,
+    HttpStandIn,
+    RecordedRequest,
+    Request,
+    Response,
+    Route,
+    StandInError,
+    route,
+)
+
+__all__ = ["HOST", "JiraError", "JiraStandIn", "RecordedRequest", "Response", "adf_text", "is_adf"]
+
 API = "/rest/api/3"
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
 NOT_AUTHENTICATED = "Client must be authenticated to access this resource."
@@ -94,28 +111,13 @@ _JQL = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: Any = None  # JSON-encoded unless None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    status: int
-    at: float  # time.monotonic()
-
-
-class JiraError(Exception):
+class JiraError(StandInError):
     """Answer with a Jira ErrorCollection."""
 
-    def __init__(self, status: int, messages: list[str] | None = None, errors: dict[str, str] | None = None):
-        super().__init__(status)
-        self.response = Response(status, {"errorMessages": messages or [], "errors": errors or {}})
+    def __init__(
+        self, status: int, messages: list[str] | None = None, errors: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status, Response(status, {"errorMessages": messages or [], "errors": errors or {}}))
 
 
 def _now() -> str:
@@ -139,8 +141,12 @@ def adf_text(doc: Mapping[str, Any]) -> str:
     return "\n\n".join(inline(block) for block in doc.get("content", []))
 
 
-class JiraStandIn:
+class JiraStandIn(HttpStandIn[RecordedRequest]):
     """The service: state, contract checks and one :meth:`handle` per request; :meth:`start` serves it."""
+
+    server_version = "JiraStandIn/1.0"
+    json_content_type = "application/json;charset=UTF-8"
+    text_content_type = "text/plain;charset=UTF-8"
 
     def __init__(
         self,
@@ -152,6 +158,7 @@ class JiraStandIn:
         custom_fields: tuple[str, ...] = ("customfield_10050", "customfield_10051", "customfield_10052"),
         page_size: int = 50,
     ) -> None:
+        super().__init__()
         self.email = email
         self.api_token = api_token or "ATATT3x" + secrets.token_urlsafe(24)  # a fresh secret per instance
         self.projects = dict(projects or {"SOC": "Security Operations", "HR": "People"})
@@ -160,52 +167,10 @@ class JiraStandIn:
         self.page_size = page_size
         self.account_id = "712020:0f7e8d7c-standin-orchestrator"
         self.issues: dict[str, dict[str, Any]] = {}  # key -> issue (fields, comments, attachments)
-        self.requests: list[RecordedRequest] = []
         self._ids = itertools.count(10001)
         self._keys: dict[str, itertools.count[int]] = {}
-        self._lock = threading.RLock()
         self._throttle: dict[str, Any] = {"times": 0}
         self._lose_responses = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ------------------------------------------------------------------------
-    def start(self) -> JiraStandIn:
-        standin = self
-
-        class Handler(_Handler):
-            service = standin
-
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> JiraStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
 
     # --- test controls --------------------------------------------------------------------
     def throttle(
@@ -222,28 +187,25 @@ class JiraStandIn:
             self._lose_responses = times
 
     def requests_to(self, method: str, path_suffix: str) -> list[RecordedRequest]:
-        with self._lock:
-            return [r for r in self.requests if r.method == method and r.path.endswith(path_suffix)]
+        return [r for r in self.requests if r.method == method and r.path.endswith(path_suffix)]
 
     def issue(self, key: str) -> dict[str, Any]:
         return self.issues[key]
 
     # --- request handling -----------------------------------------------------------------
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
-        url = urlsplit(target)
-        query = parse_qs(url.query)
-        headers = {name.lower(): value for name, value in headers.items()}
-        try:
-            response = self._dispatch(method, url.path, query, headers, body)
-        except JiraError as exc:
-            response = exc.response
-        except Exception as exc:  # a bug in the stand-in: answer 500 rather than drop the connection
-            response = Response(500, {"errorMessages": [f"stand-in error: {exc!r}"], "errors": {}})
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {"errorMessages": [message], "errors": {}}
+
+    def record(self, request: Request, response: Response) -> RecordedRequest:
+        return RecordedRequest.of(request, response)
+
+    def handle(self, request: Request) -> Response:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        response = self._dispatch(request.method, request.path, request.query, headers, request.body)
         with self._lock:
-            if method == "POST" and self._lose_responses > 0 and response.status < 300:
+            if request.method == "POST" and self._lose_responses > 0 and response.status < 300:
                 self._lose_responses -= 1
-                response = Response(503, {"errorMessages": ["upstream timed out"], "errors": {}})
-            self.requests.append(RecordedRequest(method, url.path, query, response.status, time.monotonic()))
+                response = Response(503, self.error_body(503, "upstream timed out"))
         return response
 
     def _dispatch(
@@ -253,15 +215,16 @@ class JiraStandIn:
             raise JiraError(401, [NOT_AUTHENTICATED])
         if (throttled := self._throttled()) is not None:
             return throttled
-        for route_method, pattern, action in self._routes():
-            if (match := re.fullmatch(pattern, path)) and route_method == method:
+        match route(self._routes(), method, path):
+            case (action, groups):
                 with self._lock:
-                    return action(*match.groups(), query=query, headers=headers, body=body)
-        if any(re.fullmatch(pattern, path) for _, pattern, _ in self._routes()):
-            return Response(405, {"message": f"Method {method} is not allowed", "status-code": 405})
-        return Response(404, {"message": f"null for uri: {self.base_url}{path}", "status-code": 404})
+                    return action(*groups, query=query, headers=headers, body=body)
+            case 405:
+                return Response(405, {"message": f"Method {method} is not allowed", "status-code": 405})
+            case _:
+                return Response(404, {"message": f"null for uri: {self.base_url}{path}", "status-code": 404})
 
-    def _routes(self) -> list[tuple[str, str, Callable[..., Response]]]:
+    def _routes(self) -> list[Route]:
         issue = API + r"/issue/([^/]+)"
         return [
             ("POST", API + "/issue", self._create_issue),
@@ -293,13 +256,12 @@ class JiraStandIn:
             spec["times"] -= 1
         reset = datetime.now(UTC) + timedelta(seconds=spec["retry_after"])
         headers = {
-            "Retry-After": str(spec["retry_after"]),
             "X-RateLimit-Limit": str(spec["limit"]),
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset": reset.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "RateLimit-Reason": spec["reason"],
         }
-        return Response(429, {"errorMessages": ["Rate limit exceeded."], "errors": {}}, headers)
+        return self.throttled(spec["retry_after"], "Rate limit exceeded.", headers=headers)
 
     # --- helpers ------------------------------------------------------------------------------
     def _json(self, body: bytes) -> dict[str, Any]:
@@ -570,38 +532,3 @@ class JiraStandIn:
         issue["status"] = target
         issue["updated"] = _now()
         return Response(204)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP/1.1 plumbing only; :meth:`JiraStandIn.handle` does the work."""
-
-    service: JiraStandIn
-    protocol_version = "HTTP/1.1"
-    server_version = "JiraStandIn/1.0"
-    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between header and body writes
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        response = self.service.handle(self.command, self.path, dict(self.headers.items()), body)
-        if response.body is None:
-            payload, content_type = b"", None
-        elif isinstance(response.body, str):
-            payload, content_type = response.body.encode(), "text/plain;charset=UTF-8"
-        else:
-            payload, content_type = json.dumps(response.body).encode(), "application/json;charset=UTF-8"
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if content_type is not None:
-            self.send_header("Content-Type", content_type)
-        if response.status != 204:
-            self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: requests are recorded instead
-        pass

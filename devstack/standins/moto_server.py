@@ -10,7 +10,10 @@ cannot be updated; ``ResourceNotFoundException`` for an unknown user). It refuse
 moto implements the call itself, so the stand-in cannot outlive its reason.
 
 Run as ``python -m devstack.standins.moto_server -H 127.0.0.1 -p <port>`` (moto_server's own
-arguments).
+arguments). Everything else (auth, shapes, throttling, errors) is moto's.
+
+Not shown: updates of nested attributes (``name.givenName``) or of multi-valued ones by index,
+``UserStatus``, the enterprise extension (employee number); whatever moto itself leaves out.
 """
 
 from __future__ import annotations

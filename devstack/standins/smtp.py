@@ -3,6 +3,10 @@
 Each message is stored as ``<maildir>/<n>.eml`` and indexed in ``<maildir>/index.jsonl`` (one JSON
 object per message: sender, recipients, subject, file), so tests and people can read what the
 orchestrator sent. Run: ``python -m devstack.standins.smtp --port 2525 --maildir DIR``.
+
+Contract: SMTP as aiosmtpd serves it (RFC 5321: EHLO, MAIL, RCPT, DATA; 250 on every accepted
+message); a real mail server, not a model of one. Not shown: authentication (AUTH) and STARTTLS,
+relaying and delivery, bounces and rejected recipients, size limits, spam filtering.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import asyncio
 import email
 import email.policy
 import json
-import signal
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from devstack.processes import wait_for_stop_signal
 
 INDEX = "index.jsonl"
 
@@ -87,11 +92,10 @@ def serve(host: str, port: int, maildir: Path) -> None:
     controller = Controller(MaildirHandler(maildir), hostname=host, port=port)
     controller.start()
     print(f"SMTP sink listening on {host}:{port}, storing mail in {maildir}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    controller.stop()
+    try:
+        wait_for_stop_signal()
+    finally:
+        controller.stop()
 
 
 def main() -> None:

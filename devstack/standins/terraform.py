@@ -21,7 +21,13 @@ Configuration is read from ``*.tf`` with python-hcl2: ``variable`` defaults, ``r
 with literal or ``${var.x}`` attributes, ``output`` blocks referencing resource attributes. Each
 command that touches the provider asks STS who it is (``GetCallerIdentity`` with the credentials
 in its environment, as the AWS provider does) and appends the caller ARN to ``$TF_STANDIN_AUDIT``
-if set: tests use it to prove which role planned and which applied.
+if set: tests use it to prove which role planned and which applied. A CLI, not a server: no HTTP
+stand-in base.
+
+Not shown: providers (resources live in the state file only, nothing is created in AWS), refresh
+and drift (the state is the only truth), ``data`` sources, modules, remote backends, state locking
+(``-lock-timeout`` is accepted and ignored), ``-target``, ``import``, ``destroy`` as a command
+(``plan -destroy`` is), diagnostics beyond a one-line error.
 """
 
 from __future__ import annotations
