@@ -31,7 +31,7 @@ NEW_SUPPORT_TICKETS = Asset(
 def triage() -> None:
     @task
     def triage_tickets(**context) -> list[dict]:
-        from include.support.triage import triage_from_events
+        from include.triage.tickets import triage_from_events
 
         return triage_from_events(context)
 

@@ -13,7 +13,6 @@ drill can only make a ladder shorter.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -21,21 +20,17 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from include.policies.capabilities import CapabilityPolicy, load_capabilities
 from include.policies.loader import (
     POLICY_DIR,
     Policy,
     PolicyError,
-    _key_path,
-    _read_yaml,
+    PolicyFile,
     load_domain_policy,
     parse_duration,
 )
 
 APPROVALS_FILE = POLICY_DIR / "approvals.yaml"
-APPROVALS_SCHEMA = POLICY_DIR / "schema" / "approvals.schema.json"
 LADDER_KEYS = ("remind_after", "escalate_after", "timeout")
 
 
@@ -129,6 +124,12 @@ class ApprovalPolicy:
     drill_ladder: Mapping[str, timedelta]
 
     def rule(self, domain: str, action: str) -> ApprovalRule:
+        """The approval rule of ``action`` in ``domain``.
+
+        :param domain: the domain of the workflow.
+        :param action: the privileged action (a capability name).
+        :raises PolicyError: no rule, naming the actions that have one in the domain.
+        """
         try:
             return self.rules[(domain, action)]
         except KeyError:
@@ -152,11 +153,11 @@ class ApprovalPolicy:
         )
 
 
-def _check_groups(document: dict[str, Any], source: Path, domains: Policy) -> list[str]:
+def _check_groups(document: dict[str, Any], domains: Policy) -> list[str]:
     problems = []
     reserved = {r for d in domains.domains.values() for r in (d.operator_role, d.approver_role)}
     for name, group in document["groups"].items():
-        where = f"{source}: groups.{name}"
+        where = f"groups.{name}"
         if name in reserved or name in {"auditor", "admin"}:
             problems.append(f"{where}: the name is already a domain or platform role; pick another")
         for index, domain in enumerate(group["domains"]):
@@ -198,42 +199,32 @@ def _ladder(domains: Policy, domain: str, raw: dict[str, Any]) -> Ladder:
     return base.tightened(**{key: parse_duration(raw[key]) for key in LADDER_KEYS if key in raw})
 
 
-def validate_approvals_document(
-    document: Any, source: Path, domains: Policy, capabilities: CapabilityPolicy
-) -> list[str]:
-    """Every schema and consistency problem of an approval policy document, one message each."""
-    schema = json.loads(APPROVALS_SCHEMA.read_text(encoding="utf-8"))
-    errors = sorted(
-        Draft202012Validator(schema).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
-    )
-    messages = [f"{source}: {_key_path(e.absolute_path)}: {e.message}" for e in errors]
-    if messages:
-        return messages
+def _rules(document: dict[str, Any], *, domains: Policy, capabilities: CapabilityPolicy) -> list[str]:
     drill = Ladder(**_drill_steps(document["drill_ladder"]), escalate_to=())
-    messages += [f"{source}: drill_ladder: {problem}" for problem in drill.problems()]
-    messages += _check_groups(document, source, domains)
+    messages = [f"drill_ladder: {problem}" for problem in drill.problems()]
+    messages += _check_groups(document, domains)
     for domain, actions in document["actions"].items():
         if domain not in domains.domains:
-            messages.append(f"{source}: actions.{domain}: unknown domain {domain!r}")
+            messages.append(f"actions.{domain}: unknown domain {domain!r}")
             continue
         for action, raw in actions.items():
-            messages += [f"{source}: {p}" for p in _check_action(domain, action, raw, document, capabilities)]
+            messages += _check_action(domain, action, raw, document, capabilities)
             try:
                 _ladder(domains, domain, raw)
             except ValueError as exc:
-                messages.append(f"{source}: actions.{domain}.{action}: {exc}")
+                messages.append(f"actions.{domain}.{action}: {exc}")
     # Completeness: a privileged capability granted to a domain must say who approves it there.
     for capability in capabilities.capabilities.values():
         for domain in capability.domains if capability.privileged else ():
             if capability.name not in document["actions"].get(domain, {}):
                 messages.append(
-                    f"{source}: actions.{domain}: privileged capability {capability.name!r} is granted to "
+                    f"actions.{domain}: privileged capability {capability.name!r} is granted to "
                     f"{domain!r} but has no approval rule there"
                 )
     return messages
 
 
-def _build(document: dict[str, Any], source: Path, domains: Policy) -> ApprovalPolicy:
+def _build(document: dict[str, Any], source: Path, *, domains: Policy, **_: object) -> ApprovalPolicy:
     groups = {
         name: ApproverGroup(name, raw["description"], tuple(raw["domains"]), raw["email"])
         for name, raw in document["groups"].items()
@@ -256,20 +247,25 @@ def _build(document: dict[str, Any], source: Path, domains: Policy) -> ApprovalP
     )
 
 
+APPROVALS = PolicyFile("approvals", "approval policy", build=_build, rules=_rules)
+
+
 def load_approvals_file(
     path: Path, domains: Policy | None = None, capabilities: CapabilityPolicy | None = None
 ) -> ApprovalPolicy:
-    """Load and validate one approval policy file; raise :class:`PolicyError` listing every problem."""
-    domains = domains or load_domain_policy()
-    capabilities = capabilities or load_capabilities()
-    document = _read_yaml(path)
-    problems = validate_approvals_document(document, path, domains, capabilities)
-    if problems:
-        raise PolicyError("invalid approval policy:\n  " + "\n  ".join(problems))
-    return _build(document, path, domains)
+    """Load and validate one approval policy file.
+
+    :param path: the file to load.
+    :param domains: the domain policy the rules refer to; the deployed one by default.
+    :param capabilities: the capability policy the actions refer to; the deployed one by default.
+    :raises PolicyError: the file is unreadable or invalid; the message lists every problem.
+    """
+    return APPROVALS.load(
+        path, domains=domains or load_domain_policy(), capabilities=capabilities or load_capabilities()
+    )
 
 
 @cache
 def load_approvals() -> ApprovalPolicy:
-    """The deployed approval policy, loaded once per process."""
+    """The deployed approval policy (``approvals.yaml``), loaded once per process."""
     return load_approvals_file(APPROVALS_FILE)

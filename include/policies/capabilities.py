@@ -9,7 +9,6 @@ changes, and the rules below are checked in CI before any role is touched.
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections.abc import Iterable
@@ -18,12 +17,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
-from include.policies.loader import POLICY_DIR, PolicyError, _key_path, _read_yaml, load_domain_policy
+from include.policies.loader import POLICY_DIR, PolicyError, PolicyFile, load_domain_policy
 
 CAPABILITIES_FILE = POLICY_DIR / "capabilities.yaml"
-CAPABILITIES_SCHEMA = POLICY_DIR / "schema" / "capabilities.schema.json"
 
 ROLE_PREFIX = "orchestrator-"
 SECRET_NAMESPACE = "orchestrator"  # noqa: S105 - a name prefix, not a value
@@ -73,6 +69,11 @@ class CapabilityPolicy:
     capabilities: dict[str, Capability]
 
     def capability(self, name: str) -> Capability:
+        """A declared capability.
+
+        :param name: the capability's name (``ticket-create``, ...).
+        :raises PolicyError: the capability is not declared, naming every declared one.
+        """
         try:
             return self.capabilities[name]
         except KeyError:
@@ -83,7 +84,10 @@ class CapabilityPolicy:
 
 
 def role_name(capability: str) -> str:
-    """IAM role name of a capability; the same in every tenant account."""
+    """IAM role name of a capability; the same in every tenant account.
+
+    :param capability: the capability's name.
+    """
     return f"{ROLE_PREFIX}{capability}"
 
 
@@ -150,8 +154,8 @@ def _check_statement(statement: dict[str, Any], where: str) -> list[str]:
     return problems
 
 
-def _check_capability(name: str, raw: dict[str, Any], source: Path, domains: set[str]) -> list[str]:
-    where = f"{source}: capabilities.{name}"
+def _check_capability(name: str, raw: dict[str, Any], domains: set[str]) -> list[str]:
+    where = f"capabilities.{name}"
     problems = []
     for index, domain in enumerate(raw["domains"]):
         if domain not in domains:
@@ -174,21 +178,15 @@ def _check_capability(name: str, raw: dict[str, Any], source: Path, domains: set
     return problems
 
 
-def validate_capabilities_document(document: Any, source: Path, domains: Iterable[str]) -> list[str]:
-    """Every schema and rule problem of a capability policy document, one message each."""
-    schema = json.loads(CAPABILITIES_SCHEMA.read_text(encoding="utf-8"))
-    validator = Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
-    messages = [f"{source}: {_key_path(e.absolute_path)}: {e.message}" for e in errors]
-    if messages:
-        return messages
+def _rules(document: dict[str, Any], *, domains: Iterable[str]) -> list[str]:
     known = set(domains)
+    messages = []
     for name, raw in document["capabilities"].items():
-        messages += _check_capability(name, raw, source, known)
+        messages += _check_capability(name, raw, known)
     return messages
 
 
-def _build(document: dict[str, Any], source: Path) -> CapabilityPolicy:
+def _build(document: dict[str, Any], source: Path, **_: object) -> CapabilityPolicy:
     capabilities = {
         name: Capability(
             name=name,
@@ -211,26 +209,33 @@ def _build(document: dict[str, Any], source: Path) -> CapabilityPolicy:
     return CapabilityPolicy(source=source, capabilities=capabilities)
 
 
-def load_capabilities_file(path: Path, domains: Iterable[str] | None = None) -> CapabilityPolicy:
-    """Load and validate one capability file; raise :class:`PolicyError` listing every problem.
+CAPABILITIES = PolicyFile("capabilities", "capability policy", build=_build, rules=_rules)
 
-    ``domains`` defaults to the domains declared in the deployed ``domains.yaml``.
+
+def load_capabilities_file(path: Path, domains: Iterable[str] | None = None) -> CapabilityPolicy:
+    """Load and validate one capability file.
+
+    :param path: the file to load.
+    :param domains: the domains a capability may be granted to; by default the domains declared in
+        the deployed ``domains.yaml``.
+    :raises PolicyError: the file is unreadable or invalid; the message lists every problem.
     """
-    document = _read_yaml(path)
     known = list(domains) if domains is not None else list(load_domain_policy().domains)
-    problems = validate_capabilities_document(document, path, known)
-    if problems:
-        raise PolicyError("invalid capability policy:\n  " + "\n  ".join(problems))
-    return _build(document, path)
+    return CAPABILITIES.load(path, domains=known)
 
 
 @cache
 def load_capabilities() -> CapabilityPolicy:
-    """The deployed capability policy, loaded once per process."""
+    """The deployed capability policy (``capabilities.yaml``), loaded once per process."""
     return load_capabilities_file(CAPABILITIES_FILE)
 
 
 def get_capability(name: str) -> Capability:
+    """A declared capability of the deployed policy.
+
+    :param name: the capability's name (``ticket-create``, ...).
+    :raises PolicyError: the capability is not declared.
+    """
     return load_capabilities().capability(name)
 
 
@@ -248,7 +253,14 @@ def _as_capability(capability: str | Capability) -> Capability:
 def iam_policy_document(
     capability: str | Capability, tenant: str, account_id: str, region: str
 ) -> dict[str, Any]:
-    """The least-privilege identity policy of ``orchestrator-<capability>`` in ``tenant``'s account."""
+    """The least-privilege identity policy of ``orchestrator-<capability>`` in ``tenant``'s account.
+
+    :param capability: the capability, or its name.
+    :param tenant: the tenant id, checked before it goes into an ARN.
+    :param account_id: the tenant's AWS account id.
+    :param region: the AWS region of the resources.
+    :raises ValueError: a tenant id, account id or region of the wrong form.
+    """
     cap = _as_capability(capability)
     values = {
         "tenant": _require(_TENANT, tenant, "tenant id"),
@@ -276,6 +288,11 @@ def trust_policy_document(
 
     The tag conditions make a session carry the right tenant/capability tags in real AWS (moto does
     not evaluate conditions; tests check this document statically).
+
+    :param capability: the capability, or its name.
+    :param tenant: the tenant id the session must be tagged with.
+    :param platform_account_id: the orchestrator's AWS account, the only trusted principal.
+    :raises ValueError: a tenant id or account id of the wrong form.
     """
     cap = _as_capability(capability)
     principal = f"arn:aws:iam::{_require(_ACCOUNT_ID, platform_account_id, 'AWS account id')}:root"

@@ -20,7 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,7 @@ class CheckContext:
         try:
             return load_policy_file(self.policy_file), []
         except PolicyError as exc:
-            lines = str(exc).splitlines()
-            # A multi-line PolicyError is a header plus one indented line per problem.
-            return None, [line.strip() for line in lines[1:]] if len(lines) > 1 else lines
+            return None, _problem_lines(exc)
 
     @property
     def policy(self) -> Policy | None:
@@ -167,39 +165,59 @@ def dag_location(dag: Any, task_id: str | None = None) -> str:
 # Rules
 
 
-def check_policy_valid(context: CheckContext) -> list[Violation]:
-    """The policy files validate (domains, then approvals and HR roles next to it); one per problem."""
-    location = display_path(context.policy_file)
-    violations = [Violation("policy-valid", location, problem) for problem in context.policy_problems]
-    if context.policy is not None:
-        from include.policies.approvals import load_approvals_file
+def _problem_lines(error: PolicyError) -> list[str]:
+    lines = [line.strip() for line in str(error).splitlines()]
+    # A multi-line PolicyError is a header plus one indented line per problem.
+    return lines[1:] or lines
 
-        approvals = context.policy_file.with_name("approvals.yaml")
-        try:
-            load_approvals_file(approvals, domains=context.policy)
-        except PolicyError as exc:
-            lines = [line.strip() for line in str(exc).splitlines()]
-            violations += [
-                Violation("policy-valid", display_path(approvals), line) for line in lines[1:] or lines
-            ]
+
+def _load_next_to(
+    context: CheckContext, name: str, load: Callable[[Path], Any], *, required: bool = False
+) -> tuple[Any, list[Violation]]:
+    """The policy file ``name`` next to the domain policy, loaded; ``(None, [])`` if absent and optional."""
+    path = context.policy_file.with_name(name)
+    if not required and not path.exists():
+        return None, []
+    try:
+        return load(path), []
+    except PolicyError as exc:
+        return None, [Violation("policy-valid", display_path(path), line) for line in _problem_lines(exc)]
+
+
+def check_policy_valid(context: CheckContext) -> list[Violation]:
+    """The policy files validate: the domain policy, then every policy file next to it; one per problem.
+
+    A file checked against another (approvals against capabilities, invoicing and triage against
+    the tenants) is checked once that one is valid, against the copy next to it when there is one.
+    """
+    from include.policies.approvals import load_approvals_file
+    from include.policies.capabilities import load_capabilities_file
     from include.policies.hr_roles import load_hr_roles_file
     from include.policies.invoicing import load_invoicing_file
+    from include.policies.tenants import load_tenants_file
     from include.triage.rules import load_rules_file
 
-    files: tuple[tuple[str, Callable[[Path], Any]], ...] = (
-        ("hr_roles.yaml", load_hr_roles_file),
-        ("support_triage.yaml", load_rules_file),
-        ("invoicing.yaml", load_invoicing_file),
-    )
+    location = display_path(context.policy_file)
+    violations = [Violation("policy-valid", location, problem) for problem in context.policy_problems]
+    if (domains := context.policy) is not None:
+        capabilities, found = _load_next_to(
+            context, "capabilities.yaml", partial(load_capabilities_file, domains=list(domains.domains))
+        )
+        violations += found
+        if not found:
+            approvals = partial(load_approvals_file, domains=domains, capabilities=capabilities)
+            violations += _load_next_to(context, "approvals.yaml", approvals, required=True)[1]
+    tenants, found = _load_next_to(context, "tenants.yaml", load_tenants_file)
+    violations += found
+    customers = None if tenants is None else tenants.customers
+    files: list[tuple[str, Callable[[Path], Any]]] = [("hr_roles.yaml", load_hr_roles_file)]
+    if not found:
+        files += [
+            ("support_triage.yaml", partial(load_rules_file, known_tenants=customers)),
+            ("invoicing.yaml", partial(load_invoicing_file, tenants=customers)),
+        ]
     for name, load in files:
-        path = context.policy_file.with_name(name)
-        if not path.exists():
-            continue
-        try:
-            load(path)
-        except PolicyError as exc:
-            lines = [line.strip() for line in str(exc).splitlines()]
-            violations += [Violation("policy-valid", display_path(path), line) for line in lines[1:] or lines]
+        violations += _load_next_to(context, name, load)[1]
     return violations
 
 

@@ -8,18 +8,14 @@ through :func:`role_mapping`; offboarding does not need it (it removes every mem
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator
-
-from include.policies.loader import POLICY_DIR, PolicyError, _key_path, _read_yaml
+from include.policies.loader import POLICY_DIR, PolicyError, PolicyFile
 
 HR_ROLES_FILE = POLICY_DIR / "hr_roles.yaml"
-HR_ROLES_SCHEMA = POLICY_DIR / "schema" / "hr_roles.schema.json"
 
 System = Literal["identity_center", "directory"]
 SYSTEMS: tuple[System, ...] = ("identity_center", "directory")
@@ -60,6 +56,11 @@ class HrRolePolicy:
     groups: dict[System, dict[str, Group]]
 
     def role(self, name: str) -> RoleMapping:
+        """The mapping of a job role.
+
+        :param name: the job role of the HR record.
+        :raises PolicyError: an unknown role, naming every known one.
+        """
         try:
             return self.roles[name]
         except (KeyError, TypeError):
@@ -83,11 +84,11 @@ def _check_listed(
     return problems, privileged
 
 
-def _check_baseline(document: dict[str, Any], source: Path) -> list[str]:
+def _check_baseline(document: dict[str, Any]) -> list[str]:
     problems = []
     for system in SYSTEMS:
         field = _FIELD[system]
-        where = f"{source}: baseline.{field}"
+        where = f"baseline.{field}"
         unknown, privileged = _check_listed(
             document["baseline"][field], system, document["groups"][system], where
         )
@@ -100,8 +101,8 @@ def _check_baseline(document: dict[str, Any], source: Path) -> list[str]:
     return problems
 
 
-def _check_role(name: str, raw: dict[str, Any], document: dict[str, Any], source: Path) -> list[str]:
-    where = f"{source}: roles.{name}"
+def _check_role(name: str, raw: dict[str, Any], document: dict[str, Any]) -> list[str]:
+    where = f"roles.{name}"
     problems: list[str] = []
     privileged: list[str] = []
     for system in SYSTEMS:
@@ -125,29 +126,21 @@ def _check_role(name: str, raw: dict[str, Any], document: dict[str, Any], source
     return problems
 
 
-def _check_unused(document: dict[str, Any], source: Path) -> list[str]:
+def _check_unused(document: dict[str, Any]) -> list[str]:
     problems = []
     for system in SYSTEMS:
         used = {g for raw in document["roles"].values() for g in raw[_FIELD[system]]}
         for name in document["groups"][system]:
             if name not in used:
-                problems.append(f"{source}: groups.{system}.{name}: declared, but no role uses it")
+                problems.append(f"groups.{system}.{name}: declared, but no role uses it")
     return problems
 
 
-def validate_hr_roles_document(document: Any, source: Path) -> list[str]:
-    """Every schema and consistency problem of an HR role mapping document, one message each."""
-    schema = json.loads(HR_ROLES_SCHEMA.read_text(encoding="utf-8"))
-    validator = Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
-    messages = [f"{source}: {_key_path(e.absolute_path)}: {e.message}" for e in errors]
-    if messages:
-        return messages
-    messages += _check_baseline(document, source)
+def _rules(document: dict[str, Any]) -> list[str]:
+    messages = _check_baseline(document)
     for name, raw in document["roles"].items():
-        messages += _check_role(name, raw, document, source)
-    messages += _check_unused(document, source)
-    return messages
+        messages += _check_role(name, raw, document)
+    return messages + _check_unused(document)
 
 
 def _build(document: dict[str, Any], source: Path) -> HrRolePolicy:
@@ -171,19 +164,22 @@ def _build(document: dict[str, Any], source: Path) -> HrRolePolicy:
     return HrRolePolicy(source=source, roles=roles, groups=groups)
 
 
+HR_ROLES = PolicyFile("hr_roles", "HR role mapping", build=_build, rules=_rules)
+
+
 def load_hr_roles_file(path: Path) -> HrRolePolicy:
-    """Load and validate one HR role mapping file; raise :class:`PolicyError` listing every problem."""
-    document = _read_yaml(path)
-    problems = validate_hr_roles_document(document, path)
-    if problems:
-        raise PolicyError("invalid HR role mapping:\n  " + "\n  ".join(problems))
-    return _build(document, path)
+    """Load and validate one HR role mapping file.
+
+    :param path: the file to load.
+    :raises PolicyError: the file is unreadable or invalid; the message lists every problem.
+    """
+    return HR_ROLES.load(path)
 
 
 @cache
 def load_hr_roles() -> HrRolePolicy:
-    """The deployed HR role mapping, loaded once per process."""
-    return load_hr_roles_file(HR_ROLES_FILE)
+    """The deployed HR role mapping (``hr_roles.yaml``), loaded once per process."""
+    return HR_ROLES.load(HR_ROLES_FILE)
 
 
 def known_roles() -> list[str]:
@@ -192,5 +188,9 @@ def known_roles() -> list[str]:
 
 
 def role_mapping(role: str) -> RoleMapping:
-    """The groups of ``role``; :raises PolicyError: an unknown role, naming every known one."""
+    """The groups an employee of ``role`` joins.
+
+    :param role: the job role of the HR record (``soc-analyst``, ...).
+    :raises PolicyError: an unknown role, naming every known one.
+    """
     return load_hr_roles().role(role)

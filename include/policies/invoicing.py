@@ -8,7 +8,6 @@ show up in a diff. The milestone invoice workflow reads it through :func:`load_i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,12 +15,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
-from include.policies.loader import POLICY_DIR, PolicyError, _key_path, _read_yaml
+from include.policies.loader import POLICY_DIR, PolicyError, PolicyFile
+from include.policies.tenants import tenant_ids
 
 INVOICING_FILE = POLICY_DIR / "invoicing.yaml"
-INVOICING_SCHEMA = POLICY_DIR / "schema" / "invoicing.schema.json"
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,11 @@ class InvoicingPolicy:
         return sorted(self.customers)
 
     def customer_number(self, tenant: str) -> str:
-        """The tenant's ERP customer number; :raises PolicyError: the tenant cannot be invoiced."""
+        """The tenant's ERP customer number.
+
+        :param tenant: the tenant to invoice.
+        :raises PolicyError: the tenant cannot be invoiced (no customer number).
+        """
         try:
             return self.customers[tenant]
         except (KeyError, TypeError):
@@ -48,22 +49,12 @@ class InvoicingPolicy:
             ) from None
 
 
-def validate_invoicing_document(document: Any, source: Path, tenants: Iterable[str]) -> list[str]:
-    """Every schema and consistency problem of an invoicing policy document, one message each.
-
-    :param tenants: the declared tenants (``tenants.yaml``).
-    """
-    schema = json.loads(INVOICING_SCHEMA.read_text(encoding="utf-8"))
-    errors = sorted(
-        Draft202012Validator(schema).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
-    )
-    messages = [f"{source}: {_key_path(e.absolute_path)}: {e.message}" for e in errors]
-    if messages:
-        return messages
+def _rules(document: dict[str, Any], *, tenants: Iterable[str]) -> list[str]:
     declared = sorted(tenants)
+    messages = []
     owners: dict[str, str] = {}
     for tenant, entry in document["customers"].items():
-        where = f"{source}: customers.{tenant}"
+        where = f"customers.{tenant}"
         if tenant not in declared:
             messages.append(f"{where}: unknown tenant (declared in tenants.yaml: {', '.join(declared)})")
         number = entry["erp_customer_number"]
@@ -76,27 +67,31 @@ def validate_invoicing_document(document: Any, source: Path, tenants: Iterable[s
     return messages
 
 
-def load_invoicing_file(path: Path, *, tenants: Iterable[str] | None = None) -> InvoicingPolicy:
-    """Load and validate one invoicing policy file; raise :class:`PolicyError` listing every problem."""
-    if tenants is None:
-        from include.policies.tenants import tenant_ids
-
-        tenants = tenant_ids()
-    document = _read_yaml(path)
-    problems = validate_invoicing_document(document, path, tenants)
-    if problems:
-        raise PolicyError("invalid invoicing policy:\n  " + "\n  ".join(problems))
+def _build(document: dict[str, Any], source: Path, **_: object) -> InvoicingPolicy:
     return InvoicingPolicy(
-        source=path,
+        source=source,
         customers={t: str(e["erp_customer_number"]) for t, e in sorted(document["customers"].items())},
         totals_tolerance=Decimal(document["posting"]["totals_tolerance"]),
         archive_retention_days=int(document["archive"]["retention_days"]),
     )
 
 
+INVOICING = PolicyFile("invoicing", "invoicing policy", build=_build, rules=_rules)
+
+
+def load_invoicing_file(path: Path, *, tenants: Iterable[str] | None = None) -> InvoicingPolicy:
+    """Load and validate one invoicing policy file.
+
+    :param path: the file to load.
+    :param tenants: the declared tenants a customer must be one of; by default ``tenants.yaml``'s.
+    :raises PolicyError: the file is unreadable or invalid; the message lists every problem.
+    """
+    return INVOICING.load(path, tenants=tenant_ids() if tenants is None else tenants)
+
+
 @cache
 def load_invoicing() -> InvoicingPolicy:
-    """The deployed invoicing policy, loaded once per process."""
+    """The deployed invoicing policy (``invoicing.yaml``), loaded once per process."""
     return load_invoicing_file(INVOICING_FILE)
 
 

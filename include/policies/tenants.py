@@ -1,35 +1,133 @@
-"""Tenants (``tenants.yaml``), their AWS accounts and where their credentials live in the secrets backend."""
+"""Tenants (``tenants.yaml``), their AWS accounts and where their credentials live in the secrets backend.
+
+Customers (``tenants``) and the company's own accounts run like tenants (``internal``), each with an
+AWS account of its own, and the platform's account that the capability roles trust. The file is
+validated by ``schema/tenants.schema.json`` plus the rule a schema cannot express: no two tenants,
+and no tenant and the platform, share an account (a shared account would void the isolation).
+"""
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from include.policies.loader import PolicyError, load_yaml
+from include.policies.loader import POLICY_DIR, PolicyError, PolicyFile
 
-TENANTS_FILE = Path(__file__).resolve().parent / "tenants.yaml"
+TENANTS_FILE = POLICY_DIR / "tenants.yaml"
 NAMESPACE = "orchestrator"
+STAFF_TENANT = "secops"  # the internal account of the staff identities (HR workflows)
+SECTIONS = ("tenants", "internal")
 
-_ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    display_name: str
+    aws_account_id: str
+    internal: bool
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    source: Path
+    platform_account_id: str
+    tenants: dict[str, Tenant]  # customers and internal accounts
+
+    @property
+    def customers(self) -> list[str]:
+        """The customer tenants, sorted."""
+        return sorted(name for name, tenant in self.tenants.items() if not tenant.internal)
+
+    @property
+    def internal(self) -> list[str]:
+        """The internal accounts, sorted."""
+        return sorted(name for name, tenant in self.tenants.items() if tenant.internal)
+
+    def tenant(self, name: str) -> Tenant:
+        """A declared tenant, customer or internal.
+
+        :param name: the tenant id (``acme``, ``secops``, ...).
+        :raises PolicyError: the tenant is not declared, naming every declared one.
+        """
+        try:
+            return self.tenants[name]
+        except (KeyError, TypeError):
+            declared = ", ".join(sorted(self.tenants))
+            raise PolicyError(
+                f"unknown tenant {name!r}: declared tenants in {self.source} are {declared}"
+            ) from None
+
+
+def _entries(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (section, name, entry)
+        for section in SECTIONS
+        for name, entry in (document.get(section) or {}).items()
+    ]
+
+
+def _rules(document: dict[str, Any]) -> list[str]:
+    problems = []
+    owners: dict[str, str] = {}
+    platform = document["platform"]["aws_account_id"]
+    for section, name, entry in _entries(document):
+        where = f"{section}.{name}"
+        if section == "internal" and name in document["tenants"]:
+            problems.append(f"{where}: also declared under tenants")
+            continue
+        account = entry["aws_account_id"]
+        if account in owners:
+            problems.append(
+                f"{where}.aws_account_id: {account} is also the account of tenant {owners[account]!r}; "
+                "every tenant needs an AWS account of its own"
+            )
+        elif account == platform:
+            problems.append(
+                f"{where}.aws_account_id: {platform} is the platform account; "
+                "a tenant's account must be separate from the orchestrator's"
+            )
+        owners.setdefault(account, name)
+    return problems
+
+
+def _build(document: dict[str, Any], source: Path) -> TenantPolicy:
+    tenants = {
+        name: Tenant(name, entry["display_name"], entry["aws_account_id"], internal=section == "internal")
+        for section, name, entry in _entries(document)
+    }
+    return TenantPolicy(source, document["platform"]["aws_account_id"], tenants)
+
+
+TENANTS = PolicyFile("tenants", "tenant policy", build=_build, rules=_rules)
+
+
+def load_tenants_file(path: Path) -> TenantPolicy:
+    """Load and validate one tenants file.
+
+    :param path: the file to load.
+    :raises PolicyError: the file is unreadable or invalid; the message lists every problem.
+    """
+    return TENANTS.load(path)
 
 
 @cache
-def _document() -> dict[str, Any]:
-    return load_yaml(TENANTS_FILE.read_text(encoding="utf-8"))
+def load_tenants() -> TenantPolicy:
+    """The deployed tenants (``tenants.yaml``), loaded once per process."""
+    return TENANTS.load(TENANTS_FILE)
 
 
 @cache
 def tenant_ids() -> list[str]:
     """The customer tenants (what customer workflows offer and invoicing bills)."""
-    return sorted(_document()["tenants"])
+    return load_tenants().customers
 
 
 @cache
 def internal_tenant_ids() -> list[str]:
     """The company's own accounts, run like tenants but never a customer (e.g. ``secops``)."""
-    return sorted(_document().get("internal") or {})
+    return load_tenants().internal
 
 
 def all_tenant_ids() -> list[str]:
@@ -37,64 +135,32 @@ def all_tenant_ids() -> list[str]:
     return sorted({*tenant_ids(), *internal_tenant_ids()})
 
 
-STAFF_TENANT = "secops"  # the internal account of the staff identities (HR workflows)
-
-
 def secret_name(tenant: str, domain: str, name: str = "service-check") -> str:
-    """Secrets Manager name of a tenant's per-domain credential: ``orchestrator/<tenant>/<domain>/<name>``."""
+    """Secrets Manager name of a tenant's per-domain credential: ``orchestrator/<tenant>/<domain>/<name>``.
+
+    :param tenant: the tenant id.
+    :param domain: the domain whose credential it is.
+    :param name: the credential's name within the domain.
+    """
     return f"{NAMESPACE}/{tenant}/{domain}/{name}"
-
-
-def _account_id(value: Any, key_path: str) -> str:
-    # A string only: an unquoted YAML number loses leading zeros (or turns octal) silently.
-    if not isinstance(value, str) or not _ACCOUNT_ID.match(value):
-        raise PolicyError(f"{TENANTS_FILE}: {key_path}: {value!r} is not a quoted 12-digit AWS account id")
-    return value
 
 
 @cache
 def tenant_accounts() -> dict[str, str]:
-    """Tenant (customer or internal) -> AWS account id, checked: a shared account would void the
-    isolation between tenants."""
-    accounts: dict[str, str] = {}
-    document = _document()
-    entries = [("tenants", t, e) for t, e in document["tenants"].items()]
-    entries += [("internal", t, e) for t, e in (document.get("internal") or {}).items()]
-    for section, tenant, entry in entries:
-        if section == "internal" and tenant in document["tenants"]:
-            raise PolicyError(f"{TENANTS_FILE}: internal.{tenant}: also declared under tenants")
-        account = _account_id((entry or {}).get("aws_account_id"), f"{section}.{tenant}.aws_account_id")
-        owner = next((t for t, a in accounts.items() if a == account), None)
-        if owner is not None:
-            raise PolicyError(
-                f"{TENANTS_FILE}: {section}.{tenant}.aws_account_id: {account} is also the account of "
-                f"tenant {owner!r}; every tenant needs an AWS account of its own"
-            )
-        accounts[tenant] = account
-    platform = platform_account_id()
-    clash = next((t for t, a in accounts.items() if a == platform), None)
-    if clash is not None:
-        raise PolicyError(
-            f"{TENANTS_FILE}: tenants.{clash}.aws_account_id: {platform} is the platform account; "
-            "a tenant's account must be separate from the orchestrator's"
-        )
-    return accounts
+    """Tenant (customer or internal) -> AWS account id; every account is the tenant's own."""
+    return {name: tenant.aws_account_id for name, tenant in load_tenants().tenants.items()}
 
 
 def tenant_account_id(tenant: str) -> str:
-    """The AWS account holding ``tenant``'s capability roles and secrets."""
-    accounts = tenant_accounts()
-    try:
-        return accounts[tenant]
-    except KeyError:
-        declared = ", ".join(sorted(accounts))
-        raise PolicyError(
-            f"unknown tenant {tenant!r}: declared tenants in {TENANTS_FILE} are {declared}"
-        ) from None
+    """The AWS account holding ``tenant``'s capability roles and secrets.
+
+    :param tenant: the tenant id, customer or internal.
+    :raises PolicyError: the tenant is not declared, naming every declared one.
+    """
+    return load_tenants().tenant(tenant).aws_account_id
 
 
 @cache
 def platform_account_id() -> str:
     """The orchestrator's own AWS account: the only principal the capability roles trust."""
-    platform = _document().get("platform") or {}
-    return _account_id(platform.get("aws_account_id"), "platform.aws_account_id")
+    return load_tenants().platform_account_id

@@ -1,8 +1,9 @@
 """Classify a support ticket with the rules of ``include/policies/support_triage.yaml``.
 
-Pure functions, no I/O beyond reading the rules file: the triage task (``dags/support/triage.py``)
-reads the ticket, calls :func:`classify`, and writes the result back. First matching rule wins;
-keywords match whole words (or phrases) case-insensitively in the subject and the body.
+Pure functions, no I/O beyond reading the rules file: the triage task (:mod:`include.triage.tickets`,
+run by ``dags/support/triage.py``) reads the ticket, calls :func:`classify`, and writes the result
+back. First matching rule wins; keywords match whole words (or phrases) case-insensitively in the
+subject and the body. The file's schema: ``include/policies/schema/support_triage.schema.json``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from include.policies.loader import PolicyError, load_yaml
+from include.policies.loader import POLICY_DIR, PolicyFile
+from include.policies.tenants import tenant_ids
 
-RULES_FILE = Path(__file__).resolve().parents[1] / "policies" / "support_triage.yaml"
-SEVERITIES = ("low", "medium", "high", "critical")
+RULES_FILE = POLICY_DIR / "support_triage.yaml"
 UNASSIGNED = "unassigned"
 
 
@@ -56,70 +57,57 @@ class TriageRules:
     default: Classification
 
 
-def _outcome(where: str, body: Any, problems: list[str]) -> tuple[str, str, int]:
-    if not isinstance(body, dict):
-        problems.append(f"{where}: must be a mapping")
-        return "general", "low", 0
-    category, severity, priority = body.get("category"), body.get("severity"), body.get("priority")
-    if not isinstance(category, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", category):
-        problems.append(f"{where}.category: {category!r} is not a lower-case name")
-    if severity not in SEVERITIES:
-        problems.append(f"{where}.severity: {severity!r} is not one of {', '.join(SEVERITIES)}")
-    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 99:
-        problems.append(f"{where}.priority: {priority!r} is not an integer 0-99")
-    return str(category), str(severity), int(priority) if isinstance(priority, int) else 0
+def _rules(document: dict[str, Any], *, known_tenants: list[str]) -> list[str]:
+    return [
+        f"tenants.{domain}: unknown tenant {tenant!r} (known: {', '.join(known_tenants)})"
+        for domain, tenant in document["tenants"].items()
+        if tenant not in known_tenants
+    ]
+
+
+def _rule(raw: dict[str, Any]) -> Rule:
+    words = "|".join(re.escape(keyword.lower()) for keyword in raw["keywords"])
+    return Rule(raw["name"], re.compile(rf"\b({words})\b"), raw["category"], raw["severity"], raw["priority"])
+
+
+def _build(document: dict[str, Any], source: Path, **_: object) -> TriageRules:
+    default = document["default"]
+    return TriageRules(
+        tenants=dict(document["tenants"]),
+        rules=tuple(_rule(raw) for raw in document["rules"]),
+        default=Classification(
+            "default", default["category"], default["severity"], default["priority"], UNASSIGNED, None
+        ),
+    )
+
+
+TRIAGE_RULES = PolicyFile("support_triage", "triage rules", build=_build, rules=_rules)
 
 
 def load_rules_file(path: Path, known_tenants: list[str] | None = None) -> TriageRules:
-    """:raises PolicyError: every problem, each naming the file and the key path."""
-    from include.policies.tenants import tenant_ids
+    """Load and validate one triage rules file.
 
-    tenants_known = known_tenants if known_tenants is not None else tenant_ids()
-    document = load_yaml(path.read_text(encoding="utf-8")) or {}
-    problems: list[str] = []
-    tenants = document.get("tenants") or {}
-    for domain, tenant in tenants.items():
-        if tenant not in tenants_known:
-            problems.append(
-                f"tenants.{domain}: unknown tenant {tenant!r} (known: {', '.join(tenants_known)})"
-            )
-    rules: list[Rule] = []
-    for index, raw in enumerate(document.get("rules") or []):
-        where = f"rules.{index}"
-        keywords = raw.get("keywords") if isinstance(raw, dict) else None
-        if (
-            not isinstance(keywords, list)
-            or not keywords
-            or not all(isinstance(k, str) and k for k in keywords)
-        ):
-            problems.append(f"{where}.keywords: a non-empty list of words or phrases is required")
-            keywords = ["-"]
-        category, severity, priority = _outcome(where, raw, problems)
-        words = "|".join(re.escape(k.lower()) for k in keywords)
-        rules.append(
-            Rule(
-                str(raw.get("name", where)) if isinstance(raw, dict) else where,
-                re.compile(rf"\b({words})\b"),
-                category,
-                severity,
-                priority,
-            )
-        )
-    category, severity, priority = _outcome("default", document.get("default"), problems)
-    if problems:
-        raise PolicyError(
-            f"invalid triage rules in {path}:\n" + "\n".join(f"  {path}: {p}" for p in problems)
-        )
-    default = Classification("default", category, severity, priority, UNASSIGNED, None)
-    return TriageRules(tenants=dict(tenants), rules=tuple(rules), default=default)
+    :param path: the file to load.
+    :param known_tenants: the tenants a requestor domain may map to; by default ``tenants.yaml``'s
+        customers.
+    :raises PolicyError: the file is unreadable or invalid; the message lists every problem, each
+        naming the file and the key path.
+    """
+    return TRIAGE_RULES.load(path, known_tenants=tenant_ids() if known_tenants is None else known_tenants)
 
 
 @cache
 def load_rules() -> TriageRules:
+    """The deployed triage rules (``support_triage.yaml``), loaded once per process."""
     return load_rules_file(RULES_FILE)
 
 
 def tenant_of(requestor: str | None, rules: TriageRules) -> str:
+    """The tenant of a requestor's e-mail domain, or ``unassigned``.
+
+    :param requestor: the requestor's e-mail address, if any.
+    :param rules: the triage rules mapping domains to tenants.
+    """
     domain = (requestor or "").rpartition("@")[2].lower()
     return rules.tenants.get(domain, UNASSIGNED)
 
@@ -127,7 +115,13 @@ def tenant_of(requestor: str | None, rules: TriageRules) -> str:
 def classify(
     subject: str, body: str, requestor: str | None, rules: TriageRules | None = None
 ) -> Classification:
-    """The first rule whose keywords occur in the subject or body; the default otherwise."""
+    """The first rule whose keywords occur in the subject or body; the default otherwise.
+
+    :param subject: the ticket's subject.
+    :param body: the ticket's first message.
+    :param requestor: the requestor's e-mail address, whose domain names the tenant.
+    :param rules: the rules to apply; the deployed ones by default.
+    """
     rules = rules or load_rules()
     text = f"{subject}\n{body}".lower()
     tenant = tenant_of(requestor, rules)

@@ -28,13 +28,7 @@ from include.policies.capabilities import (
     trust_policy_document,
 )
 from include.policies.loader import PolicyError
-from include.policies.tenants import (
-    internal_tenant_ids,
-    platform_account_id,
-    secret_name,
-    tenant_account_id,
-    tenant_ids,
-)
+from include.policies.tenants import platform_account_id, tenant_account_id, tenant_ids
 
 REGION = "eu-west-1"
 RAW = yaml.safe_load(CAPABILITIES_FILE.read_text(encoding="utf-8"))
@@ -283,31 +277,6 @@ def test_unknown_capability_lists_declared_ones():
         ),
     ):
         iam_policy_document("ticket-delete", "acme", "111111111111", REGION)
-
-
-# --- tenants.yaml ---------------------------------------------------------------------------
-
-
-def test_tenant_accounts_are_separate_and_existing_helpers_unchanged():
-    assert tenant_ids() == ["acme", "globex"]
-    assert internal_tenant_ids() == ["secops"]
-    assert tenant_account_id("secops") == "333333333333"
-    assert tenant_account_id("acme") == "111111111111"
-    assert tenant_account_id("globex") == "222222222222"
-    assert platform_account_id() == "123456789012"
-    assert secret_name("acme", "support") == "orchestrator/acme/support/service-check"
-
-
-def test_unknown_tenant_has_no_account():
-    from include.policies.tenants import TENANTS_FILE
-
-    with pytest.raises(
-        PolicyError,
-        match=exactly(
-            f"unknown tenant 'initech': declared tenants in {TENANTS_FILE} are acme, globex, secops"
-        ),
-    ):
-        tenant_account_id("initech")
 
 
 # --- broken capability files: every problem names file, key path and problem -----------------

@@ -1,4 +1,8 @@
-"""The body of ``support_triage``: classify each reported ticket and write the result back to RT."""
+"""The body of ``support_triage`` (``dags/support/triage.py``): classify each reported ticket.
+
+Each ticket's classification (:mod:`include.triage.rules`) is written back to Request Tracker.
+Kept out of the DAG file so the DAG parses fast.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ from include.triage.rules import UNASSIGNED, classify
 
 
 def reported_tickets(context: Mapping[str, Any]) -> list[str]:
-    """Ticket ids from the run's triggering asset events (watcher payloads), in order, deduplicated."""
+    """Ticket ids from the run's triggering asset events (watcher payloads), in order, deduplicated.
+
+    :param context: the task's Airflow context; ``dag_run.conf["ticket_ids"]`` adds the ids of a
+        manual re-triage from the UI.
+    """
     events = context.get("triggering_asset_events") or {}
     ids: list[str] = []
     for asset in events:
@@ -30,6 +38,11 @@ def reported_tickets(context: Mapping[str, Any]) -> list[str]:
 
 
 def triage_from_events(context: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Classify every reported ticket, set its fields, priority and status, and comment the verdict once.
+
+    :param context: the task's Airflow context (triggering asset events, run, audit).
+    :return: one entry per ticket: its id, the classification and whether the comment was created.
+    """
     from include.connectors.ticketing.request_tracker import RequestTrackerHook
 
     results = []

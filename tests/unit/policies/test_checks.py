@@ -29,7 +29,7 @@ from include.policies.checks import (
     display_path,
     run_checks,
 )
-from include.policies.loader import DOMAINS_FILE
+from include.policies.loader import DOMAINS_FILE, POLICY_DIR
 from include.policies.secret_scan import find_literal_secrets
 
 DECLARED = "hr, implementation, invoicing, platform, soc, support"
@@ -116,6 +116,156 @@ def test_policy_valid_checks_the_approval_policy_next_to_it(dag_folder, policy_d
             display_path(approvals_path),
             f"{approvals_path}: actions.soc.host-isolate.steps.0.any_of.0: "
             "group 'hr_lead' does not approve in 'soc'",
+        )
+    ]
+
+
+def policy_copy(name: str) -> dict:
+    """A fresh, mutable copy of the deployed policy file ``name``."""
+    return yaml.safe_load((POLICY_DIR / name).read_text(encoding="utf-8"))
+
+
+def _tenant_account(document: dict) -> None:
+    document["tenants"]["acme"]["aws_account_id"] = "0111"
+
+
+def _triage_severity(document: dict) -> None:
+    document["rules"][0]["severity"] = "urgent"
+
+
+def _triage_unknown_key(document: dict) -> None:
+    document["default"]["owner"] = "support"
+
+
+def _capability_domain(document: dict) -> None:
+    document["capabilities"]["ticket-create"]["domains"] = ["payroll"]
+
+
+def _hr_role_group(document: dict) -> None:
+    document["roles"]["finance"]["directory_groups"] = ["staff", "finance", "accounting"]
+
+
+def _invoicing_tenant(document: dict) -> None:
+    document["customers"]["initech"] = {"erp_customer_number": "C-99"}
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "problem"),
+    [
+        pytest.param(
+            "tenants.yaml",
+            _tenant_account,
+            "tenants.acme.aws_account_id: '0111' is not a quoted 12-digit AWS account id",
+            id="tenants",
+        ),
+        pytest.param(
+            "support_triage.yaml",
+            _triage_severity,
+            "rules.0.severity: 'urgent' is not one of low, medium, high, critical",
+            id="support-triage",
+        ),
+        pytest.param(
+            "support_triage.yaml",
+            _triage_unknown_key,
+            "default: Additional properties are not allowed ('owner' was unexpected)",
+            id="support-triage-unknown-key",
+        ),
+        pytest.param(
+            "capabilities.yaml",
+            _capability_domain,
+            f"capabilities.ticket-create.domains.0: unknown domain 'payroll' (declared: {DECLARED})",
+            id="capabilities",
+        ),
+        pytest.param(
+            "hr_roles.yaml",
+            _hr_role_group,
+            "roles.finance.directory_groups.2: unknown directory group 'accounting' (declared: "
+            + ", ".join(sorted(policy_copy("hr_roles.yaml")["groups"]["directory"]))
+            + ")",
+            id="hr-roles",
+        ),
+        pytest.param(
+            "invoicing.yaml",
+            _invoicing_tenant,
+            "customers.initech: unknown tenant (declared in tenants.yaml: acme, globex)",
+            id="invoicing",
+        ),
+    ],
+)
+def test_policy_valid_names_the_file_and_key_of_every_policy_file(
+    dag_folder, policy_document, write_policy, name, edit, problem
+):
+    policy = write_policy(policy_document)
+    write_policy(policy_copy("approvals.yaml"), name="approvals.yaml")
+    broken = policy_copy(name)
+    edit(broken)
+    path = write_policy(broken, name=name)
+
+    violations = run_checks(context(dag_folder(), policy_file=policy), [check_policy_valid])
+
+    assert violations == [Violation("policy-valid", display_path(path), f"{path}: {problem}")]
+
+
+def test_policy_check_fails_on_a_broken_tenants_file(dag_folder, policy_document, write_policy, capsys):
+    policy = write_policy(policy_document)
+    write_policy(policy_copy("approvals.yaml"), name="approvals.yaml")
+    tenants = policy_copy("tenants.yaml")
+    tenants["tenants"]["globex"]["aws_account_id"] = tenants["tenants"]["acme"]["aws_account_id"]
+    path = write_policy(tenants, name="tenants.yaml")
+    folder = dag_folder(good=factory_dag("support", "triage"))
+
+    argv = ["--dags-folder", str(folder), "--include-folder", "", "--policy", str(policy)]
+    assert checks.handle(parse(argv)) == 1
+
+    assert capsys.readouterr().out.splitlines() == [
+        f"policy-valid: {display_path(path)}: {path}: tenants.globex.aws_account_id: 111111111111 is "
+        "also the account of tenant 'acme'; every tenant needs an AWS account of its own",
+        "policy-check FAILED: 1 violation(s) (policy-valid 1)",
+    ]
+
+
+def test_triage_and_invoicing_are_checked_against_the_tenants_next_to_them(
+    dag_folder, policy_document, write_policy
+):
+    policy = write_policy(policy_document)
+    write_policy(policy_copy("approvals.yaml"), name="approvals.yaml")
+    tenants = policy_copy("tenants.yaml")
+    del tenants["tenants"]["globex"]
+    write_policy(tenants, name="tenants.yaml")
+    triage = write_policy(policy_copy("support_triage.yaml"), name="support_triage.yaml")
+    invoicing = write_policy(policy_copy("invoicing.yaml"), name="invoicing.yaml")
+
+    violations = run_checks(context(dag_folder(), policy_file=policy), [check_policy_valid])
+
+    assert violations == [
+        Violation(
+            "policy-valid",
+            display_path(triage),
+            f"{triage}: tenants.globex.example: unknown tenant 'globex' (known: acme)",
+        ),
+        Violation(
+            "policy-valid",
+            display_path(invoicing),
+            f"{invoicing}: customers.globex: unknown tenant (declared in tenants.yaml: acme)",
+        ),
+    ]
+
+
+def test_a_broken_tenants_file_holds_back_the_files_checked_against_it(
+    dag_folder, policy_document, write_policy
+):
+    policy = write_policy(policy_document)
+    write_policy(policy_copy("approvals.yaml"), name="approvals.yaml")
+    tenants = write_policy("platform: {aws_account_id: '123456789012'}\n", name="tenants.yaml")
+    triage = policy_copy("support_triage.yaml")
+    triage["tenants"]["initech.example"] = "initech"
+    write_policy(triage, name="support_triage.yaml")
+
+    violations = run_checks(context(dag_folder(), policy_file=policy), [check_policy_valid])
+
+    assert violations == [
+        Violation(
+            "policy-valid", display_path(tenants), f"{tenants}: <root>: 'tenants' is a required property"
         )
     ]
 

@@ -1,1 +1,0 @@
-"""Support workflows' task bodies (kept out of the DAG files so they parse fast)."""
