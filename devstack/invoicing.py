@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from devstack.config import HOST, REGION, VENV_BIN, Profile
 
 ERP_SERVICE = "erp-standin"
@@ -89,12 +87,11 @@ def erp_token_url(profile: Profile) -> str:
 def erp_customers() -> dict[str, str]:
     """Customer number -> name: the invoiceable tenants under their display names (tenants.yaml)."""
     from include.policies.invoicing import load_invoicing
-    from include.policies.tenants import TENANTS_FILE
+    from include.policies.tenants import load_tenants
 
-    tenants = yaml.safe_load(TENANTS_FILE.read_text(encoding="utf-8"))["tenants"]
+    tenants = load_tenants()
     return {
-        number: str((tenants.get(tenant) or {}).get("display_name") or tenant)
-        for tenant, number in load_invoicing().customers.items()
+        number: tenants.tenant(tenant).display_name for tenant, number in load_invoicing().customers.items()
     }
 
 
