@@ -13,7 +13,13 @@ from typing import Any
 
 from include.connectors.context import RunContext
 from include.connectors.idempotency import idempotency_key
-from include.workflows.alerts import ALERT_FROM, ALERT_SMTP_CONN_ID
+from include.connectors.smtp import ALERT_SMTP_CONN_ID, SmtpRelayHook
+
+
+def _failed(outcome: dict[str, Any], exc: Exception, log: Logger | Any) -> dict[str, Any]:
+    recipients = ", ".join(outcome["to"])
+    log.warning("could not send %r to %s: %s", outcome["subject"], recipients, type(exc).__name__)
+    return {**outcome, "error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 def send_email(
@@ -25,23 +31,20 @@ def send_email(
     log: Logger | Any,
     conn_id: str = ALERT_SMTP_CONN_ID,
 ) -> dict[str, Any]:
-    """Send one email; return ``{"to": [...], "subject": ...}`` plus ``"error"`` if it failed."""
-    from include.workflows.alerts import SharedTlsSmtpHook
+    """Send one email; return ``{"to": [...], "subject": ...}`` plus ``"error"`` if it failed.
 
-    recipients = list(dict.fromkeys(to))  # de-duplicated, order kept
-    outcome: dict[str, Any] = {"to": recipients, "subject": subject}
+    :param to: the recipients (de-duplicated, order kept).
+    :param subject: the subject line.
+    :param html: the HTML body.
+    :param headers: extra headers (correlation id, Message-ID).
+    :param log: where a failure is logged (the task's or trigger's logger).
+    :param conn_id: the SMTP connection.
+    """
+    outcome: dict[str, Any] = {"to": list(dict.fromkeys(to)), "subject": subject}
     try:
-        with SharedTlsSmtpHook(smtp_conn_id=conn_id) as hook:
-            hook.send_email_smtp(
-                to=recipients,
-                subject=subject,
-                html_content=html,
-                from_email=ALERT_FROM,
-                custom_headers=dict(headers or {}),
-            )
+        SmtpRelayHook(conn_id).send(outcome["to"], subject, html, headers=headers)
     except Exception as exc:  # any SMTP/connection failure is recorded, not raised (see module doc)
-        log.warning("could not send %r to %s: %s", subject, ", ".join(recipients), type(exc).__name__)
-        outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return _failed(outcome, exc, log)
     return outcome
 
 
@@ -54,29 +57,18 @@ async def asend_email(
     log: Logger | Any,
     conn_id: str = ALERT_SMTP_CONN_ID,
 ) -> dict[str, Any]:
-    """:func:`send_email` for the triggerer (asyncio)."""
-    from include.workflows.alerts import SharedTlsSmtpHook
-
-    recipients = list(dict.fromkeys(to))
-    outcome: dict[str, Any] = {"to": recipients, "subject": subject}
+    """:func:`send_email` for the triggerer (asyncio); same parameters."""
+    outcome: dict[str, Any] = {"to": list(dict.fromkeys(to)), "subject": subject}
     try:
-        async with SharedTlsSmtpHook(smtp_conn_id=conn_id) as hook:
-            await hook.asend_email_smtp(
-                to=recipients,
-                subject=subject,
-                html_content=html,
-                from_email=ALERT_FROM,
-                custom_headers=dict(headers or {}),
-            )
+        await SmtpRelayHook(conn_id).asend(outcome["to"], subject, html, headers=headers)
     except Exception as exc:  # recorded, not raised: see module doc
-        log.warning("could not send %r to %s: %s", subject, ", ".join(recipients), type(exc).__name__)
-        outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return _failed(outcome, exc, log)
     return outcome
 
 
 def comment_on_ticket(run: RunContext, system: str, ticket_id: str, text: str) -> dict[str, Any]:
     """Comment on the run's ticket (idempotent per run, task and ladder step)."""
-    from include.operators.ticketing import ticketing_hook
+    from include.connectors.ticketing import ticketing_hook
 
     tenant = run.tenant
     try:

@@ -24,11 +24,11 @@ approval is an ``approval.verified`` record naming the approvers, and is registe
 instance so that :func:`include.connectors.aws.assume_role_request` hands out a privileged role
 only after it (:func:`require_verified`).
 
-Why a REST client of our own rather than the Task SDK: the Execution API lets a task read only its
-*own* HITL detail (``ti:self`` scope), and tasks have no metadata database access in Airflow 3, so
-the public API with a read-only service account (connection ``airflow_api``, role
-``approval_verifier`` created by ``policy-sync``) is the one interface that shows another task's
-answer together with its task instance.
+Why a REST client (:class:`~include.connectors.airflow_api.AirflowApiHook`) rather than the Task
+SDK: the Execution API lets a task read only its *own* HITL detail (``ti:self`` scope), and tasks
+have no metadata database access in Airflow 3, so the public API with a read-only service account
+(connection ``airflow_api``, role ``approval_verifier`` created by ``policy-sync``) is the one
+interface that shows another task's answer together with its task instance.
 """
 
 from __future__ import annotations
@@ -39,14 +39,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
-from urllib.parse import quote
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.approvals.respondents import EXCLUDE_PREFIX, ROLE_PREFIX
 
 APPROVE = "Approve"
-API_CONN_ID = "airflow_api"
 DRILL_PARAM = "approval_drill"
 APPROVAL_VERIFIED = "approval.verified"
 BINDING_PREFIX = "- **Binding:** "
@@ -130,68 +128,17 @@ class ApprovalRecords(Protocol):
     def roles_of(self, username: str) -> set[str]: ...
 
 
-class RestApprovalRecords:
-    """:class:`ApprovalRecords` through Airflow's public REST API, as the ``airflow_api`` connection's user.
+def airflow_api_records() -> ApprovalRecords:
+    """:class:`ApprovalRecords` through Airflow's public REST API, as the ``airflow_api`` connection's
+    user (:class:`~include.connectors.airflow_api.AirflowApiHook`); imported when a step verifies,
+    so a DAG parse loads no HTTP client."""
+    from include.connectors.airflow_api import AirflowApiHook
 
-    The connection's host is the API server's base URL; login/password a user with read access to
-    HITL details and users (role ``approval_verifier``). Connection errors and 5xx propagate as
-    ordinary exceptions: the task's retries cover a restarting API server.
-    """
-
-    def __init__(self, conn_id: str = API_CONN_ID, *, timeout: float = 15.0) -> None:
-        self.conn_id = conn_id
-        self.timeout = timeout
-        self._token: str | None = None
-        self._base: str | None = None
-        self._session: Any = None
-
-    def _login(self) -> None:
-        import requests
-        from airflow.sdk import BaseHook
-
-        connection = BaseHook.get_connection(self.conn_id)
-        host = str(connection.host or "").rstrip("/")
-        if not host.startswith(("http://", "https://")):
-            scheme = connection.schema or "http"
-            host = f"{scheme}://{host}" + (f":{connection.port}" if connection.port else "")
-        self._base = host
-        self._session = requests.Session()
-        response = self._session.post(
-            f"{host}/auth/token",
-            json={"username": connection.login, "password": connection.password},
-            timeout=self.timeout,
-        )
-        if response.status_code not in (200, 201):
-            raise RuntimeError(
-                f"approval verifier: login as {connection.login!r} at {host} failed ({response.status_code})"
-            )
-        self._token = response.json()["access_token"]
-
-    def _get(self, path: str) -> Any:
-        if self._token is None:
-            self._login()
-        response = self._session.get(
-            f"{self._base}/{path}", headers={"Authorization": f"Bearer {self._token}"}, timeout=self.timeout
-        )
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise RuntimeError(
-                f"approval verifier: GET /{path} -> {response.status_code}: {response.text[:300]}"
-            )
-        return response.json()
-
-    def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> Mapping[str, Any] | None:
-        dag, run, task = (quote(part, safe="") for part in (dag_id, run_id, task_id))
-        return self._get(f"api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails")
-
-    def roles_of(self, username: str) -> set[str]:
-        user = self._get(f"auth/fab/v1/users/{quote(username, safe='')}")
-        return {str(role["name"]) for role in (user or {}).get("roles") or ()}
+    return AirflowApiHook()
 
 
 # A factory, so unit tests (and a deployment with another auth manager) can put another reader in.
-records_factory: Callable[[], ApprovalRecords] = RestApprovalRecords
+records_factory: Callable[[], ApprovalRecords] = airflow_api_records
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Ticket steps for workflows: create, comment, attach evidence, update fields/status.
 
-Thin over the ticketing hooks: each operator prepares its inputs, makes one hook call and returns
-ids for XCom (never credentials). Idempotency keys come from the run, task and tenant, so a
-retried or re-run task finds what it already created. When the shared rate limit would keep the
-task waiting past its bound, the task defers (the triggerer sleeps, the worker slot is freed)
-and resumes with the same call.
+Thin over the ticketing hooks: each operator builds its hook in :attr:`TicketOperator.hook`,
+prepares its inputs, makes one hook call and returns ids for XCom (never credentials). Idempotency
+keys come from the run, task and tenant, so a retried or re-run task finds what it already created.
+When the shared rate limit would keep the task waiting past its bound, the task defers (the
+triggerer sleeps, the worker slot is freed) and resumes with the same call.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
@@ -21,27 +22,34 @@ from include.audit.emit import side_effect as audit_side_effect
 from include.connectors.context import RunContext
 from include.connectors.errors import RateLimitBackpressure
 from include.connectors.idempotency import idempotency_key
+from include.connectors.ticketing import SYSTEMS, ticketing_hook
 from include.connectors.ticketing.interface import TicketingHook
 
-
-def ticketing_hook(system: str, conn_id: str | None, tenant: str, *, bulk: bool = False) -> TicketingHook:
-    """The adapter for ``system``; imported lazily so a DAG parse never loads every client.
-
-    ``bulk``: the calls also draw from the connection's bulk rate limit (bulk_rate_limit_*).
-    """
-    if system == "request_tracker":
-        from include.connectors.ticketing.request_tracker import RequestTrackerHook
-
-        return RequestTrackerHook(conn_id, tenant=tenant, bulk=bulk)
-    if system == "jira":
-        from include.connectors.ticketing.jira import JiraServiceManagementHook
-
-        return JiraServiceManagementHook(conn_id, tenant=tenant, bulk=bulk)
-    raise ValueError(f"unknown ticketing system {system!r}: use 'request_tracker' or 'jira'")
+__all__ = [
+    "AttachEvidenceOperator",
+    "BulkUpdateTicketsOperator",
+    "CommentTicketOperator",
+    "CreateTicketOperator",
+    "TicketOperator",
+    "UpdateTicketOperator",
+    "ticketing_hook",
+]
 
 
 class TicketOperator(BaseOperator):
-    """Base: resolves the hook and run context, turns rate-limit backpressure into a deferral."""
+    """Base of the ticket steps: the hook, the run context, rate-limit backpressure as a deferral.
+
+    A subclass implements :meth:`call` (one hook call) and sets ``operation``; :meth:`execute`
+    returns what :meth:`call` returned plus ``correlation_id`` and the hook's ``retries``, and
+    records the side effect in the audit log.
+
+    :param tenant: the tenant the ticket belongs to (templated).
+    :param system: ``request_tracker`` or ``jira``.
+    :param conn_id: the ticketing connection; default the adapter's (``rt_default``, ``jira_default``).
+    :param idempotency_basis: what makes two runs "the same request" (e.g. the alert id): keys come
+        from it instead of the run, so every run for the same alert finds the same ticket and
+        comment (templated).
+    """
 
     template_fields: Sequence[str] = ("tenant", "idempotency_basis")
     operation = "ticket"
@@ -58,23 +66,29 @@ class TicketOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if system not in ("request_tracker", "jira"):
+        if system not in SYSTEMS:
             raise ValueError(f"{self.task_id}: unknown ticketing system {system!r}")
         self.tenant = tenant
         self.system = system
         self.conn_id = conn_id
-        # What makes two runs "the same request" (e.g. the alert id): keys come from it instead
-        # of the run, so every run for the same alert finds the same ticket and comment.
         self.idempotency_basis = idempotency_basis
 
-    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
+    @cached_property
+    def hook(self) -> TicketingHook:
+        """The ticketing hook of ``system`` for the (rendered) tenant."""
+        return ticketing_hook(self.system, self.conn_id, self.tenant, bulk=self.bulk)
+
+    def call(self, run: RunContext) -> dict[str, Any]:
+        """The step's one hook call; returns its XCom (ids, never credentials).
+
+        :param run: the run, task, tenant and correlation id of this call.
+        """
         raise NotImplementedError
 
     def execute(self, context: Any) -> dict[str, Any]:
-        hook = ticketing_hook(self.system, self.conn_id, self.tenant, bulk=self.bulk)
         run = RunContext.from_airflow_context(context, self.tenant)
         try:
-            result = self.call(hook, run)
+            result = self.call(run)
         except RateLimitBackpressure as exc:
             self.log.info("rate limit: deferring %.1fs instead of holding a worker slot", exc.wait_seconds)
             self.defer(
@@ -82,7 +96,8 @@ class TicketOperator(BaseOperator):
                 method_name="execute_complete",
             )
         self.audit(context, result)
-        return {**result, "correlation_id": run.correlation_id, "retries": getattr(hook, "retry_count", 0)}
+        retries = getattr(self.hook, "retry_count", 0)
+        return {**result, "correlation_id": run.correlation_id, "retries": retries}
 
     def audit(self, context: Any, result: Mapping[str, Any]) -> None:
         """Record the side effect (``side_effect``); a found-not-created object is recorded too."""
@@ -106,15 +121,28 @@ class TicketOperator(BaseOperator):
         )
 
     def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
+        """Resume after a rate-limit deferral: the same call again (it is idempotent)."""
         return self.execute(context)
 
     def key(self, run: RunContext) -> str:
+        """The idempotency key of this step's side effect (from ``idempotency_basis`` if given)."""
         if self.idempotency_basis:
             run = replace(run, run_id=f"basis:{self.idempotency_basis}")
         return idempotency_key(run, self.operation)
 
 
 class CreateTicketOperator(TicketOperator):
+    """Open a ticket once per run (or per ``idempotency_basis``).
+
+    XCom: ``id``, ``status``, ``queue``, ``created`` (False if it existed already).
+
+    :param ticket_queue: the queue (RT) or project key (Jira) (templated). Not ``queue``: that is
+        BaseOperator's executor queue.
+    :param subject: the ticket's subject (templated).
+    :param body: the first message (templated).
+    :param fields: custom field values by name (templated).
+    """
+
     template_fields: Sequence[str] = (
         "tenant",
         "ticket_queue",
@@ -135,14 +163,13 @@ class CreateTicketOperator(TicketOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        # Not ``queue``: that is BaseOperator's executor queue.
         self.ticket_queue = ticket_queue
         self.subject = subject
         self.body = body
         self.fields = dict(fields or {})
 
-    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
-        ticket = hook.create_ticket(
+    def call(self, run: RunContext) -> dict[str, Any]:
+        ticket = self.hook.create_ticket(
             queue=self.ticket_queue,
             subject=self.subject,
             body=self.body,
@@ -154,6 +181,13 @@ class CreateTicketOperator(TicketOperator):
 
 
 class CommentTicketOperator(TicketOperator):
+    """Comment on a ticket once: XCom ``ticket_id``, ``entry_id``, ``created``.
+
+    :param ticket_id: the ticket (templated).
+    :param body: the comment's text (templated).
+    :param public: a reply the requester sees, rather than an internal comment.
+    """
+
     template_fields: Sequence[str] = ("tenant", "ticket_id", "body", "idempotency_basis")
     operation = "comment"
 
@@ -163,13 +197,21 @@ class CommentTicketOperator(TicketOperator):
         self.body = body
         self.public = public
 
-    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
-        post = hook.reply if self.public else hook.comment
+    def call(self, run: RunContext) -> dict[str, Any]:
+        post = self.hook.reply if self.public else self.hook.comment
         entry = post(str(self.ticket_id), self.body, idempotency_key=self.key(run))
         return {"ticket_id": entry.ticket_id, "entry_id": entry.entry_id, "created": entry.created}
 
 
 class AttachEvidenceOperator(TicketOperator):
+    """Attach a text file to a ticket once: XCom ``ticket_id``, ``entry_id``, ``created``.
+
+    :param ticket_id: the ticket (templated).
+    :param filename: the attachment's file name (templated).
+    :param content: the file's text, sent UTF-8 encoded (templated).
+    :param content_type: its MIME type.
+    """
+
     template_fields: Sequence[str] = ("tenant", "ticket_id", "filename", "content", "idempotency_basis")
     operation = "attach"
 
@@ -182,8 +224,8 @@ class AttachEvidenceOperator(TicketOperator):
         self.content = content
         self.content_type = content_type
 
-    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
-        entry = hook.attach(
+    def call(self, run: RunContext) -> dict[str, Any]:
+        entry = self.hook.attach(
             str(self.ticket_id),
             filename=self.filename,
             content=self.content.encode(),
@@ -194,7 +236,15 @@ class AttachEvidenceOperator(TicketOperator):
 
 
 class UpdateTicketOperator(TicketOperator):
-    """Set custom fields and/or the status (a transition); both are naturally idempotent."""
+    """Set custom fields and/or the status (a transition); both are naturally idempotent.
+
+    XCom: the ticket as it now is (``id``, ``status``, ``queue``, ``created``).
+
+    :param ticket_id: the ticket (templated).
+    :param fields: custom field values by name (templated).
+    :param status: the status to move to (templated).
+    :raises ValueError: if neither ``fields`` nor ``status`` is given.
+    """
 
     template_fields: Sequence[str] = ("tenant", "ticket_id", "fields", "status", "idempotency_basis")
     operation = "update"
@@ -214,12 +264,12 @@ class UpdateTicketOperator(TicketOperator):
         self.fields = dict(fields or {})
         self.status = status
 
-    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
+    def call(self, run: RunContext) -> dict[str, Any]:
         # Each setter answers with the ticket as it now is; an unknown ticket fails in the first one.
         if self.fields:
-            ticket = hook.set_fields(str(self.ticket_id), self.fields)
+            ticket = self.hook.set_fields(str(self.ticket_id), self.fields)
         if self.status:
-            ticket = hook.set_status(str(self.ticket_id), self.status)
+            ticket = self.hook.set_status(str(self.ticket_id), self.status)
         return ticket.as_xcom()
 
 
@@ -228,9 +278,15 @@ class BulkUpdateTicketsOperator(TicketOperator):
 
     Meant to be mapped over batches (``.partial(...).expand(ticket_ids=...)``) so a bulk change of
     hundreds of tickets runs as a few tasks in the support pool, each going through the shared
-    rate limit. Every call is idempotent (fields and status are set, the comment is keyed by the
-    change and the ticket), so a batch resumed after a rate-limit deferral or retried after a
-    failure simply runs again from its first ticket; nothing is applied twice.
+    rate limit (and the connector's bulk bucket). Every call is idempotent (fields and status are
+    set, the comment is keyed by the change and the ticket), so a batch resumed after a rate-limit
+    deferral or retried after a failure simply runs again from its first ticket; nothing is applied
+    twice. XCom: ``ticket_ids``, ``updated``, ``comments_created``.
+
+    :param ticket_ids: the batch, or one ticket id (templated).
+    :param fields: custom field values by name (templated).
+    :param status: the status to move to (templated).
+    :param comment: a comment to post on each ticket (templated).
     """
 
     template_fields: Sequence[str] = (
@@ -259,18 +315,18 @@ class BulkUpdateTicketsOperator(TicketOperator):
         self.status = status
         self.comment = comment
 
-    def call(self, hook: TicketingHook, run: RunContext) -> dict[str, Any]:
+    def call(self, run: RunContext) -> dict[str, Any]:
         ids = [
             str(t) for t in (self.ticket_ids if not isinstance(self.ticket_ids, str) else [self.ticket_ids])
         ]
         commented = 0
         for ticket_id in ids:
-            hook.update(ticket_id, fields=self.fields, status=self.status)
+            self.hook.update(ticket_id, fields=self.fields, status=self.status)
             if self.comment:
                 key = idempotency_key(
                     replace(run, run_id=f"basis:{self.idempotency_basis}:{ticket_id}"), "comment"
                 )
-                commented += int(hook.comment(ticket_id, self.comment, idempotency_key=key).created)
+                commented += int(self.hook.comment(ticket_id, self.comment, idempotency_key=key).created)
         return {"ticket_ids": ids, "updated": len(ids), "comments_created": commented}
 
     def audit(self, context: Any, result: Mapping[str, Any]) -> None:

@@ -19,10 +19,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
+
+if TYPE_CHECKING:
+    from include.connectors.ticketing.request_tracker import RequestTrackerHook
+
+
+class NewTicketEvent(TypedDict):
+    """The payload of one event: a ticket still ``new`` in the watched queue."""
+
+    ticket_id: str
+    queue: str
+    subject: str
+    requestor: str | None
 
 
 class NewTicketTrigger(BaseEventTrigger):
@@ -45,14 +58,17 @@ class NewTicketTrigger(BaseEventTrigger):
             {"queue": self.queue, "conn_id": self.conn_id, "poll_interval": self.poll_interval},
         )
 
-    def _hook(self) -> Any:
+    @cached_property
+    def hook(self) -> RequestTrackerHook:
+        """The RT hook of ``conn_id``; the poll is the platform's own, not a tenant's: its own
+        rate-limit bucket."""
         from include.connectors.ticketing.request_tracker import RequestTrackerHook
 
-        # The poll is the platform's own, not a tenant's: its own rate-limit bucket.
         return RequestTrackerHook(self.conn_id, tenant="platform")
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = await sync_to_async(self._hook)()
+        # The first access imports the HTTP client stack: off the event loop.
+        hook = await sync_to_async(lambda: self.hook)()
         cursor = 0
         while True:
             try:
@@ -67,12 +83,11 @@ class NewTicketTrigger(BaseEventTrigger):
                 requestor = (
                     requestors[0].get("id") if requestors and isinstance(requestors[0], dict) else None
                 )
-                yield TriggerEvent(
-                    {
-                        "ticket_id": str(ticket_id),
-                        "queue": self.queue,
-                        "subject": str(ticket.get("Subject", ""))[:200],
-                        "requestor": requestor,
-                    }
-                )
+                event: NewTicketEvent = {
+                    "ticket_id": str(ticket_id),
+                    "queue": self.queue,
+                    "subject": str(ticket.get("Subject", ""))[:200],
+                    "requestor": requestor,
+                }
+                yield TriggerEvent(event)
             await asyncio.sleep(self.poll_interval)

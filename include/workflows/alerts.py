@@ -9,21 +9,22 @@ is retried after a crash is recognised as the same message by mail servers and c
 
 from __future__ import annotations
 
-import ssl
 from datetime import datetime, timedelta
 from functools import cached_property
 from html import escape
 from typing import Any
 
-from airflow.providers.smtp.hooks.smtp import SmtpHook
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk.timezone import utcnow
 
 from include.approvals.messages import waited
 from include.connectors.context import CORRELATION_CONF_KEY, default_correlation_id
+from include.connectors.smtp import ALERT_FROM, ALERT_SMTP_CONN_ID, SharedTlsSmtpClient, SmtpRelayHook
 
-ALERT_SMTP_CONN_ID = "smtp_alerts"
-ALERT_FROM = "orchestrator@secops.example"
+__all__ = ["ALERT_FROM", "ALERT_SMTP_CONN_ID", "SharedTlsSmtpHook", "SlaMissNotifier", "sla_subject"]
+
+# The SMTP client's former name here, which tests/unit/workflows/test_factory.py still imports.
+SharedTlsSmtpHook = SharedTlsSmtpClient
 
 
 def _moment(value: Any) -> datetime | None:
@@ -34,34 +35,21 @@ def _moment(value: Any) -> datetime | None:
     return None
 
 
-class SharedTlsSmtpHook(SmtpHook):
-    """``SmtpHook`` that builds the default TLS context once per process, not once per mail.
-
-    The provider calls ``ssl.create_default_context()`` for every connection (for the async
-    client even when TLS is off), which loads the whole system CA store. In the triggerer that
-    was half the trigger runner's samples (py-spy, issue 8); sharing it took the triggerer from
-    0.38 to 0.23 CPU-s per SLA alert, and a 200-run burst past its SLA sends 120-odd of them.
-    A context is configuration only (CA store, verification mode); the SMTP clients read it and
-    never change it, so one can serve every connection. ``ssl_context: none`` and invalid values
-    still get the provider's own answer.
-    """
-
-    _default_tls: ssl.SSLContext | None = None
-
-    def _build_ssl_context(self) -> ssl.SSLContext | None:
-        if self.ssl_context not in (None, "default"):
-            return super()._build_ssl_context()
-        if SharedTlsSmtpHook._default_tls is None:
-            SharedTlsSmtpHook._default_tls = super()._build_ssl_context()
-        return SharedTlsSmtpHook._default_tls
-
-
 def sla_subject(domain: str, kind: str, sla: timedelta, dag_id: str, run_id: str) -> str:
     return f"[SLA miss][{domain}] {dag_id} run {run_id} exceeded its {kind.replace('_', ' ')} SLA of {sla}"
 
 
 class SlaMissNotifier(SmtpNotifier):
-    """Email the alert list that a run outlived its SLA: which run, how late, correlation id, link."""
+    """Email the alert list that a run outlived its SLA: which run, how late, correlation id, link.
+
+    An ``SmtpNotifier`` (the Deadline Alert's callback takes its ``to``, ``from_email`` and
+    ``smtp_conn_id``) that sends through the platform's relay hook.
+
+    :param domain: the domain whose SLA it is.
+    :param kind: the SLA kind (``fast_path``, ``infrastructure_change``, ...).
+    :param sla_seconds: the SLA.
+    :param base_url: the Airflow UI's base URL, for the link to the run.
+    """
 
     def __init__(self, *, domain: str, kind: str, sla_seconds: float, base_url: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -71,8 +59,14 @@ class SlaMissNotifier(SmtpNotifier):
         self.base_url = base_url.rstrip("/")
 
     @cached_property
-    def hook(self) -> SmtpHook:
-        return SharedTlsSmtpHook(smtp_conn_id=self.smtp_conn_id, auth_type=self.auth_type)
+    def relay(self) -> SmtpRelayHook:
+        sender = self.from_email or ALERT_FROM
+        return SmtpRelayHook(self.smtp_conn_id, from_email=sender, auth_type=self.auth_type)
+
+    @cached_property
+    def hook(self) -> SharedTlsSmtpClient:
+        """The relay's SMTP client (what the provider's ``notify`` would use)."""
+        return self.relay.client
 
     def compose(self, context: dict[str, Any], now: datetime) -> None:
         run = context.get("dag_run") or {}
@@ -104,4 +98,5 @@ class SlaMissNotifier(SmtpNotifier):
 
     async def async_notify(self, context: Any) -> None:
         self.compose(dict(context), utcnow())
-        await super().async_notify(context)
+        subject, html = self.subject or "", self.html_content or ""
+        await self.relay.asend(self.to, subject, html, headers=self.custom_headers)

@@ -6,13 +6,11 @@ never put a secret value in a log, an XCom or an exception: only its name, versi
 
 from __future__ import annotations
 
-import smtplib
 from typing import Any
 
 from airflow.sdk import Param, task
 
 from include.policies.tenants import secret_name, tenant_ids
-from include.workflows.alerts import ALERT_SMTP_CONN_ID
 from include.workflows.factory import domain_workflow
 
 AWS_CONN_ID = "aws_default"
@@ -47,18 +45,10 @@ def service_check_workflow(*, domain: str, doc_md: str) -> Any:
 
         @task
         def check_smtp_relay() -> dict[str, Any]:
-            from airflow.sdk import BaseHook
+            from include.connectors.smtp import SmtpRelayHook
 
-            connection = BaseHook.get_connection(ALERT_SMTP_CONN_ID)
-            if not connection.host:
-                raise ValueError(f"connection {ALERT_SMTP_CONN_ID} has no host")
-            with smtplib.SMTP(connection.host, connection.port or 25, timeout=10) as smtp:
-                code, _banner = smtp.noop()
-            if code != 250:
-                raise ConnectionError(
-                    f"SMTP relay {connection.host}:{connection.port} answered NOOP with {code}"
-                )
-            return {"smtp": f"{connection.host}:{connection.port}", "noop": code}
+            relay, code = SmtpRelayHook().noop()
+            return {"smtp": relay, "noop": code}
 
         @task
         def report(secret: dict[str, Any], smtp: dict[str, Any]) -> str:

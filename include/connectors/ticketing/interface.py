@@ -36,6 +36,13 @@ class TicketEntry:
 
 
 class TicketingHook(abc.ABC):
+    """What every ticketing adapter does; each adapter is also a :class:`ConnectorHook` (connection,
+    tenant, rate limit, retries), built by :func:`include.connectors.ticketing.ticketing_hook`.
+
+    Tickets carry the run's correlation id, the tenant and the idempotency key in the fields
+    named here.
+    """
+
     CORRELATION_FIELD = "CorrelationId"
     TENANT_FIELD = "Tenant"
     IDEMPOTENCY_FIELD = "IdempotencyKey"
@@ -51,37 +58,90 @@ class TicketingHook(abc.ABC):
         correlation_id: str,
         fields: Mapping[str, str] | None = None,
         requestor: str | None = None,
-    ) -> Ticket: ...
+    ) -> Ticket:
+        """Open a ticket, or return the one already carrying ``idempotency_key`` (``created=False``).
+
+        :param queue: the queue (RT) or project key (Jira).
+        :param subject: the subject (summary).
+        :param body: the first message, plain text.
+        :param idempotency_key: the key a re-run finds the ticket by.
+        :param correlation_id: the run's correlation id, kept on the ticket.
+        :param fields: custom field values by name.
+        :param requestor: who asked (an email address, or a Jira account id).
+        """
 
     @abc.abstractmethod
-    def get_ticket(self, ticket_id: str) -> Ticket: ...
+    def get_ticket(self, ticket_id: str) -> Ticket:
+        """The ticket as it now is.
+
+        :param ticket_id: the ticket.
+        """
 
     @abc.abstractmethod
-    def comment(self, ticket_id: str, body: str, *, idempotency_key: str) -> TicketEntry: ...
+    def comment(self, ticket_id: str, body: str, *, idempotency_key: str) -> TicketEntry:
+        """Post an internal comment once per ``idempotency_key``.
+
+        :param ticket_id: the ticket.
+        :param body: the comment, plain text.
+        :param idempotency_key: the key a re-run finds the comment by.
+        """
 
     @abc.abstractmethod
-    def reply(self, ticket_id: str, body: str, *, idempotency_key: str) -> TicketEntry: ...
+    def reply(self, ticket_id: str, body: str, *, idempotency_key: str) -> TicketEntry:
+        """Post a reply the requester sees, once per ``idempotency_key``.
+
+        :param ticket_id: the ticket.
+        :param body: the reply, plain text.
+        :param idempotency_key: the key a re-run finds the reply by.
+        """
 
     @abc.abstractmethod
     def attach(
         self, ticket_id: str, *, filename: str, content: bytes, content_type: str, idempotency_key: str
-    ) -> TicketEntry: ...
+    ) -> TicketEntry:
+        """Attach a file once per ``idempotency_key``.
+
+        :param ticket_id: the ticket.
+        :param filename: the file's name.
+        :param content: the file's bytes.
+        :param content_type: its MIME type.
+        :param idempotency_key: the key a re-run finds the attachment by.
+        """
 
     @abc.abstractmethod
-    def set_fields(self, ticket_id: str, fields: Mapping[str, str]) -> Ticket: ...
+    def set_fields(self, ticket_id: str, fields: Mapping[str, str]) -> Ticket:
+        """Set custom fields; return the ticket as it now is.
+
+        :param ticket_id: the ticket.
+        :param fields: values by field name.
+        """
 
     @abc.abstractmethod
-    def set_status(self, ticket_id: str, status: str) -> Ticket: ...
+    def set_status(self, ticket_id: str, status: str) -> Ticket:
+        """Move the ticket to ``status`` (a no-op if it is there); return it as it now is.
+
+        :param ticket_id: the ticket.
+        :param status: the status to move to.
+        """
 
     def update(
         self, ticket_id: str, *, fields: Mapping[str, str] | None = None, status: str | None = None
     ) -> None:
         """Set ``fields`` and/or ``status``. Here as two calls; an adapter whose API takes both in
-        one request overrides it (a bulk change makes it once per ticket, at the bulk rate)."""
+        one request overrides it (a bulk change makes it once per ticket, at the bulk rate).
+
+        :param ticket_id: the ticket.
+        :param fields: values by field name; none or empty: left as they are.
+        :param status: the status to move to; ``None``: left as it is.
+        """
         if fields:
             self.set_fields(ticket_id, fields)
         if status:
             self.set_status(ticket_id, status)
 
     @abc.abstractmethod
-    def search_by_correlation(self, correlation_id: str) -> list[Ticket]: ...
+    def search_by_correlation(self, correlation_id: str) -> list[Ticket]:
+        """The tickets carrying a correlation id.
+
+        :param correlation_id: the run's (or the triggering event's) correlation id.
+        """

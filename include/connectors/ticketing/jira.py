@@ -108,7 +108,12 @@ def _target(transition: Mapping[str, Any]) -> str:
 
 
 class JiraServiceManagementHook(HttpConnectorHook, TicketingHook):
-    """Ticketing on Jira Service Management Cloud. Connection: site host, email + API token."""
+    """Ticketing on Jira Service Management Cloud. Connection: site host, email + API token.
+
+    :param conn_id: the Jira connection; default ``jira_default``.
+    :param tenant: the tenant the calls are made for (rate-limit bucket, ``tenant:`` label).
+    :param bulk: the calls also draw from the connection's bulk rate limit.
+    """
 
     system = "jira"
     default_conn_name = "jira_default"

@@ -32,7 +32,12 @@ def _plain_text(attachments: list[dict[str, Any]]) -> str:
 
 
 class RequestTrackerHook(HttpConnectorHook, TicketingHook):
-    """Ticketing on Request Tracker 5. Connection: host/port/schema, token in the password."""
+    """Ticketing on Request Tracker 5. Connection: host/port/schema, token in the password.
+
+    :param conn_id: the RT connection; default ``rt_default``.
+    :param tenant: the tenant the calls are made for (rate-limit bucket, ``Tenant`` field).
+    :param bulk: the calls also draw from the connection's bulk rate limit.
+    """
 
     system = "request_tracker"
     default_conn_name = "rt_default"
@@ -173,7 +178,11 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
         return self.get_ticket(ticket_id)
 
     def update_core(self, ticket_id: str, values: Mapping[str, Any]) -> None:
-        """Set core fields (``Priority``, ``Status``, ``Owner``) and custom fields in one request."""
+        """Set core fields (``Priority``, ``Status``, ``Owner``) and custom fields in one request.
+
+        :param ticket_id: the ticket.
+        :param values: REST 2 ticket attributes (``CustomFields`` a mapping of its own).
+        """
         self.request("PUT", f"{API}/ticket/{ticket_id}", operation="update", json=dict(values))
 
     def update(
@@ -190,7 +199,12 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
 
     def new_tickets(self, queue: str, *, after_id: int = 0, limit: int = 50) -> list[dict[str, Any]]:
         """Tickets still ``new`` in ``queue`` that people opened (the orchestrator's own tickets
-        carry an IdempotencyKey and are skipped), oldest first: what support triage picks up."""
+        carry an IdempotencyKey and are skipped), oldest first: what support triage picks up.
+
+        :param queue: the queue to look in.
+        :param after_id: only tickets with a higher id (the caller's cursor).
+        :param limit: at most this many.
+        """
         query = (
             f"Queue = {_quote_sql(queue)} AND Status = 'new' AND id > {int(after_id)} "
             f"AND 'CF.{{{self.IDEMPOTENCY_FIELD}}}' IS NULL"
@@ -207,6 +221,8 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
 
         Two requests, the ticket and its attachments (REST 2 lists a ticket's attachments in one
         call): triage runs on the fast path, and each request is ~30 ms plus a rate-limit permit.
+
+        :param ticket_id: the ticket.
         """
         ticket = self.request(
             "GET", f"{API}/ticket/{ticket_id}", operation="get_ticket", expect=(200,)
