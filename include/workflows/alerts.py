@@ -19,12 +19,7 @@ from airflow.sdk.timezone import utcnow
 
 from include.approvals.messages import waited
 from include.connectors.context import CORRELATION_CONF_KEY, default_correlation_id
-from include.connectors.smtp import ALERT_FROM, ALERT_SMTP_CONN_ID, SharedTlsSmtpClient, SmtpRelayHook
-
-__all__ = ["ALERT_FROM", "ALERT_SMTP_CONN_ID", "SharedTlsSmtpHook", "SlaMissNotifier", "sla_subject"]
-
-# The SMTP client's former name here, which tests/unit/workflows/test_factory.py still imports.
-SharedTlsSmtpHook = SharedTlsSmtpClient
+from include.connectors.smtp import ALERT_FROM, SharedTlsSmtpClient, SmtpRelayHook
 
 
 def _moment(value: Any) -> datetime | None:

@@ -17,8 +17,9 @@ from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from include.connectors.context import CORRELATION_CONF_KEY, CORRELATION_PATTERN
+from include.connectors.smtp import ALERT_FROM, ALERT_SMTP_CONN_ID
 from include.policies.loader import DomainPolicy, WorkflowKind, load_domain_policy
-from include.workflows.alerts import ALERT_FROM, ALERT_SMTP_CONN_ID, SlaMissNotifier
+from include.workflows.alerts import SlaMissNotifier
 
 WORKFLOW_START = datetime(2026, 1, 1)
 

@@ -95,34 +95,14 @@ def test_deadline_alerts_the_domain_when_the_sla_is_missed(soc_dag):
     assert (kwargs["domain"], kwargs["kind"], kwargs["sla_seconds"]) == ("soc", "fast_path", 300.0)
 
 
-def _hook_on(extra: dict):
-    from airflow.models.connection import Connection
+def test_the_sla_alert_mails_through_the_shared_tls_client():
+    from include.connectors.smtp import SharedTlsSmtpClient
+    from include.workflows.alerts import SlaMissNotifier
 
-    from include.workflows.alerts import SharedTlsSmtpHook
-
-    hook = SharedTlsSmtpHook(smtp_conn_id="smtp_alerts")
-    hook.smtp_connection = Connection(conn_id="smtp_alerts", conn_type="smtp", host="relay", extra=extra)
-    return hook
-
-
-def test_alert_mail_builds_its_tls_context_once_per_process():
-    import ssl
-
-    from include.workflows.alerts import SharedTlsSmtpHook, SlaMissNotifier
-
-    first = _hook_on({})._build_ssl_context()
-    second = _hook_on({"ssl_context": "default"})._build_ssl_context()
-    assert isinstance(first, ssl.SSLContext)
-    assert second is first
-    assert first.verify_mode == ssl.CERT_REQUIRED  # still the validating default
-    assert first.check_hostname
-    assert _hook_on({"ssl_context": "none"})._build_ssl_context() is None
-    with pytest.raises(RuntimeError, match="ssl_context"):
-        _hook_on({"ssl_context": "bogus"})._build_ssl_context()
     notifier = SlaMissNotifier(
         domain="soc", kind="fast_path", sla_seconds=300, base_url="http://x", to="a@b", smtp_conn_id="x"
     )
-    assert type(notifier.hook) is SharedTlsSmtpHook
+    assert type(notifier.hook) is SharedTlsSmtpClient
 
 
 def test_params_are_typed(soc_dag):
