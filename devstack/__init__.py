@@ -5,5 +5,5 @@ Used by ``make run`` (profile ``run``) and by the test session (profile ``test``
 
 Local-only: not copied into the production image (``docker/Dockerfile`` copies ``include/``,
 ``plugins/``, ``config/``, ``dags/`` and ``terraform/``). The stand-ins of the systems that cannot
-run here are in ``devstack/standins/``, the HTTP ones on one base (``devstack/standins/http.py``).
+run here are in ``devstack/standins/``, the HTTP ones on one base (``devstack/standins/base.py``).
 """

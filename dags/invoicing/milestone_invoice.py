@@ -102,7 +102,7 @@ def milestone_invoice() -> None:
     )
     validate = ValidateMilestoneLinesOperator(task_id="validate_lines")
     gate = approval_gate(
-        "invoice-post",
+        CreateInvoiceOperator.capability,
         subject="Post invoice {{ " + REQUEST + "['external_reference'] }}: {{ " + VALIDATED + "['gross'] }} "
         "to {{ " + VALIDATED + "['customer']['name'] }}",
         body="{{ " + VALIDATED + "['approval_markdown'] }}",

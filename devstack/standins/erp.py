@@ -27,7 +27,7 @@ with API limits"; Microsoft identity platform client-credentials flow):
 =====================================================================  =================================
 
 ``{api}`` is ``/v2.0/{aadTenant}/{environment}/api/v2.0``. Built on
-:class:`devstack.standins.http.HttpStandIn` (127.0.0.1 only; port 0 in tests, the profile's in the stack).
+:class:`devstack.standins.base.HttpStandIn` (127.0.0.1 only; port 0 in tests, the profile's in the stack).
 
 - Auth: bearer tokens from the token endpoint only (client credentials, scope :data:`API_SCOPE`),
   expiring after ``expires_in``; anything else is 401 ``Authentication_InvalidCredentials`` "The
@@ -91,7 +91,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from devstack.standins.http import (
+from devstack.standins.base import (
     HOST,
     HttpStandIn,
     RecordedRequest,

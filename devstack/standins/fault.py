@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from devstack.standins.http import HOST, HeaderValue, HttpStandIn, Request, Response
+from devstack.standins.base import HOST, HeaderValue, HttpStandIn, Request, Response
 
 __all__ = ["HOST", "RESET", "TIMEOUT", "FaultServer", "HeaderValue", "ReceivedRequest", "Reply", "http_date"]
 

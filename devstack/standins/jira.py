@@ -24,7 +24,7 @@ Cloud.
                                                             ``{"transition": {"id"}}``: 204
 ==========================================================  =======================================
 
-Built on :class:`devstack.standins.http.HttpStandIn` (127.0.0.1, a free port per instance, in-process).
+Built on :class:`devstack.standins.base.HttpStandIn` (127.0.0.1, a free port per instance, in-process).
 
 - Auth: HTTP basic with the account email and API token (a fresh token per instance); anything else
   is 401 "Client must be authenticated to access this resource.".
@@ -67,7 +67,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from devstack.standins.http import (
+from devstack.standins.base import (
     HOST,
     HttpStandIn,
     RecordedRequest,

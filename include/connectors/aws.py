@@ -1,5 +1,10 @@
 """AWS sessions per capability and tenant (SEC-1, SCALE-2): a step gets exactly one role, never the base keys.
 
+:class:`AwsCapabilityHook` is the base hook of every AWS system (EC2, IAM, Identity Center): a
+:class:`~include.connectors.base.ConnectorHook` holding the capability, the tenant and the run, whose
+client is built on first use through :func:`capability_client` and whose calls go through
+:meth:`~include.connectors.base.ConnectorHook.call` (rate-limited, transient errors retried).
+
 ``capability_session("ticket-create", "acme", run_context=ctx)`` assumes
 ``arn:aws:iam::<acme's account>:role/orchestrator-ticket-create`` for 15 minutes. The role lives in
 the tenant's own account (``tenants.yaml``) and grants only what ``capabilities.yaml`` lists, so a
@@ -14,17 +19,23 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from functools import cached_property, partial
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import boto3
 import botocore.session
+from botocore.config import Config
 from botocore.credentials import DeferredRefreshableCredentials
+from botocore.exceptions import ClientError, HTTPClientError, SSLError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from include.connectors.base import ConnectorHook
 from include.connectors.context import RunContext
+from include.connectors.errors import TransientError
 from include.policies.capabilities import get_capability, role_name
 from include.policies.tenants import tenant_account_id
 
+T = TypeVar("T")
 SESSION_DURATION_SECONDS = 900
 SESSION_NAME_MAX = 64
 TAG_VALUE_MAX = 256
@@ -212,10 +223,171 @@ def capability_session(
 
 
 def capability_client(
-    capability: str, tenant: str, service: str, *, run_context: RunContext, aws_conn_id: str = "aws_default"
+    capability: str,
+    tenant: str,
+    service: str,
+    *,
+    run_context: RunContext,
+    aws_conn_id: str = "aws_default",
+    config: Config | None = None,
 ) -> Any:
-    """A client of ``service`` on a capability session, at the endpoint the Airflow connection names."""
+    """A client of ``service`` on a capability session, at the endpoint the Airflow connection names.
+
+    :param config: botocore client configuration (:class:`AwsCapabilityHook` turns botocore's own
+        retries off: it retries itself).
+    """
     request = assume_role_request(capability, tenant, run_context)
     base = base_aws(aws_conn_id)
     session = _session(request, base)
-    return session.client(service, region_name=base.region_name, endpoint_url=base.endpoint_url_for(service))
+    return session.client(
+        service, region_name=base.region_name, endpoint_url=base.endpoint_url_for(service), config=config
+    )
+
+
+# --- the hook ------------------------------------------------------------------------------------
+# Error codes AWS services use for "slow down" and "try again": retried, like HTTP 429 and 5xx.
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServerException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "Unavailable",
+    }
+)
+# One attempt per botocore call: the hook's retry policy (connection extras ``retry_*``) is the only one.
+NO_BOTOCORE_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+
+
+def error_code(error: ClientError) -> str:
+    """The AWS error code of a ``ClientError`` (``""`` when AWS sent none)."""
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def error_status(error: ClientError) -> int | None:
+    """The HTTP status of a ``ClientError``, when known."""
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
+
+
+def is_transient(error: ClientError) -> bool:
+    """Throttling, 429 and 5xx: worth another attempt."""
+    status = error_status(error)
+    return error_code(error) in TRANSIENT_CODES or status == 429 or (status is not None and status >= 500)
+
+
+class AwsCapabilityHook(ConnectorHook):
+    """A boto3 client of one AWS service as a capability role in a tenant's account.
+
+    Nothing happens in ``__init__``: the client (:attr:`client`) is built on first use through
+    :func:`capability_client`, which checks the capability (declared, granted to the DAG's domain,
+    approved when privileged: :func:`authorize_capability`) before any AssumeRole. Subclasses set
+    ``service`` and make every AWS call through :meth:`call`, which retries throttling, 5xx and
+    connection errors only (botocore's own retries are off) and leaves every other ``ClientError``
+    to the subclass.
+
+    :param aws_conn_id: the Airflow AWS connection holding the platform's base credentials and
+        endpoints; default ``aws_default``.
+    :param capability: the declared capability whose role (``orchestrator-<capability>``) the hook
+        assumes; keyword-only, so that the ``capability-calls`` policy finds it.
+    :param tenant: the tenant whose account the role is in (its own rate-limit bucket too).
+    :param run_context: the run making the calls (session name, tags, correlation id); default:
+        the running task's, read on first use.
+    """
+
+    system: ClassVar[str] = "aws"
+    service: ClassVar[str] = ""
+    conn_name_attr = "aws_conn_id"
+    default_conn_name = "aws_default"
+    conn_type = "aws"
+    hook_name = "AWS capability role"
+
+    def __init__(
+        self,
+        aws_conn_id: str | None = None,
+        *,
+        capability: str,
+        tenant: str,
+        run_context: RunContext | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(aws_conn_id, tenant=tenant, **kwargs)
+        self.capability = capability
+        self.given_run_context = run_context
+
+    @property
+    def aws_conn_id(self) -> str:
+        return self.conn_id
+
+    def for_tenant(self, tenant: str) -> NoReturn:
+        raise TypeError(
+            f"{type(self).__name__} is bound to its run's tenant {self.tenant!r}: build a hook per tenant"
+        )
+
+    @cached_property
+    def run_context(self) -> RunContext:
+        """The run making the calls: the one given, else the running task's."""
+        if self.given_run_context is not None:
+            return self.given_run_context
+        context = _running_task()
+        if context is None:
+            raise RuntimeError(f"{type(self).__name__} outside a task needs run_context")
+        return RunContext.from_airflow_context(context, self.tenant)
+
+    @cached_property
+    def role_arn(self) -> str:
+        """The capability's role in the tenant's account (what the audit trail records)."""
+        return role_arn(self.capability, self.tenant)
+
+    @cached_property
+    def client(self) -> Any:
+        """The ``service`` client on the capability session; AssumeRole happens at its first call."""
+        return capability_client(
+            self.capability,
+            self.tenant,
+            self.service,
+            run_context=self.run_context,
+            aws_conn_id=self.conn_id,
+            config=NO_BOTOCORE_RETRIES,
+        )
+
+    def call(self, operation: str, function: Callable[[], T], *, retry: bool = True) -> T:
+        """One AWS call: rate-limited, retried on throttling, 5xx and connection errors only.
+
+        :param operation: the API call's name, in errors and logs.
+        :param function: the call itself (``lambda: self.client.describe_instances(...)``).
+        :param retry: retry transient failures.
+        """
+        return super().call(operation, partial(self._classified, operation, function), retry=retry)
+
+    def _classified(self, operation: str, function: Callable[[], T]) -> T:
+        try:
+            return function()
+        except ClientError as error:
+            if not is_transient(error):
+                raise
+            message = str(error.response.get("Error", {}).get("Message") or error_code(error))
+            raise TransientError(
+                f"{error_code(error)}: {message}",
+                system=self.system,
+                operation=operation,
+                status=error_status(error),
+            ) from error
+        except SSLError:
+            raise  # a certificate problem does not go away by itself
+        except (BotoConnectionError, HTTPClientError) as error:
+            # botocore's messages name the endpoint, never the credentials.
+            raise TransientError(
+                f"{type(error).__name__}: {error}", system=self.system, operation=operation
+            ) from None

@@ -1,11 +1,11 @@
 """AWS IAM Identity Center identities for the HR workflows, through the ``identitystore`` API.
 
-Every call runs on a capability session (:func:`include.connectors.aws.capability_client`):
-``identity-admin`` for onboarding (:meth:`IdentityCenter.ensure_user`), ``identity-disable`` for
-offboarding (:meth:`IdentityCenter.disable_user`); :func:`identity_center` builds the client and
-refuses an operation on a session of the other capability. The identity store id (``d-...``) is a
-parameter or the ``identity_store_id`` extra of the AWS connection (a string, or a mapping tenant
--> id when tenants have stores of their own).
+:class:`IdentityCenterHook` makes every call on a capability session
+(:class:`~include.connectors.aws.AwsCapabilityHook`): ``identity-admin`` for onboarding
+(:meth:`IdentityCenterHook.ensure_user`), ``identity-disable`` for offboarding
+(:meth:`IdentityCenterHook.disable_user`); it refuses an operation on a session of the other
+capability. The identity store id (``d-...``) is a parameter or the ``identity_store_id`` extra of
+the AWS connection (a string, or a mapping tenant -> id when tenants have stores of their own).
 
 Every operation validates all of its input before the first AWS call and is idempotent: it reads
 first, writes only what is missing, and says so (``created``/``changed``), so a retried or re-run
@@ -21,7 +21,7 @@ Decisions:
   onboarding).
 - **Disable, never delete.** The identitystore API has no call to disable a user: the console's
   "Disable user access" has no public API (the read-only ``UserStatus`` in DescribeUser reports
-  it; aws/aws-cli#9954 asks for one). :meth:`IdentityCenter.disable_user` therefore removes every
+  it; aws/aws-cli#9954 asks for one). :meth:`IdentityCenterHook.disable_user` therefore removes every
   group membership (no permission set reaches the user through a group any more) and marks the
   user ``UserType = "Disabled"`` with UpdateUser, which also makes onboarding refuse the user name
   later (a rehire is a decision, not a side effect). The user, its id and its history stay.
@@ -41,12 +41,14 @@ Decisions:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from functools import cached_property
+from typing import Any, ClassVar, Final
 
 from botocore.exceptions import ClientError
 
+from include.connectors.aws import AwsCapabilityHook, error_code, error_status, is_transient
 from include.connectors.context import RunContext
 from include.connectors.errors import PermanentError, TransientError
 from include.policies.capabilities import role_name
@@ -93,7 +95,6 @@ GROUP_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 EMPLOYEE_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 EMAIL_PATTERN: Final = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
 NAME_MAX: Final = 64
-_TRANSIENT_CODES: Final = frozenset({"ThrottlingException", "InternalServerException", "ServiceUnavailable"})
 _DENIED_CODES: Final = frozenset({"AccessDeniedException", "AccessDenied", "403"})
 
 
@@ -231,7 +232,7 @@ def validate_onboarding(
     employee_id: object,
     groups: object,
 ) -> tuple[str, ...]:
-    """Every problem of an :meth:`IdentityCenter.ensure_user` request at once; the groups, sorted."""
+    """Every problem of an :meth:`IdentityCenterHook.ensure_user` request at once; the groups, sorted."""
     problems = [
         p
         for p in (
@@ -250,51 +251,90 @@ def validate_onboarding(
     return names
 
 
-# --- the connector ------------------------------------------------------------------------------
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def _status(error: ClientError) -> int | None:
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return int(status) if status is not None else None
-
-
+# --- the hook -----------------------------------------------------------------------------------
 def _api_name(method: str) -> str:
     return "".join(part.capitalize() for part in method.split("_"))
 
 
-class IdentityCenter:
-    """One identity store, through an ``identitystore`` client (a capability session's).
+class IdentityCenterHook(AwsCapabilityHook):
+    """One identity store in a tenant's account, through ``identitystore`` as a capability role.
 
-    ``capability`` (set by :func:`identity_center`) makes the operations check they run on the
-    capability meant for them; ``None`` (a plain client, tests) skips that check.
+    The operations check they run on the capability meant for them (:data:`ONBOARDING_CAPABILITY`
+    for :meth:`ensure_user`, :data:`OFFBOARDING_CAPABILITY` for :meth:`disable_user`). Nothing is
+    read in ``__init__``: the capability and a given store id are checked there, the connection and
+    AWS on first use.
+
+    :param aws_conn_id: the Airflow AWS connection (base credentials, endpoints and, unless
+        ``identity_store_id`` is given, the ``identity_store_id`` extra); default ``aws_default``.
+    :param capability: ``identity-admin`` (onboarding) or ``identity-disable`` (offboarding).
+    :param tenant: the tenant whose account holds the identity store.
+    :param identity_store_id: the store (``d-`` + 10 hex digits); default: the connection extra.
+    :param run_context: the run making the calls; default: the running task's.
+    :raises IdentityCenterValidationError: not an identity capability, or a malformed store id.
     """
 
-    def __init__(self, client: Any, identity_store_id: str, *, capability: str | None = None) -> None:
-        self.client = client
-        self.identity_store_id = check_identity_store_id(identity_store_id)
-        self.capability = capability
+    system: ClassVar[str] = SYSTEM
+    service: ClassVar[str] = SYSTEM
+    hook_name = "IAM Identity Center"
+
+    def __init__(
+        self,
+        aws_conn_id: str | None = None,
+        *,
+        capability: str,
+        tenant: str,
+        identity_store_id: str | None = None,
+        run_context: RunContext | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if capability not in (ONBOARDING_CAPABILITY, OFFBOARDING_CAPABILITY):
+            raise IdentityCenterValidationError(
+                f"capability {capability!r} is not an identity capability "
+                f"({ONBOARDING_CAPABILITY!r} or {OFFBOARDING_CAPABILITY!r})",
+                operation="configure",
+            )
+        super().__init__(aws_conn_id, capability=capability, tenant=tenant, run_context=run_context, **kwargs)
+        self.given_identity_store_id = (
+            None if identity_store_id is None else check_identity_store_id(identity_store_id)
+        )
+
+    @cached_property
+    def identity_store_id(self) -> str:
+        """The store: the one given, else the connection's ``identity_store_id`` extra for the tenant."""
+        if self.given_identity_store_id is not None:
+            return self.given_identity_store_id
+        return identity_store_id_from_extras(self.extras, self.tenant)
 
     # -- AWS calls, with errors sorted by what to do about them --
     def _call(self, operation: str, method: str, *, passthrough: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        """``identitystore.<method>`` on this store, through :meth:`call` (transient errors retried).
+
+        Every call may be repeated: reads, and writes whose repeat is a conflict or a not-found the
+        caller passes through (``passthrough``) and handles.
+        """
+        store_id = self.identity_store_id
+        return self.call(operation, lambda: self._request(operation, method, store_id, passthrough, kwargs))
+
+    def _request(
+        self, operation: str, method: str, store_id: str, passthrough: tuple[str, ...], kwargs: dict[str, Any]
+    ) -> Any:
         try:
-            return getattr(self.client, method)(IdentityStoreId=self.identity_store_id, **kwargs)
+            return getattr(self.client, method)(IdentityStoreId=store_id, **kwargs)
         except ClientError as error:
-            code, status = _code(error), _status(error)
+            code, status = error_code(error), error_status(error)
             if code in passthrough:
                 raise
             message = str(error.response.get("Error", {}).get("Message") or error)
             action = f"identitystore:{_api_name(method)}"
             if code in _DENIED_CODES or status == 403:
-                role = role_name(self.capability) if self.capability else "the capability role"
+                role = role_name(self.capability)
                 raise IdentityCenterAccessDenied(
                     f"{action} denied in identity store {self.identity_store_id} ({role} must grant it): "
                     f"{message}",
                     operation=operation,
                     code=code,
                 ) from None
-            if code in _TRANSIENT_CODES or (status is not None and status >= 500):
+            if is_transient(error):
                 raise TransientError(
                     f"{action} failed in identity store {self.identity_store_id}: {message}",
                     system=SYSTEM,
@@ -308,7 +348,7 @@ class IdentityCenter:
             ) from None
 
     def _require_capability(self, operation: str, needed: str) -> None:
-        if self.capability is not None and self.capability != needed:
+        if self.capability != needed:
             raise IdentityCenterValidationError(
                 f"{operation} needs a session of capability {needed!r}, this one is {self.capability!r}",
                 operation=operation,
@@ -316,7 +356,11 @@ class IdentityCenter:
 
     # -- reads --
     def user_id(self, user_name: str, *, operation: str = "find_user") -> str | None:
-        """The UserId of ``user_name``, or None when the store has no such user."""
+        """The UserId of ``user_name``, or None when the store has no such user.
+
+        :param user_name: the user name.
+        :param operation: the operation named in errors.
+        """
         _refuse(operation, [p for p in (_user_name_problem(user_name),) if p])
         return self._lookup_user(operation, "userName", user_name)
 
@@ -334,6 +378,11 @@ class IdentityCenter:
         return str(answer["UserId"])
 
     def describe_user(self, user_id: str, *, operation: str = "find_user") -> dict[str, Any]:
+        """DescribeUser of ``user_id``, with the enterprise extension.
+
+        :param user_id: the store's UserId.
+        :param operation: the operation named in errors.
+        """
         answer = self._call(operation, "describe_user", UserId=user_id, Extensions=[ENTERPRISE_EXTENSION])
         return {k: v for k, v in answer.items() if k != "ResponseMetadata"}
 
@@ -373,7 +422,11 @@ class IdentityCenter:
         return str(answer.get("DisplayName") or group_id)
 
     def groups_of(self, user_name: str) -> list[str]:
-        """Display names of the groups ``user_name`` is a member of, sorted (read-only)."""
+        """Display names of the groups ``user_name`` is a member of, sorted (read-only).
+
+        :param user_name: the user name.
+        :raises IdentityCenterNotFound: no such user.
+        """
         user_id = self._require_user("groups_of", user_name)
         return sorted(
             self._group_name("groups_of", m["GroupId"]) for m in self._memberships("groups_of", user_id)
@@ -400,6 +453,13 @@ class IdentityCenter:
         groups: Iterable[str],
     ) -> IdentityResult:
         """The user exists with these groups among its memberships (see the module docstring).
+
+        :param user_name: the user name (``^[a-z][a-z0-9._-]{1,31}$``).
+        :param given_name: the given name.
+        :param family_name: the family name.
+        :param email: the work email address.
+        :param employee_id: the HR employee id (``employeeNumber`` of the enterprise extension).
+        :param groups: the role mapping's groups; each must exist in the store.
 
         :raises IdentityCenterValidationError: bad input (nothing was called).
         :raises IdentityCenterNotFound: a group is missing (nothing was written).
@@ -522,6 +582,8 @@ class IdentityCenter:
     def disable_user(self, user_name: str) -> IdentityResult:
         """Remove every group membership of ``user_name`` and mark it disabled; never delete it.
 
+        :param user_name: the user name.
+
         :raises IdentityCenterValidationError: bad input (nothing was called).
         :raises IdentityCenterNotFound: no such user (nothing was written).
         """
@@ -607,35 +669,3 @@ def identity_store_id_from_extras(extras: Mapping[str, Any], tenant: str) -> str
             operation="configure",
         )
     return check_identity_store_id(value)
-
-
-def _connection_extras(aws_conn_id: str) -> dict[str, Any]:
-    from airflow.sdk import BaseHook
-
-    return dict(BaseHook.get_connection(aws_conn_id).extra_dejson)
-
-
-def identity_center(
-    capability: str,
-    tenant: str,
-    *,
-    run_context: RunContext,
-    aws_conn_id: str = "aws_default",
-    identity_store_id: str | None = None,
-    extras: Callable[[str], Mapping[str, Any]] = _connection_extras,
-) -> IdentityCenter:
-    """:class:`IdentityCenter` on a ``capability`` session in ``tenant``'s account; no AWS call yet."""
-    from include.connectors.aws import capability_client
-
-    if capability not in (ONBOARDING_CAPABILITY, OFFBOARDING_CAPABILITY):
-        raise IdentityCenterValidationError(
-            f"capability {capability!r} is not an identity capability "
-            f"({ONBOARDING_CAPABILITY!r} or {OFFBOARDING_CAPABILITY!r})",
-            operation="configure",
-        )
-    if identity_store_id is not None:
-        store_id = check_identity_store_id(identity_store_id)
-    else:
-        store_id = identity_store_id_from_extras(extras(aws_conn_id), tenant)
-    client = capability_client(capability, tenant, SYSTEM, run_context=run_context, aws_conn_id=aws_conn_id)
-    return IdentityCenter(client, store_id, capability=capability)

@@ -30,9 +30,11 @@ so (``created``/``changed``), so a retried or re-run task converges on the same 
   with its own scheme whatever its configuration.
 
 The admin bind password comes from the Airflow connection (so from the secrets backend) and is
-never logged nor put in an error. Only connection errors and timeouts are retried (the platform's
-:func:`~include.connectors.retry.call_with_retries` policy, extras ``retry_*``); a retried
-operation starts over with a fresh read on a new connection. Without ``use_tls`` the bind
+never logged nor put in an error. The hook is a :class:`~include.connectors.base.ConnectorHook`:
+each operation is one :meth:`~include.connectors.base.ConnectorHook.call` (rate limit and retry
+policy from the extras), and only a directory that cannot be reached or answered (connection
+errors, timeouts, ``busy``/``unavailable``) is retried; a retried operation starts over with a
+fresh read on a new connection. Without ``use_tls`` the bind
 password would cross the network in clear: the hook refuses that for any host but loopback.
 """
 
@@ -49,13 +51,13 @@ from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
 import ldap3
-from airflow.sdk.bases.hook import BaseHook
 from ldap3.core.exceptions import LDAPCommunicationError, LDAPResponseTimeoutError
 from ldap3.utils import log as ldap3_log
 from ldap3.utils.conv import escape_filter_chars
 
+from include.connectors.base import ConnectorHook
 from include.connectors.errors import PermanentError, TransientError
-from include.connectors.retry import RetryPolicy, call_with_retries
+from include.policies.tenants import STAFF_TENANT
 
 T = TypeVar("T")
 SYSTEM = "ldap"
@@ -105,6 +107,8 @@ _ENTRY_ALREADY_EXISTS = 68
 _TYPE_OR_VALUE_EXISTS = 20
 _CONSTRAINT_VIOLATION = 19
 _OBJECT_CLASS_VIOLATION = 65
+_BUSY = 51
+_UNAVAILABLE = 52
 _GROUP_CONVERGE_ATTEMPTS = 5
 TRANSIENT_LDAP_ERRORS = (LDAPCommunicationError, LDAPResponseTimeoutError)
 _LDAP3_LOG_LEVEL_LOCK = threading.Lock()
@@ -233,29 +237,25 @@ def _first(attributes: Mapping[str, Any], name: str) -> str | None:
 
 
 # --- the hook ----------------------------------------------------------------------------------
-class DirectoryHook(BaseHook):
-    """Provision people and group memberships in the LDAP directory (see the module docstring)."""
+class DirectoryHook(ConnectorHook):
+    """Provision people and group memberships in the LDAP directory (see the module docstring).
+
+    :param conn_id: the Airflow connection of the directory (host, port, admin bind DN and
+        password; extras ``base_dn``, ``people_ou``, ``groups_ou``, ``use_tls``, ``ca_certs_file``,
+        ``connect_timeout_seconds``, ``timeout_seconds``, ``retry_*``); default ``ldap_default``.
+    :param tenant: the tenant the calls are made for (its rate-limit bucket); default the staff
+        tenant, whose directory this is.
+    """
 
     system: ClassVar[str] = SYSTEM
-    conn_name_attr = "conn_id"
     default_conn_name = "ldap_default"
     conn_type = "ldap"
     hook_name = "Directory (LDAP)"
 
-    def __init__(self, conn_id: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.conn_id = conn_id or self.default_conn_name
-        self.retry_count = 0
+    def __init__(self, conn_id: str | None = None, *, tenant: str = STAFF_TENANT, **kwargs: Any) -> None:
+        super().__init__(conn_id, tenant=tenant, **kwargs)
 
     # --- lazily built from the connection ----------------------------------------------------
-    @cached_property
-    def connection(self) -> Any:
-        return self.get_connection(self.conn_id)
-
-    @cached_property
-    def extras(self) -> dict[str, Any]:
-        return dict(self.connection.extra_dejson)
-
     @cached_property
     def base_dn(self) -> str:
         base = self.extras.get("base_dn")
@@ -282,22 +282,26 @@ class DirectoryHook(BaseHook):
         return f"ldap://{conn.host}:{conn.port or 389}"
 
     @cached_property
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy.from_extras(self.extras)
-
-    @cached_property
     def connect_timeout(self) -> float:
         return float(self.extras.get("connect_timeout_seconds", 5))
 
     @cached_property
-    def timeout(self) -> int:
+    def receive_timeout(self) -> int:
         # Whole seconds: ldap3 packs it into SO_RCVTIMEO as an integer.
-        return max(1, round(float(self.extras.get("timeout_seconds", 30))))
+        return max(1, round(self.timeout))
 
     def user_dn(self, uid: str) -> str:
+        """The DN of person ``uid``.
+
+        :param uid: the login name.
+        """
         return f"uid={validate_uid(uid)},{self.people_dn}"
 
     def group_dn(self, name: str) -> str:
+        """The DN of group ``name``.
+
+        :param name: the group's ``cn``.
+        """
         return f"cn={validate_group(name)},{self.groups_dn}"
 
     # --- public operations -------------------------------------------------------------------
@@ -315,9 +319,19 @@ class DirectoryHook(BaseHook):
     ) -> DirectoryResult:
         """Create or update person ``uid`` and add it to ``groups`` (created when missing).
 
-        ``title=None`` leaves the title as it is; memberships in other groups stay; an existing
-        password is never changed. Refuses (DirectoryConflict) a disabled account, a uid held by
-        another employee id, and an employee id held by another uid.
+        Memberships in other groups stay; an existing password is never changed.
+
+        :param uid: the login name (``^[a-z][a-z0-9._-]{1,31}$``).
+        :param given_name: the given name.
+        :param surname: the surname.
+        :param email: the work email address (``mail``).
+        :param employee_id: the HR employee id (``employeeNumber``, unique under ``ou=people``).
+        :param title: the job title; ``None`` leaves it as it is.
+        :param groups: the groups the person must be in (created when missing).
+        :param initial_password: set only while the account has no password; never logged.
+        :raises DirectoryValidationError: bad input (nothing was sent).
+        :raises DirectoryConflict: a disabled account, a uid held by another employee id, an
+            employee id held by another uid.
         """
         operation = "ensure_user"
         validate_uid(uid, operation=operation)
@@ -373,7 +387,11 @@ class DirectoryHook(BaseHook):
         return result
 
     def disable_user(self, uid: str) -> DirectoryResult:
-        """Lock the account and remove its password and group memberships; never delete it."""
+        """Lock the account and remove its password and group memberships; never delete it.
+
+        :param uid: the login name.
+        :raises DirectoryNotFound: no such person.
+        """
         operation = "disable_user"
         validate_uid(uid, operation=operation)
 
@@ -411,7 +429,10 @@ class DirectoryHook(BaseHook):
         return result
 
     def get_user(self, uid: str) -> dict[str, Any] | None:
-        """The person as a plain dict (never a password attribute), or None when absent."""
+        """The person as a plain dict (never a password attribute), or None when absent.
+
+        :param uid: the login name.
+        """
         operation = "get_user"
         validate_uid(uid, operation=operation)
 
@@ -438,7 +459,11 @@ class DirectoryHook(BaseHook):
         return self._run(operation, work)
 
     def groups_of(self, uid: str) -> list[str]:
-        """The names of the groups ``uid`` is a member of, sorted; DirectoryNotFound if no such person."""
+        """The names of the groups ``uid`` is a member of, sorted.
+
+        :param uid: the login name.
+        :raises DirectoryNotFound: no such person.
+        """
         operation = "groups_of"
         validate_uid(uid, operation=operation)
 
@@ -462,9 +487,7 @@ class DirectoryHook(BaseHook):
                     f"{type(exc).__name__} talking to {self.url}: {exc}", system=SYSTEM, operation=operation
                 ) from None
 
-        return call_with_retries(
-            attempt, self.retry_policy, system=SYSTEM, operation=operation, on_retry=self._log_retry
-        )
+        return self.call(operation, attempt)
 
     @contextmanager
     def _session(self, operation: str) -> Iterator[ldap3.Connection]:
@@ -493,7 +516,7 @@ class DirectoryHook(BaseHook):
             server,
             user=conn.login,
             password=conn.password,
-            receive_timeout=self.timeout,
+            receive_timeout=self.receive_timeout,
             raise_exceptions=False,
             auto_referrals=False,
             read_only=False,
@@ -515,18 +538,6 @@ class DirectoryHook(BaseHook):
             with suppress(Exception):
                 ldap_conn.unbind()
 
-    def _log_retry(self, attempt: int, wait: float, error: BaseException) -> None:
-        self.retry_count += 1
-        self.log.warning(
-            "%s %s: attempt %d failed (%s); retry %d in %.2fs",
-            self.system,
-            getattr(error, "operation", "?"),
-            attempt,
-            error,
-            self.retry_count,
-            wait,
-        )
-
     def _log_result(self, operation: str, result: DirectoryResult) -> None:
         self.log.info(
             "ldap %s %s: created=%s changed=%s attributes=%s groups +%s -%s",
@@ -545,6 +556,10 @@ class DirectoryHook(BaseHook):
         if code == _SUCCESS or code in ok:
             return code
         description = conn.result.get("description") if conn.result else None
+        if code in (_BUSY, _UNAVAILABLE):  # the server is up but cannot serve now: worth another try
+            raise TransientError(
+                f"{what} at {self.url}: {_describe(conn)}", system=SYSTEM, operation=operation
+            )
         error_class = DirectoryNotFound if code == _NO_SUCH_OBJECT else DirectoryError
         raise error_class(f"{what} at {self.url}: {_describe(conn)}", operation=operation, result=description)
 

@@ -15,8 +15,9 @@
 - Every line Terraform prints goes to the task log through the masker; sensitive outputs are
   never printed or returned.
 
-The connection ``terraform_default`` (extras) configures ``binary`` (``terraform`` or ``tofu``),
-``work_root`` (plan workspaces, shared by the workers), ``state_root`` and ``max_plan_age_seconds``.
+:class:`TerraformHook` runs the CLI. The connection ``terraform_default`` (extras) configures
+``binary`` (``terraform`` or ``tofu``), ``work_root`` (plan workspaces, shared by the workers),
+``state_root``, ``max_plan_age_seconds`` and, besides the base's retry/rate-limit ones, ``sources``.
 """
 
 from __future__ import annotations
@@ -24,19 +25,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from include.connectors.aws import _assume, assume_role_request, base_aws
+from include.connectors.base import ConnectorHook
 from include.connectors.context import RunContext
 
 DEFAULT_CONN_ID = "terraform_default"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 PLAN_FILE = "tfplan"
 PLAN_EXIT_NO_CHANGES, PLAN_EXIT_ERROR, PLAN_EXIT_CHANGES = 0, 1, 2
 # Actions from Terraform's JSON plan format, as the summary names them.
@@ -77,10 +83,13 @@ class TerraformSettings:
         return path if path.is_absolute() else repo_root / path
 
     @classmethod
-    def from_connection(cls, conn_id: str = DEFAULT_CONN_ID) -> TerraformSettings:
-        from airflow.sdk import BaseHook
+    def from_extras(cls, conn_id: str, extra: Mapping[str, Any]) -> TerraformSettings:
+        """From the connection's extras (``binary``, ``work_root``, ``state_root`` required).
 
-        extra = BaseHook.get_connection(conn_id).extra_dejson
+        :param conn_id: the connection, for the error message.
+        :param extra: its extras.
+        :raises TerraformError: a required extra is missing.
+        """
         missing = [key for key in ("binary", "work_root", "state_root") if not extra.get(key)]
         if missing:
             raise TerraformError(f"connection {conn_id}: extra needs {', '.join(missing)}")
@@ -181,6 +190,11 @@ def capability_environment(
 
     One AssumeRole (15-minute session): an apply longer than that needs the provider's own
     ``assume_role`` block instead.
+
+    :param capability: the step's capability (its role ``orchestrator-<capability>``).
+    :param tenant: the tenant whose account the role is in.
+    :param run: the run, for the session's name and tags.
+    :param aws_conn_id: the connection with the platform's base AWS credentials.
     """
     base = base_aws(aws_conn_id)
     credentials = _assume(base, assume_role_request(capability, tenant, run))
@@ -197,35 +211,86 @@ def capability_environment(
     return env
 
 
-class TerraformRunner:
-    """The CLI in one workspace (a copy of the configuration) for one tenant and stack.
+def _mask(credentials: Mapping[str, str]) -> None:
+    """Register the secret parts of AWS credentials with Airflow's masker (task logs)."""
+    from airflow.sdk.log import mask_secret
 
-    :param log: called with each output line (the task logger, which masks registered secrets).
+    for key in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        if credentials.get(key):
+            mask_secret(credentials[key])
+
+
+class TerraformHook(ConnectorHook):
+    """The Terraform (or OpenTofu) CLI for one tenant's stack, in one workspace (a copy of the
+    configuration, one per run).
+
+    Nothing runs before :meth:`prepare`, which takes the step's credentials; every command goes
+    through :meth:`ConnectorHook.call` (the connection's rate limit and retry settings), ``apply``
+    with one attempt only.
+
+    :param conn_id: the connection with the CLI settings (extras ``binary``, ``work_root``,
+        ``state_root``, ``max_plan_age_seconds``, ``sources``); default ``terraform_default``.
+    :param tenant: the tenant whose state the stack is (``TF_VAR_tenant``).
+    :param stack: the stack's name: one state per tenant and stack.
+    :param source: the configuration, absolute or relative to the repository (the connection's
+        ``sources`` may map it to another).
+    :param workspace: the workspace's name (the run id: plan and apply of one run share it).
+    :param output: called with each line Terraform prints (default: this hook's logger); give the
+        task logger, which masks registered secrets.
     """
+
+    system = "terraform"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = "generic"
+    hook_name = "Terraform CLI"
 
     def __init__(
         self,
-        settings: TerraformSettings,
+        conn_id: str | None = None,
         *,
-        source: Path,
         tenant: str,
-        stack: str,
-        workspace: str,
-        env: Mapping[str, str],
-        log: Callable[[str], None],
+        stack: str = "",
+        source: str | Path = "",
+        workspace: str = "",
+        output: Callable[[str], None] | None = None,
+        **kwargs: Any,
     ) -> None:
-        self.settings = settings
-        self.source = source
-        self.tenant = tenant
+        super().__init__(conn_id, tenant=tenant, **kwargs)
         self.stack = stack
-        self.workdir = settings.work_root / tenant / stack / workspace
-        self.state_file = settings.state_root / tenant / f"{stack}.tfstate"
-        # The correlation id of the last apply, next to the state (see plan()).
-        self.applied_file = settings.state_root / tenant / f"{stack}.applied.json"
-        self.env = dict(env)
-        self.log = log
+        self.source = Path(source)
+        self.workspace = _UNSAFE.sub("_", workspace)
+        self.output = output
+        self.credentials: dict[str, str] = {}
+
+    # -- lazily built from the connection --------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> TerraformSettings:
+        return TerraformSettings.from_extras(self.conn_id, self.extras)
+
+    @cached_property
+    def configuration(self) -> Path:
+        """The configuration this workspace is a copy of."""
+        source = self.source if self.source.is_absolute() else REPO_ROOT / self.source
+        return self.settings.source_for(source, REPO_ROOT)
+
+    @cached_property
+    def workdir(self) -> Path:
+        return self.settings.work_root / self.tenant / self.stack / self.workspace
+
+    @cached_property
+    def state_file(self) -> Path:
+        return self.settings.state_root / self.tenant / f"{self.stack}.tfstate"
+
+    @cached_property
+    def applied_file(self) -> Path:
+        """The correlation id of the last apply, next to the state (see :meth:`plan`)."""
+        return self.settings.state_root / self.tenant / f"{self.stack}.applied.json"
 
     # -- process --------------------------------------------------------------------------------
+
+    def _echo(self, line: str) -> None:
+        (self.output or self.log.info)(line)
 
     def _environment(self) -> dict[str, str]:
         # Built from nothing: no AWS_* (or any other) variable of the worker leaks into Terraform.
@@ -235,11 +300,25 @@ class TerraformRunner:
             "TF_IN_AUTOMATION": "1",
             "TF_INPUT": "0",
             "CHECKPOINT_DISABLE": "1",
-            **self.env,
+            "TF_VAR_tenant": self.tenant,
+            **self.credentials,
         }
 
-    def run(self, *args: str, ok: tuple[int, ...] = (0,), echo: bool = True) -> tuple[int, str]:
-        """Run ``binary -chdir=<workdir> args``, each line to the log; raise unless the exit is in ``ok``."""
+    def run(
+        self, *args: str, ok: tuple[int, ...] = (0,), echo: bool = True, retry: bool = True
+    ) -> tuple[int, str]:
+        """Run ``binary -chdir=<workdir> args``, each line to the output; raise unless the exit is in ``ok``.
+
+        :param args: the command and its arguments.
+        :param ok: the exit codes that are success.
+        :param echo: print each line (off for output that may hold sensitive values).
+        :param retry: the command may be repeated (everything but ``apply``).
+        :raises TerraformError: another exit code; the message names the command, the stack and
+            Terraform's last line.
+        """
+        return self.call(f"terraform {args[0]}", lambda: self._run(args, ok, echo), retry=retry)
+
+    def _run(self, args: tuple[str, ...], ok: tuple[int, ...], echo: bool) -> tuple[int, str]:
         command = [self.settings.binary, f"-chdir={self.workdir}", *args]
         process = subprocess.Popen(
             command,
@@ -253,7 +332,7 @@ class TerraformRunner:
         for line in process.stdout:
             lines.append(line)
             if echo:
-                self.log(line.rstrip("\n"))
+                self._echo(line.rstrip("\n"))
         code = process.wait()
         output = "".join(lines)
         if code not in ok:
@@ -265,17 +344,24 @@ class TerraformRunner:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Copy the configuration into the workspace (once) and ``init`` with the tenant's state."""
+    def prepare(self, credentials: Mapping[str, str]) -> None:
+        """Copy the configuration into the workspace (once) and ``init`` with the tenant's state.
+
+        :param credentials: the step's AWS environment (:func:`capability_environment`), used by
+            every command from now on; its secrets are registered with the masker.
+        """
+        _mask(credentials)
+        self.credentials = dict(credentials)
         if not self.workdir.exists():
             self.workdir.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(
-                self.source, self.workdir, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*")
+                self.configuration, self.workdir, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*")
             )
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.run("init", "-input=false", "-no-color", f"-backend-config=path={self.state_file}")
 
     def state(self) -> tuple[str | None, int | None]:
+        """The state's lineage and serial (``None`` for an empty state)."""
         _, output = self.run("state", "pull", echo=False)
         state = json.loads(output) if output.strip() else {}
         return state.get("lineage"), state.get("serial")
@@ -292,6 +378,10 @@ class TerraformRunner:
         and a tag change is a change. So the plan is made first with the correlation id of the last
         apply: no changes means no changes. Only a real change is planned again with this run's id,
         which then lands on what it touches.
+
+        :param variables: the configuration's input variables (``-var``).
+        :param correlation_id: this run's correlation id.
+        :param destroy: plan the destruction of the stack.
         """
         previous = self.last_applied_correlation_id()
         if previous and previous != correlation_id and not destroy:
@@ -301,6 +391,10 @@ class TerraformRunner:
         return self._plan({**variables, "correlation_id": correlation_id}, destroy=destroy)
 
     def record_apply(self, correlation_id: str) -> None:
+        """Note ``correlation_id`` as the last apply's (see :meth:`plan`).
+
+        :param correlation_id: the correlation id the applied plan was made with.
+        """
         self.applied_file.write_text(json.dumps({"correlation_id": correlation_id}))
 
     def _plan(self, variables: Mapping[str, str], *, destroy: bool) -> PlanRecord:
@@ -337,7 +431,13 @@ class TerraformRunner:
         )
 
     def verify(self, record: Mapping[str, Any], approved_sha256: str, now: datetime) -> Path:
-        """The plan file, if it is the approved one, fresh, and made against the current state."""
+        """The plan file, if it is the approved one, fresh, and made against the current state.
+
+        :param record: the plan step's :class:`PlanRecord` (as XCom).
+        :param approved_sha256: the plan file's SHA-256 as the approvers saw it.
+        :param now: the time the plan's age is measured at.
+        :raises TerraformError: no plan file, another file, too old, or the state moved.
+        """
         plan = self.workdir / PLAN_FILE
         if not plan.exists():
             raise TerraformError(
@@ -365,23 +465,32 @@ class TerraformRunner:
         return plan
 
     def destructive(self, plan: Path) -> bool:
-        """Whether the plan file destroys or replaces anything, read from the file itself."""
+        """Whether the plan file destroys or replaces anything, read from the file itself.
+
+        :param plan: the plan file (from :meth:`verify`).
+        """
         _, shown = self.run("show", "-json", plan.name, echo=False)  # may hold sensitive values: not logged
         return summarize_plan(json.loads(shown)).destructive
 
     def apply(self, plan: Path) -> dict[str, Any]:
-        """Apply the saved plan; return the change summary from Terraform's machine-readable UI."""
-        _, output = self.run("apply", "-input=false", "-no-color", "-json", plan.name, echo=False)
+        """Apply the saved plan, once (never retried); the change summary from Terraform's
+        machine-readable UI.
+
+        :param plan: the plan file (from :meth:`verify`).
+        """
+        _, output = self.run(
+            "apply", "-input=false", "-no-color", "-json", plan.name, echo=False, retry=False
+        )
         summary: dict[str, Any] = {}
         for line in output.splitlines():
             try:
                 message = json.loads(line)
             except json.JSONDecodeError:
-                self.log(line)
+                self._echo(line)
                 continue
             if message.get("type") == "outputs":
                 continue  # values of outputs are read (and filtered) by outputs()
-            self.log(message.get("@message", ""))
+            self._echo(message.get("@message", ""))
             if message.get("type") == "change_summary":
                 summary = message.get("changes", {})
         return summary

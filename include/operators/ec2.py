@@ -1,28 +1,40 @@
 """EC2 host containment: inspect a host (read-only) and isolate it (privileged, after approval).
 
-Both run in the tenant's own AWS account: inspection as ``orchestrator-host-inspect`` (Describe
-only), isolation as ``orchestrator-host-isolate``, each a 15-minute session tagged with the run's
-tenant and correlation id (:mod:`include.connectors.aws`). The work itself is
-:mod:`include.connectors.ec2_isolation`; the isolation is recorded on the audit trail as a side
-effect (instance, previous groups, quarantine group, role).
+Both run in the tenant's own AWS account through :class:`~include.connectors.ec2_isolation.Ec2Hook`:
+inspection as ``orchestrator-host-inspect`` (Describe only), isolation as
+``orchestrator-host-isolate``, each a 15-minute session tagged with the run's tenant and correlation
+id (:mod:`include.connectors.aws`). The isolation is recorded on the audit trail as a side effect
+(instance, previous groups, quarantine group, role).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
-from include.connectors.context import RunContext
+
+if TYPE_CHECKING:
+    from include.connectors.ec2_isolation import Ec2Hook
+
+T = TypeVar("T")
 
 
 class _Ec2Step(BaseOperator):
+    """Base of the EC2 steps: the host, its tenant and the hook of the step's capability.
+
+    :param tenant: the tenant whose AWS account holds the host (templated).
+    :param host: the EC2 instance id (templated).
+    :param aws_conn_id: the Airflow AWS connection of the platform's base credentials.
+    """
+
     template_fields: Sequence[str] = ("tenant", "host")
-    capability = ""
+    capability = ""  # each step declares its own
 
     def __init__(self, *, tenant: str, host: str, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -30,59 +42,57 @@ class _Ec2Step(BaseOperator):
         self.host = host
         self.aws_conn_id = aws_conn_id
 
-    def work(self, context: Any, step: Callable[[Any, RunContext], dict[str, Any]]) -> dict[str, Any]:
+    @cached_property
+    def hook(self) -> Ec2Hook:
+        from include.connectors.ec2_isolation import Ec2Hook
+
+        return Ec2Hook(self.aws_conn_id, capability=self.capability, tenant=self.tenant)
+
+    def failing_fast(self, step: Callable[[], T]) -> T:
         """Run ``step``; a :class:`ContainmentError` (unknown host, no quarantine group) fails the
         task at once: retrying cannot make the host exist, and a SOC analyst needs the answer now."""
         from include.connectors.ec2_isolation import ContainmentError
 
-        run = RunContext.from_airflow_context(context, self.tenant)
         try:
-            return step(self.ec2(run), run)
+            return step()
         except ContainmentError as error:
             raise AirflowFailException(f"{self.task_id}: {error}") from None
 
-    def ec2(self, run: RunContext) -> Any:
-        from include.connectors.aws import capability_client
-
-        return capability_client(
-            self.capability, self.tenant, "ec2", run_context=run, aws_conn_id=self.aws_conn_id
-        )
-
 
 class InspectHostOperator(_Ec2Step):
-    """What isolating the host would change, for the approval question (read-only role)."""
+    """What isolating the host would change, for the approval question (read-only role).
+
+    Returns the isolation plan and its ``markdown``.
+
+    :param tenant: the tenant whose AWS account holds the host (templated).
+    :param host: the EC2 instance id (templated).
+    :param aws_conn_id: the Airflow AWS connection of the platform's base credentials.
+    """
 
     capability = "host-inspect"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from include.connectors.ec2_isolation import plan_isolation
-
-        def inspect(ec2: Any, run: RunContext) -> dict[str, Any]:
-            plan = plan_isolation(ec2, self.host)
-            self.log.info("%s", plan.markdown())
-            return {**plan.as_xcom(), "markdown": plan.markdown()}
-
-        return self.work(context, inspect)
+        plan = self.failing_fast(lambda: self.hook.plan_isolation(self.host))
+        self.log.info("%s", plan.markdown())
+        return {**plan.as_xcom(), "markdown": plan.markdown()}
 
 
 class IsolateHostOperator(RequiresApproval, _Ec2Step):
     """Swap the host's security groups for the quarantine group (privileged: needs the approval).
 
     Acts only on a verified approval of exactly this host in this tenant (the gate binds
-    ``artifact_params=("host", "tenant")``).
+    ``artifact_params=("host", "tenant")``). Returns what was done and the run's correlation id.
+
+    :param tenant: the tenant whose AWS account holds the host (templated).
+    :param host: the EC2 instance id (templated).
+    :param aws_conn_id: the Airflow AWS connection of the platform's base credentials.
     """
 
     capability = "host-isolate"
     artifact_fields = {"host": "host", "tenant": "tenant"}
 
     def act(self, context: Any) -> dict[str, Any]:
-        from include.connectors.aws import role_arn
-        from include.connectors.ec2_isolation import isolate
-
-        run = RunContext.from_airflow_context(context, self.tenant)
-        result = self.work(
-            context, lambda ec2, run: isolate(ec2, self.host, correlation_id=run.correlation_id)
-        )
+        result = self.failing_fast(lambda: self.hook.isolate(self.host))
         self.log.info(
             "%s %s: groups %s -> %s",
             "isolated" if result["changed"] else "already isolated",
@@ -98,9 +108,9 @@ class IsolateHostOperator(RequiresApproval, _Ec2Step):
             tenant=self.tenant,
             created=result["changed"],
             capability=self.capability,
-            role_arn=role_arn(self.capability, self.tenant),
+            role_arn=self.hook.role_arn,
             previous_groups=result["previous_groups"],
             quarantine_group=result["quarantine_group"],
             vpc_id=result["vpc_id"],
         )
-        return {**result, "correlation_id": run.correlation_id}
+        return result

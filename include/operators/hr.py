@@ -16,7 +16,8 @@ run's params, which HR entered).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -26,6 +27,9 @@ from include.connectors.context import RunContext
 from include.operators.ticketing import CreateTicketOperator
 from include.policies.tenants import STAFF_TENANT
 
+if TYPE_CHECKING:
+    from include.connectors.ticketing.interface import TicketingHook
+
 
 class ValidateEmployeeOperator(BaseOperator):
     """Great Expectations on the employee record; on failure the result goes to the HR ticket.
@@ -34,6 +38,10 @@ class ValidateEmployeeOperator(BaseOperator):
     result (every check, the problems in words) is posted as a comment on ``ticket_id`` when the
     request came with an HR ticket, and the task fails with the same problems. Returns the
     result and the groups of the record's role (``hr_roles.yaml``) for the approval question.
+
+    :param record: the employee record as the form sent it (templated).
+    :param ticket_id: the HR ticket to post a failed validation to; empty: none (templated).
+    :param onboarding: validate for onboarding (every field) rather than offboarding.
     """
 
     template_fields: Sequence[str] = ("record", "ticket_id")
@@ -65,29 +73,35 @@ class ValidateEmployeeOperator(BaseOperator):
         mapping = role_mapping(str(record["role"]))
         return {**result.as_xcom(), "mapping": mapping.as_xcom()}
 
+    @cached_property
+    def hook(self) -> TicketingHook:
+        """The HR ticketing system (Request Tracker) of the staff tenant."""
+        from include.connectors.ticketing import ticketing_hook
+
+        return ticketing_hook("request_tracker", None, STAFF_TENANT)
+
     def _post(self, context: Any, body: str) -> None:
         from include.connectors.idempotency import idempotency_key
-        from include.operators.ticketing import ticketing_hook
 
         run = RunContext.from_airflow_context(context, STAFF_TENANT)
         # Keyed by the run: a retried task posts nothing twice; a corrected record re-submitted
         # is a new run and its result is news for HR.
         key = idempotency_key(run, "validation")
-        entry = ticketing_hook("request_tracker", None, STAFF_TENANT).comment(
-            str(self.ticket_id), body, idempotency_key=key
-        )
+        entry = self.hook.comment(str(self.ticket_id), body, idempotency_key=key)
         self.log.info("validation result posted to ticket %s (entry %s)", entry.ticket_id, entry.entry_id)
 
 
 class _IdentityStep(BaseOperator):
-    """Base: fields templated from the run's params; errors retrying cannot fix fail at once."""
+    """Base: fields templated from the run's params; errors retrying cannot fix fail at once.
+
+    :param user_name: the employee's login name (templated).
+    """
 
     template_fields: Sequence[str] = ("user_name",)
 
-    def __init__(self, *, user_name: str, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
+    def __init__(self, *, user_name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.user_name = user_name
-        self.aws_conn_id = aws_conn_id
 
     def guarded(self, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         from include.connectors.errors import PermanentError
@@ -96,12 +110,6 @@ class _IdentityStep(BaseOperator):
             return step()
         except PermanentError as error:
             raise AirflowFailException(f"{self.task_id}: {error}") from None
-
-    def identity_center(self, context: Any, capability: str) -> Any:
-        from include.connectors.identity_center import identity_center
-
-        run = RunContext.from_airflow_context(context, STAFF_TENANT)
-        return identity_center(capability, STAFF_TENANT, run_context=run, aws_conn_id=self.aws_conn_id)
 
 
 # The onboarding record as the gate binds it (``artifact_params`` of dags/hr/onboarding.py).
@@ -113,6 +121,12 @@ class _OnboardingStep(RequiresApproval, _IdentityStep):
 
     capability = "identity-admin"
 
+    def __init__(self, **kwargs: Any) -> None:
+        # Airflow's operator metaclass gives a class without an __init__ of its own its parent's
+        # (wrapped), which would skip the other bases of a step that combines this one with a
+        # system's base (EnsureIdentityCenterUserOperator): pass on along the MRO instead.
+        super().__init__(**kwargs)
+
     def expected_flags(self, context: Any) -> dict[str, bool]:
         from include.policies.hr_roles import role_mapping
 
@@ -122,7 +136,12 @@ class _OnboardingStep(RequiresApproval, _IdentityStep):
 
 class HrTicketOperator(CreateTicketOperator):
     """The HR ticket of the request: the one HR gave (``existing``), or one opened in queue ``hr``
-    once per employee (``idempotency_basis``)."""
+    once per employee (``idempotency_basis``).
+
+    :param existing: the ticket HR gave; empty, ``0`` or ``None``: open one (templated).
+    :param kwargs: as :class:`~include.operators.ticketing.CreateTicketOperator` (subject, body,
+        idempotency_basis, ...); the tenant is the staff tenant and the queue ``hr``.
+    """
 
     template_fields: Sequence[str] = (*CreateTicketOperator.template_fields, "existing")
 

@@ -1,76 +1,58 @@
 """IAM user steps: the SOC's account containment (inspect, disable) and offboarding's key
-revocation in every customer tenant, each as the tenant's own capability role.
+revocation in every customer tenant, each as the tenant's own capability role
+(:class:`~include.connectors.iam.IamHook`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
-from include.connectors.context import RunContext
+
+if TYPE_CHECKING:
+    from include.connectors.iam import IamHook
+
+T = TypeVar("T")
 
 
 class _IamStep(BaseOperator):
-    template_fields: Sequence[str] = ("tenant", "account")
-    capability = ""
+    """Base of the IAM steps: the tenant and the hook of the step's capability.
 
-    def __init__(self, *, tenant: str, account: str, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
+    :param tenant: the tenant whose AWS account holds the user (templated).
+    :param aws_conn_id: the Airflow AWS connection of the platform's base credentials.
+    """
+
+    template_fields: Sequence[str] = ("tenant",)
+    capability = ""  # each step declares its own
+
+    def __init__(self, *, tenant: str, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.tenant = tenant
-        self.account = account
         self.aws_conn_id = aws_conn_id
 
-    def work(self, context: Any, step: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-        """Run ``step`` on an IAM client of the capability role; containment errors fail at once."""
-        from include.connectors.aws import capability_client
-        from include.connectors.iam_users import AccountContainmentError
+    @cached_property
+    def hook(self) -> IamHook:
+        from include.connectors.iam import IamHook
 
-        run = RunContext.from_airflow_context(context, self.tenant)
-        iam = capability_client(
-            self.capability, self.tenant, "iam", run_context=run, aws_conn_id=self.aws_conn_id
-        )
+        return IamHook(self.aws_conn_id, capability=self.capability, tenant=self.tenant)
+
+    def failing_fast(self, step: Callable[[], T]) -> T:
+        """Run ``step``; a containment error (unknown or non-staff user) fails the task at once."""
+        from include.connectors.iam import AccountContainmentError
+
         try:
-            return step(iam)
+            return step()
         except AccountContainmentError as error:
             raise AirflowFailException(f"{self.task_id}: {error}") from None
 
-
-class InspectAccountOperator(_IamStep):
-    """The account's active keys and console access, for the approval question (read-only role)."""
-
-    capability = "identity-inspect"
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from include.connectors.iam_users import inspect_user
-
-        def inspect(iam: Any) -> dict[str, Any]:
-            state = inspect_user(iam, self.account)
-            self.log.info("%s", state.markdown())
-            return {**state.as_xcom(), "markdown": state.markdown()}
-
-        return self.work(context, inspect)
-
-
-class DisableAccountOperator(RequiresApproval, _IamStep):
-    """Deactivate the account's keys and remove its console password (privileged: needs the approval).
-
-    Acts only on a verified approval of exactly this account in this tenant (the gate binds
-    ``artifact_params=("account", "tenant")``).
-    """
-
-    capability = "identity-disable"
-    artifact_fields = {"account": "account", "tenant": "tenant"}
-
-    def act(self, context: Any) -> dict[str, Any]:
-        from include.connectors.aws import role_arn
-        from include.connectors.iam_users import disable_user
-
-        result = self.work(context, lambda iam: disable_user(iam, self.account))
+    def audit(self, context: Any, result: dict[str, Any]) -> None:
+        """The disabling on the audit trail: the user, its keys, the role that did it."""
         audit_side_effect(
             context,
             system="aws",
@@ -79,60 +61,85 @@ class DisableAccountOperator(RequiresApproval, _IamStep):
             tenant=self.tenant,
             created=result["changed"],
             capability=self.capability,
-            role_arn=role_arn(self.capability, self.tenant),
+            role_arn=self.hook.role_arn,
             deactivated_keys=result["deactivated_keys"],
             console_password_removed=result["console_password_removed"],
         )
+
+
+class _AccountStep(_IamStep):
+    template_fields: Sequence[str] = ("tenant", "account")
+
+    def __init__(self, *, account: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.account = account
+
+
+class InspectAccountOperator(_AccountStep):
+    """The account's active keys and console access, for the approval question (read-only role).
+
+    :param tenant: the tenant whose AWS account holds the user (templated).
+    :param account: the IAM user name (templated).
+    :param aws_conn_id: the Airflow AWS connection of the platform's base credentials.
+    """
+
+    capability = "identity-inspect"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        state = self.failing_fast(lambda: self.hook.inspect_user(self.account))
+        self.log.info("%s", state.markdown())
+        return {**state.as_xcom(), "markdown": state.markdown()}
+
+
+class DisableAccountOperator(RequiresApproval, _AccountStep):
+    """Deactivate the account's keys and remove its console password (privileged: needs the approval).
+
+    Acts only on a verified approval of exactly this account in this tenant (the gate binds
+    ``artifact_params=("account", "tenant")``).
+
+    :param tenant: the tenant whose AWS account holds the user (templated).
+    :param account: the IAM user name (templated).
+    :param aws_conn_id: the Airflow AWS connection of the platform's base credentials.
+    """
+
+    capability = "identity-disable"
+    artifact_fields = {"account": "account", "tenant": "tenant"}
+
+    def act(self, context: Any) -> dict[str, Any]:
+        result = self.failing_fast(lambda: self.hook.disable_user(self.account))
+        self.audit(context, result)
         return result
 
 
-class RevokeTenantAccessKeysOperator(RequiresApproval, BaseOperator):
+class RevokeTenantAccessKeysOperator(RequiresApproval, _IamStep):
     """Offboarding: the leaver's staff IAM user in every customer tenant loses its keys and console.
 
     Staff who work in customer accounts have IAM users under ``/staff/`` there (the SOC's
     disable-account workflow contains the same users). One task per tenant (mapped), as the
     tenant's ``identity-disable`` role; a tenant where the leaver has no user is "nothing to do".
+
+    :param tenant: the customer tenant (templated; mapped over every tenant).
+    :param user_name: the leaver's login name, its IAM user name in the tenants (templated).
+    :param aws_conn_id: the Airflow AWS connection of the platform's base credentials.
     """
 
     template_fields: Sequence[str] = ("tenant", "user_name")
     capability = "identity-disable"
     artifact_fields = {"uid": "user_name"}
 
-    def __init__(
-        self, *, tenant: str, user_name: str, aws_conn_id: str = "aws_default", **kwargs: Any
-    ) -> None:
+    def __init__(self, *, user_name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.tenant = tenant
         self.user_name = user_name
-        self.aws_conn_id = aws_conn_id
 
     def act(self, context: Any) -> dict[str, Any]:
-        from include.connectors.aws import capability_client, role_arn
-        from include.connectors.iam_users import AccountContainmentError, disable_user
+        from include.connectors.iam import AccountContainmentError
 
-        run = RunContext.from_airflow_context(context, self.tenant)
-        iam = capability_client(
-            self.capability, self.tenant, "iam", run_context=run, aws_conn_id=self.aws_conn_id
-        )
         try:
-            iam.get_user(UserName=self.user_name)
-        except iam.exceptions.NoSuchEntityException:
-            self.log.info("tenant %s: no staff IAM user %s, nothing to revoke", self.tenant, self.user_name)
-            return {"tenant": self.tenant, "found": False, "changed": False, "deactivated_keys": []}
-        try:
-            result = disable_user(iam, self.user_name)
+            result = self.hook.disable_user_if_present(self.user_name)
         except AccountContainmentError as error:
             raise AirflowFailException(f"{self.task_id} ({self.tenant}): {error}") from None
-        audit_side_effect(
-            context,
-            system="aws",
-            operation="disable-iam-user",
-            object_id=result["arn"],
-            tenant=self.tenant,
-            created=result["changed"],
-            capability="identity-disable",
-            role_arn=role_arn("identity-disable", self.tenant),
-            deactivated_keys=result["deactivated_keys"],
-            console_password_removed=result["console_password_removed"],
-        )
+        if result is None:
+            self.log.info("tenant %s: no staff IAM user %s, nothing to revoke", self.tenant, self.user_name)
+            return {"tenant": self.tenant, "found": False, "changed": False, "deactivated_keys": []}
+        self.audit(context, result)
         return {"tenant": self.tenant, "found": True, **result}

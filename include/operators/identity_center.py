@@ -1,20 +1,57 @@
 """IAM Identity Center steps of onboarding and offboarding (capabilities ``identity-admin`` and
-``identity-disable``, in the staff tenant; see :mod:`include.operators.hr`).
+``identity-disable``, in the staff tenant, through
+:class:`~include.connectors.identity_center.IdentityCenterHook`; see :mod:`include.operators.hr`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
 from include.operators.hr import _IdentityStep, _OnboardingStep
 from include.policies.tenants import STAFF_TENANT
 
+if TYPE_CHECKING:
+    from include.connectors.identity_center import IdentityCenterHook
 
-class EnsureIdentityCenterUserOperator(_OnboardingStep):
-    """Onboarding: the IAM Identity Center user exists with the groups of its role (``identity-admin``)."""
+
+class _IdentityCenterStep(_IdentityStep):
+    """Base of the Identity Center steps: the staff tenant's store, as the step's capability.
+
+    :param user_name: the employee's login name (templated).
+    :param aws_conn_id: the Airflow AWS connection (base credentials; ``identity_store_id`` extra).
+    """
+
+    capability = ""  # each step declares its own
+
+    def __init__(self, *, aws_conn_id: str = "aws_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
+
+    @cached_property
+    def hook(self) -> IdentityCenterHook:
+        from include.connectors.identity_center import IdentityCenterHook
+
+        return IdentityCenterHook(self.aws_conn_id, capability=self.capability, tenant=STAFF_TENANT)
+
+
+class EnsureIdentityCenterUserOperator(_OnboardingStep, _IdentityCenterStep):
+    """Onboarding: the IAM Identity Center user exists with the groups of its role (``identity-admin``).
+
+    The groups come from the role mapping (``hr_roles.yaml``) at run time. Returns ids, group names
+    and flags (:meth:`~include.connectors.identity_center.IdentityResult.as_xcom`).
+
+    :param user_name: the login name (templated).
+    :param given_name: the given name (templated).
+    :param family_name: the family name (templated).
+    :param work_email: the work email address (templated).
+    :param employee_id: the HR employee id (templated).
+    :param role: the job role, which decides the groups (templated).
+    :param aws_conn_id: the Airflow AWS connection of the platform's base credentials.
+    """
 
     artifact_fields = {
         "email": "work_email",
@@ -53,13 +90,11 @@ class EnsureIdentityCenterUserOperator(_OnboardingStep):
         self.role = role  # the groups come from the role mapping (hr_roles.yaml) at run time
 
     def act(self, context: Any) -> dict[str, Any]:
-        from include.connectors.aws import role_arn
         from include.policies.hr_roles import role_mapping
 
         groups = role_mapping(self.role).identity_center_groups
-        store = self.identity_center(context, "identity-admin")
         result = self.guarded(
-            lambda: store.ensure_user(
+            lambda: self.hook.ensure_user(
                 self.user_name,
                 given_name=self.given_name,
                 family_name=self.family_name,
@@ -81,28 +116,32 @@ class EnsureIdentityCenterUserOperator(_OnboardingStep):
             object_id=f"{result['identity_store_id']}/{result['user_id']}",
             tenant=STAFF_TENANT,
             created=result["created"],
-            capability="identity-admin",
-            role_arn=role_arn("identity-admin", STAFF_TENANT),
+            capability=self.capability,
+            role_arn=self.hook.role_arn,
             user_name=self.user_name,
             groups_added=result["groups_added"],
         )
         return result
 
 
-class DisableIdentityCenterUserOperator(RequiresApproval, _IdentityStep):
-    """Offboarding: memberships removed, user marked disabled, kept (``identity-disable``)."""
+class DisableIdentityCenterUserOperator(RequiresApproval, _IdentityCenterStep):
+    """Offboarding: memberships removed, user marked disabled, kept (``identity-disable``).
+
+    Returns ids, group names and flags, and the manual steps that end the user's sessions
+    (``sessions``, markdown).
+
+    :param user_name: the leaver's login name (templated).
+    :param aws_conn_id: the Airflow AWS connection of the platform's base credentials.
+    """
 
     capability = "identity-disable"
     artifact_fields = {"uid": "user_name"}
 
     def act(self, context: Any) -> dict[str, Any]:
-        from include.connectors.aws import role_arn
         from include.connectors.identity_center import session_revocation_plan
 
-        store = self.identity_center(context, "identity-disable")
-
         def disable() -> dict[str, Any]:
-            result = store.disable_user(self.user_name)
+            result = self.hook.disable_user(self.user_name)
             return {**result.as_xcom(), "sessions": session_revocation_plan(result).markdown()}
 
         result = self.guarded(disable)
@@ -119,8 +158,8 @@ class DisableIdentityCenterUserOperator(RequiresApproval, _IdentityStep):
             object_id=f"{result['identity_store_id']}/{result['user_id']}",
             tenant=STAFF_TENANT,
             created=result["changed"],
-            capability="identity-disable",
-            role_arn=role_arn("identity-disable", STAFF_TENANT),
+            capability=self.capability,
+            role_arn=self.hook.role_arn,
             user_name=self.user_name,
             groups_removed=result["groups_removed"],
         )

@@ -14,8 +14,9 @@ it makes is idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 FAILURE_XCOM_KEY = "failure"
 PROBLEMS_XCOM_KEY = "problems"
-ERP_SYSTEM = "business_central"
-CAPABILITY = "invoice-post"
 
 
 def _message(error: BaseException) -> str:
@@ -51,13 +50,32 @@ def _permanent(error: BaseException) -> bool:
 
 
 class _InvoicingStep(BaseOperator):
-    """Base: the request from the params, the ERP hook, failure reasons to XCom, backpressure as deferral."""
+    """Base: the request from the params, the ERP hook, failure reasons to XCom, backpressure as deferral.
 
+    :param erp_conn_id: the Business Central connection.
+    :param tenant: the tenant invoiced (templated; default the run's ``tenant`` param): the ERP
+        calls draw from its rate-limit bucket.
+    """
+
+    template_fields: Sequence[str] = ("tenant",)
     ui_color = "#e3f1e3"
 
-    def __init__(self, *, erp_conn_id: str = "business_central_default", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        erp_conn_id: str = "business_central_default",
+        tenant: str = "{{ params.tenant }}",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.erp_conn_id = erp_conn_id
+        self.tenant = tenant
+
+    @cached_property
+    def hook(self) -> BusinessCentralHook:
+        from include.connectors.erp.business_central import BusinessCentralHook
+
+        return BusinessCentralHook(self.erp_conn_id, tenant=self.tenant)
 
     def run(self, context: Any, request: MilestoneRequest) -> Any:
         raise NotImplementedError
@@ -88,11 +106,6 @@ class _InvoicingStep(BaseOperator):
             return MilestoneRequest.from_params(context["params"])
         except InvoiceRequestError as error:
             raise AirflowFailException(f"the invoice request is refused: {error}") from None
-
-    def erp(self, tenant: str) -> BusinessCentralHook:
-        from include.connectors.erp.business_central import BusinessCentralHook
-
-        return BusinessCentralHook(self.erp_conn_id, tenant=tenant)
 
     def calling_erp(self, call: Callable[[], T]) -> T:
         from include.connectors.errors import RateLimitBackpressure
@@ -165,9 +178,7 @@ class ValidateMilestoneLinesOperator(_InvoicingStep):
         problems = list(validation.problems)
         customer = None
         if validation.success:
-            customer = self.calling_erp(
-                lambda: self.erp(request.tenant).get_customer(request.customer_number)
-            )
+            customer = self.calling_erp(lambda: self.hook.get_customer(request.customer_number))
             if customer is None:
                 problems.append(
                     f"customer {request.customer_number} (tenant {request.tenant}) does not exist in "
@@ -182,8 +193,7 @@ class ValidateMilestoneLinesOperator(_InvoicingStep):
         if problems or customer is None or result is None or not result.invoices:
             self._stop(context, request, problems, validation.line_count, location.uri, digest)
         totals = invoice_totals(result.invoices[0].totals)
-        hook = self.erp(request.tenant)
-        existing = self.calling_erp(lambda: hook.get_invoice_by_reference(request.external_reference))
+        existing = self.calling_erp(lambda: self.hook.get_invoice_by_reference(request.external_reference))
         existing_state = None if existing is None else {"number": existing.number, "status": existing.status}
         preview = [
             {
@@ -291,7 +301,7 @@ class _ApprovedInvoicingStep(RequiresApproval, _InvoicingStep):
     another hash. A refusal is also the ticket's failure reason.
     """
 
-    capability = CAPABILITY
+    capability = "invoice-post"
 
     def act(self, context: Any) -> Any:
         return _InvoicingStep.execute(self, context)
@@ -319,7 +329,10 @@ class _ApprovedInvoicingStep(RequiresApproval, _InvoicingStep):
 
 
 class CreateInvoiceOperator(_ApprovedInvoicingStep):
-    """Create (or complete) the draft invoice from exactly the approved export (after the approval)."""
+    """Create (or complete) the draft invoice from exactly the approved export (after the approval).
+
+    :param validate_task_id: the validation step (the export's hash and the totals).
+    """
 
     def __init__(self, *, validate_task_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -333,7 +346,7 @@ class CreateInvoiceOperator(_ApprovedInvoicingStep):
         location = ExportLocation.from_connection(request.export_key)
         body, _ = read_export(location.s3(), location, expected_sha256=approved)
         lines = erp_lines(records_of(body, request))
-        hook = self.erp(request.tenant)
+        hook = self.hook
         result = self.calling_erp(
             lambda: hook.create_invoice(
                 request.customer_number,
@@ -354,12 +367,12 @@ class CreateInvoiceOperator(_ApprovedInvoicingStep):
         )
         audit_side_effect(
             context,
-            system=ERP_SYSTEM,
+            system=hook.system,
             operation="create_invoice",
             object_id=request.external_reference,
             tenant=request.tenant,
             created=result.created,
-            capability=CAPABILITY,
+            capability=self.capability,
             invoice_id=result.id,
             number=result.number,
             customer_number=request.customer_number,
@@ -375,6 +388,9 @@ class PostInvoiceOperator(_ApprovedInvoicingStep):
     """Post the draft if its totals are the approved ones (within the policy's tolerance); once.
 
     The draft must have been made from the approved export (the create step's record names it).
+
+    :param validate_task_id: the validation step (the export's hash and the approved totals).
+    :param create_task_id: the create step (the draft's id and the export it was made from).
     """
 
     def __init__(self, *, validate_task_id: str, create_task_id: str, **kwargs: Any) -> None:
@@ -394,7 +410,7 @@ class PostInvoiceOperator(_ApprovedInvoicingStep):
                 f"{self.task_id}: the draft was made from export {str(draft.get('export_sha256'))[:12]}..., "
                 f"not the approved {export[:12]}...: not posted"
             )
-        hook = self.erp(request.tenant)
+        hook = self.hook
         result = self.calling_erp(
             lambda: hook.post_invoice(
                 draft["id"], expected_totals=approved, tolerance=load_invoicing().totals_tolerance
@@ -409,12 +425,12 @@ class PostInvoiceOperator(_ApprovedInvoicingStep):
             )
         audit_side_effect(
             context,
-            system=ERP_SYSTEM,
+            system=hook.system,
             operation="post_invoice",
             object_id=request.external_reference,
             tenant=request.tenant,
             created=result.posted,
-            capability=CAPABILITY,
+            capability=self.capability,
             invoice_id=result.id,
             number=result.number,
             status=result.status,
@@ -424,7 +440,11 @@ class PostInvoiceOperator(_ApprovedInvoicingStep):
 
 
 class ArchiveInvoiceOperator(_InvoicingStep):
-    """The posted invoice, as Business Central holds it, into the Object Lock audit bucket (write-once)."""
+    """The posted invoice, as Business Central holds it, into the Object Lock audit bucket (write-once).
+
+    :param validate_task_id: the validation step (approved totals, export, validation archive).
+    :param post_task_id: the post step (the invoice's id).
+    """
 
     def __init__(self, *, validate_task_id: str, post_task_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -437,7 +457,7 @@ class ArchiveInvoiceOperator(_InvoicingStep):
 
         validated = self.pulled(context, self.validate_task_id)
         posted = self.pulled(context, self.post_task_id)
-        hook = self.erp(request.tenant)
+        hook = self.hook
         invoice = self.calling_erp(lambda: hook.get_invoice(posted["id"]))
         if invoice.status == "Draft":
             raise AirflowFailException(
@@ -489,6 +509,12 @@ class InvoiceOutcomeCommentOperator(CommentTicketOperator):
 
     One comment per invoice once it is posted, whichever run posted or found it; a rejection or a
     timeout is its own comment per run (each is a decision worth seeing on the ticket).
+
+    :param request_task_id: the request check step (the request).
+    :param gate_task_id: the approval gate (its ``approval`` XCom: outcome, approver, comment).
+    :param create_task_id: the create step.
+    :param post_task_id: the post step.
+    :param archive_task_id: the archive step (set only once the invoice is posted and archived).
     """
 
     def __init__(
@@ -532,6 +558,10 @@ class InvoiceFailureCommentOperator(CommentTicketOperator):
     """Why the run stopped, on the ticket: the validation problems, or the step that failed and its reason.
 
     Runs when a step failed (``one_failed``); skips when the run stopped before it had a ticket.
+
+    :param request_task_id: the request check step (the request).
+    :param validate_task_id: the validation step (its ``problems`` XCom).
+    :param step_task_ids: the steps whose ``failure`` XCom may hold the reason, in order.
     """
 
     def __init__(

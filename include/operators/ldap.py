@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval
@@ -15,25 +15,46 @@ from include.audit.emit import side_effect as audit_side_effect
 from include.operators.hr import _IdentityStep, _OnboardingStep
 from include.policies.tenants import STAFF_TENANT
 
+if TYPE_CHECKING:
+    from include.connectors.ldap import DirectoryHook
 
-class InspectDirectoryAccountOperator(BaseOperator):
-    """Offboarding, read-only: the account exists and belongs to this employee id; its groups."""
+
+class _DirectoryStep(_IdentityStep):
+    """Base of the directory steps.
+
+    :param user_name: the employee's login name (templated).
+    :param ldap_conn_id: the Airflow connection of the directory.
+    """
+
+    def __init__(self, *, ldap_conn_id: str = "ldap_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ldap_conn_id = ldap_conn_id
+
+    @cached_property
+    def hook(self) -> DirectoryHook:
+        from include.connectors.ldap import DirectoryHook
+
+        return DirectoryHook(self.ldap_conn_id)
+
+
+class InspectDirectoryAccountOperator(_DirectoryStep):
+    """Offboarding, read-only: the account exists and belongs to this employee id; its groups.
+
+    Returns the uid, whether it is disabled, its groups and the ``markdown`` for the approval.
+
+    :param user_name: the leaver's login name (templated).
+    :param employee_id: the HR employee id the account must belong to (templated).
+    :param ldap_conn_id: the Airflow connection of the directory.
+    """
 
     template_fields: Sequence[str] = ("user_name", "employee_id")
 
-    def __init__(
-        self, *, user_name: str, employee_id: str, ldap_conn_id: str = "ldap_default", **kwargs: Any
-    ) -> None:
+    def __init__(self, *, employee_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.user_name = user_name
         self.employee_id = employee_id
-        self.ldap_conn_id = ldap_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from include.connectors.ldap import DirectoryHook
-
-        hook = DirectoryHook(self.ldap_conn_id)
-        person = hook.get_user(self.user_name)
+        person = self.hook.get_user(self.user_name)
         if person is None:
             raise AirflowFailException(f"no directory account {self.user_name!r}: check the login name")
         if person.get("employee_id") != self.employee_id:
@@ -57,10 +78,20 @@ class InspectDirectoryAccountOperator(BaseOperator):
         }
 
 
-class EnsureDirectoryAccountOperator(_OnboardingStep):
+class EnsureDirectoryAccountOperator(_OnboardingStep, _DirectoryStep):
     """Onboarding: the LDAP person exists in its role's groups; no password (the employee sets it).
 
     No AWS role, but the same privilege (``identity-admin``): it acts on the approved record only.
+    Returns :meth:`~include.connectors.ldap.DirectoryResult.as_xcom`.
+
+    :param user_name: the login name (templated).
+    :param given_name: the given name (templated).
+    :param surname: the surname (templated).
+    :param work_email: the work email address (templated).
+    :param employee_id: the HR employee id (templated).
+    :param role: the job role, which decides the groups (templated).
+    :param title: the job title; empty or ``None``: left as it is (templated).
+    :param ldap_conn_id: the Airflow connection of the directory.
     """
 
     artifact_fields = {
@@ -91,7 +122,6 @@ class EnsureDirectoryAccountOperator(_OnboardingStep):
         employee_id: str,
         role: str,
         title: str | None = None,
-        ldap_conn_id: str = "ldap_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -102,16 +132,13 @@ class EnsureDirectoryAccountOperator(_OnboardingStep):
         self.employee_id = employee_id
         self.role = role
         self.title = title
-        self.ldap_conn_id = ldap_conn_id
 
     def act(self, context: Any) -> dict[str, Any]:
-        from include.connectors.ldap import DirectoryHook
         from include.policies.hr_roles import role_mapping
 
         groups = role_mapping(self.role).directory_groups
-        hook = DirectoryHook(self.ldap_conn_id)
         result = self.guarded(
-            lambda: hook.ensure_user(
+            lambda: self.hook.ensure_user(
                 self.user_name,
                 given_name=self.given_name,
                 surname=self.surname,
@@ -133,23 +160,21 @@ class EnsureDirectoryAccountOperator(_OnboardingStep):
         return result
 
 
-class DisableDirectoryAccountOperator(RequiresApproval, _IdentityStep):
+class DisableDirectoryAccountOperator(RequiresApproval, _DirectoryStep):
     """Offboarding: the LDAP person locked for good, out of every group, kept for audit.
 
     No AWS role, but the same privilege (``identity-disable``): it acts on the approved leaver only.
+    Returns :meth:`~include.connectors.ldap.DirectoryResult.as_xcom`.
+
+    :param user_name: the leaver's login name (templated).
+    :param ldap_conn_id: the Airflow connection of the directory.
     """
 
     capability = "identity-disable"
     artifact_fields = {"uid": "user_name"}
 
-    def __init__(self, *, ldap_conn_id: str = "ldap_default", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.ldap_conn_id = ldap_conn_id
-
     def act(self, context: Any) -> dict[str, Any]:
-        from include.connectors.ldap import DirectoryHook
-
-        result = self.guarded(lambda: DirectoryHook(self.ldap_conn_id).disable_user(self.user_name).as_xcom())
+        result = self.guarded(lambda: self.hook.disable_user(self.user_name).as_xcom())
         audit_side_effect(
             context,
             system="ldap",

@@ -1,16 +1,15 @@
 """Terraform steps: plan (read-only role), approve the exact plan, apply it (write role).
 
-Thin over :mod:`include.connectors.terraform`: each operator prepares the workspace and the
-capability credentials, makes one call, returns a record for XCom (hashes, counts, non-sensitive
+Thin over :class:`include.connectors.terraform.TerraformHook`: each operator takes its capability's
+credentials, has the hook run the CLI, and returns a record for XCom (hashes, counts, non-sensitive
 outputs; never plan content, state or credentials). Workflows use them through
 :func:`include.workflows.terraform.terraform_change`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -23,29 +22,27 @@ from include.connectors.context import RunContext
 from include.connectors.terraform import (
     DEFAULT_CONN_ID,
     TerraformError,
-    TerraformRunner,
-    TerraformSettings,
+    TerraformHook,
     capability_environment,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def _mask(env: Mapping[str, str]) -> None:
-    from airflow.sdk.log import mask_secret
-
-    for key in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        if env.get(key):
-            mask_secret(env[key])
-
 
 class TerraformOperator(BaseOperator):
-    """Base: one tenant's copy of a configuration (``source``) with its own state (``stack``)."""
+    """Base: one tenant's copy of a configuration (``source``) with its own state (``stack``).
 
-    template_fields: Sequence[str] = ("tenant", "variables")
+    :param source: the configuration, relative to the repository (or absolute).
+    :param stack: the stack's name: one state per tenant and stack.
+    :param tenant: the tenant (templated).
+    :param variables: the configuration's input variables (templated).
+    :param workspace: the workspace's name (templated; default the run id, so that plan and apply of
+        one run share the plan file).
+    :param conn_id: the Terraform connection (the CLI's settings).
+    :param aws_conn_id: the connection with the platform's base AWS credentials.
+    """
+
+    template_fields: Sequence[str] = ("tenant", "variables", "workspace")
     ui_color = "#e5d9ff"
-    capability_role = ""
+    capability = ""  # each step names its capability: the role the CLI runs as
 
     def __init__(
         self,
@@ -54,42 +51,45 @@ class TerraformOperator(BaseOperator):
         stack: str,
         tenant: str,
         variables: Mapping[str, str] | None = None,
+        workspace: str = "{{ run_id }}",
         conn_id: str = DEFAULT_CONN_ID,
         aws_conn_id: str = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        path = Path(source)
-        self.source = path if path.is_absolute() else REPO_ROOT / path
+        self.source = source
         self.stack = stack
         self.tenant = tenant
         self.variables = dict(variables or {})
+        self.workspace = workspace
         self.conn_id = conn_id
         self.aws_conn_id = aws_conn_id
 
-    def runner(self, context: Any, run: RunContext) -> TerraformRunner:
-        env = capability_environment(self.capability_role, self.tenant, run, self.aws_conn_id)
-        _mask(env)
-        settings = TerraformSettings.from_connection(self.conn_id)
-        return TerraformRunner(
-            settings,
-            source=settings.source_for(self.source, REPO_ROOT),
+    @cached_property
+    def hook(self) -> TerraformHook:
+        return TerraformHook(
+            self.conn_id,
             tenant=self.tenant,
             stack=self.stack,
-            workspace=_UNSAFE.sub("_", run.run_id),
-            env={**env, "TF_VAR_tenant": self.tenant},
-            log=self.log.info,
+            source=self.source,
+            workspace=self.workspace,
+            output=self.log.info,
         )
+
+    def credentials(self, run: RunContext) -> dict[str, str]:
+        """The CLI's AWS environment: this step's capability role in the tenant's account."""
+        return capability_environment(self.capability, self.tenant, run, self.aws_conn_id)
 
 
 class TerraformPlanOperator(TerraformOperator, SkipMixin):
     """``plan -detailed-exitcode -out`` as the read-only ``terraform-plan`` role.
 
     No changes: the record says so and the steps after it (approval, apply) are skipped.
+
+    :param destroy: plan the destruction of the stack.
     """
 
     capability = "terraform-plan"
-    capability_role = "terraform-plan"
 
     def __init__(self, *, destroy: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -97,9 +97,8 @@ class TerraformPlanOperator(TerraformOperator, SkipMixin):
 
     def execute(self, context: Any) -> dict[str, Any]:
         run = RunContext.from_airflow_context(context, self.tenant)
-        runner = self.runner(context, run)
-        runner.prepare()
-        record = runner.plan(
+        self.hook.prepare(self.credentials(run))
+        record = self.hook.plan(
             self.variables, correlation_id=run.correlation_id, destroy=self.destroy
         ).as_xcom()
         record["correlation_id"] = run.correlation_id
@@ -117,22 +116,19 @@ class TerraformApplyOperator(RequiresApproval, TerraformOperator):
     """Apply exactly the approved plan as the ``terraform-apply`` role.
 
     The plan file must be the one whose SHA-256 the approvers saw (read from Airflow's record of
-    their answers, :mod:`include.approvals.verify`), fresh, made against the current state, and a
-    plan that destroys or replaces anything needs an approval asked as destructive (the stricter
+    their answers, :mod:`include.approvals.verify`; the verification finds the gates of
+    ``terraform-apply`` upstream by itself), fresh, made against the current state, and a plan that
+    destroys or replaces anything needs an approval asked as destructive (the stricter
     ``destroy_steps``), whatever the plan's XCom record says.
 
     :param plan_task_id: the plan step (its record: hash, age, state serial).
-    :param gate_task_ids: the approval gate step(s) (shown in the DAG; the verification finds the
-        gates of ``terraform-apply`` upstream by itself).
     """
 
     capability = "terraform-apply"
-    capability_role = "terraform-apply"
 
-    def __init__(self, *, plan_task_id: str, gate_task_ids: Sequence[str], **kwargs: Any) -> None:
+    def __init__(self, *, plan_task_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan_task_id = plan_task_id
-        self.gate_task_ids = list(gate_task_ids)
 
     def act(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
@@ -143,16 +139,16 @@ class TerraformApplyOperator(RequiresApproval, TerraformOperator):
         if self.approval is None or not self.approval.artifact:  # set by execute() before act()
             raise TerraformError(f"no verified approval of a plan of {self.tenant}/{self.stack}")
         approved = self.approval.artifact
-        runner = self.runner(context, run)
-        runner.prepare()
-        plan = runner.verify(record, approved, utcnow())
-        if runner.destructive(plan) and not self.approval.destructive:
+        hook = self.hook
+        hook.prepare(self.credentials(run))
+        plan = hook.verify(record, approved, utcnow())
+        if hook.destructive(plan) and not self.approval.destructive:
             raise TerraformError(
                 f"the plan of {self.tenant}/{self.stack} destroys or replaces resources, but it was "
                 "approved as a non-destructive change: refusing to apply, plan and ask again"
             )
-        changes = runner.apply(plan)
-        runner.record_apply(record["correlation_id"])
+        changes = hook.apply(plan)
+        hook.record_apply(record["correlation_id"])
         from include.connectors.aws import role_arn
 
         audit_side_effect(
@@ -162,7 +158,7 @@ class TerraformApplyOperator(RequiresApproval, TerraformOperator):
             object_id=f"{self.tenant}/{self.stack}",
             tenant=self.tenant,
             capability=self.capability,
-            role_arn=role_arn(self.capability_role, self.tenant),
+            role_arn=role_arn(self.capability, self.tenant),
             plan_sha256=record["sha256"],
             changes=changes,
             summary=str(record.get("summary_markdown", ""))[:500],
@@ -172,6 +168,6 @@ class TerraformApplyOperator(RequiresApproval, TerraformOperator):
             "stack": self.stack,
             "sha256": record["sha256"],
             "changes": changes,
-            "outputs": runner.outputs(),
+            "outputs": hook.outputs(),
             "correlation_id": record["correlation_id"],
         }

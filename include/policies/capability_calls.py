@@ -1,22 +1,25 @@
 """Where the source assumes a capability role: the ``capability-calls`` rule of policy-check.
 
 ``approval-before-privileged`` sees what a task *declares* (its ``capability`` class attribute). The
-credentials come from four functions that take the capability name as their first argument:
-``capability_client`` and ``capability_session`` (:mod:`include.connectors.aws`), ``identity_center``
-(:mod:`include.connectors.identity_center`) and ``capability_environment``
-(:mod:`include.connectors.terraform`). Called from anywhere else, they would pass every check. This
-module finds the calls in the source (``ast``, nothing is imported), by the called name: imported
-as a name, aliased (``import ... as``, ``from ... import ... as``) or through a module attribute.
+credentials come from the functions and hooks that take a capability name
+(:data:`CAPABILITY_FUNCTIONS`): ``capability_client`` and ``capability_session``
+(:mod:`include.connectors.aws`) and ``capability_environment`` (:mod:`include.connectors.terraform`)
+take it as their first argument; the AWS hooks (``AwsCapabilityHook`` and one per system: ``Ec2Hook``,
+``IamHook``, ``IdentityCenterHook``) as their keyword ``capability=``. Called from anywhere else, they
+would pass every check. This module finds the calls in the source (``ast``, nothing is imported), by
+the called name: imported as a name, aliased (``import ... as``, ``from ... import ... as``) or
+through a module attribute.
 
 - DAG files (every module under the DAG folder) may call them only with a literal, non-privileged
   capability granted to the DAG's domain. A privileged step belongs in its operator, behind its
   approval gate.
 - Platform code (``include/``, ``plugins/``) uses a privileged capability only inside a class
   inheriting :data:`APPROVAL_MIXIN` (``include/approvals/verify.py``), which checks the approval at
-  run time. ``self.capability`` in a base class is followed into every subclass, and a method that
-  passes its parameter on (``def identity_center(self, context, capability)``) to every
-  ``self.<method>(...)`` call of the class and its subclasses. The modules defining the functions
-  are not checked: they pass their caller's capability on by design.
+  run time. ``self.capability`` in a base class is followed into every subclass (an operator's
+  ``hook`` built with ``capability=self.capability``), and a method that passes its parameter on
+  (``def client(self, context, capability)``) to every ``self.<method>(...)`` call of the class and
+  its subclasses. The modules defining the functions and hooks are not checked: they pass their
+  caller's capability on by design.
 
 Only the modules that can matter are parsed: those whose text names a capability function (a
 call, an alias, an attribute access spells the name out) and, transitively, those defining their
@@ -35,16 +38,22 @@ from pathlib import Path
 
 from include.policies.capabilities import Capability
 
-# The capability-taking functions, each with the module that defines it (relative to the repo root).
+# The capability-taking functions and hooks, each with the module that defines it (relative to the
+# repo root). Every subclass of AwsCapabilityHook belongs here (a unit test checks it).
 CAPABILITY_FUNCTIONS: dict[str, str] = {
     "capability_client": "include/connectors/aws.py",
     "capability_session": "include/connectors/aws.py",
-    "identity_center": "include/connectors/identity_center.py",
     "capability_environment": "include/connectors/terraform.py",
+    "AwsCapabilityHook": "include/connectors/aws.py",
+    "Ec2Hook": "include/connectors/ec2_isolation.py",
+    "IamHook": "include/connectors/iam.py",
+    "IdentityCenterHook": "include/connectors/identity_center.py",
 }
 DEFINING_MODULES = frozenset(CAPABILITY_FUNCTIONS.values())
-# Each function takes the capability first, or as ``capability=``.
+# The functions take the capability first, or as ``capability=``; the hooks as ``capability=`` only
+# (their first parameter is the connection id).
 CAPABILITY_PARAMETER = "capability"
+KEYWORD_ONLY = frozenset({"AwsCapabilityHook", "Ec2Hook", "IamHook", "IdentityCenterHook"})
 APPROVAL_MIXIN = "RequiresApproval"
 APPROVAL_MIXIN_MODULE = "include/approvals/verify.py"
 # Tests are not the product (local-only code lives outside include/ and plugins/, in devstack/).
@@ -232,6 +241,17 @@ def _assignments(statement: ast.stmt) -> Iterator[tuple[ast.expr, ast.expr]]:
             yield target, statement.value
     elif isinstance(statement, ast.AnnAssign | ast.AugAssign) and statement.value is not None:
         yield statement.target, statement.value
+
+
+def _annotation_nodes(tree: ast.Module) -> set[int]:
+    """The ids of every node inside a type annotation (arguments, returns, annotated assignments)."""
+    roots: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            roots.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns is not None:
+            roots.append(node.returns)
+    return {id(inner) for root in roots for inner in ast.walk(root)}
 
 
 def _is_self(expr: ast.expr) -> bool:
@@ -463,15 +483,22 @@ class CapabilityCallScan:
     def _sites(self, module: _Module) -> Iterator[_Site]:
         for node, scope in module.nodes:
             if isinstance(node, ast.Call) and (function := module.called_function(node.func)):
-                argument = _argument(node, 0, CAPABILITY_PARAMETER)
+                position = None if function in KEYWORD_ONLY else 0
+                argument = _argument(node, position, CAPABILITY_PARAMETER)
                 yield _Site(module, node, scope, argument, function)
 
     def _references(self, module: _Module) -> list[Finding]:
-        """A capability function used as a value (``f = capability_client``, ``partial(...)``)."""
+        """A capability function used as a value (``f = capability_client``, ``partial(...)``); a
+        type annotation (``def hook(self) -> Ec2Hook``) is not one."""
         called = {id(node.func) for node, _ in module.nodes if isinstance(node, ast.Call)}
+        annotations = _annotation_nodes(module.tree)
         findings = []
         for node, scope in module.nodes:
-            if id(node) in called or not isinstance(getattr(node, "ctx", None), ast.Load):
+            if (
+                id(node) in called
+                or id(node) in annotations
+                or not isinstance(getattr(node, "ctx", None), ast.Load)
+            ):
                 continue
             if isinstance(node, ast.Name | ast.Attribute) and (function := module.called_function(node)):
                 subject = _dag_subject(module.dag_file, scope) if module.dag_file else _code_subject(scope)

@@ -48,6 +48,8 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from include.validation.expectations import build_suite, validate_frame
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -85,10 +87,6 @@ Format = Literal["csv", "json"]
 
 class BillableLinesFormatError(ValueError):
     """The export is not a list of billable lines at all (wrong shape or header); nothing was validated."""
-
-
-class SuiteRunError(RuntimeError):
-    """Great Expectations could not evaluate an expectation (a bug or a broken suite, not bad data)."""
 
 
 # --- result types ----------------------------------------------------------------------------
@@ -428,69 +426,23 @@ def allowed_values(rule: str) -> list[str]:
 
 
 def _gx_suite() -> Any:
-    import great_expectations as gx
-
     document = suite_document()
-    suite = gx.ExpectationSuite(
-        name=document["name"], expectations=document["expectations"], meta=document.get("meta")
+    return build_suite(
+        document["name"], document["expectations"], meta=document.get("meta"), source=str(SUITE_FILE)
     )
-    if len(suite.expectations) != len(document["expectations"]):
-        # ExpectationSuite logs and drops an expectation it cannot build: never run a partial suite.
-        raise SuiteRunError(
-            f"{SUITE_FILE}: only {len(suite.expectations)} of {len(document['expectations'])} "
-            "expectations could be built"
-        )
-    return suite
-
-
-def _context() -> Any:
-    """A fresh ephemeral context: in-memory stores, no analytics, no progress bars, nothing on disk."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(),
-        analytics_enabled=False,
-        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
-    )
-    return gx.get_context(mode="ephemeral", project_config=config)
 
 
 def run_suite(frame: pd.DataFrame, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Validate ``frame`` with the suite; one JSON dict per expectation result (GE's own shape)."""
-    context = _context()
-    asset = context.data_sources.add_pandas("billable_lines").add_dataframe_asset("export")
-    batch = asset.add_batch_definition_whole_dataframe("whole_export").get_batch(
-        batch_parameters={"dataframe": frame}
-    )
-    result = batch.validate(
+    return validate_frame(
+        frame,
         _gx_suite(),
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["row", "line_id"]},
-        expectation_parameters=dict(parameters),
+        data_source="billable_lines",
+        asset="export",
+        batch="whole_export",
+        parameters=parameters,
+        index_columns=("row", "line_id"),
     )
-    results: list[dict[str, Any]] = [r.to_json_dict() for r in result.results]
-    for item in results:
-        failure = _exception_message(item.get("exception_info"))
-        if failure is not None:
-            config = item.get("expectation_config") or {}
-            raise SuiteRunError(f"{config.get('type')} {config.get('kwargs')} could not run: {failure}")
-    return results
-
-
-def _exception_message(info: Any) -> str | None:
-    """GE reports exceptions either as one dict or as a dict of them keyed by metric."""
-    if not isinstance(info, Mapping):
-        return None
-    if info.get("raised_exception"):
-        return str(info.get("exception_message"))
-    for value in info.values():
-        if isinstance(value, Mapping) and value.get("raised_exception"):
-            return str(value.get("exception_message"))
-    return None
 
 
 # --- 3. words and numbers ----------------------------------------------------------------------
@@ -748,7 +700,7 @@ def validate_billable_lines(
         tenant id, so pass ``include.policies.tenants.tenant_ids()``.
     :param period_start, period_end: the milestone period, both days included.
     :raises BillableLinesFormatError: the export is not a list of lines with the required fields.
-    :raises SuiteRunError: Great Expectations could not evaluate the suite.
+    :raises include.validation.expectations.SuiteRunError: Great Expectations could not evaluate the suite.
     """
     if period_start > period_end:
         raise ValueError(f"the milestone period ends ({period_end}) before it starts ({period_start})")

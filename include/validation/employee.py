@@ -40,6 +40,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from include.validation.expectations import SuiteRunError, validate_frame
+from include.validation.expectations import build_suite as _build_suite
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -71,10 +74,6 @@ _NOT_A_DATE: Final = 0.0
 
 class EmployeeRecordError(ValueError):
     """The input is not an employee record at all (wrong shape); nothing was validated."""
-
-
-class SuiteRunError(RuntimeError):
-    """An expectation could not be evaluated (a bug in the suite, not a problem of the record)."""
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -431,46 +430,19 @@ def build_suite(suite_rules: Sequence[Rule]) -> Any:
     import great_expectations as gx
 
     expectations = [getattr(gx.expectations, r.expectation)(**r.kwargs, meta=r.meta()) for r in suite_rules]
-    suite = gx.ExpectationSuite(name=SUITE_NAME)
-    for expectation in expectations:
-        suite.add_expectation(expectation)
-    return suite
-
-
-def _context() -> Any:
-    """A fresh ephemeral context: in-memory stores, no analytics, no progress bars, nothing on disk."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(),
-        analytics_enabled=False,
-        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
-    )
-    return gx.get_context(mode="ephemeral", project_config=config)
+    return _build_suite(SUITE_NAME, expectations)
 
 
 def run_suite(frame: pd.DataFrame, suite_rules: Sequence[Rule]) -> dict[str, dict[str, Any]]:
     """Validate ``frame``; GE's JSON result of every expectation, by rule id."""
-    context = _context()
-    asset = context.data_sources.add_pandas("hr_onboarding").add_dataframe_asset("employee_records")
-    batch = asset.add_batch_definition_whole_dataframe("all_records").get_batch(
-        batch_parameters={"dataframe": frame}
+    results = validate_frame(
+        frame,
+        build_suite(suite_rules),
+        data_source="hr_onboarding",
+        asset="employee_records",
+        batch="all_records",
     )
-    result = batch.validate(build_suite(suite_rules), result_format={"result_format": "COMPLETE"})
-    by_rule: dict[str, dict[str, Any]] = {}
-    for item in (r.to_json_dict() for r in result.results):
-        config = item.get("expectation_config") or {}
-        info = item.get("exception_info") or {}
-        infos = [info] if "raised_exception" in info else list(info.values())
-        failure = next((i.get("exception_message") for i in infos if i.get("raised_exception")), None)
-        if failure:
-            raise SuiteRunError(f"{config.get('type')} {config.get('kwargs')} could not run: {failure}")
-        by_rule[config["meta"]["rule"]] = item
+    by_rule = {item["expectation_config"]["meta"]["rule"]: item for item in results}
     missing = [r.rule for r in suite_rules if r.rule not in by_rule]
     if missing:
         raise SuiteRunError(f"no result for rule(s) {', '.join(missing)}")

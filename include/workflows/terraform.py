@@ -24,14 +24,6 @@ from include.operators.approval import ApprovalGateOperator
 from include.operators.terraform import TerraformApplyOperator, TerraformPlanOperator
 from include.workflows.approval import approval_gate
 
-APPLY_ACTION = "terraform-apply"
-
-
-def _gate_steps(gate: ApprovalGateOperator | TaskGroup) -> list[str]:
-    if isinstance(gate, TaskGroup):
-        return [task.task_id for task in gate.children.values() if isinstance(task, ApprovalGateOperator)]
-    return [gate.task_id]
-
 
 def terraform_change(
     *,
@@ -44,6 +36,17 @@ def terraform_change(
     ticket_id: str | None = None,
     **gate_kwargs: Any,
 ) -> tuple[TerraformPlanOperator, ApprovalGateOperator | TaskGroup, TerraformApplyOperator]:
+    """Plan, approval gate and apply of ``stack`` for ``tenant``, chained; see the module docstring.
+
+    :param stack: the stack's name (one state per tenant and stack); the steps' ids derive from it.
+    :param source: the configuration, relative to the repository.
+    :param tenant: the tenant (templated).
+    :param subject: the approval question's subject.
+    :param variables: the configuration's input variables (templated).
+    :param destroy: plan (and ask to approve) the destruction of the stack.
+    :param ticket_id: the ticket the approval is commented on.
+    :param gate_kwargs: passed on to :func:`include.workflows.approval.approval_gate`.
+    """
     name = stack.replace("-", "_")
     common = {"source": source, "stack": stack, "tenant": tenant, "variables": dict(variables or {})}
     plan = TerraformPlanOperator(task_id=f"plan_{name}", destroy=destroy, **common)
@@ -54,7 +57,7 @@ def terraform_change(
         f"Plan SHA-256: `{{{{ {record}['sha256'] }}}}` (only this plan file can be applied)."
     )
     gate = approval_gate(
-        APPLY_ACTION,
+        TerraformApplyOperator.capability,
         subject=subject,
         body=body,
         tenant=tenant,
@@ -64,8 +67,6 @@ def terraform_change(
         task_id=f"approve_{name}",
         **gate_kwargs,
     )
-    apply = TerraformApplyOperator(
-        task_id=f"apply_{name}", plan_task_id=plan.task_id, gate_task_ids=_gate_steps(gate), **common
-    )
+    apply = TerraformApplyOperator(task_id=f"apply_{name}", plan_task_id=plan.task_id, **common)
     plan >> gate >> apply
     return plan, gate, apply

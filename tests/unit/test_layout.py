@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,12 @@ def test_operators_never_retype_their_capability() -> None:
                             f"{path.relative_to(REPO)}:{constant.lineno} {node.name} retypes {capability!r}"
                         )
     assert retyped == []
+
+
+def test_no_stand_in_shadows_a_standard_module() -> None:
+    # The Terraform stand-in runs as a script: its folder comes first on sys.path for whatever it
+    # (or boto3) imports, so a sibling named like a standard module (http.py) would replace it.
+    standins = sorted((REPO / "devstack" / "standins").glob("*.py"))
+    assert standins
+    shadows = [p.name for p in standins if p.stem in sys.stdlib_module_names]
+    assert shadows == []

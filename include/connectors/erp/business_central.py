@@ -294,7 +294,12 @@ class PostResult:
 
 # --- the hook ------------------------------------------------------------------------------------
 class BusinessCentralHook(HttpConnectorHook):
-    """Sales invoices in Dynamics 365 Business Central. Connection: API host, Entra client id + secret."""
+    """Sales invoices in Dynamics 365 Business Central. Connection: API host, Entra client id + secret.
+
+    :param conn_id: the Business Central connection (extras: see the module docstring); default
+        ``business_central_default``.
+    :param tenant: the tenant the calls are made for: its own rate-limit bucket.
+    """
 
     system = "business_central"
     default_conn_name = "business_central_default"
@@ -465,11 +470,19 @@ class BusinessCentralHook(HttpConnectorHook):
         )
 
     def get_invoice(self, invoice_id: str) -> Invoice:
+        """One invoice (draft or posted).
+
+        :param invoice_id: its id (a GUID).
+        """
         response = self.request("GET", self._invoice_path(invoice_id), operation="get_invoice", expect=(200,))
         return self._invoice(self._json(response))
 
     def get_invoice_by_reference(self, external_reference: str) -> Invoice | None:
-        """The invoice (draft or posted) whose ``externalDocumentNumber`` is ``external_reference``."""
+        """The invoice (draft or posted) whose ``externalDocumentNumber`` is ``external_reference``.
+
+        :param external_reference: the caller's reference (at most 35 characters).
+        :raises PermanentError: two invoices carry the reference.
+        """
         query = quote(f"externalDocumentNumber eq {odata_string(external_reference)}", safe="")
         path = f"{self.company_path}/salesInvoices?$filter={query}"
         found = [self._invoice(raw) for raw in self._collection(path, "find_invoice")]
@@ -484,7 +497,10 @@ class BusinessCentralHook(HttpConnectorHook):
         return found[0] if found else None
 
     def get_customer(self, number: str) -> Customer | None:
-        """The customer whose ``number`` (Customer No.) is ``number``, or ``None``."""
+        """The customer whose ``number`` (Customer No.) is ``number``, or ``None``.
+
+        :param number: the customer number.
+        """
         query = quote(f"number eq {odata_string(number)}", safe="")
         path = f"{self.company_path}/customers?$filter={query}"
         for raw in self._collection(path, "find_customer"):
@@ -497,7 +513,10 @@ class BusinessCentralHook(HttpConnectorHook):
         return None
 
     def get_invoice_lines(self, invoice_id: str) -> list[dict[str, Any]]:
-        """The invoice's lines as Business Central returns them (amounts as Decimal)."""
+        """The invoice's lines as Business Central returns them (amounts as Decimal).
+
+        :param invoice_id: the invoice's id (a GUID).
+        """
         return list(self._collection(self._invoice_path(invoice_id, "/salesInvoiceLines"), "list_lines"))
 
     # --- writing ---------------------------------------------------------------------------
@@ -583,6 +602,13 @@ class BusinessCentralHook(HttpConnectorHook):
         unique line references, tax codes, amounts exact as JSON numbers). Safe to repeat: see the
         module docstring. Raises the connector errors; after a failure among the lines the draft
         keeps the lines made so far and the next call adds the rest.
+
+        :param customer_number: the customer's number (Customer No.).
+        :param external_reference: the invoice's idempotency key (``externalDocumentNumber``).
+        :param lines: the lines (:class:`InvoiceLine`, mappings or validated billable lines).
+        :param currency: the ISO 4217 code.
+        :param invoice_date: the invoice's date.
+        :raises ValueError: an input Business Central would refuse; nothing was sent.
         """
         currency = currency.upper()
         header = self._header_payload(customer_number, external_reference, currency, invoice_date)
@@ -710,6 +736,11 @@ class BusinessCentralHook(HttpConnectorHook):
         ``expected_totals`` (e.g. the approved totals): the draft is posted only if its currency
         matches and net, tax and gross are each within ``tolerance`` of them. An invoice already
         posted is returned as it is (``posted=False``); so is one whose post answer was lost.
+
+        :param invoice_id: the draft's id (a GUID).
+        :param expected_totals: the totals the draft must have (``None``: not checked).
+        :param tolerance: the largest difference allowed per amount.
+        :raises PermanentError: the totals differ beyond the tolerance (not posted).
         """
         expected = None
         if expected_totals is not None:

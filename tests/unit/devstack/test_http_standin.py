@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from devstack.standins.http import HOST, HttpStandIn, Request, Response, StandInError, route
+from devstack.standins.base import HOST, HttpStandIn, Request, Response, StandInError, route
 
 HTTP_DATE = "Sun, 06 Dec 2026 10:00:00 GMT"
 REPO = Path(__file__).resolve().parents[3]
@@ -130,7 +130,7 @@ def test_port_before_start_is_an_error():
 
 def test_serve_until_stopped_prints_its_banner_and_ends_on_sigterm(tmp_path):
     code = (
-        "from devstack.standins.http import HttpStandIn, RecordedRequest, Response\n"
+        "from devstack.standins.base import HttpStandIn, RecordedRequest, Response\n"
         "class S(HttpStandIn[RecordedRequest]):\n"
         "    def handle(self, request): return Response(200, {'pid': 1})\n"
         "    def record(self, request, response): return RecordedRequest.of(request, response)\n"

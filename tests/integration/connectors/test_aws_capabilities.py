@@ -32,7 +32,12 @@ from devstack.aws_seed import (
     seed_capability_roles,
 )
 from include.connectors import aws
-from include.connectors.aws import capability_client, capability_session, role_session_name
+from include.connectors.aws import (
+    AwsCapabilityHook,
+    capability_client,
+    capability_session,
+    role_session_name,
+)
 from include.connectors.context import RunContext
 from include.policies.capabilities import (
     get_capability,
@@ -204,3 +209,24 @@ def test_wrong_tenant_or_capability_never_reaches_aws(moto_url: str, assume_call
     with pytest.raises(PolicyError, match=r"^unknown capability 'admin'"):
         capability_session("admin", "acme", run_context=run_context("acme"), aws_conn_id=CONN_ID)
     assert assume_calls == []
+
+
+class _StsHook(AwsCapabilityHook):
+    service = "sts"
+
+
+def test_the_hook_assumes_its_role_on_first_call_and_retries_itself(moto_url: str, seeded, assume_calls):
+    hook = _StsHook(CONN_ID, capability="ticket-create", tenant="acme", run_context=run_context("acme"))
+    assert "connection" not in vars(hook)  # nothing read in __init__
+
+    client = hook.client
+    assert assume_calls == []  # a client, but no AssumeRole until it makes a call
+    assert client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
+
+    identity = hook.call("get_caller_identity", client.get_caller_identity)
+
+    assert identity["Arn"].startswith("arn:aws:sts::111111111111:assumed-role/orchestrator-ticket-create/")
+    assert hook.role_arn == "arn:aws:iam::111111111111:role/orchestrator-ticket-create"
+    assert [call["params"]["RoleArn"] for call in assume_calls] == [hook.role_arn]
+    with pytest.raises(TypeError, match="bound to its run's tenant 'acme'"):
+        hook.for_tenant("globex")

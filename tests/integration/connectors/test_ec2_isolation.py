@@ -1,4 +1,4 @@
-"""Host isolation against moto EC2, in the tenant's own account, as the host-isolate capability role.
+"""Ec2Hook against moto EC2, in the tenant's own account, as the host-isolate capability role.
 
 A VPC with two ordinary security groups and a quarantine group (tagged), and an instance in the two
 ordinary groups, are created in globex's account. The containment steps run on a session assumed
@@ -23,9 +23,7 @@ from include.connectors.ec2_isolation import (
     QUARANTINE_TAG,
     QUARANTINE_VALUE,
     ContainmentError,
-    isolate,
-    plan_isolation,
-    release,
+    Ec2Hook,
 )
 from include.policies.tenants import tenant_account_id
 from tests.support.moto import moto_with_aws_connection
@@ -41,11 +39,11 @@ def moto_url() -> Iterator[str]:
         yield url
 
 
-def _ec2_as(tenant: str, moto_url: str) -> Any:
-    from include.connectors.aws import capability_client
-
-    run = RunContext("soc_contain_host", "manual__1", "isolate_host", tenant, f"corr-{tenant}-1")
-    return capability_client("host-isolate", tenant, "ec2", run_context=run, aws_conn_id=CONN_ID)
+def _ec2_as(tenant: str, moto_url: str, correlation_id: str | None = None) -> Ec2Hook:
+    run = RunContext(
+        "soc_contain_host", "manual__1", "isolate_host", tenant, correlation_id or f"corr-{tenant}-1"
+    )
+    return Ec2Hook(CONN_ID, capability="host-isolate", tenant=tenant, run_context=run)
 
 
 @pytest.fixture
@@ -81,15 +79,17 @@ def test_isolate_records_previous_groups_then_swaps_and_repeats_change_nothing(
     moto_url: str, host: dict[str, Any]
 ) -> None:
     ec2 = _ec2_as("globex", moto_url)
-    plan = plan_isolation(ec2, host["id"])
+    assert "client" not in vars(ec2)  # nothing built, nothing assumed until the first call
+    plan = ec2.plan_isolation(host["id"])
     assert plan.current_groups == tuple(host["groups"])
     assert plan.quarantine_group == host["quarantine"]
     assert plan.already_isolated is False
     assert host["quarantine"] in plan.markdown()
     assert _state(host["ec2"], host["id"])[0] == host["groups"]  # planning changed nothing
 
-    first = isolate(ec2, host["id"], correlation_id="corr-globex-1")
+    first = ec2.isolate(host["id"])
     assert first["changed"] is True
+    assert first["correlation_id"] == "corr-globex-1"
     groups, tags = _state(host["ec2"], host["id"])
     assert groups == [host["quarantine"]]
     assert tags[PREVIOUS_GROUPS_TAG] == ",".join(host["groups"])
@@ -97,24 +97,24 @@ def test_isolate_records_previous_groups_then_swaps_and_repeats_change_nothing(
     assert tags[CORRELATION_TAG] == "corr-globex-1"
 
     for attempt in range(4):  # SCALE-3: the same step again (another run, a retry)
-        again = isolate(ec2, host["id"], correlation_id=f"corr-globex-{attempt + 2}")
+        again = _ec2_as("globex", moto_url, f"corr-globex-{attempt + 2}").isolate(host["id"])
         assert again["changed"] is False
         assert again["previous_groups"] == host["groups"]
     assert _state(host["ec2"], host["id"]) == (groups, tags)  # not even the tags moved
 
-    released = release(ec2, host["id"])
+    released = ec2.release(host["id"])
     assert released == {"instance_id": host["id"], "changed": True, "groups": host["groups"]}
     groups, tags = _state(host["ec2"], host["id"])
     assert groups == host["groups"]
     assert PREVIOUS_GROUPS_TAG not in tags
-    assert release(ec2, host["id"])["changed"] is False
+    assert ec2.release(host["id"])["changed"] is False
 
 
 def test_another_tenants_role_cannot_see_the_instance(moto_url: str, host: dict[str, Any]) -> None:
     with pytest.raises(ContainmentError, match=f"instance {host['id']} not found in this tenant's account"):
-        plan_isolation(_ec2_as("acme", moto_url), host["id"])
+        _ec2_as("acme", moto_url).plan_isolation(host["id"])
     with pytest.raises(ContainmentError, match="not found"):
-        isolate(_ec2_as("acme", moto_url), host["id"], correlation_id="corr-acme-1")
+        _ec2_as("acme", moto_url).isolate(host["id"])
     assert _state(host["ec2"], host["id"])[0] == host["groups"]
 
 
@@ -128,7 +128,7 @@ def test_another_tenants_role_cannot_see_the_instance(moto_url: str, host: dict[
 )
 def test_bad_host_fails_clearly_before_any_change(moto_url: str, instance_id: str, message: str) -> None:
     with pytest.raises(ContainmentError, match=message):
-        isolate(_ec2_as("globex", moto_url), instance_id, correlation_id="corr-x")
+        _ec2_as("globex", moto_url, "corr-x").isolate(instance_id)
 
 
 def test_a_vpc_without_quarantine_group_is_refused_and_nothing_changes(moto_url: str) -> None:
@@ -141,7 +141,7 @@ def test_a_vpc_without_quarantine_group_is_refused_and_nothing_changes(moto_url:
         ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[group]
     )["Instances"][0]["InstanceId"]
     with pytest.raises(ContainmentError, match=f"VPC {vpc} has no security group tagged"):
-        isolate(_ec2_as("globex", moto_url), instance, correlation_id="corr-x")
+        _ec2_as("globex", moto_url, "corr-x").isolate(instance)
     groups, tags = _state(ec2, instance)
     assert groups == [group]
     assert PREVIOUS_GROUPS_TAG not in tags

@@ -1,4 +1,4 @@
-"""IAM Identity Center onboarding/offboarding against an in-process moto server, on capability sessions.
+"""IdentityCenterHook: onboarding/offboarding against an in-process moto server, on capability sessions.
 
 What moto 5.2.5 models (measured): the identitystore API per account and region, any
 ``IdentityStoreId`` (a store is created on first use, empty), users, groups and memberships,
@@ -17,6 +17,7 @@ capability role.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -35,16 +36,15 @@ from devstack.aws_seed import account_client, seed_capability_roles
 from devstack.standins.moto_server import install_update_user
 from include.connectors import aws
 from include.connectors.context import RunContext
-from include.connectors.errors import TransientError
+from include.connectors.errors import RetryBudgetExhausted, TransientError
 from include.connectors.identity_center import (
     DISABLED_USER_TYPE,
     REQUIRED_ACTIONS,
-    IdentityCenter,
     IdentityCenterAccessDenied,
     IdentityCenterConflict,
+    IdentityCenterHook,
     IdentityCenterNotFound,
     IdentityCenterValidationError,
-    identity_center,
     session_revocation_plan,
 )
 from include.policies.capabilities import get_capability
@@ -118,22 +118,22 @@ def run_context(tenant: str, task_id: str) -> RunContext:
     )
 
 
-def onboarding(tenant: str = "acme") -> IdentityCenter:
-    return identity_center(
-        "identity-admin",
-        tenant,
+def onboarding(tenant: str = "acme") -> IdentityCenterHook:
+    return IdentityCenterHook(
+        CONN_ID,
+        capability="identity-admin",
+        tenant=tenant,
         run_context=run_context(tenant, "create_identity"),
-        aws_conn_id=CONN_ID,
         identity_store_id=STORE,
     )
 
 
-def offboarding(tenant: str = "acme") -> IdentityCenter:
-    return identity_center(
-        "identity-disable",
-        tenant,
+def offboarding(tenant: str = "acme") -> IdentityCenterHook:
+    return IdentityCenterHook(
+        CONN_ID,
+        capability="identity-disable",
+        tenant=tenant,
         run_context=run_context(tenant, "disable_identity"),
-        aws_conn_id=CONN_ID,
         identity_store_id=STORE,
     )
 
@@ -477,36 +477,41 @@ def test_an_operation_on_the_wrong_capability_is_refused(moto_url, seeded, assum
     with pytest.raises(IdentityCenterValidationError, match="needs a session of capability 'identity-admin'"):
         offboarding().ensure_user("alovelace", groups=["all-staff"], **ADA)
     with pytest.raises(IdentityCenterValidationError, match="'ticket-create' is not an identity capability"):
-        identity_center(
-            "ticket-create", "acme", run_context=run_context("acme", "x"), identity_store_id=STORE
+        IdentityCenterHook(
+            CONN_ID, capability="ticket-create", tenant="acme", run_context=run_context("acme", "x")
         )
     assert assume_calls == []
 
 
-def test_the_store_id_comes_from_the_parameter_or_the_connection_extras(moto_url, groups):
-    def extras(conn_id: str) -> dict[str, Any]:
-        assert conn_id == CONN_ID
-        return {"identity_store_id": {"acme": STORE}}
+def test_the_store_id_comes_from_the_parameter_or_the_connection_extras(moto_url, groups, monkeypatch):
+    connection = json.loads(os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"])
+    connection["extra"]["identity_store_id"] = {"acme": STORE}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_IDENTITY_EXTRAS_ITEST", json.dumps(connection))
 
-    center = identity_center(
-        "identity-admin", "acme", run_context=run_context("acme", "t"), aws_conn_id=CONN_ID, extras=extras
-    )
-    assert center.identity_store_id == STORE
-    assert center.user_id("alovelace") is not None
-
-    with pytest.raises(IdentityCenterValidationError, match="no identity store id for tenant 'globex'"):
-        identity_center(
-            "identity-admin",
-            "globex",
-            run_context=run_context("globex", "t"),
-            aws_conn_id=CONN_ID,
-            extras=extras,
+    def center(tenant: str) -> IdentityCenterHook:
+        return IdentityCenterHook(
+            "aws_identity_extras_itest",
+            capability="identity-admin",
+            tenant=tenant,
+            run_context=run_context(tenant, "t"),
         )
+
+    acme = center("acme")
+    assert "connection" not in vars(acme)  # read on first use, not in __init__
+    assert acme.identity_store_id == STORE
+    assert acme.user_id("alovelace") is not None
+
+    globex = center("globex")
+    with pytest.raises(IdentityCenterValidationError, match="no identity store id for tenant 'globex'"):
+        globex.user_id("alovelace")
     with pytest.raises(
         IdentityCenterValidationError, match="identity store id 'd-XYZ' is not like d-1234567890"
     ):
-        identity_center(
-            "identity-admin", "acme", run_context=run_context("acme", "t"), identity_store_id="d-XYZ"
+        IdentityCenterHook(
+            capability="identity-admin",
+            tenant="acme",
+            run_context=run_context("acme", "t"),
+            identity_store_id="d-XYZ",
         )
 
 
@@ -545,47 +550,89 @@ def test_another_tenants_session_cannot_see_the_user(moto_url, groups):
 # --- AWS errors, sorted by what to do about them (stubbed: moto neither denies nor throttles) -------
 
 
-@pytest.mark.parametrize(
-    ("code", "status", "error", "message"),
-    [
-        pytest.param(
-            "AccessDeniedException",
-            400,
-            IdentityCenterAccessDenied,
-            "identitystore disable_user: identitystore:GetUserId denied in identity store d-1234567890 "
-            "(orchestrator-identity-disable must grant it): not authorized",
-            id="denied",
-        ),
-        pytest.param(
-            "ThrottlingException",
-            400,
-            TransientError,
-            "identitystore disable_user: identitystore:GetUserId failed in identity store d-1234567890: "
-            "not authorized",
-            id="throttled",
-        ),
-        pytest.param(
-            "InternalServerException",
-            500,
-            TransientError,
-            "identitystore disable_user: identitystore:GetUserId failed in identity store d-1234567890: "
-            "not authorized",
-            id="server-error",
-        ),
-    ],
+USER_ARN = "arn:aws:identitystore::111111111111:identitystore/d-1234567890/user/u-1"
+FAILED_GET_USER_ID = (
+    "identitystore disable_user: identitystore:GetUserId failed in identity store d-1234567890: "
+    "not authorized"
 )
-def test_aws_errors_are_sorted_and_name_the_action(code: str, status: int, error: type, message: str):
-    client = boto3.client(
+
+
+@pytest.fixture
+def stubbed(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[IdentityCenterHook, Stubber]]:
+    """A hook whose identitystore client is stubbed, on a connection allowing 2 quick attempts."""
+    extra = {"retry_max_attempts": 2, "retry_base_delay": 0.001, "retry_max_delay": 0.002}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_IDENTITY_STUB", json.dumps({"conn_type": "aws", "extra": extra}))
+    hook = IdentityCenterHook(
+        "aws_identity_stub",
+        capability="identity-disable",
+        tenant="acme",
+        identity_store_id=STORE,
+        run_context=run_context("acme", "disable_identity"),
+    )
+    hook.client = boto3.client(
         "identitystore", region_name=REGION, aws_access_key_id="stub", aws_secret_access_key="stub"
     )
-    with Stubber(client) as stub:
-        stub.add_client_error(
-            "get_user_id", service_error_code=code, service_message="not authorized", http_status_code=status
-        )
-        with pytest.raises(error) as raised:
-            IdentityCenter(client, STORE, capability="identity-disable").disable_user("ada")
+    with Stubber(hook.client) as stub:
+        yield hook, stub
+        stub.assert_no_pending_responses()
 
-    assert str(raised.value) == message
+
+def _fail_get_user_id(stub: Stubber, code: str, status: int) -> None:
+    stub.add_client_error(
+        "get_user_id", service_error_code=code, service_message="not authorized", http_status_code=status
+    )
+
+
+def test_access_denied_is_permanent_and_names_the_action_and_role(stubbed):
+    hook, stub = stubbed
+    _fail_get_user_id(stub, "AccessDeniedException", 400)
+
+    with pytest.raises(IdentityCenterAccessDenied) as raised:
+        hook.disable_user("ada")
+
+    assert str(raised.value) == (
+        "identitystore disable_user: identitystore:GetUserId denied in identity store d-1234567890 "
+        "(orchestrator-identity-disable must grant it): not authorized"
+    )
+    assert hook.retry_count == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        pytest.param("ThrottlingException", 400, id="throttled"),
+        pytest.param("InternalServerException", 500, id="server-error"),
+    ],
+)
+def test_transient_errors_are_retried_then_give_up_naming_the_action(stubbed, code: str, status: int):
+    hook, stub = stubbed
+    _fail_get_user_id(stub, code, status)
+    _fail_get_user_id(stub, code, status)
+
+    with pytest.raises(RetryBudgetExhausted, match="gave up after 2 attempts") as raised:
+        hook.disable_user("ada")
+
+    assert isinstance(raised.value.__cause__, TransientError)
+    assert str(raised.value.__cause__) == FAILED_GET_USER_ID
+    assert hook.retry_count == 1
+
+
+def test_a_throttled_call_succeeds_on_its_retry(stubbed):
+    hook, stub = stubbed
+    _fail_get_user_id(stub, "ThrottlingException", 400)
+    stub.add_response(
+        "get_user_id",
+        {"IdentityStoreId": STORE, "UserId": "u-1", "UserArn": USER_ARN},
+        {
+            "IdentityStoreId": STORE,
+            "AlternateIdentifier": {
+                "UniqueAttribute": {"AttributePath": "userName", "AttributeValue": "ada"}
+            },
+        },
+    )
+
+    assert hook.user_id("ada") == "u-1"
+    assert hook.retry_count == 1
 
 
 # --- the capability policy (moto does not enforce IAM: checked statically) ------------------------

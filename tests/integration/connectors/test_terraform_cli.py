@@ -1,4 +1,4 @@
-"""The Terraform runner against the stand-in CLI and moto: the real invoking code, end to end
+"""The Terraform hook against the stand-in CLI and moto: the real invoking code, end to end
 without a scheduler (the approval in between is tested on the real stack, tests/e2e).
 
 The stand-in asks STS who it is with the credentials it was given, so these tests prove which
@@ -23,18 +23,18 @@ from devstack.aws_seed import seed_capability_roles
 from include.connectors.context import RunContext
 from include.connectors.terraform import (
     TerraformError,
-    TerraformRunner,
-    TerraformSettings,
+    TerraformHook,
     capability_environment,
 )
 from include.policies.tenants import tenant_account_id
 from tests.support.moto import moto_with_aws_connection
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 STANDIN = REPO / "devstack" / "bin" / "terraform"
 SOURCE = REPO / "tests" / "support" / "terraform" / "tenant_stack"
 REGION = "eu-west-1"
 CONN_ID = "aws_terraform_itest"
+TERRAFORM_CONN_ID = "terraform_itest"
 SENSITIVE_OUTPUT = "tok-acme-s3cr3t-canary"
 
 
@@ -46,27 +46,37 @@ def moto_url() -> Iterator[str]:
 
 
 class Stack:
-    """One tenant stack: runners for plan and apply in per-run workspaces, the log, the audit."""
+    """One tenant stack: hooks for plan and apply in per-run workspaces, the log, the audit."""
 
-    def __init__(self, root: Path, moto_url: str, max_age: timedelta = timedelta(hours=1)) -> None:
-        self.settings = TerraformSettings(
-            binary=str(STANDIN), work_root=root / "work", state_root=root / "state", max_plan_age=max_age
-        )
+    def __init__(
+        self, root: Path, monkeypatch: pytest.MonkeyPatch, max_age: timedelta = timedelta(hours=1)
+    ) -> None:
+        self.work_root, self.state_root = root / "work", root / "state"
+        extra = {
+            "binary": str(STANDIN),
+            "work_root": str(self.work_root),
+            "state_root": str(self.state_root),
+            "max_plan_age_seconds": max_age.total_seconds(),
+        }
+        connection = {"conn_type": "generic", "extra": extra}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{TERRAFORM_CONN_ID.upper()}", json.dumps(connection))
         self.audit = root / "audit.jsonl"
         self.lines: list[str] = []
 
-    def runner(self, capability: str, run_id: str, tenant: str = "acme") -> TerraformRunner:
+    def runner(self, capability: str, run_id: str, tenant: str = "acme") -> TerraformHook:
+        """The hook of ``run_id``'s workspace, prepared with ``capability``'s credentials."""
         run = RunContext("implementation_provision_tenant", run_id, "step", tenant, f"corr-{run_id}")
         env = capability_environment(capability, tenant, run, CONN_ID)
-        return TerraformRunner(
-            self.settings,
-            source=SOURCE,
+        hook = TerraformHook(
+            TERRAFORM_CONN_ID,
             tenant=tenant,
             stack="baseline",
+            source=SOURCE,
             workspace=run_id,
-            env={**env, "TF_STANDIN_AUDIT": str(self.audit), "TF_VAR_tenant": tenant},
-            log=self.lines.append,
+            output=self.lines.append,
         )
+        hook.prepare({**env, "TF_STANDIN_AUDIT": str(self.audit)})
+        return hook
 
     def callers(self) -> list[tuple[str, str]]:
         entries = [json.loads(line) for line in self.audit.read_text().splitlines()]
@@ -74,12 +84,10 @@ class Stack:
 
     def plan(self, run_id: str, **kwargs):
         runner = self.runner("terraform-plan", run_id)
-        runner.prepare()
         return runner.plan({}, correlation_id=f"corr-{run_id}", **kwargs).as_xcom()
 
-    def apply(self, run_id: str, record: dict, approved: str | None = None) -> tuple[TerraformRunner, dict]:
+    def apply(self, run_id: str, record: dict, approved: str | None = None) -> tuple[TerraformHook, dict]:
         runner = self.runner("terraform-apply", run_id)
-        runner.prepare()
         plan = runner.verify(record, approved or record["sha256"], datetime.now(UTC))
         changes = runner.apply(plan)
         runner.record_apply(f"corr-{run_id}")
@@ -87,8 +95,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, moto_url: str) -> Stack:
-    return Stack(tmp_path, moto_url)
+def stack(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    return Stack(tmp_path, monkeypatch)
 
 
 def test_plan_then_apply_the_approved_plan_with_the_right_roles(stack: Stack, monkeypatch) -> None:
@@ -134,11 +142,11 @@ def test_a_second_run_changes_nothing(stack: Stack) -> None:
 
 def test_a_tampered_plan_is_refused(stack: Stack) -> None:
     record = stack.plan("run1")
-    plan_file = stack.settings.work_root / "acme" / "baseline" / "run1" / "tfplan"
+    plan_file = stack.work_root / "acme" / "baseline" / "run1" / "tfplan"
     plan_file.write_bytes(plan_file.read_bytes() + b"\0")
     with pytest.raises(TerraformError, match=r"plan file of acme/baseline is not the approved plan"):
         stack.apply("run1", record)
-    assert not (stack.settings.state_root / "acme" / "baseline.tfstate").exists()
+    assert not (stack.state_root / "acme" / "baseline.tfstate").exists()
 
 
 def test_an_approval_for_another_plan_is_refused(stack: Stack) -> None:
@@ -157,8 +165,8 @@ def test_a_plan_made_before_the_state_moved_is_refused(stack: Stack) -> None:
         stack.apply("run1", first)
 
 
-def test_an_old_plan_is_refused(tmp_path: Path, moto_url: str) -> None:
-    stack = Stack(tmp_path, moto_url, max_age=timedelta(seconds=60))
+def test_an_old_plan_is_refused(tmp_path: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = Stack(tmp_path, monkeypatch, max_age=timedelta(seconds=60))
     record = stack.plan("run1")
     record["created_at"] = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     with pytest.raises(TerraformError, match=r"older than the 60 s allowed: plan again"):
@@ -178,7 +186,6 @@ def test_a_destroy_is_flagged(stack: Stack) -> None:
 
 def test_terraform_errors_name_the_command_and_the_stack(stack: Stack) -> None:
     runner = stack.runner("terraform-plan", "run1")
-    runner.prepare()
     with pytest.raises(
         TerraformError, match=r"terraform frobnicate failed \(exit 1\) for acme/baseline: .*no command named"
     ):

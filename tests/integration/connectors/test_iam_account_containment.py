@@ -1,4 +1,4 @@
-"""Disabling a compromised IAM user in the tenant's account (moto), as the capability roles.
+"""IamHook: disabling a compromised IAM user in the tenant's account (moto), as the capability roles.
 
 A staff user with two active keys and a console password in globex's account: inspection (read
 only) shows them; disabling deactivates the keys and removes the password, keeps the user and the
@@ -15,7 +15,7 @@ import pytest
 
 from devstack.aws_seed import account_client, seed_capability_roles
 from include.connectors.context import RunContext
-from include.connectors.iam_users import AccountContainmentError, disable_user, inspect_user
+from include.connectors.iam import AccountContainmentError, AccountNotFound, IamHook
 from include.policies.tenants import tenant_account_id
 from tests.support.moto import moto_with_aws_connection
 
@@ -30,11 +30,9 @@ def moto_url() -> Iterator[str]:
         yield url
 
 
-def _iam_as(capability: str, tenant: str) -> Any:
-    from include.connectors.aws import capability_client
-
+def _iam_as(capability: str, tenant: str) -> IamHook:
     run = RunContext("soc_disable_account", "manual__1", "disable_account", tenant, f"corr-{tenant}")
-    return capability_client(capability, tenant, "iam", run_context=run, aws_conn_id=CONN_ID)
+    return IamHook(CONN_ID, capability=capability, tenant=tenant, run_context=run)
 
 
 @pytest.fixture
@@ -50,12 +48,12 @@ def user(moto_url: str, request: pytest.FixtureRequest) -> dict[str, Any]:
 def test_disable_deactivates_keys_and_console_keeps_the_user_and_repeats_are_no_ops(
     user: dict[str, Any],
 ) -> None:
-    before = inspect_user(_iam_as("identity-inspect", "globex"), user["name"])
+    before = _iam_as("identity-inspect", "globex").inspect_user(user["name"])
     assert before.active_keys == tuple(user["keys"])
     assert before.console_access is True
     assert "deactivate access keys" in before.markdown()
 
-    result = disable_user(_iam_as("identity-disable", "globex"), user["name"])
+    result = _iam_as("identity-disable", "globex").disable_user(user["name"])
     assert result["changed"] is True
     assert result["deactivated_keys"] == user["keys"]
     assert result["console_password_removed"] is True
@@ -66,14 +64,16 @@ def test_disable_deactivates_keys_and_console_keeps_the_user_and_repeats_are_no_
         user["iam"].get_login_profile(UserName=user["name"])
 
     for _ in range(4):
-        again = disable_user(_iam_as("identity-disable", "globex"), user["name"])
+        again = _iam_as("identity-disable", "globex").disable_user_if_present(user["name"])
+        assert again is not None
         assert again["changed"] is False
         assert again["deactivated_keys"] == []
 
 
 def test_another_tenant_cannot_see_the_user(user: dict[str, Any]) -> None:
-    with pytest.raises(AccountContainmentError, match="not found in this tenant's account"):
-        disable_user(_iam_as("identity-disable", "acme"), user["name"])
+    with pytest.raises(AccountNotFound, match="not found in this tenant's account"):
+        _iam_as("identity-disable", "acme").disable_user(user["name"])
+    assert _iam_as("identity-disable", "acme").disable_user_if_present(user["name"]) is None
     keys = user["iam"].list_access_keys(UserName=user["name"])["AccessKeyMetadata"]
     assert {k["Status"] for k in keys} == {"Active"}
 
@@ -84,9 +84,9 @@ def test_service_accounts_unknown_and_malformed_names_are_refused(moto_url: str)
     iam.create_access_key(UserName="ci-deployer")
     disabler = _iam_as("identity-disable", "globex")
     with pytest.raises(AccountContainmentError, match="not a staff account"):
-        disable_user(disabler, "ci-deployer")
+        disabler.disable_user_if_present("ci-deployer")  # present, but not staff: refused
     assert iam.list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"][0]["Status"] == "Active"
     with pytest.raises(AccountContainmentError, match="IAM user nobody not found"):
-        disable_user(disabler, "nobody")
+        disabler.disable_user("nobody")
     with pytest.raises(AccountContainmentError, match="is not an IAM user name"):
-        disable_user(disabler, "bad name with spaces")
+        disabler.disable_user("bad name with spaces")

@@ -76,6 +76,7 @@ def by_hand():
 by_hand()
 '''
 AWS = "from include.connectors.aws import capability_client"
+EC2_HOOK = "from include.connectors.ec2_isolation import Ec2Hook"
 
 
 @pytest.mark.parametrize(
@@ -133,8 +134,8 @@ AWS = "from include.connectors.aws import capability_client"
         ),
         pytest.param(
             "implementation",
-            "from include.connectors.identity_center import identity_center",
-            'return identity_center("identity-admin", tenant, run_context=None)',
+            "from include.connectors.identity_center import IdentityCenterHook",
+            'return IdentityCenterHook(capability="identity-admin", tenant=tenant).user_id("ada")',
             [
                 "DAG by_hand task contain uses privileged capability 'identity-admin' directly, not "
                 "behind an approval gate (use its operator)",
@@ -193,6 +194,40 @@ AWS = "from include.connectors.aws import capability_client"
             'return capability_client("host-inspect", tenant, "ec2", run_context=None)',
             [],
             id="read-only-capability-of-its-domain",
+        ),
+        pytest.param(
+            "soc",
+            EC2_HOOK,
+            'return Ec2Hook("host-inspect", capability="host-isolate", tenant=tenant).isolate("i-1")',
+            [
+                "DAG by_hand task contain uses privileged capability 'host-isolate' directly, not behind "
+                "an approval gate (use its operator)"
+            ],
+            id="hook-capability-keyword-not-the-connection-id",
+        ),
+        pytest.param(
+            "soc",
+            "from include.connectors import iam",
+            'return iam.IamHook(capability="identity-disable", tenant=tenant).disable_user("x")',
+            [
+                "DAG by_hand task contain uses privileged capability 'identity-disable' directly, not "
+                "behind an approval gate (use its operator)"
+            ],
+            id="hook-through-its-module",
+        ),
+        pytest.param(
+            "soc",
+            EC2_HOOK,
+            'return Ec2Hook(capability="host-inspect", tenant=tenant).plan_isolation("i-1")',
+            [],
+            id="read-only-hook-of-its-domain",
+        ),
+        pytest.param(
+            "soc",
+            EC2_HOOK,
+            'return Ec2Hook("host-isolate", tenant=tenant).plan_isolation("i-1")',
+            [f"DAG by_hand task contain calls Ec2Hook {COMPUTED}"],
+            id="hook-without-capability-keyword",
         ),
     ],
 )
@@ -457,6 +492,76 @@ def test_capability_calls_in_platform_code(tmp_path, dag_folder, code, expected)
         )
         for marker, message in expected
     ]
+
+
+HOOK_STEPS = """
+from functools import cached_property
+
+from airflow.sdk import BaseOperator
+
+from include.approvals.verify import RequiresApproval
+from include.connectors.ec2_isolation import Ec2Hook
+
+
+class _Step(BaseOperator):
+    capability = ""
+
+    @cached_property
+    def hook(self) -> Ec2Hook:
+        return Ec2Hook(self.aws_conn_id, capability=self.capability, tenant=self.tenant)
+
+
+class Inspect(_Step):
+    capability = "host-inspect"
+
+
+class Isolate({bases}_Step):
+    capability = "host-isolate"
+"""
+
+
+@pytest.mark.parametrize(
+    ("bases", "expected"),
+    [
+        pytest.param("", ["class Isolate"], id="privileged-hook-without-requires-approval"),
+        pytest.param("RequiresApproval, ", [], id="privileged-hook-behind-requires-approval"),
+    ],
+)
+def test_a_hook_built_with_self_capability_is_followed_into_subclasses(tmp_path, dag_folder, bases, expected):
+    root = tmp_path / "include"
+    module = write(root, "operators/steps.py", HOOK_STEPS.format(bases=bases))
+    ctx = CheckContext(dags_folder=dag_folder(), code_scan_roots=(root,))
+
+    violations = run_checks(ctx, [check_capability_calls])
+
+    hook_line = line_of(module, "return Ec2Hook(")
+    assert violations == [
+        Violation(
+            "capability-calls",
+            f"{display_path(module)}:{line_of(module, marker)}",
+            "class Isolate uses privileged capability 'host-isolate' through self.capability in _Step.hook "
+            f"({display_path(module)}:{hook_line}) {UNAPPROVED}",
+        )
+        for marker in expected
+    ]  # and the return annotation (-> Ec2Hook) is not "used without calling it"
+
+
+def test_every_aws_capability_hook_is_known_to_the_rule():
+    """A new AWS hook missing from CAPABILITY_FUNCTIONS would be a blind spot of the rule."""
+    import include.connectors.ec2_isolation
+    import include.connectors.iam
+    import include.connectors.identity_center  # noqa: F401 - they define the subclasses
+    from include.connectors.aws import AwsCapabilityHook
+    from include.policies.capability_calls import CAPABILITY_FUNCTIONS, KEYWORD_ONLY
+
+    def family(cls: type) -> set[type]:
+        return {cls}.union(*(family(sub) for sub in cls.__subclasses__()))
+
+    hooks = {cls for cls in family(AwsCapabilityHook) if cls.__module__.startswith("include.")}
+    assert {cls.__name__ for cls in hooks} == KEYWORD_ONLY
+    assert {cls.__name__: CAPABILITY_FUNCTIONS[cls.__name__] for cls in hooks} == {
+        cls.__name__: cls.__module__.replace(".", "/") + ".py" for cls in hooks
+    }
 
 
 def test_the_defining_modules_and_tests_are_not_checked(tmp_path, dag_folder):
