@@ -2,7 +2,7 @@
 
 moto 5.2.5 (the newest release) answers identitystore ``UpdateUser`` with NotImplementedError (HTTP
 500). Offboarding marks a disabled Identity Center user with it
-(:meth:`include.connectors.identity_center.IdentityCenter.disable_user`), so the devstack would
+(:meth:`include.connectors.identity_center.IdentityCenterHook.disable_user`), so the devstack would
 fail where AWS succeeds. :func:`install_update_user` adds a minimal UpdateUser following AWS's
 documented contract (``Operations``: a list of ``AttributePath`` / ``AttributeValue``; each replaces
 one top-level attribute; empty response on success; ``ValidationException`` for an attribute that

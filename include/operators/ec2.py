@@ -1,6 +1,6 @@
 """EC2 host containment: inspect a host (read-only) and isolate it (privileged, after approval).
 
-Both run in the tenant's own AWS account through :class:`~include.connectors.ec2_isolation.Ec2Hook`:
+Both run in the tenant's own AWS account through :class:`~include.connectors.ec2.Ec2Hook`:
 inspection as ``orchestrator-host-inspect`` (Describe only), isolation as
 ``orchestrator-host-isolate``, each a 15-minute session tagged with the run's tenant and correlation
 id (:mod:`include.connectors.aws`). The isolation is recorded on the audit trail as a side effect
@@ -20,7 +20,7 @@ from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
 
 if TYPE_CHECKING:
-    from include.connectors.ec2_isolation import Ec2Hook
+    from include.connectors.ec2 import Ec2Hook
 
 T = TypeVar("T")
 
@@ -44,14 +44,14 @@ class _Ec2Step(BaseOperator):
 
     @cached_property
     def hook(self) -> Ec2Hook:
-        from include.connectors.ec2_isolation import Ec2Hook
+        from include.connectors.ec2 import Ec2Hook
 
         return Ec2Hook(self.aws_conn_id, capability=self.capability, tenant=self.tenant)
 
     def failing_fast(self, step: Callable[[], T]) -> T:
         """Run ``step``; a :class:`ContainmentError` (unknown host, no quarantine group) fails the
         task at once: retrying cannot make the host exist, and a SOC analyst needs the answer now."""
-        from include.connectors.ec2_isolation import ContainmentError
+        from include.connectors.ec2 import ContainmentError
 
         try:
             return step()

@@ -45,7 +45,7 @@ CAPABILITY_FUNCTIONS: dict[str, str] = {
     "capability_session": "include/connectors/aws.py",
     "capability_environment": "include/connectors/terraform.py",
     "AwsCapabilityHook": "include/connectors/aws.py",
-    "Ec2Hook": "include/connectors/ec2_isolation.py",
+    "Ec2Hook": "include/connectors/ec2.py",
     "IamHook": "include/connectors/iam.py",
     "IdentityCenterHook": "include/connectors/identity_center.py",
 }

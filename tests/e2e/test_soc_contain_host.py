@@ -18,7 +18,7 @@ from devstack.api_client import AirflowApi, ApiError
 from devstack.aws_seed import account_client
 from devstack.config import REGION
 from devstack.stack import Stack
-from include.connectors.ec2_isolation import PREVIOUS_GROUPS_TAG, QUARANTINE_TAG, QUARANTINE_VALUE
+from include.connectors.ec2 import PREVIOUS_GROUPS_TAG, QUARANTINE_TAG, QUARANTINE_VALUE
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
 from include.policies.approvals import load_approvals
 from include.policies.tenants import tenant_account_id

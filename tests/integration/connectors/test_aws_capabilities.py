@@ -3,7 +3,7 @@
 moto does not enforce resource-scoped IAM (see the notes), so what this proves is the *account*
 isolation: each tenant's roles and secrets live in the tenant's own moto account, and a session
 assumed into acme's account cannot find globex's secret even by its full ARN. That the roles grant
-only their declared actions is proven statically in tests/unit/test_capabilities.py.
+only their declared actions is proven statically in tests/unit/policies/test_capabilities.py.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 
 from devstack.aws_seed import account_client, seed_capability_roles
 from include.connectors.context import RunContext
-from include.connectors.ec2_isolation import (
+from include.connectors.ec2 import (
     CORRELATION_TAG,
     ISOLATED_BY_TAG,
     PREVIOUS_GROUPS_TAG,

@@ -13,7 +13,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval, params_artifact
-from include.connectors.ec2_isolation import ContainmentError, Ec2Hook, IsolationPlan
+from include.connectors.ec2 import ContainmentError, Ec2Hook, IsolationPlan
 from include.operators.ec2 import InspectHostOperator, IsolateHostOperator
 
 HOST = "i-0123456789abcdef0"

@@ -76,7 +76,7 @@ def by_hand():
 by_hand()
 '''
 AWS = "from include.connectors.aws import capability_client"
-EC2_HOOK = "from include.connectors.ec2_isolation import Ec2Hook"
+EC2_HOOK = "from include.connectors.ec2 import Ec2Hook"
 
 
 @pytest.mark.parametrize(
@@ -500,7 +500,7 @@ from functools import cached_property
 from airflow.sdk import BaseOperator
 
 from include.approvals.verify import RequiresApproval
-from include.connectors.ec2_isolation import Ec2Hook
+from include.connectors.ec2 import Ec2Hook
 
 
 class _Step(BaseOperator):
@@ -548,7 +548,7 @@ def test_a_hook_built_with_self_capability_is_followed_into_subclasses(tmp_path,
 
 def test_every_aws_capability_hook_is_known_to_the_rule():
     """A new AWS hook missing from CAPABILITY_FUNCTIONS would be a blind spot of the rule."""
-    import include.connectors.ec2_isolation
+    import include.connectors.ec2
     import include.connectors.iam
     import include.connectors.identity_center  # noqa: F401 - they define the subclasses
     from include.connectors.aws import AwsCapabilityHook
