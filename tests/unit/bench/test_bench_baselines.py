@@ -21,7 +21,7 @@ from include.policies.checks import (
     run_checks,
 )
 
-BENCH_DAGS = Path(__file__).resolve().parents[2] / "bench" / "dags"
+BENCH_DAGS = Path(__file__).resolve().parents[3] / "bench" / "dags"
 
 
 def test_bare_baselines_follow_the_support_domain_settings():
