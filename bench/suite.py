@@ -1,6 +1,6 @@
 """The benchmark suite of issue 8: one command, every figure, one JSON result (``make bench``).
 
-``python -m bench.suite`` runs, in this order (figures and wall times: README, "Benchmarks"):
+``python -m bench.suite`` runs, in this order (figures and wall times: ``docs/benchmarks.md``):
 
 1. **scale / parse** (in a subprocess, no stack): DagBag parse time per file and in total for
    ``dags/`` and for 200 generated ``domain_workflow`` files in a temporary folder;
@@ -24,9 +24,10 @@
    RT's rate limit); ratio flood / quiet (goal <= 1.2). Last, because the flood outlasts the
    flooded round (it must) and stopping the stack ends it; RT counts what it had updated by then;
 
-then stops the stack, prints the table and writes ``bench/results/suite-<timestamp>.json``
-(``bench/results/`` is gitignored). Every part's wall time is in the table. The figures are as
-good as the machine is quiet: run it with nothing else busy.
+then stops the stack, prints the table and writes the run's figures to
+``bench/results/<UTC timestamp>.json`` (:func:`write_results`; the latest run's table is in
+``docs/benchmarks.md``). Every part's wall time is in the table. The figures are as good as the
+machine is quiet: run it with nothing else busy.
 """
 
 from __future__ import annotations
@@ -720,7 +721,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _get(data: dict[str, Any], *path: str) -> Any:
+def _get(data: Mapping[str, Any], *path: str) -> Any:
     for key in path:
         if not isinstance(data, dict) or key not in data:
             return "n/a"
@@ -728,7 +729,9 @@ def _get(data: dict[str, Any], *path: str) -> Any:
     return data
 
 
-def table(r: dict[str, Any]) -> str:
+def figures(r: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The suite's figures as the table prints them: (figure, value, goal; ``""`` without a goal)."""
+
     def g(*path: str) -> Any:
         return _get(r, *path)
 
@@ -810,6 +813,11 @@ def table(r: dict[str, Any]) -> str:
             for side in ("platform", "bare")
         ),
     ]
+    return rows
+
+
+def table(r: Mapping[str, Any]) -> str:
+    rows = figures(r)
     errors = [(k, v["error"][:300]) for k, v in r.items() if isinstance(v, dict) and "error" in v]
     width = max(len(name) for name, _, _ in rows)
     lines = [f"{'figure'.ljust(width)}  value  [goal]", "-" * (width + 40)]
@@ -820,6 +828,68 @@ def table(r: dict[str, Any]) -> str:
     lines.append(f"machine: {r.get('machine')}; dead components: {r.get('dead_components', 'n/a')}")
     lines += [f"FAILED {name}: {error}" for name, error in errors]
     return "\n".join(lines)
+
+
+def _commit() -> dict[str, Any] | None:
+    """The commit the suite ran on, and whether the working tree differed from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"sha": head, "dirty": bool(status.strip())}
+
+
+def _machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        None,
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(memory / 2**30, 1)}
+
+
+def write_results(results: Mapping[str, Any], *, folder: Path = RESULTS, now: datetime | None = None) -> Path:
+    """Write one run's figures to ``folder/<UTC timestamp>.json`` (e.g. ``20261206T090357Z.json``).
+
+    The file holds the figures as printed (``figures``: figure, value, goal), when, on which commit
+    and on what machine the run finished (``recorded``), and every measurement the run made.
+
+    :param results: what :func:`run_suite` returned.
+    :param folder: where result files live (``bench/results/``).
+    :param now: the run's end (UTC); default now.
+    :return: the path written.
+    """
+    finished = (now or datetime.now(UTC)).astimezone(UTC)
+    record = {
+        "recorded": {
+            "finished_at": finished.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "command": "make bench",
+            "module": "bench.suite",
+            "commit": _commit(),
+            "machine": _machine(),
+        },
+        "figures": [
+            {"figure": name, "value": value, "goal": goal or None} for name, value, goal in figures(results)
+        ],
+        **results,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{finished:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
 
 
 def main() -> None:
@@ -844,9 +914,7 @@ def main() -> None:
         parse_main()
         return
     results = run_suite(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    output = RESULTS / f"suite-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    output = write_results(results)
     print("\n" + table(results) + f"\n\nwritten to {output}", flush=True)
 
 

@@ -81,7 +81,7 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
                 "retention_days": 1,  # moto: short, so a demo bucket is not locked for years
             },
         },
-        # The checkpoint signing key: never stored next to the log (README, "Audit trail").
+        # The checkpoint signing key: never stored next to the log (docs/audit.md).
         "audit_signing": {
             "conn_type": "generic",
             "login": "audit-key-1",
@@ -91,8 +91,8 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
         "rt_default": rt_connection(profile),
         # The company directory (OpenLDAP) of the HR workflows; the admin password is per profile.
         "ldap_default": ldap_connection(profile),
-        # No Terraform binary reaches these machines: the stand-in CLI of tests/support (README,
-        # "Terraform steps"). Production sets binary to terraform (or tofu) and shared paths.
+        # No Terraform binary reaches these machines: the stand-in CLI devstack/bin/terraform
+        # (docs/standins.md, "Terraform"). Production sets binary to terraform (or tofu) and shared paths.
         "terraform_default": {
             "conn_type": "generic",
             "extra": {

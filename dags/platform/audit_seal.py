@@ -5,7 +5,7 @@ Every 15 minutes (and on demand from the UI): appends audit events spooled while
 was unreachable, signs a checkpoint over the log (HMAC-SHA256, key from the secrets backend),
 exports every sealed segment to the audit bucket under S3 Object Lock (COMPLIANCE mode), then
 verifies the whole chain. Damage fails the run, and the task log names each damaged record and
-the kind of damage; the platform alert list gets the failure mail. See README, "Audit trail".
+the kind of damage; the platform alert list gets the failure mail. See docs/audit.md.
 """
 
 from datetime import timedelta

@@ -12,7 +12,7 @@ cannot be reached (or the connection is missing) the event goes to a local spool
 :func:`drain_spool` (run by the sealing DAG before every seal) appends it later. A spooled event
 is appended after events written meanwhile; its ``details.spooled_at`` keeps the original time.
 
-Record conventions (what each kind's ``details`` hold) are in the README, "Audit trail", and in
+Record conventions (what each kind's ``details`` hold) are in docs/audit.md ("Records") and in
 the callers; :mod:`include.audit.trace` reads them.
 """
 
@@ -222,7 +222,7 @@ def side_effect(
     created: bool | None = None,
     **details: Any,
 ) -> AuditRecord | None:
-    """Record one side effect a connector performed (``side_effect``); see the README's conventions.
+    """Record one side effect a connector performed (``side_effect``); see docs/audit.md ("Records").
 
     ``details`` may add ``ticket_id``, ``capability``, ``role_arn``, ``summary`` and the like.
     """

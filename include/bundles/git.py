@@ -4,7 +4,7 @@ Airflow records the commit a DAG's code came from on its latest DAG version, and
 on that commit. When the bundle moves to a new commit, the DAG processor only queues the files
 whose mtime is later than their last parse; a `git reset` rewrites only the files the merge
 changed, so every other DAG keeps pointing at the previous commit until its periodic re-parse,
-`[dag_processor] min_file_process_interval` later. We set that to 120 s (README "Benchmarks"),
+`[dag_processor] min_file_process_interval` later. We set that to 120 s (docs/benchmarks.md),
 so after a merge most DAGs would start runs, and record them in the audit trail, on the old
 commit for up to two minutes. Airflow has no setting to re-parse a bundle on a version change,
 hence this subclass: after a refresh that moved HEAD it sets the mtime of the bundle's files to

@@ -67,7 +67,7 @@ class TerraformSettings:
     max_plan_age: timedelta
     # Configuration path (as the workflow names it, repo-relative) -> the one to run instead. Only
     # where the binary cannot run the real one: the local stand-in CLI models a small subset of
-    # Terraform, so the devstack maps each real module to a model of it (README, "Terraform steps").
+    # Terraform, so the devstack maps each real module to a model of it (docs/standins.md, "Terraform").
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def source_for(self, source: Path, repo_root: Path) -> Path:

@@ -4,7 +4,7 @@ Four more runs for the same tenant plan no changes: nothing is asked or applied,
 and report. An approval drill nobody answers escalates (mail, ticket comment), times out and
 applies nothing.
 
-The terraform binary is the stand-in (README, "Terraform steps"); the ticket is read back from
+The terraform binary is the stand-in (docs/standins.md, "Terraform"); the ticket is read back from
 Request Tracker.
 """
 
