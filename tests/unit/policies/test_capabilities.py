@@ -29,6 +29,8 @@ from include.policies.capabilities import (
 )
 from include.policies.loader import PolicyError
 from include.policies.tenants import platform_account_id, tenant_account_id, tenant_ids
+from tests.support.documents import delete_at as _delete
+from tests.support.documents import set_at as _set
 
 REGION = "eu-west-1"
 RAW = yaml.safe_load(CAPABILITIES_FILE.read_text(encoding="utf-8"))
@@ -280,32 +282,6 @@ def test_unknown_capability_lists_declared_ones():
 
 
 # --- broken capability files: every problem names file, key path and problem -----------------
-
-
-def _node(document: dict[str, Any], parts: list[str]) -> Any:
-    node: Any = document
-    for part in parts:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
-
-
-def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    *parents, key = path.split("/")
-
-    def edit(document: dict[str, Any]) -> None:
-        parent = _node(document, parents)
-        parent[int(key) if isinstance(parent, list) else key] = value
-
-    return edit
-
-
-def _delete(path: str) -> Callable[[dict[str, Any]], None]:
-    *parents, key = path.split("/")
-
-    def edit(document: dict[str, Any]) -> None:
-        del _node(document, parents)[key]
-
-    return edit
 
 
 def _rename(old: str, new: str) -> Callable[[dict[str, Any]], None]:

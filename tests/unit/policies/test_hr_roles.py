@@ -19,6 +19,9 @@ from include.policies.hr_roles import (
     role_mapping,
 )
 from include.policies.loader import PolicyError
+from tests.support.documents import delete_at as _delete
+from tests.support.documents import node_at
+from tests.support.documents import set_at as _set
 
 RAW = yaml.safe_load(HR_ROLES_FILE.read_text(encoding="utf-8"))
 IC_DECLARED = ", ".join(sorted(RAW["groups"]["identity_center"]))
@@ -103,35 +106,9 @@ def test_unknown_role_lists_the_known_ones(role: Any):
 # --- broken files: every problem names file, key path and problem -----------------------------
 
 
-def _node(document: dict[str, Any], parts: list[str]) -> Any:
-    node: Any = document
-    for part in parts:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
-
-
-def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    *parents, key = path.split("/")
-
-    def edit(document: dict[str, Any]) -> None:
-        parent = _node(document, parents)
-        parent[int(key) if isinstance(parent, list) else key] = value
-
-    return edit
-
-
-def _delete(path: str) -> Callable[[dict[str, Any]], None]:
-    *parents, key = path.split("/")
-
-    def edit(document: dict[str, Any]) -> None:
-        del _node(document, parents)[key]
-
-    return edit
-
-
 def _rename(section: str, old: str, new: str) -> Callable[[dict[str, Any]], None]:
     def edit(document: dict[str, Any]) -> None:
-        parent = _node(document, section.split("/"))
+        parent = node_at(document, section.split("/"))
         parent[new] = parent.pop(old)
 
     return edit

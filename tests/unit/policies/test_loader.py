@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from include.policies.loader import (
 )
 from include.policies.tenants import TENANTS, load_tenants
 from include.triage.rules import TRIAGE_RULES, load_rules, load_rules_file
+from tests.support.documents import delete_at as _delete
+from tests.support.documents import set_at as _set
 
 
 def exactly(message: str) -> str:
@@ -68,67 +69,43 @@ def test_unknown_domain_lists_declared_domains():
         policy.domain("marketing")
 
 
-def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    *parents, key = path.split(".")
-
-    def edit(document: dict[str, Any]) -> None:
-        node = document
-        for part in parents:
-            node = node[part]
-        node[key] = value
-
-    return edit
-
-
-def _delete(path: str) -> Callable[[dict[str, Any]], None]:
-    *parents, key = path.split(".")
-
-    def edit(document: dict[str, Any]) -> None:
-        node = document
-        for part in parents:
-            node = node[part]
-        del node[key]
-
-    return edit
-
-
 @pytest.mark.parametrize(
     ("edit", "problem"),
     [
         pytest.param(
-            _set("domains.support.pool_slots", -1),
+            _set("domains/support/pool_slots", -1),
             "domains.support.pool_slots: -1 is less than the minimum of 1",
             id="negative-pool-slots",
         ),
         pytest.param(
-            _set("domains.hr.colour", "blue"),
+            _set("domains/hr/colour", "blue"),
             "domains.hr: Additional properties are not allowed ('colour' was unexpected)",
             id="unknown-key",
         ),
         pytest.param(
-            _set("domains.soc.approval.timeout", "15 minutes"),
+            _set("domains/soc/approval/timeout", "15 minutes"),
             "domains.soc.approval.timeout: '15 minutes' does not match '^[1-9][0-9]*[smhd]$'",
             id="bad-duration",
         ),
         pytest.param(
-            _delete("domains.invoicing.alerts"),
+            _delete("domains/invoicing/alerts"),
             "domains.invoicing: 'alerts' is a required property",
             id="missing-alerts",
         ),
         pytest.param(
-            _set("domains.soc.approval.remind_after", "10m"),
+            _set("domains/soc/approval/remind_after", "10m"),
             "domains.soc.approval: escalation ladder out of order: remind_after (10m) < "
             "escalate_after (10m) < timeout (15m) must hold",
             id="ladder-out-of-order",
         ),
         pytest.param(
-            _set("domains.hr.approval.approvers_role", "soc_approver"),
+            _set("domains/hr/approval/approvers_role", "soc_approver"),
             "domains.hr.approval.approvers_role: 'soc_approver' is not the domain's approver role "
             "'hr_approver'",
             id="approvers-role-not-domain-approver",
         ),
         pytest.param(
-            _set("defaults.retry_delay", "1h"),
+            _set("defaults/retry_delay", "1h"),
             "defaults.retry_delay: longer than defaults.max_retry_delay",
             id="retry-delay-over-max",
         ),

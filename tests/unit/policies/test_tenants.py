@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,6 +23,8 @@ from include.policies.tenants import (
     tenant_accounts,
     tenant_ids,
 )
+from tests.support.documents import delete_at as _delete
+from tests.support.documents import set_at as _set
 
 TENANT_PATTERN = "^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 
@@ -61,30 +62,6 @@ def test_unknown_tenant_has_no_account(tenant: Any):
 
 
 # --- broken files: every problem names file, key path and problem -----------------------------
-
-
-def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    *parents, key = path.split("/")
-
-    def edit(document: dict[str, Any]) -> None:
-        node = document
-        for part in parents:
-            node = node[part]
-        node[key] = value
-
-    return edit
-
-
-def _delete(path: str) -> Callable[[dict[str, Any]], None]:
-    *parents, key = path.split("/")
-
-    def edit(document: dict[str, Any]) -> None:
-        node = document
-        for part in parents:
-            node = node[part]
-        del node[key]
-
-    return edit
 
 
 @pytest.mark.parametrize(
