@@ -6,19 +6,15 @@ rendered policy documents (the integration tests prove the account isolation aga
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
-from include.connectors.aws import SESSION_NAME_MAX, assume_role_request, role_arn, role_session_name
-from include.connectors.context import RunContext, default_correlation_id
 from include.policies.capabilities import (
     CAPABILITIES_FILE,
     READ_ONLY_VERBS,
@@ -447,91 +443,3 @@ def test_not_yaml_and_missing_file(write_policy, tmp_path: Path):
         PolicyError, match=exactly(f"{missing}: cannot read policy file: No such file or directory")
     ):
         load_capabilities_file(missing)
-
-
-# --- the AssumeRole request of a step (pure; moto checks it on the wire) ---------------------
-
-
-def _context(**overrides: str) -> RunContext:
-    values = {
-        "dag_id": "support_ticket_triage",
-        "run_id": "manual__2026-01-02T03:04:05+00:00",
-        "task_id": "create_ticket",
-        "tenant": "acme",
-        "correlation_id": "corr-0123456789abcdef",
-    }
-    return RunContext(**{**values, **overrides})
-
-
-def test_assume_role_request_is_exact():
-    ctx = _context()
-    run_hash = hashlib.sha256(ctx.run_id.encode()).hexdigest()[:8]
-
-    assert assume_role_request("ticket-create", "acme", ctx) == {
-        "RoleArn": "arn:aws:iam::111111111111:role/orchestrator-ticket-create",
-        "RoleSessionName": f"support_ticket_triage.create_ticket.{run_hash}",
-        "DurationSeconds": 900,
-        "Tags": [
-            {"Key": "tenant", "Value": "acme"},
-            {"Key": "capability", "Value": "ticket-create"},
-            {"Key": "correlation_id", "Value": "corr-0123456789abcdef"},
-        ],
-    }
-    assert role_arn("host-isolate", "globex") == "arn:aws:iam::222222222222:role/orchestrator-host-isolate"
-
-
-@pytest.mark.parametrize(
-    ("dag_id", "task_id"),
-    [
-        pytest.param("a" * 200, "t", id="long-dag-id"),
-        pytest.param("dag", "group.sub group/task:1", id="unsafe-characters"),
-        pytest.param("d" * 60, "x" * 60, id="both-long"),
-    ],
-)
-def test_session_name_is_sts_safe_short_and_deterministic(dag_id: str, task_id: str):
-    name = role_session_name(_context(dag_id=dag_id, task_id=task_id))
-
-    assert re.fullmatch(r"[\w+=,.@-]{2,64}", name, flags=re.ASCII)
-    assert len(name) <= SESSION_NAME_MAX
-    assert name == role_session_name(_context(dag_id=dag_id, task_id=task_id))
-    assert name != role_session_name(_context(dag_id=dag_id, task_id=task_id + "2"))
-    assert name != role_session_name(_context(dag_id=dag_id, task_id=task_id, run_id="manual__other"))
-
-
-def test_session_tags_are_sanitised():
-    request = assume_role_request(
-        "ticket-create", "acme", _context(correlation_id="INC#42 <ticket>;" + "x" * 300)
-    )
-    value = request["Tags"][2]["Value"]
-
-    assert value.startswith("INC-42 -ticket--")
-    assert len(value) == 256
-
-
-def test_tenant_of_the_run_must_match():
-    with pytest.raises(
-        ValueError,
-        match=exactly("capability session for tenant 'globex' requested by a run of tenant 'acme'"),
-    ):
-        assume_role_request("ticket-create", "globex", _context())
-
-
-def test_run_context_from_airflow_context():
-    ti = SimpleNamespace(dag_id="hr_offboarding", task_id="disable_account", run_id="manual__1")
-    with_conf = {
-        "ti": ti,
-        "run_id": "manual__1",
-        "dag_run": SimpleNamespace(conf={"correlation_id": "RT-77"}),
-    }
-    without_conf = {"ti": ti, "run_id": "manual__1", "dag_run": SimpleNamespace(conf=None)}
-
-    assert RunContext.from_airflow_context(with_conf, "globex") == RunContext(
-        dag_id="hr_offboarding",
-        run_id="manual__1",
-        task_id="disable_account",
-        tenant="globex",
-        correlation_id="RT-77",
-    )
-    derived = RunContext.from_airflow_context(without_conf, "globex").correlation_id
-    expected = "corr-" + hashlib.sha256(b"hr_offboardingmanual__1").hexdigest()[:16]
-    assert derived == default_correlation_id("hr_offboarding", "manual__1") == expected
