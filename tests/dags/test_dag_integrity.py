@@ -93,3 +93,16 @@ def test_params_typed(path):
         for name in dag.params:
             schema = dag.params.get_param(name).schema
             assert "type" in schema, f"DAG {dag.dag_id} param {name!r} has no type"
+
+
+@dag_files
+def test_failure_mail_never_goes_to_a_run_param(path):
+    # BaseOperator.email is who gets Airflow's failure mail (with the error): an operator that kept
+    # an employee's or requester's address in it would mail them the platform's failures.
+    leaks = [
+        f"{dag.dag_id}.{task.task_id}: {task.email!r}"
+        for dag in dags_of(path)
+        for task in dag.tasks
+        if "{{" in str(task.email or "")
+    ]
+    assert leaks == []
