@@ -25,16 +25,6 @@ from include.connectors.idempotency import idempotency_key
 from include.connectors.ticketing import SYSTEMS, ticketing_hook
 from include.connectors.ticketing.interface import TicketingHook
 
-__all__ = [
-    "AttachEvidenceOperator",
-    "BulkUpdateTicketsOperator",
-    "CommentTicketOperator",
-    "CreateTicketOperator",
-    "TicketOperator",
-    "UpdateTicketOperator",
-    "ticketing_hook",
-]
-
 
 class TicketOperator(BaseOperator):
     """Base of the ticket steps: the hook, the run context, rate-limit backpressure as a deferral.

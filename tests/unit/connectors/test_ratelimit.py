@@ -151,11 +151,11 @@ def test_bulk_calls_also_draw_from_the_bulk_bucket() -> None:
 
 
 def test_only_the_bulk_update_operator_draws_from_the_bulk_bucket() -> None:
+    from include.connectors.ticketing import ticketing_hook
     from include.operators.ticketing import (
         BulkUpdateTicketsOperator,
         CommentTicketOperator,
         CreateTicketOperator,
-        ticketing_hook,
     )
 
     assert BulkUpdateTicketsOperator.bulk is True
