@@ -62,7 +62,8 @@ class RateLimitResult:
 
 
 def store_dsn(profile: Profile) -> str:
-    return f"postgresql://{postgres.DB_USER}@{HOST}:{profile.pg_port}/{DATABASE}"
+    """The store as its own role ``ratelimit``, as the ``ratelimit_store`` connection names it."""
+    return postgres.dsn(profile, postgres.RATELIMIT_ROLE, DATABASE)
 
 
 def _bench_hook(conn_id: str, port: int, extras: dict[str, Any]) -> Any:

@@ -54,6 +54,7 @@ from bench import approval_resume, ratelimit
 from bench.burst import burst, percentile
 from bench.cpu import CpuMeter
 from bench.cpu import line as cpu_line
+from devstack import postgres
 from devstack.config import REPO_ROOT, Profile
 
 if TYPE_CHECKING:
@@ -667,7 +668,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             results["flood_seed"] = {"error": seeded}
         elif seeded is not None:
             walls["flood_seed (in stack_start)"] = round(seeded[1], 1)
-        dsn = f"postgresql://airflow@127.0.0.1:{stack.profile.pg_port}/ratelimit"
+        dsn = postgres.dsn(stack.profile, postgres.RATELIMIT_ROLE, "ratelimit")
 
         def throughput() -> dict[str, Any]:
             out = {}

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(os.environ.get("ORCH_VENV_BIN", REPO_ROOT / ".venv" / "bin"))
@@ -77,7 +78,13 @@ class Profile:
 
     @property
     def db_url(self) -> str:
-        return f"postgresql+psycopg2://airflow@{HOST}:{self.pg_port}/airflow"
+        """The metadata DB as its owner ``airflow`` (holds the password: never log it)."""
+        secret = quote(self.db_password("airflow"), safe="")
+        return f"postgresql+psycopg2://airflow:{secret}@{HOST}:{self.pg_port}/airflow"
+
+    def db_password(self, role: str) -> str:
+        """The password of PostgreSQL role ``role`` (devstack/postgres.py), generated once per profile."""
+        return self.local_secret(f"postgres-{role}")
 
     def local_secret(self, name: str, generate: Callable[[], str] | None = None) -> str:
         """A random value generated once per profile (0600 file), e.g. the admin password."""

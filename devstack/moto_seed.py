@@ -14,7 +14,7 @@ import secrets
 import boto3
 from botocore.exceptions import ClientError
 
-from devstack import redis
+from devstack import postgres, redis
 from devstack.config import (
     HOST,
     MOTO_ACCESS_KEY,
@@ -64,15 +64,18 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
             "conn_type": "postgres",
             "host": HOST,
             "port": profile.pg_port,
-            "login": "airflow",
+            "login": postgres.RATELIMIT_ROLE,
+            "password": postgres.password(profile, postgres.RATELIMIT_ROLE),
             "schema": "ratelimit",
         },
-        # The audit trail's own database (include/audit); the export bucket is Object Locked.
+        # The audit trail's own database (include/audit); the export bucket is Object Locked. As
+        # audit_writer: INSERT and SELECT on the audit tables, nothing else (devstack/postgres.py).
         "audit_store": {
             "conn_type": "postgres",
             "host": HOST,
             "port": profile.pg_port,
-            "login": "airflow",
+            "login": postgres.AUDIT_WRITER,
+            "password": postgres.password(profile, postgres.AUDIT_WRITER),
             "schema": "audit",
             "extra": {
                 "export_bucket": f"orchestrator-audit-{profile.name}",
@@ -81,12 +84,11 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
                 "retention_days": 1,  # moto: short, so a demo bucket is not locked for years
             },
         },
-        # The checkpoint signing key: never stored next to the log (docs/audit.md).
+        # Where the checkpoint signing key is, not the key: that is a secret of the audit-seal
+        # capability in the secops account (seed_audit_signing_key), out of the tasks' reach.
         "audit_signing": {
             "conn_type": "generic",
-            "login": "audit-key-1",
-            # Kept per profile, so a restarted moto hands out the key the log was sealed with.
-            "password": profile.local_secret("audit-signing-key", lambda: secrets.token_hex(32)),
+            "extra": {"signer": "secret", "tenant": AUDIT_SEAL_TENANT, "secret_id": AUDIT_SIGNING_SECRET},
         },
         "rt_default": rt_connection(profile),
         # The company directory (OpenLDAP) of the HR workflows; the admin password is per profile.
@@ -129,6 +131,28 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
     }
 
 
+AUDIT_SEAL_TENANT = "secops"
+AUDIT_SIGNING_SECRET = "orchestrator/secops/audit-seal/signing-key"  # noqa: S105 - a name
+AUDIT_SIGNING_LOCAL_NAME = "audit-signing-key-ed25519"
+
+
+def seed_audit_signing_key(profile: Profile) -> str:
+    """The Ed25519 checkpoint key, in the secops account under the audit-seal capability's path.
+
+    Not in the platform account the tasks' secrets backend reads (``airflow/connections/*``): only
+    a session of the ``orchestrator-audit-seal`` role in that account reads it. Kept per profile,
+    so a restarted moto hands out the key the log was sealed with. Returns the secret's name.
+    """
+    from devstack.aws_seed import account_client
+    from include.audit.signing import new_private_key_pem
+    from include.policies.tenants import tenant_account_id
+
+    pem = profile.local_secret(AUDIT_SIGNING_LOCAL_NAME, lambda: new_private_key_pem().decode())
+    client = account_client("secretsmanager", tenant_account_id(AUDIT_SEAL_TENANT), profile.moto_url, REGION)
+    _put(client, AUDIT_SIGNING_SECRET, pem)
+    return AUDIT_SIGNING_SECRET
+
+
 def _put(client: object, name: str, value: str) -> None:
     try:
         client.create_secret(Name=name, SecretString=value)  # type: ignore[attr-defined]
@@ -145,6 +169,7 @@ def seed(profile: Profile) -> list[str]:
         name = f"airflow/connections/{conn_id}"
         _put(client, name, json.dumps(connection))
         names.append(name)
+    names.append(seed_audit_signing_key(profile))
     for tenant in tenant_ids():
         for domain in load_domain_policy().domains:
             name = secret_name(tenant, domain)

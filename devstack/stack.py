@@ -44,14 +44,14 @@ from devstack.config import (
 )
 from devstack.processes import ServiceError
 from devstack.request_tracker import RequestTracker
-from include.audit.store import AuditStore
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 AUX_SERVICES = ("moto", "smtp-sink", "request-tracker", invoicing.ERP_SERVICE)
-# The distributed setup's Celery workers: worker-1 serves `default`, worker-2 `default` and `soc`
-# (as docker/docker-compose.yml), so SOC tasks run on worker-2 only and a default-queue task whose
-# worker dies is retried on the other one.
-WORKER_QUEUES = {"worker-1": "default", "worker-2": "default,soc"}
+# The distributed setup's Celery workers: worker-1 serves `default` and `platform`, worker-2
+# `default`, `platform` and `soc` (as docker/docker-compose.yml), so SOC tasks run on worker-2 only
+# and a default-queue task whose worker dies is retried on the other one. (Production gives `soc`
+# and `platform` worker sets of their own, each with its own identity: docker/helm/values.yaml.)
+WORKER_QUEUES = {"worker-1": "default,platform", "worker-2": "default,platform,soc"}
 
 
 @dataclass
@@ -67,8 +67,13 @@ class Stack:
 
     @property
     def audit_dsn(self) -> str:
-        """The audit store (same database the ``audit_store`` connection names)."""
-        return f"postgresql://{postgres.DB_USER}@{HOST}:{self.profile.pg_port}/audit"
+        """The audit store as the ``audit_store`` connection names it: ``audit_writer`` (a secret)."""
+        return postgres.dsn(self.profile, postgres.AUDIT_WRITER, "audit")
+
+    @property
+    def audit_reader_dsn(self) -> str:
+        """The audit store as ``audit_reader`` (SELECT only): ``audit trace``, ``audit verify``."""
+        return postgres.dsn(self.profile, postgres.AUDIT_READER, "audit")
 
     @property
     def workers(self) -> tuple[str, ...]:
@@ -130,12 +135,15 @@ class Stack:
         postgres.start(self.profile)
         # The connectors' shared rate-limit buckets live in their own database of the cluster.
         postgres.create_database(self.profile, "ratelimit")
-        # The audit trail's database: created and given its append-only schema before any
-        # component can write (a deployment runs the same step after `airflow db migrate`).
+        # The audit trail's database: created and given its append-only schema (owned by
+        # audit_owner, writers INSERT + SELECT) before any component can write (a deployment runs
+        # the same step after `airflow db migrate`).
         postgres.create_database(self.profile, "audit")
-        with AuditStore(self.audit_dsn) as audit:
-            audit.ensure_schema()
-        self._log(f"PostgreSQL on {HOST}:{self.profile.pg_port}")
+        postgres.setup_audit_schema(self.profile)
+        self._log(
+            f"PostgreSQL on {HOST}:{self.profile.pg_port} (password auth; roles and passwords in "
+            f"{self.profile.root / 'secrets'}, postgres-<role>)"
+        )
         openldap.ensure_installed()
         openldap.initialise(self.profile, fresh=fresh)
         openldap.start(self.profile)

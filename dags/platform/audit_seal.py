@@ -1,11 +1,13 @@
 """
 ### Audit trail: seal, export, verify
 
-Every 15 minutes (and on demand from the UI): appends audit events spooled while the audit store
-was unreachable, signs a checkpoint over the log (HMAC-SHA256, key from the secrets backend),
-exports every sealed segment to the audit bucket under S3 Object Lock (COMPLIANCE mode), then
-verifies the whole chain. Damage fails the run, and the task log names each damaged record and
-the kind of damage; the platform alert list gets the failure mail. See docs/audit.md.
+Every 15 minutes (and on demand from the UI): appends audit events left in the spool folder (each
+line MAC-checked; a bad one is quarantined and reported), signs a checkpoint over the log (Ed25519
+or KMS ECDSA, through the `audit-seal` capability: no task's connection lookup reaches that key),
+publishes the public key and exports every sealed segment to the audit bucket under S3 Object Lock
+(COMPLIANCE mode), then verifies the whole chain with public keys only. Damage fails the run, and
+the task log names each damaged record and the kind of damage; the platform alert list gets the
+failure mail. See docs/audit.md.
 """
 
 from datetime import timedelta

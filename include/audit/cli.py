@@ -2,10 +2,13 @@
 auditors and cron.
 
 ``audit verify`` prints the report (one line per problem, naming the record and the kind of
-damage) and exits 1 on any damage, so a scheduled run or a CI job fails loudly. The checkpoint
-keys come from a JSON file ``{"<key_id>": "<hex key>"}`` (e.g. written from the secrets backend
-for the run); without one the chain is still checked but checkpoint signatures are not, and the
-report says so.
+damage) and exits 1 on any damage, so a scheduled run or a CI job fails loudly. Checkpoint
+signatures are checked with public keys only: ``--public-key FILE`` (PEM, repeatable for rotated
+keys; published next to the export as ``audit/public-keys/<key id>.pem``). Without one it refuses
+(exit 2): a chain without checked signatures is what anyone who can write the tables can rebuild.
+``--no-signatures`` checks the chain alone and says so instead of "intact".
+``--legacy-hmac-key-file`` (``{"<key_id>": "<hex key>"}``) checks checkpoints signed with HMAC
+before the upgrade (not needed once an asymmetric checkpoint follows them).
 
 ``audit trace <id>`` tells the whole story of one ticket, run or cloud resource (see
 :mod:`include.audit.trace`): exit 0 when records were found, 1 when none match, 2 on a usage or
@@ -58,16 +61,44 @@ def load_keys(path: Path) -> dict[str, bytes]:
         raise ValueError(f"{path}: every key must be a hex string ({error})") from error
 
 
+NO_KEY_MESSAGE = (
+    "audit verify: refusing to call the log intact without a public key: anyone who can write the "
+    "audit tables can rebuild the hash chain, only a checkpoint signature tells a forged log from "
+    "the real one. Pass --public-key FILE (the PEM published as audit/public-keys/<key id>.pem next "
+    "to the export), or --no-signatures to check the chain alone."
+)
+
+
+def _verify_keys(args: argparse.Namespace) -> Any:
+    """The keys ``audit verify`` trusts, ``None`` for --no-signatures.
+
+    :raises ValueError, OSError: a key file that cannot be read (named in the message).
+    """
+    from include.audit.signing import CheckpointKeys, load_public_key_files
+
+    if args.no_signatures:
+        return None
+    public = load_public_key_files(args.public_key)
+    legacy = load_keys(args.legacy_hmac_key_file) if args.legacy_hmac_key_file is not None else {}
+    for key_id in public:
+        print(f"trusting public key {key_id}", file=sys.stderr)
+    return CheckpointKeys(public, legacy)
+
+
 def _handle_verify(args: argparse.Namespace) -> int:
     from include.audit.store import AuditStore
 
-    keys: dict[str, bytes] | None = None
-    if args.key_file is not None:
-        try:
-            keys = load_keys(args.key_file)
-        except (OSError, ValueError) as error:
-            print(f"audit verify: {error}", file=sys.stderr)
-            return 2
+    if not args.public_key and not args.no_signatures:
+        print(NO_KEY_MESSAGE, file=sys.stderr)
+        return 2
+    if args.public_key and args.no_signatures:
+        print("audit verify: --public-key and --no-signatures contradict each other", file=sys.stderr)
+        return 2
+    try:
+        keys = _verify_keys(args)
+    except (OSError, ValueError) as error:
+        print(f"audit verify: {error}", file=sys.stderr)
+        return 2
     with AuditStore(args.dsn) as store:
         report = store.verify(keys)
     print(report)
@@ -157,11 +188,28 @@ def register(subparsers: Any) -> None:
     )
     commands = audit.add_subparsers(dest="audit_command", required=True)
     verify = commands.add_parser(
-        "verify", help="verify the audit log; exit 1 on any damage", description=__doc__
+        "verify",
+        help="verify the audit log; exit 1 on any damage, 2 without a public key",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_dsn(verify, required=True)
     verify.add_argument(
-        "--key-file", type=Path, help='JSON {"<key_id>": "<hex key>"} of the checkpoint signing keys'
+        "--public-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="PEM public key of a checkpoint signing key (repeat for rotated keys)",
+    )
+    verify.add_argument(
+        "--no-signatures",
+        action="store_true",
+        help="check the chain without checkpoint signatures (the report then never says intact)",
+    )
+    verify.add_argument(
+        "--legacy-hmac-key-file",
+        type=Path,
+        help='JSON {"<key_id>": "<hex key>"} of retired HMAC keys, for checkpoints sealed before the upgrade',
     )
     verify.set_defaults(handler=_handle_verify)
     trace = commands.add_parser(

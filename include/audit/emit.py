@@ -8,9 +8,16 @@ comes from the ``audit_store`` connection, so from the secrets backend like ever
 
 An audit write must never fail the work it records, and must never be lost either: when the store
 cannot be reached (or the connection is missing) the event goes to a local spool file
-(``$AIRFLOW_HOME/audit-spool/<pid>.jsonl``, or ``ORCH_AUDIT_SPOOL``) with an ERROR log line, and
-:func:`drain_spool` (run by the sealing DAG before every seal) appends it later. A spooled event
-is appended after events written meanwhile; its ``details.spooled_at`` keeps the original time.
+(``$AIRFLOW_HOME/audit-spool/<component>-<pid>.jsonl``, or ``ORCH_AUDIT_SPOOL``) with an ERROR log
+line. Each spooled line carries an HMAC-SHA256 made with the writing component's spool key
+(``$AIRFLOW_HOME/audit-spool-keys/<component>.key``, mode 0600, or ``ORCH_AUDIT_SPOOL_KEYS``).
+The process drains its own spool on its next successful write, and the sealing DAG drains whatever
+is left in the folder (files of processes that ended) before every seal (:func:`drain_spool`). A
+line without a valid MAC, or that does not parse, is never appended as written: it is moved to
+``quarantine/<file>`` and reported (an ``audit.spool_quarantined`` record naming file and line,
+and an ERROR log line). A spooled event is appended after events written meanwhile; its
+``details.spooled_at`` keeps the original time and ``details.spooled_by`` the component whose key
+vouched for it. What this MAC does and does not stop: docs/audit.md ("Spool").
 
 Record conventions (what each kind's ``details`` hold) are in docs/audit.md ("Records") and in
 the callers; :mod:`include.audit.trace` reads them.
@@ -19,17 +26,31 @@ the callers; :mod:`include.audit.trace` reads them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import hmac
 import json
 import logging
 import os
+import re
+import secrets
+import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-from include.audit.records import AuditRecord, utc_now, validate_event
+from include.audit.records import (
+    AUDIT_SPOOL_QUARANTINED,
+    AuditRecord,
+    canonical_json,
+    redact_details,
+    utc_now,
+    validate_event,
+)
 
 # Imported here, not on first use: every Airflow component loads the audit listener plugin (and
 # with it this module) at start, so processes forked from it (LocalExecutor workers, then each task
@@ -39,6 +60,23 @@ from include.audit.store import AuditStore
 
 AUDIT_CONN_ID: Final = "audit_store"
 SPOOL_ENV: Final = "ORCH_AUDIT_SPOOL"
+SPOOL_KEYS_ENV: Final = "ORCH_AUDIT_SPOOL_KEYS"
+COMPONENT_ENV: Final = "ORCH_AUDIT_COMPONENT"
+"""Overrides the component name a process signs its spool lines as (else taken from its command)."""
+SPOOL_VERSION: Final = 1
+QUARANTINE_DIR: Final = "quarantine"
+SPOOL_ACTOR: Final = "audit-spool"
+# ``airflow <command>`` -> component; a task process (the Task SDK sets AIRFLOW_CTX_* before it runs
+# the task) is ``task`` whatever process forked it.
+_COMMAND_COMPONENTS: Final = {
+    "scheduler": "scheduler",
+    "triggerer": "triggerer",
+    "api-server": "api-server",
+    "dag-processor": "dag-processor",
+    "celery": "worker",
+    "standalone": "standalone",
+}
+_COMPONENT = re.compile(r"[a-z][a-z0-9-]{0,39}")
 DISABLE_ENV: Final = "ORCH_AUDIT_DISABLED"
 """Set to ``1`` to write nothing (benchmarks measuring the platform without its audit trail)."""
 
@@ -86,25 +124,157 @@ def spool_dir() -> Path:
     return Path(home) / "audit-spool"
 
 
+def spool_key_dir() -> Path:
+    configured = os.environ.get(SPOOL_KEYS_ENV)
+    if configured:
+        return Path(configured)
+    home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
+    return Path(home) / "audit-spool-keys"
+
+
+def component_name() -> str:
+    """The component this process writes spool lines as: ``scheduler``, ``task``, ``api-server``, ..."""
+    configured = os.environ.get(COMPONENT_ENV)
+    if configured:
+        return configured
+    if os.environ.get("AIRFLOW_CTX_DAG_ID"):
+        return "task"
+    command = next((arg for arg in sys.argv[1:3] if arg in _COMMAND_COMPONENTS), None)
+    return _COMMAND_COMPONENTS[command] if command else "process"
+
+
+def spool_key(component: str, *, create: bool = False) -> bytes | None:
+    """The component's spool MAC key (32 random bytes, hex in a 0600 file); ``None`` if it has none.
+
+    :param create: make the key when missing (the writer); the drainer only reads.
+    :raises ValueError: a component name that is not ``[a-z][a-z0-9-]*`` (it names a file).
+    """
+    if not _COMPONENT.fullmatch(component):
+        raise ValueError(f"component {component!r}: not a component name")
+    path = spool_key_dir() / f"{component}.key"
+    if create and not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Written whole under a temporary name, then linked into place: another process of the
+        # component never reads a half-written key, and the first link wins.
+        temporary = path.with_name(f".{component}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(32))
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+        temporary.unlink()
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise ValueError(f"spool key {path}: not hex") from None
+
+
+def _mac(key: bytes, payload: Mapping[str, Any]) -> str:
+    return hmac.new(key, canonical_json(payload).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def spool_line(event: Mapping[str, Any], component: str, key: bytes) -> str:
+    """One spool line: ``{"v": 1, "component": ..., "event": {...}, "mac": HMAC-SHA256}``."""
+    payload = {"v": SPOOL_VERSION, "component": component, "event": dict(event)}
+    return canonical_json({**payload, "mac": _mac(key, payload)})
+
+
+class SpoolLineError(ValueError):
+    """A spool line that must not be appended: the message says why (never the line itself)."""
+
+
+def read_spool_line(line: str, key_for: Callable[[str], bytes | None]) -> tuple[str, dict[str, Any]]:
+    """``(component, event)`` of a spool line whose MAC is the component's.
+
+    :raises SpoolLineError: not JSON, unsigned, unknown component, MAC wrong, or a malformed event.
+    """
+    try:
+        document = json.loads(line)
+    except ValueError:
+        raise SpoolLineError("not JSON") from None
+    if not isinstance(document, dict) or "mac" not in document:
+        raise SpoolLineError("unsigned (no MAC)")
+    component, mac = document.get("component"), document.pop("mac")
+    if document.get("v") != SPOOL_VERSION or set(document) != {"v", "component", "event"}:
+        raise SpoolLineError("not a spool line of this version")
+    if not isinstance(component, str) or not _COMPONENT.fullmatch(component):
+        raise SpoolLineError(f"component {str(component)[:40]!r} is not a component name")
+    key = key_for(component)
+    if key is None:
+        raise SpoolLineError(f"no spool key for component {component!r}")
+    try:
+        expected = _mac(key, document)
+    except (TypeError, ValueError):
+        raise SpoolLineError("content is not canonical JSON") from None
+    if not isinstance(mac, str) or not hmac.compare_digest(expected, mac):
+        raise SpoolLineError(f"MAC does not match component {component!r}'s key (altered or forged)")
+    event = document["event"]
+    if not isinstance(event, dict):
+        raise SpoolLineError("event is not an object")
+    return component, event
+
+
+_spooled_pids: set[int] = set()
+
+
+def _append_locked(path: Path, line: str) -> None:
+    """Append ``line`` under an exclusive lock, to the file still at ``path``.
+
+    A drain claims a file by locking it and renaming it away; a writer that opened the old file
+    just before sees (under the lock) that ``path`` is no longer that file and opens it again, so
+    no line lands in a file already read.
+    """
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                os.write(fd, (line + "\n").encode("utf-8"))
+                return
+        finally:
+            os.close(fd)
+
+
 def _spool(event: Mapping[str, Any], reason: str) -> None:
     folder = spool_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    details = {**event.get("details", {}), "spooled_at": utc_now()}
-    line = json.dumps({**event, "details": details}, sort_keys=True)
-    with (folder / f"{os.getpid()}.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
+    component = component_name()
+    key = spool_key(component, create=True)
+    assert key is not None
+    details = {**event.get("details", {}), "spooled_at": utc_now(), "spooled_by": component}
+    _append_locked(
+        folder / f"{component}-{os.getpid()}.jsonl", spool_line({**event, "details": details}, component, key)
+    )
+    _spooled_pids.add(os.getpid())
     # The reason names the failure (connection refused, missing connection), never the DSN.
     log.error("audit store unavailable (%s): %s event spooled to %s", reason, event.get("kind"), folder)
 
 
 def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The validated event; details the record would refuse are replaced by the refusal, not lost."""
+    """The validated event, credential-looking values replaced (only those: the rest is kept).
+
+    Details the record would still refuse (not plain JSON, too large) are replaced by the refusal,
+    which names the field, never the value.
+    """
+    details, redacted = redact_details(fields.get("details"))
+    if redacted:
+        log.warning(
+            "audit event %s: credential-looking value(s) redacted: %s",
+            fields.get("kind"),
+            ", ".join(redacted),
+        )
     try:
-        return validate_event(fields)
+        return validate_event({**fields, "details": details} if "details" in fields else fields)
     except ValueError as error:
-        # The message names the field (``details.comment``), never the value that looked secret.
-        refused = {"refused_details": str(error)}
-        return validate_event({**fields, "details": refused})
+        if not str(error).startswith("details"):
+            raise
+        return validate_event({**fields, "details": {"refused_details": str(error)}})
 
 
 def emit(fields: Mapping[str, Any], *, conn_id: str = AUDIT_CONN_ID) -> AuditRecord | None:
@@ -132,7 +302,26 @@ def emit(fields: Mapping[str, Any], *, conn_id: str = AUDIT_CONN_ID) -> AuditRec
         _down_until[(os.getpid(), conn_id)] = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
         _spool(event, type(error).__name__)
         return None
+    if os.getpid() in _spooled_pids:
+        _drain_own_spool(conn_id)
     return record
+
+
+def _drain_own_spool(conn_id: str) -> None:
+    """The store answers again: append what this process spooled (never raises: emit must not)."""
+    prefix = f"{component_name()}-{os.getpid()}"
+    try:
+        result = drain_spool(store(conn_id), spool_dir(), prefix=prefix)
+    except Exception as error:
+        log.error(
+            "audit spool of this process not drained yet (%s); the next write or seal will",
+            type(error).__name__,
+        )
+        return
+    if not any(spool_dir().glob(f"{prefix}*.jsonl")):
+        _spooled_pids.discard(os.getpid())
+    if result.appended or result.quarantined:
+        log.info("audit spool drained: %d appended, %d quarantined", result.appended, len(result.quarantined))
 
 
 async def aemit(fields: Mapping[str, Any], *, conn_id: str = AUDIT_CONN_ID) -> AuditRecord | None:
@@ -152,34 +341,103 @@ def _close(conn_id: str) -> None:
         audit.close()
 
 
-def drain_spool(target: Any, folder: Path | None = None) -> int:
-    """Append every spooled event to ``target`` (an AuditStore); return how many.
+@dataclass
+class DrainResult:
+    """What a drain did: events appended, and ``file:line`` of each line quarantined."""
 
-    Each file is claimed by renaming it first, so two drains never append the same event; a file
-    whose append fails part-way keeps its remaining lines (in a new spool file) for the next drain.
-    """
-    folder = folder or spool_dir()
-    if not folder.is_dir():
-        return 0
-    appended = 0
-    for path in sorted(folder.glob("*.jsonl")):
-        claimed = path.with_suffix(f".draining-{os.getpid()}")
+    appended: int = 0
+    quarantined: list[str] = field(default_factory=list)
+
+
+def _claim(path: Path) -> Path | None:
+    """Rename ``path`` away under its lock (see :func:`_append_locked`); ``None`` if already taken."""
+    claimed = path.with_name(f"{path.name}.draining-{os.getpid()}")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                return None  # another drain renamed it meanwhile
             path.rename(claimed)
         except FileNotFoundError:
-            continue  # another drain took it
-        lines = [line for line in claimed.read_text(encoding="utf-8").splitlines() if line.strip()]
-        for index, line in enumerate(lines):
+            return None
+    finally:
+        os.close(fd)
+    return claimed
+
+
+def _quarantine(target: Any, folder: Path, name: str, number: int, line: str, reason: str) -> str:
+    """Report the line (a record, then an ERROR log line) and move it to ``quarantine/<name>``."""
+    where = f"{name}:{number}"
+    moved_to = f"{QUARANTINE_DIR}/{name}"
+    target.append(
+        {
+            "kind": AUDIT_SPOOL_QUARANTINED,
+            "actor": SPOOL_ACTOR,
+            "subject": name,
+            "details": {"file": name, "line": number, "reason": reason, "quarantine_file": moved_to},
+        }
+    )
+    quarantine = folder / QUARANTINE_DIR
+    quarantine.mkdir(mode=0o700, exist_ok=True)
+    with (quarantine / name).open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+    log.error("audit spool line %s quarantined (%s), moved to %s", where, reason, folder / moved_to)
+    return where
+
+
+def _drain_file(target: Any, folder: Path, name: str, claimed: Path, result: DrainResult) -> None:
+    lines = claimed.read_text(encoding="utf-8", errors="replace").splitlines()
+    keys: dict[str, bytes | None] = {}
+
+    def key_for(component: str) -> bytes | None:
+        if component not in keys:
+            keys[component] = spool_key(component)
+        return keys[component]
+
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
             try:
-                target.append(json.loads(line))
-            except Exception:
-                rest = folder / f"{path.stem}-rest-{os.getpid()}.jsonl"
-                rest.write_text("\n".join(lines[index:]) + "\n", encoding="utf-8")
-                claimed.unlink()
-                raise
-            appended += 1
-        claimed.unlink()
-    return appended
+                _, event = read_spool_line(line, key_for)
+                target.append(event)
+                result.appended += 1
+            except (SpoolLineError, ValueError) as error:  # ValueError: the event itself refused
+                reason = str(error) if isinstance(error, SpoolLineError) else f"event refused: {error}"
+                result.quarantined.append(_quarantine(target, folder, name, index + 1, line, reason))
+        except Exception:
+            # The store went away mid-drain: keep this line and the rest for the next drain.
+            rest = folder / f"{Path(name).stem}.rest-{os.getpid()}-{index + 1}.jsonl"
+            rest.write_text("\n".join(lines[index:]) + "\n", encoding="utf-8")
+            claimed.unlink()
+            raise
+    claimed.unlink()
+
+
+def drain_spool(target: Any, folder: Path | None = None, *, prefix: str = "") -> DrainResult:
+    """Append every valid spooled event to ``target`` (an AuditStore); quarantine every other line.
+
+    Each file is claimed (locked, then renamed) first, so two drains never append the same event and
+    no writer appends to a file being drained. A line that is not JSON, carries no MAC or a MAC that
+    is not its component's is moved to ``quarantine/<file>`` and reported, and the drain continues.
+    A file whose drain fails part-way (the store went away) keeps its remaining lines, in a new
+    spool file, for the next drain; the error is raised.
+
+    :param prefix: only files whose name starts with it (a process's own: ``<component>-<pid>``).
+    """
+    folder = folder or spool_dir()
+    result = DrainResult()
+    if not folder.is_dir():
+        return result
+    for path in sorted(folder.glob(f"{prefix}*.jsonl")):
+        claimed = _claim(path)
+        if claimed is not None:
+            _drain_file(target, folder, path.name, claimed, result)
+    return result
 
 
 def task_event(

@@ -10,6 +10,12 @@ Objects are written with ``If-None-Match: *`` (an exported segment is never repl
 skips it) and with an explicit COMPLIANCE retention, so they stay locked even if the bucket's
 default retention rule is later loosened. A segment is checked before it leaves (hashes, links, the
 checkpoint's last hash): a damaged log is not copied into storage that would keep it for years.
+
+The public key of each checkpoint signing key goes next to the segments, as
+``audit/public-keys/<key id>.pem`` (locked the same way), so an auditor holding only the bucket has
+what `audit verify --public-key` needs; the key id is the key's fingerprint, which the auditor
+compares with the one the deployment documents (anyone allowed to write to the bucket could add a
+PEM; none can replace one).
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from typing import Any, Final, Protocol
 from botocore.exceptions import ClientError
 
 from include.audit.records import AT_FORMAT, GENESIS_HASH, canonical_json, record_hash
+from include.audit.signing import PublicKey, key_fingerprint, load_public_key
 
 KEY_PREFIX: Final = "audit/"
 DEFAULT_RETENTION_DAYS: Final = 7 * 366
 """Seven years, a common retention for change and access records (SOX, ISO 27001 evidence)."""
 
+PUBLIC_KEYS_FOLDER: Final = "public-keys/"
 _SEGMENT_NAME = re.compile(r"(\d+)-(\d+)\.jsonl$")
 
 
@@ -137,14 +145,68 @@ def ensure_locked_bucket(
     s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration=wanted)
 
 
-def _put_segment(s3: Any, bucket: str, key: str, body: bytes, retain_until: datetime) -> str | None:
+def public_key_object(key_id: str, prefix: str = KEY_PREFIX) -> str:
+    """``audit/public-keys/sha256-<fingerprint>.pem``."""
+    return f"{prefix}{PUBLIC_KEYS_FOLDER}{key_id.replace(':', '-')}.pem"
+
+
+def publish_public_key(
+    s3: Any,
+    bucket: str,
+    pem: bytes,
+    *,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+    prefix: str = KEY_PREFIX,
+    now: datetime | None = None,
+) -> tuple[str, bool]:
+    """Put a checkpoint public key next to the segments (once, locked like them).
+
+    :returns: ``(object key, written now)``.
+    :raises ValueError: ``pem`` is not a checkpoint public key.
+    """
+    key_id = key_fingerprint(load_public_key(pem))
+    key = public_key_object(key_id, prefix)
+    retain_until = (now or datetime.now(UTC)) + timedelta(days=retention_days)
+    version = _put_segment(s3, bucket, key, pem, retain_until, content_type="application/x-pem-file")
+    return key, version is not None
+
+
+def read_public_keys(s3: Any, bucket: str, prefix: str = KEY_PREFIX) -> dict[str, PublicKey]:
+    """``{key_id: public key}`` of every PEM published under ``audit/public-keys/``.
+
+    A PEM whose fingerprint is not its name is skipped: the name is what an auditor compares.
+    """
+    keys: dict[str, PublicKey] = {}
+    folder = f"{prefix}{PUBLIC_KEYS_FOLDER}"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            try:
+                public_key = load_public_key(body, item["Key"])
+            except ValueError:
+                continue
+            key_id = key_fingerprint(public_key)
+            if public_key_object(key_id, prefix) == item["Key"]:
+                keys[key_id] = public_key
+    return keys
+
+
+def _put_segment(
+    s3: Any,
+    bucket: str,
+    key: str,
+    body: bytes,
+    retain_until: datetime,
+    *,
+    content_type: str = "application/x-ndjson",
+) -> str | None:
     """Write one locked object; ``None`` if the key already exists (never overwritten)."""
     try:
         response = s3.put_object(
             Bucket=bucket,
             Key=key,
             Body=body,
-            ContentType="application/x-ndjson",
+            ContentType=content_type,
             IfNoneMatch="*",
             ObjectLockMode="COMPLIANCE",
             ObjectLockRetainUntilDate=retain_until,

@@ -21,6 +21,7 @@ from include.audit.records import (
     build_record,
     utc_now,
 )
+from include.audit.signing import CheckpointSigner
 
 
 @dataclass
@@ -41,7 +42,7 @@ class MemoryAuditLog:
         self.records.append(record)
         return record
 
-    def seal(self, key: bytes, key_id: str, *, at: str | None = None) -> Checkpoint | None:
+    def seal(self, signer: CheckpointSigner, *, at: str | None = None) -> Checkpoint | None:
         """Sign a checkpoint over every record so far; ``None`` when nothing was appended since the last."""
         last = self.checkpoints[-1] if self.checkpoints else None
         if not self.records or (last is not None and last.last_seq == len(self.records)):
@@ -52,9 +53,8 @@ class MemoryAuditLog:
             last_hash=self.records[-1].hash,
             count=len(self.records),
             at=at or utc_now(),
-            key_id=key_id,
             prev_checkpoint_signature=last.signature if last else GENESIS_HASH,
-            key=key,
+            signer=signer,
         )
         self.checkpoints.append(checkpoint)
         return checkpoint

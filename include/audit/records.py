@@ -5,19 +5,20 @@ later and in another language, so there is exactly one byte form of a record:
 ``json.dumps(record_without_hash, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
 encoded as UTF-8. ``hash`` is the SHA-256 of that form and ``prev_hash`` is the hash of the record
 before it (64 zeros for the first): a hash chain, in the spirit of CloudTrail log file integrity
-validation. A checkpoint (CloudTrail's "digest") seals the chain up to a record with an HMAC-SHA256
-signature made with a key the log's writers never store next to the log; checkpoints chain too.
+validation. A checkpoint (CloudTrail's "digest") seals the chain up to a record with an asymmetric
+signature (Ed25519, or ECDSA P-256 in KMS: :mod:`include.audit.signing`) that only the sealing step
+can make; checkpoints chain too.
 
 Records are refused (``ValueError`` naming the field) when they could not be hashed the same way
 twice (details that are not plain JSON) or when they would put a credential into a log that is
 kept for years and exported to write-once storage (a details key named like a secret, or a value
-in a known token format).
+in a known token format). :func:`redact_details` replaces just such values with :data:`REDACTED`
+first (what :func:`include.audit.emit.emit` does), so the rest of the details is kept.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import math
 import re
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Required, TypedDict
 
+from include.audit.signing import HMAC_SHA256, CheckpointSigner, hmac_sha256
 from include.policies.secret_scan import secrets_in_value
 
 GENESIS_HASH: Final = "0" * 64
@@ -38,7 +40,12 @@ MAX_DETAILS_BYTES: Final = 64 * 1024
 """A record is an event, not a payload: plans and outputs go to their own stores, by reference."""
 
 MIN_KEY_BYTES: Final = 32
-"""HMAC-SHA256 keys shorter than the digest weaken it; the secrets backend hands out 32+ bytes."""
+"""Legacy HMAC-SHA256 keys shorter than the digest weaken it (spool keys are 32 bytes too)."""
+
+REDACTED: Final = "[redacted]"
+"""What replaces a credential-looking value (or the value of a key named like a secret)."""
+AUDIT_SPOOL_QUARANTINED: Final = "audit.spool_quarantined"
+"""A spooled line that was unsigned, altered or unreadable: moved aside, never appended as written."""
 
 # Kinds the orchestrator writes; other dotted lower-case kinds are accepted (new event types
 # should not need a schema change), these are the ones reports and queries rely on.
@@ -63,6 +70,7 @@ KNOWN_KINDS: Final = frozenset(
         POLICY_VIOLATION,
         MANUAL_CHANGE,
         API_REFUSED,
+        AUDIT_SPOOL_QUARANTINED,
     }
 )
 _KIND = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
@@ -91,6 +99,7 @@ CHECKPOINT_FIELDS: Final = (
     "count",
     "at",
     "key_id",
+    "algorithm",
     "prev_checkpoint_signature",
     "signature",
 )
@@ -171,9 +180,11 @@ class Checkpoint:
     :ivar last_seq: the last record sealed (every record up to it is covered).
     :ivar last_hash: that record's ``hash``: the whole chain before it follows by ``prev_hash``.
     :ivar count: records in the log at sealing time (``last_seq`` for a gapless log).
-    :ivar key_id: which key signed it (keys rotate; old ones stay available for verification).
+    :ivar key_id: which key signed it: the public key's fingerprint
+        (:func:`include.audit.signing.key_fingerprint`; keys rotate, old public keys stay published).
+    :ivar algorithm: ``ed25519`` or ``ecdsa-p256-sha256`` (``hmac-sha256``: a legacy checkpoint).
     :ivar prev_checkpoint_signature: the previous checkpoint's signature (genesis: 64 zeros).
-    :ivar signature: HMAC-SHA256 (hex) over the canonical JSON of every other field.
+    :ivar signature: the signature (hex) over :func:`checkpoint_message`.
     """
 
     checkpoint_seq: int
@@ -182,6 +193,7 @@ class Checkpoint:
     count: int
     at: str
     key_id: str
+    algorithm: str
     prev_checkpoint_signature: str
     signature: str
 
@@ -209,10 +221,26 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
+def checkpoint_message(checkpoint: Mapping[str, Any]) -> bytes:
+    """What a checkpoint's signature covers: the canonical JSON (UTF-8) of every field but ``signature``.
+
+    A legacy HMAC checkpoint (``algorithm`` ``hmac-sha256`` or absent) was signed before the
+    ``algorithm`` field existed, so its message leaves that field out too.
+
+    :raises ValueError, TypeError: content that is not JSON.
+    """
+    legacy = checkpoint.get("algorithm", HMAC_SHA256) == HMAC_SHA256
+    body = {
+        name: value
+        for name, value in checkpoint.items()
+        if name != "signature" and not (legacy and name == "algorithm")
+    }
+    return canonical_json(body).encode("utf-8")
+
+
 def checkpoint_signature(checkpoint: Mapping[str, Any], key: bytes) -> str:
-    """HMAC-SHA256 (hex) with ``key`` over the canonical JSON of ``checkpoint`` without ``signature``."""
-    body = {name: value for name, value in checkpoint.items() if name != "signature"}
-    return hmac.new(key, canonical_json(body).encode("utf-8"), hashlib.sha256).hexdigest()
+    """Legacy: HMAC-SHA256 (hex) with ``key`` over :func:`checkpoint_message` (verification only)."""
+    return hmac_sha256(key, checkpoint_message(checkpoint))
 
 
 def format_at(moment: datetime) -> str:
@@ -259,7 +287,7 @@ def _check_json_object(value: Mapping[Any, Any], path: str) -> None:
     for key, item in value.items():
         if not isinstance(key, str):
             raise ValueError(f"{path}: key {key!r} is not a string (JSON object keys are strings)")
-        if is_secret_key_name(key):
+        if is_secret_key_name(key) and item is not None and item != REDACTED:
             raise ValueError(
                 f"{path}.{key}: key names a secret; audit records must not carry credentials "
                 "(record a reference such as a secret name or id instead)"
@@ -276,6 +304,41 @@ def _check_json_value(value: Any, path: str) -> None:
             _check_json_value(item, f"{path}[{index}]")
     else:
         _check_json_scalar(value, path)
+
+
+def _redact(value: Any, path: str, redacted: list[str]) -> Any:
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and is_secret_key_name(key) and item is not None:
+                redacted.append(f"{path}.{key}")
+                out[key] = REDACTED
+            else:
+                out[key] = _redact(item, f"{path}.{key}", redacted)
+        return out
+    if isinstance(value, list | tuple):
+        return [_redact(item, f"{path}[{index}]", redacted) for index, item in enumerate(value)]
+    if isinstance(value, str) and secrets_in_value(value):
+        redacted.append(path)
+        return REDACTED
+    return value
+
+
+def redact_details(details: Any) -> tuple[Any, list[str]]:
+    """``details`` with each credential-looking value replaced by :data:`REDACTED`, and their paths.
+
+    Only the offending value goes: the value of a key named like a secret (``password``,
+    ``api_key``, ...; the key stays, so the record still says one was involved) and any string in a
+    known credential format (an access key id inside a comment replaces that comment only). The
+    other fields are kept as they are. Anything that is not a mapping is returned unchanged (for
+    :func:`validate_details` to refuse with its own message).
+
+    :returns: ``(redacted details, ["details.comment", ...])``.
+    """
+    if not isinstance(details, Mapping):
+        return details, []
+    paths: list[str] = []
+    return _redact(details, "details", paths), paths
 
 
 def validate_details(details: Any) -> dict[str, Any]:
@@ -359,36 +422,27 @@ def build_checkpoint(
     last_hash: str,
     count: int,
     at: str,
-    key_id: str,
     prev_checkpoint_signature: str,
-    key: bytes,
+    signer: CheckpointSigner,
 ) -> Checkpoint:
-    """Sign a checkpoint with ``key`` (identified by ``key_id`` for later verification).
+    """Sign a checkpoint with ``signer``; it records the signer's ``key_id`` and ``algorithm``.
 
-    :raises ValueError: a key shorter than :data:`MIN_KEY_BYTES` or an empty ``key_id``.
+    :raises ValueError: a signer without a key id.
     """
-    check_key(key)
+    key_id, algorithm = signer.key_id, signer.algorithm
     if not key_id or not isinstance(key_id, str):
-        raise ValueError("key_id: must be a non-empty string")
-    body = {
+        raise ValueError("key_id: the signer must name its key")
+    body: dict[str, Any] = {
         "checkpoint_seq": checkpoint_seq,
         "last_seq": last_seq,
         "last_hash": last_hash,
         "count": count,
         "at": at,
         "key_id": key_id,
+        "algorithm": algorithm,
         "prev_checkpoint_signature": prev_checkpoint_signature,
     }
-    return Checkpoint(
-        checkpoint_seq=checkpoint_seq,
-        last_seq=last_seq,
-        last_hash=last_hash,
-        count=count,
-        at=at,
-        key_id=key_id,
-        prev_checkpoint_signature=prev_checkpoint_signature,
-        signature=checkpoint_signature(body, key),
-    )
+    return Checkpoint(**body, signature=signer.sign(checkpoint_message(body)).hex())
 
 
 def check_key(key: bytes) -> None:

@@ -2,28 +2,56 @@
 
 One pass, in this order (each step is idempotent, so a retried or overlapping pass is harmless):
 
-1. append the events that were spooled while the store was unreachable (:func:`drain_spool`);
-2. sign a checkpoint over everything appended so far (HMAC-SHA256 with the current key);
-3. export every sealed segment not yet in the bucket (Object Lock, COMPLIANCE mode);
-4. verify the whole chain against every checkpoint, and fail loudly on any damage.
+1. append the events left in the spool folder (:func:`drain_spool`: MAC-checked, bad lines
+   quarantined and reported);
+2. publish the signing key's public half next to the export (``audit/public-keys/``);
+3. sign a checkpoint over everything appended so far (Ed25519, or ECDSA P-256 in KMS);
+4. export every sealed segment not yet in the bucket (Object Lock, COMPLIANCE mode);
+5. verify the whole chain against every checkpoint with public keys only, and fail loudly on damage.
 
-Keys come from Airflow connections, so from the secrets backend: ``audit_signing`` holds the
-current key (login = key id, password = hex key). A retired key stays verifiable as connection
-``audit_signing_<key_id>``: rotate by creating the new key under ``audit_signing`` and keeping the
-old one under its id. The export bucket, region and retention are extras of ``audit_store``.
+The signing key is not in a connection: connection ``audit_signing`` says only *where* it is and
+holds no password (one with a password is refused). The key is read (or, with KMS, used) through
+the ``audit-seal`` capability: a role in the ``secops`` account that only this DAG's domain
+(``platform``) may assume, granted its own secret path ``orchestrator/secops/audit-seal/*`` and
+``kms:Sign`` there (include/policies/capabilities.yaml); the tasks' secrets backend reads the
+platform account's ``airflow/connections/*`` and never reaches it. Extras:
+
+- ``{"signer": "secret", "tenant": "secops", "secret_id": "orchestrator/secops/audit-seal/signing-key"}``
+  (an Ed25519 PKCS#8 PEM in Secrets Manager; the local stack), or
+- ``{"signer": "kms", "tenant": "secops", "kms_key_id": "alias/orchestrator-audit-seal"}``
+  (an ``ECC_NIST_P256`` SIGN_VERIFY key; production),
+- ``previous_public_keys``: PEMs of retired signing keys, still trusted for old checkpoints.
+
+The export bucket, region and retention are extras of ``audit_store``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from include.audit.emit import AUDIT_CONN_ID, drain_spool
-from include.audit.export import DEFAULT_RETENTION_DAYS, ensure_locked_bucket, export_sealed_segments
+from include.audit.export import (
+    DEFAULT_RETENTION_DAYS,
+    ensure_locked_bucket,
+    export_sealed_segments,
+    publish_public_key,
+)
+from include.audit.signing import (
+    CheckpointKeys,
+    CheckpointSigner,
+    Ed25519Signer,
+    KmsSigner,
+    PublicKey,
+    key_fingerprint,
+    load_public_key,
+)
 
 SIGNING_CONN_ID: Final = "audit_signing"
+SEAL_CAPABILITY: Final = "audit-seal"
+SIGNER_KINDS: Final = ("secret", "kms")
 _LAST_SEQ = re.compile(r"\d+-(\d+)\.jsonl$")
 
 
@@ -54,34 +82,84 @@ class ExportSettings:
         )
 
 
-def signing_key(conn_id: str = SIGNING_CONN_ID) -> tuple[str, bytes]:
-    """``(key_id, key)`` of the current signing key (registered with the log masker as it is read)."""
-    from airflow.sdk import BaseHook
+@dataclass(frozen=True)
+class SignerSettings:
+    """Where the sealing step's signing key is (connection ``audit_signing``; no key in it).
 
-    conn = BaseHook.get_connection(conn_id)
-    if not conn.login or not conn.password:
-        raise ValueError(f"connection {conn_id}: login (key id) and password (hex key) are required")
-    try:
-        key = bytes.fromhex(conn.password)
-    except ValueError:
-        raise ValueError(f"connection {conn_id}: password must be the key in hex") from None
-    return conn.login, key
+    :ivar kind: ``secret`` (Ed25519 PEM in Secrets Manager) or ``kms``.
+    :ivar tenant: the account (tenants.yaml) whose ``audit-seal`` role reads or signs.
+    :ivar secret_id: the secret, under ``orchestrator/<tenant>/audit-seal/``.
+    :ivar kms_key_id: the KMS key (ARN, id or alias).
+    :ivar previous_public_keys: retired keys, still trusted for the checkpoints they signed.
+    """
+
+    kind: str
+    tenant: str
+    secret_id: str | None
+    kms_key_id: str | None
+    previous_public_keys: tuple[PublicKey, ...] = ()
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> SignerSettings:
+        """:raises ValueError: a password in the connection, or extras naming no usable key."""
+        where = f"connection {SIGNING_CONN_ID}"
+        if conn.password:
+            raise ValueError(
+                f"{where}: has a password; the checkpoint signing key must not sit in a connection "
+                "every task can read (put it under the audit-seal capability's secret path or in KMS; "
+                "docs/audit.md, 'Upgrading')"
+            )
+        extras: Mapping[str, Any] = conn.extra_dejson
+        kind, tenant = extras.get("signer"), extras.get("tenant")
+        if kind not in SIGNER_KINDS:
+            raise ValueError(
+                f"{where}: extra 'signer' must be one of {', '.join(SIGNER_KINDS)}, got {kind!r}"
+            )
+        if not isinstance(tenant, str) or not tenant:
+            raise ValueError(f"{where}: extra 'tenant' (the account of the audit-seal role) is missing")
+        secret_id, kms_key_id = extras.get("secret_id"), extras.get("kms_key_id")
+        if kind == "secret":
+            prefix = f"orchestrator/{tenant}/{SEAL_CAPABILITY}/"
+            if not isinstance(secret_id, str) or not secret_id.startswith(prefix):
+                raise ValueError(f"{where}: extra 'secret_id' must name a secret under {prefix}")
+        elif not isinstance(kms_key_id, str) or not kms_key_id:
+            raise ValueError(f"{where}: extra 'kms_key_id' is missing")
+        previous = extras.get("previous_public_keys") or []
+        if not isinstance(previous, list):
+            raise ValueError(f"{where}: extra 'previous_public_keys' must be a list of PEM strings")
+        keys = tuple(
+            load_public_key(str(pem).encode(), f"{where}: previous_public_keys[{index}]")
+            for index, pem in enumerate(previous)
+        )
+        return cls(kind, tenant, secret_id, kms_key_id, keys)
 
 
-def key_lookup(current_id: str, current: bytes) -> Callable[[str], bytes | None]:
-    """Key id -> key: the current key, else the retired key's own connection, else ``None``."""
-    from airflow.sdk import BaseHook
+def build_signer(settings: SignerSettings, context: Mapping[str, Any], aws_conn_id: str) -> CheckpointSigner:
+    """The signer, through the ``audit-seal`` capability's role (checked: this DAG's domain may use it)."""
+    from include.connectors.aws import capability_client
+    from include.connectors.context import RunContext
 
-    def key_for(key_id: str) -> bytes | None:
-        if key_id == current_id:
-            return current
-        try:
-            conn = BaseHook.get_connection(f"{SIGNING_CONN_ID}_{key_id}")
-        except Exception:
-            return None
-        return bytes.fromhex(conn.password) if conn.password else None
+    run = RunContext.from_airflow_context(context, settings.tenant)
+    if settings.kind == "kms":
+        kms = capability_client(
+            SEAL_CAPABILITY, settings.tenant, "kms", run_context=run, aws_conn_id=aws_conn_id
+        )
+        assert settings.kms_key_id is not None
+        return KmsSigner(client=kms, kms_key_id=settings.kms_key_id)
+    from airflow.sdk.log import mask_secret
 
-    return key_for
+    secrets = capability_client(
+        SEAL_CAPABILITY, settings.tenant, "secretsmanager", run_context=run, aws_conn_id=aws_conn_id
+    )
+    pem = secrets.get_secret_value(SecretId=settings.secret_id)["SecretString"]
+    mask_secret(pem)
+    return Ed25519Signer(private_key_pem=pem.encode())
+
+
+def trusted_keys(signer: CheckpointSigner, previous: tuple[PublicKey, ...] = ()) -> CheckpointKeys:
+    """The public keys the seal's own verification trusts: the signer's and the retired ones."""
+    current = load_public_key(signer.public_key_pem(), "signer")
+    return CheckpointKeys({key_fingerprint(key): key for key in (current, *previous)})
 
 
 def exported_watermark(
@@ -106,25 +184,31 @@ def seal_and_export(
     store: Any,
     s3: Any,
     settings: ExportSettings,
-    key_id: str,
-    key: bytes,
-    key_for: Callable[[str], bytes | None],
+    signer: CheckpointSigner,
+    keys: CheckpointKeys,
 ) -> dict[str, Any]:
     """One pass (see the module doc); returns what it did, for XCom and the task log.
 
+    :param keys: what the final verification trusts (:func:`trusted_keys`).
     :raises AuditDamaged: the chain or a checkpoint is damaged (after sealing and exporting what
         could be; a damaged segment itself is never exported).
     """
     drained = drain_spool(store)
-    checkpoint = store.seal(key, key_id)
     ensure_locked_bucket(s3, settings.bucket, region=settings.region, retention_days=settings.retention_days)
+    public_key, _ = publish_public_key(
+        s3, settings.bucket, signer.public_key_pem(), retention_days=settings.retention_days
+    )
+    checkpoint = store.seal(signer)
     watermark = exported_watermark(s3, settings.bucket, store.checkpoints())
     segments = export_sealed_segments(
         store, s3, settings.bucket, retention_days=settings.retention_days, after_checkpoint=watermark
     )
-    report = store.verify(key_for)
+    report = store.verify(keys)
     result = {
-        "drained_from_spool": drained,
+        "drained_from_spool": drained.appended,
+        "quarantined": drained.quarantined,
+        "key_id": signer.key_id,
+        "public_key": public_key,
         "checkpoint_seq": checkpoint.checkpoint_seq if checkpoint else None,
         "sealed_up_to": checkpoint.last_seq if checkpoint else None,
         "exported": [
@@ -140,13 +224,19 @@ def seal_and_export(
 
 
 def run_seal() -> dict[str, Any]:
-    """The task body: settings, keys and clients from Airflow connections, then :func:`seal_and_export`."""
+    """The task body: settings from Airflow connections, the signer through ``audit-seal``, then
+    :func:`seal_and_export`."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    from airflow.sdk import BaseHook
+    from airflow.sdk import BaseHook, get_current_context
 
     from include.audit.emit import store
+    from include.connectors.aws import STANDARD_RETRIES
 
     settings = ExportSettings.from_extras(dict(BaseHook.get_connection(AUDIT_CONN_ID).extra_dejson))
-    key_id, key = signing_key()
-    s3 = S3Hook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).get_conn()
-    return seal_and_export(store(), s3, settings, key_id, key, key_lookup(key_id, key))
+    signer_settings = SignerSettings.from_connection(BaseHook.get_connection(SIGNING_CONN_ID))
+    signer = build_signer(signer_settings, get_current_context(), settings.aws_conn_id)
+    s3 = S3Hook(
+        aws_conn_id=settings.aws_conn_id, region_name=settings.region, config=STANDARD_RETRIES
+    ).get_conn()
+    keys = trusted_keys(signer, signer_settings.previous_public_keys)
+    return seal_and_export(store(), s3, settings, signer, keys)

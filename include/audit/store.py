@@ -11,8 +11,10 @@ fails instead of forking the chain. Timestamps come from the database clock unde
 The tables are append-only by trigger (UPDATE, DELETE, TRUNCATE refused), which stops accidents
 and application bugs, not the table's owner: that is what the hash chain, the signed checkpoints
 (:meth:`AuditStore.seal`) and the export to write-once storage (:mod:`include.audit.export`) are
-for. In production the writers' role should hold only INSERT and SELECT on these tables, and the
-server should keep ``synchronous_commit`` on (the test clusters turn it off for speed).
+for. The tables' owner runs :meth:`AuditStore.ensure_schema` at set-up; the role every writer
+connects as holds only INSERT and SELECT on them (:func:`grant_statements`), so it can neither
+change a row nor drop or disable a trigger. The server should keep ``synchronous_commit`` on (the
+test clusters turn it off for speed).
 
 ``details`` is stored as its canonical JSON text, not JSONB: JSONB rewrites numbers (``1e+20``
 comes back as ``100000000000000000000``), which would change the hash. Query it with
@@ -39,6 +41,7 @@ from types import TracebackType
 from typing import Any, Final, NamedTuple
 
 import psycopg
+from psycopg import sql
 
 from include.audit.records import (
     CHECKPOINT_FIELDS,
@@ -48,12 +51,12 @@ from include.audit.records import (
     Checkpoint,
     build_checkpoint,
     canonical_json,
-    check_key,
     format_at,
     link_record,
     validate_event,
 )
-from include.audit.verify import KeyLookup, VerifyReport, verify
+from include.audit.signing import CheckpointKeys, CheckpointSigner
+from include.audit.verify import VerifyReport, verify
 
 CHAIN_LOCK: Final = 0x6175646974636861
 """``pg_advisory_xact_lock`` key of the chain head (ASCII "auditcha"); appends and seals take it."""
@@ -114,9 +117,20 @@ _SCHEMA: Final = (
         count bigint NOT NULL,
         at timestamptz NOT NULL,
         key_id text NOT NULL,
-        prev_checkpoint_signature char(64) NOT NULL UNIQUE,
-        signature char(64) NOT NULL UNIQUE
+        algorithm text NOT NULL,
+        prev_checkpoint_signature text NOT NULL UNIQUE,
+        signature text NOT NULL UNIQUE
     )
+    """,
+    # Checkpoints (helper SIGN, issue 19): asymmetric signatures are longer than 64 hex digits
+    # (Ed25519: 128, ECDSA DER: ~140) and name their algorithm. A table created before keeps its
+    # rows, which are HMAC-SHA256 checkpoints: they get that algorithm (include/audit/signing.py).
+    "ALTER TABLE audit_checkpoint ADD COLUMN IF NOT EXISTS algorithm text NOT NULL DEFAULT 'hmac-sha256'",
+    "ALTER TABLE audit_checkpoint ALTER COLUMN algorithm DROP DEFAULT",
+    """
+    ALTER TABLE audit_checkpoint
+        ALTER COLUMN prev_checkpoint_signature TYPE text,
+        ALTER COLUMN signature TYPE text
     """,
     """
     CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -218,6 +232,38 @@ _RECORDS_FOR_SQL: Final = (
 )
 
 
+def grant_statements(*, writers: Iterable[str] = (), readers: Iterable[str] = ()) -> list[sql.Composed]:
+    """What the audit tables' owner grants: ``writers`` INSERT and SELECT, ``readers`` SELECT.
+
+    Every table of the schema, so a table added to it later is covered too; PUBLIC and the named
+    roles lose everything else first (no UPDATE, DELETE, TRUNCATE, TRIGGER or REFERENCES: a
+    writer's UPDATE is refused for privilege before the append-only trigger is even reached, and
+    only the owner may ALTER or DROP a table). Idempotent.
+    """
+    writer_ids = [sql.Identifier(role) for role in writers]
+    reader_ids = [sql.Identifier(role) for role in readers]
+    everyone = [sql.SQL("PUBLIC"), *writer_ids, *reader_ids]
+    statements = [
+        sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(sql.SQL(", ").join(everyone)),
+        sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {}").format(sql.SQL(", ").join(everyone)),
+    ]
+    if writer_ids:
+        writers_sql = sql.SQL(", ").join(writer_ids)
+        statements.append(
+            sql.SQL("GRANT INSERT, SELECT ON ALL TABLES IN SCHEMA public TO {}").format(writers_sql)
+        )
+        statements.append(
+            sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(writers_sql)
+        )
+    if reader_ids:
+        statements.append(
+            sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(
+                sql.SQL(", ").join(reader_ids)
+            )
+        )
+    return statements
+
+
 def _filters(domain: str | None, tenant: str | None) -> str:
     """Fixed SQL fragments for the given filters (their values are parameters)."""
     return (" AND domain = %(domain)s" if domain is not None else "") + (
@@ -295,14 +341,31 @@ class AuditStore:
     ) -> None:
         self.close()
 
-    def ensure_schema(self) -> None:
-        """Create the tables, indexes and append-only triggers if missing; safe to run concurrently."""
+    def ensure_schema(
+        self, *, owner: str | None = None, writers: Iterable[str] = (), readers: Iterable[str] = ()
+    ) -> None:
+        """Create the tables, indexes and append-only triggers if missing; safe to run concurrently.
+
+        Set-up only, never on a writer's path: run it as the tables' owner (or as a superuser
+        with ``owner``), then the writers get INSERT and SELECT and the readers SELECT, nothing
+        else (see :func:`grant_statements`).
+
+        :param owner: the role that is to own the tables (``SET LOCAL ROLE``); ``None``: the
+            connection's own role.
+        :param writers: roles that append records and checkpoints.
+        :param readers: roles that only read (``audit trace``, ``audit verify``).
+        """
+        grants = grant_statements(writers=writers, readers=readers)
         with self._lock:
             conn = self._connection()
             with conn.transaction():
+                if owner is not None:
+                    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))
                 conn.execute(_LOCK_SQL, (CHAIN_LOCK,))
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                for grant in grants:
+                    conn.execute(grant)
 
     def append(self, fields: Mapping[str, Any]) -> AuditRecord:
         """Append one event as the next record of the chain and return it (committed).
@@ -330,14 +393,16 @@ class AuditStore:
                 conn.execute(_INSERT_RECORD_SQL, _record_params(record, now))
         return record
 
-    def seal(self, key: bytes, key_id: str) -> Checkpoint | None:
+    def seal(self, signer: CheckpointSigner) -> Checkpoint | None:
         """Sign a checkpoint over every record appended so far.
 
-        :param key: the HMAC key (from the secrets backend; never stored here).
-        :param key_id: the key's name, written into the checkpoint for verification after rotation.
+        :param signer: the sealing step's signer (:mod:`include.audit.signing`; its private key is
+            never seen here). Its key id is fetched before the chain is locked; the signature itself
+            is made under the lock (one KMS round trip at most, once per seal).
         :returns: the new checkpoint, or ``None`` when nothing was appended since the last one.
         """
-        check_key(key)
+        if not signer.key_id:
+            raise ValueError("signer: no key id")
         with self._lock:
             conn = self._connection()
             with conn.transaction():
@@ -358,9 +423,8 @@ class AuditStore:
                     last_hash=head_hash,
                     count=count + (added[0] if added else 0),
                     at=format_at(now),
-                    key_id=key_id,
                     prev_checkpoint_signature=prev_signature,
-                    key=key,
+                    signer=signer,
                 )
                 values = {**checkpoint.to_dict(), "at": now}
                 conn.execute(_INSERT_CHECKPOINT_SQL, tuple(values[name] for name in CHECKPOINT_FIELDS))
@@ -495,7 +559,7 @@ class AuditStore:
                 checkpoints = [_row_to_checkpoint(row) for row in conn.execute(_SELECT_CHECKPOINTS_SQL)]
                 return self._read(conn, 1, None), checkpoints
 
-    def verify(self, key_for: KeyLookup | Mapping[str, bytes] | None) -> VerifyReport:
+    def verify(self, keys: CheckpointKeys | None) -> VerifyReport:
         """Verify the whole log against its checkpoints (see :func:`include.audit.verify.verify`)."""
         records, checkpoints = self.snapshot()
-        return verify(records, checkpoints, key_for)
+        return verify(records, checkpoints, keys)

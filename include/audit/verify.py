@@ -23,6 +23,14 @@ Kinds of damage, each reported with the record's ``seq``:
 ``checkpoint_invalid``
     a checkpoint's signature is wrong or its key unknown, or the checkpoint chain has a hole.
 
+Signatures are checked with public keys only (:class:`~include.audit.signing.CheckpointKeys`): a
+checkpoint names the fingerprint of the key that signed it, and only the public keys handed in are
+trusted, so a chain re-signed with any other key (a fresh one, an old HMAC key, a connection
+password) fails. Legacy HMAC checkpoints (written before asymmetric signing) are trusted when their
+HMAC key is given, or when a later valid asymmetric checkpoint chains to them (its signed
+``prev_checkpoint_signature`` pins every checkpoint before it); an HMAC checkpoint after the first
+asymmetric one is always invalid: that key was readable by every task.
+
 Limits, by design (as for CloudTrail): records after the latest checkpoint are only as safe as the
 chain is, so deleting or replacing the very last unsealed records, or deleting the latest checkpoint,
 cannot be seen from the database alone; seal often and export sealed segments to write-once storage
@@ -32,10 +40,11 @@ the last record (nothing after it tells which of the two is the forgery).
 
 from __future__ import annotations
 
+import binascii
 import bisect
 import hmac
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -43,9 +52,10 @@ from include.audit.records import (
     GENESIS_HASH,
     AuditRecord,
     Checkpoint,
-    checkpoint_signature,
+    checkpoint_message,
     record_hash,
 )
+from include.audit.signing import ASYMMETRIC, HMAC_SHA256, CheckpointKeys, hmac_sha256, verify_signature
 
 MODIFIED: Final = "modified"
 DELETED: Final = "deleted"
@@ -55,8 +65,10 @@ TRUNCATED: Final = "truncated"
 CHECKPOINT_INVALID: Final = "checkpoint_invalid"
 DAMAGE_KINDS: Final = (MODIFIED, DELETED, REORDERED, INSERTED, TRUNCATED, CHECKPOINT_INVALID)
 
-KeyLookup = Callable[[str], bytes | None]
-"""``key_for(key_id)``: the HMAC key a checkpoint was signed with, or ``None`` (or ``KeyError``)."""
+NOT_VOUCHED: Final = (
+    "legacy HMAC checkpoint not vouched for: no valid asymmetric checkpoint follows it "
+    "(give its HMAC key with --legacy-hmac-key-file, or seal once with the new signer)"
+)
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,8 @@ class VerifyReport:
     :ivar checkpoints: checkpoints handed in.
     :ivar last_seq: the highest record ``seq`` seen.
     :ivar sealed_seq: ``last_seq`` of the latest trusted checkpoint (0: nothing sealed).
-    :ivar signatures_checked: False when no keys were given (checkpoints then trusted as they are).
+    :ivar signatures_checked: False when no keys were given (checkpoints then trusted as they are,
+        and the report never calls the log intact).
     :ivar findings: every problem, in log order.
     """
 
@@ -131,10 +144,17 @@ class VerifyReport:
         """A summary line, a warning if signatures were not checked, then one line per problem."""
         if self.ok:
             unsealed = self.last_seq - self.sealed_seq
-            head = (
-                f"audit log intact: {self.records} records (last seq {self.last_seq}), "
+            counts = (
+                f"{self.records} records (last seq {self.last_seq}), "
                 f"{self.checkpoints} checkpoints, sealed up to record {self.sealed_seq}"
                 + (f" ({unsealed} unsealed)" if unsealed > 0 else "")
+            )
+            # Without signatures a consistent chain proves nothing against whoever can write the
+            # tables (they rebuild the hashes): never call that "intact".
+            head = (
+                f"audit log intact: {counts}"
+                if self.signatures_checked
+                else f"audit chain consistent: {counts}"
             )
         else:
             head = (
@@ -143,7 +163,10 @@ class VerifyReport:
             )
         out = [head]
         if not self.signatures_checked:
-            out.append("warning: checkpoint signatures NOT checked (no keys given)")
+            out.append(
+                "warning: checkpoint signatures NOT checked (--no-signatures): anyone who can write "
+                "the tables could have rebuilt this chain; this does not show the log is authentic"
+            )
         out += [str(finding) for finding in self.findings]
         return out
 
@@ -315,35 +338,38 @@ def _missing_runs(present: Iterable[int]) -> list[tuple[int, int]]:
 
 
 class _Verifier:
-    def __init__(self, key_for: KeyLookup | None) -> None:
-        self.key_for = key_for
+    def __init__(self, keys: CheckpointKeys | None) -> None:
+        self.keys = keys
         self.findings: list[Finding] = []
         self.chain: dict[int, _Entry] = {}
         self.authentic: set[int] = set()
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def _key(self, key_id: Any) -> bytes | None:
-        if self.key_for is None or not isinstance(key_id, str):
-            return None
-        try:
-            return self.key_for(key_id)
-        except KeyError:
-            return None
-
     def _signature_problem(self, checkpoint: Mapping[str, Any]) -> str | None:
-        if self.key_for is None:
+        """Why the signature is not trusted, ``None`` when it is, :data:`NOT_VOUCHED` for a legacy
+        HMAC checkpoint whose trust depends on a later asymmetric one."""
+        if self.keys is None:
             return None
-        key = self._key(checkpoint.get("key_id"))
-        if key is None:
-            return f"unknown key id {checkpoint.get('key_id')!r}"
+        algorithm, key_id = checkpoint.get("algorithm", HMAC_SHA256), checkpoint.get("key_id")
         try:
-            expected = checkpoint_signature(checkpoint, key)
-        except (TypeError, ValueError):
-            return "content is not JSON, cannot be signed"
-        signature = checkpoint.get("signature")
-        if not isinstance(signature, str) or not hmac.compare_digest(expected, signature):
-            return "bad signature"
+            message = checkpoint_message(checkpoint)
+            signature = binascii.unhexlify(str(checkpoint.get("signature")))
+        except (TypeError, ValueError, binascii.Error):
+            return "content is not JSON or the signature is not hex, cannot be checked"
+        if algorithm == HMAC_SHA256:
+            key = self.keys.legacy_hmac.get(key_id) if isinstance(key_id, str) else None
+            if key is None:
+                return NOT_VOUCHED
+            good = hmac.compare_digest(hmac_sha256(key, message), str(checkpoint.get("signature")))
+            return None if good else "bad signature (legacy HMAC)"
+        if algorithm not in ASYMMETRIC:
+            return f"unknown algorithm {algorithm!r}"
+        public_key = self.keys.public.get(key_id) if isinstance(key_id, str) else None
+        if public_key is None:
+            return f"no trusted public key for key id {key_id!r} (signed with another key?)"
+        if not verify_signature(public_key, str(algorithm), signature, message):
+            return f"bad signature ({algorithm}, key {key_id})"
         return None
 
     def _bad_checkpoint(self, number: int, detail: str) -> None:
@@ -367,10 +393,38 @@ class _Verifier:
             expected, prev_signature = number + 1, checkpoint.get("signature")
             prev_last = max(prev_last, last or 0)
 
+    def _legacy_verdicts(
+        self, numbered: list[tuple[int, dict[str, Any]]], problems: dict[int, str | None]
+    ) -> None:
+        """Settle the legacy HMAC checkpoints once every asymmetric one is judged.
+
+        One is trusted (by its HMAC key or) when a valid asymmetric checkpoint with a higher
+        number exists; any HMAC checkpoint after the first valid asymmetric one is refused.
+        """
+        valid_asymmetric = [
+            number
+            for number, checkpoint in numbered
+            if problems.get(number) is None and checkpoint.get("algorithm", HMAC_SHA256) in ASYMMETRIC
+        ]
+        if self.keys is None:
+            return
+        first, last = min(valid_asymmetric, default=None), max(valid_asymmetric, default=0)
+        for number, checkpoint in numbered:
+            if checkpoint.get("algorithm", HMAC_SHA256) != HMAC_SHA256:
+                continue
+            if first is not None and number > first:
+                problems[number] = (
+                    f"HMAC-signed after asymmetric signing began (checkpoint {first}): "
+                    "the old HMAC key was readable by tasks, so this is treated as forged"
+                )
+            elif problems.get(number) == NOT_VOUCHED and number < last:
+                problems[number] = None
+
     def check_checkpoints(self, checkpoints: Iterable[Mapping[str, Any] | Checkpoint]) -> dict[int, _Anchor]:
         """Report bad checkpoints; return the trusted ones as ``{last_seq: anchor}``."""
         anchors: dict[int, _Anchor] = {}
         numbered: list[tuple[int, dict[str, Any]]] = []
+        problems: dict[int, str | None] = {}
         for pos, item in enumerate(checkpoints):
             checkpoint = item.to_dict() if isinstance(item, Checkpoint) else dict(item)
             number = _as_int(checkpoint.get("checkpoint_seq"))
@@ -379,6 +433,11 @@ class _Verifier:
                 continue
             numbered.append((number, checkpoint))
             problem = self._signature_problem(checkpoint)
+            # A duplicated number keeps the worst verdict: a forged twin must not launder it.
+            problems[number] = problem if problems.get(number) is None else problems[number]
+        self._legacy_verdicts(numbered, problems)
+        for number, checkpoint in numbered:
+            problem = problems.get(number)
             last_seq, last_hash = _as_int(checkpoint.get("last_seq")), _as_str(checkpoint.get("last_hash"))
             if problem is not None:
                 self._bad_checkpoint(number, problem)
@@ -534,7 +593,7 @@ class _Verifier:
             checkpoints=len(checkpoint_list),
             last_seq=max(groups, default=0),
             sealed_seq=max(anchors, default=0),
-            signatures_checked=self.key_for is not None,
+            signatures_checked=self.keys is not None,
             findings=self.findings,
         )
 
@@ -542,16 +601,16 @@ class _Verifier:
 def verify(
     records: Iterable[Mapping[str, Any] | AuditRecord],
     checkpoints: Iterable[Mapping[str, Any] | Checkpoint],
-    key_for: KeyLookup | Mapping[str, bytes] | None,
+    keys: CheckpointKeys | None,
 ) -> VerifyReport:
     """Verify ``records`` (in the order stored or exported) against ``checkpoints``.
 
     :param records: the log, as :class:`~include.audit.records.AuditRecord` or plain mappings.
     :param checkpoints: the checkpoint chain, as :class:`~include.audit.records.Checkpoint` or mappings.
-    :param key_for: ``key_id -> key`` (a function or a mapping); ``None`` skips signature checks
-        (checkpoints are then taken as they are, and the report says so).
+    :param keys: the trusted public keys (and legacy HMAC keys); ``None`` skips signature checks
+        (checkpoints are then taken as they are; the report says so and never says "intact").
     :returns: every problem found; ``report.ok`` when there is none.
     """
-    lookup: KeyLookup | None
-    lookup = key_for.get if isinstance(key_for, Mapping) else key_for
-    return _Verifier(lookup).run(records, checkpoints)
+    if keys is not None and not isinstance(keys, CheckpointKeys):
+        raise TypeError(f"keys: a CheckpointKeys or None, got {type(keys).__name__}")
+    return _Verifier(keys).run(records, checkpoints)

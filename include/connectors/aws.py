@@ -11,6 +11,22 @@ the tenant's own account (``tenants.yaml``) and grants only what ``capabilities.
 step of tenant A cannot reach tenant B's secrets even by ARN, and a ticketing step cannot apply
 Terraform. The session name and tags carry dag/task/run, tenant, capability and the correlation id,
 so CloudTrail in the tenant's account shows which workflow step made each call.
+
+Retries: one budget per call, never one retrier inside another. botocore's standard retry mode
+(not the legacy default) is on every client built here, with a number of attempts that depends on
+who retries:
+
+- inside :meth:`AwsCapabilityHook.call`, the hook's loop (the connection's ``retry_*`` budget,
+  :mod:`include.connectors.retry`) is the only retrier and botocore makes one HTTP attempt per call
+  (:data:`NO_BOTOCORE_RETRIES`), the AssumeRole that refreshes the step's credentials included. The
+  loop, not botocore, because every attempt must take a permit from the shared rate limit (the
+  account's API quota is shared by all workers; botocore's retries would bypass it), and each retry is
+  logged and counted like every other connector's. Otherwise a throttled call would be sent up to
+  botocore's attempts x the hook's attempts times (legacy mode: 5 x 6 = 30).
+- outside a hook's loop (:func:`capability_session`, the Terraform CLI's AssumeRole,
+  ``capability_client`` without ``config``, the Airflow provider hooks given
+  :data:`STANDARD_RETRIES`), botocore's standard mode is the only retrier, with the connectors'
+  default budget of attempts (:class:`include.connectors.retry.RetryPolicy`).
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from include.connectors.base import ConnectorHook
 from include.connectors.context import RunContext
 from include.connectors.errors import TransientError
+from include.connectors.retry import RetryPolicy
 from include.policies.capabilities import get_capability, role_name
 from include.policies.tenants import tenant_account_id
 
@@ -185,8 +202,27 @@ class _StepCredentials(DeferredRefreshableCredentials):
     _mandatory_refresh_timeout = 2 * 60
 
 
-def _assume(base: BaseAws, request: dict[str, Any]) -> dict[str, str]:
-    sts = base.session.client("sts", region_name=base.region_name, endpoint_url=base.endpoint_url_for("sts"))
+def botocore_retries(max_attempts: int) -> Config:
+    """botocore's standard retry mode with ``max_attempts`` HTTP attempts in all, the first included.
+
+    :param max_attempts: at least 1 (1: botocore does not retry).
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+    return Config(retries={"mode": "standard", "total_max_attempts": max_attempts})
+
+
+# One HTTP attempt per botocore call: inside AwsCapabilityHook.call the hook's loop is the only retrier.
+NO_BOTOCORE_RETRIES = botocore_retries(1)
+# A client outside a hook's loop: botocore's standard mode is the only retrier, within the connectors'
+# default budget (the Airflow provider's S3 and Secrets Manager hooks take it as ``config=``).
+STANDARD_RETRIES = botocore_retries(RetryPolicy().max_attempts)
+
+
+def _assume(base: BaseAws, request: dict[str, Any], config: Config = STANDARD_RETRIES) -> dict[str, str]:
+    sts = base.session.client(
+        "sts", region_name=base.region_name, endpoint_url=base.endpoint_url_for("sts"), config=config
+    )
     credentials = sts.assume_role(**request)["Credentials"]
     return {
         "access_key": credentials["AccessKeyId"],
@@ -196,13 +232,16 @@ def _assume(base: BaseAws, request: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _session(request: dict[str, Any], base: BaseAws) -> boto3.session.Session:
+def _session(request: dict[str, Any], base: BaseAws, sts_config: Config) -> boto3.session.Session:
     """A session whose credentials come from AssumeRole on first use and are renewed before they expire.
 
     Deferred: building it makes no AWS call; a long step (terraform apply) outlives the 15 minutes of
-    one AssumeRole because botocore refreshes the credentials with the same request.
+    one AssumeRole because botocore refreshes the credentials with the same request. The refresh
+    happens inside the first call that needs it, so its STS client retries like that call's client.
     """
-    credentials = _StepCredentials(refresh_using=partial(_assume, base, request), method="sts-assume-role")
+    credentials = _StepCredentials(
+        refresh_using=partial(_assume, base, request, sts_config), method="sts-assume-role"
+    )
     botocore_session = botocore.session.get_session()
     # botocore has no public setter; this is how Airflow's AwsBaseHook installs assume-role credentials.
     botocore_session._credentials = credentials
@@ -219,7 +258,7 @@ def capability_session(
     :func:`capability_client`, which applies the connection's ``endpoint_url``.
     """
     request = assume_role_request(capability, tenant, run_context)
-    return _session(request, base_aws(aws_conn_id))
+    return _session(request, base_aws(aws_conn_id), STANDARD_RETRIES)
 
 
 def capability_client(
@@ -233,12 +272,14 @@ def capability_client(
 ) -> Any:
     """A client of ``service`` on a capability session, at the endpoint the Airflow connection names.
 
-    :param config: botocore client configuration (:class:`AwsCapabilityHook` turns botocore's own
-        retries off: it retries itself).
+    :param config: botocore client configuration, over :data:`STANDARD_RETRIES`; it applies to the
+        AssumeRole of the credentials too (:class:`AwsCapabilityHook` passes
+        :data:`NO_BOTOCORE_RETRIES`: it retries itself).
     """
     request = assume_role_request(capability, tenant, run_context)
     base = base_aws(aws_conn_id)
-    session = _session(request, base)
+    config = STANDARD_RETRIES if config is None else STANDARD_RETRIES.merge(config)
+    session = _session(request, base, config)
     return session.client(
         service, region_name=base.region_name, endpoint_url=base.endpoint_url_for(service), config=config
     )
@@ -266,8 +307,6 @@ TRANSIENT_CODES = frozenset(
         "Unavailable",
     }
 )
-# One attempt per botocore call: the hook's retry policy (connection extras ``retry_*``) is the only one.
-NO_BOTOCORE_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
 def error_code(error: ClientError) -> str:
@@ -294,8 +333,9 @@ class AwsCapabilityHook(ConnectorHook):
     :func:`capability_client`, which checks the capability (declared, granted to the DAG's domain,
     approved when privileged: :func:`authorize_capability`) before any AssumeRole. Subclasses set
     ``service`` and make every AWS call through :meth:`call`, which retries throttling, 5xx and
-    connection errors only (botocore's own retries are off) and leaves every other ``ClientError``
-    to the subclass.
+    connection errors only, within the connection's retry budget (botocore makes one HTTP attempt
+    per call, the AssumeRole included: see the module docstring) and leaves every other
+    ``ClientError`` to the subclass.
 
     :param aws_conn_id: the Airflow AWS connection holding the platform's base credentials and
         endpoints; default ``aws_default``.

@@ -154,22 +154,25 @@ def store_url(conn_id: str = RATELIMIT_STORE_CONN_ID) -> str:
 
     conn_type ``redis``: ``redis://[login]:<password>@host:port/<db>`` (db from the extra ``db``,
     default 0; login and password percent-encoded). Anything else: a PostgreSQL database,
-    ``postgresql://[login@]host:port/<schema>``. A secret when it holds a password: never log it.
+    ``postgresql://[userinfo@]host:port/<schema>``, the userinfo being the login and, when the
+    connection has one, its password (percent-encoded). A secret when it holds a password: never
+    log it.
     """
     from airflow.sdk import BaseHook
+    from airflow.sdk.log import mask_secret
 
     conn = BaseHook.get_connection(conn_id)
+    password = quote(conn.password or "", safe="")
+    if password:
+        mask_secret(password)  # Airflow masks the password as stored; this is how the URL spells it
     if conn.conn_type == "redis":
-        from airflow.sdk.log import mask_secret
-
         login = quote(conn.login or "", safe="")
-        password = quote(conn.password or "", safe="")
-        if password:
-            mask_secret(password)  # Airflow masks the password as stored; this is how the URL spells it
         userinfo = f"{login}:{password}@" if login or password else ""
         db = int(conn.extra_dejson.get("db", 0))
         return f"redis://{userinfo}{conn.host}:{conn.port or REDIS_DEFAULT_PORT}/{db}"
-    user = f"{conn.login}@" if conn.login else ""
+    # The database's own role (``ratelimit``), with its password: never a superuser.
+    secret = f":{password}" if password else ""
+    user = f"{quote(conn.login, safe='')}{secret}@" if conn.login else ""
     return f"postgresql://{user}{conn.host}:{conn.port or 5432}/{conn.schema or 'ratelimit'}"
 
 

@@ -80,8 +80,11 @@ class ArchiveTarget:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         from include.audit.export import ensure_locked_bucket
+        from include.connectors.aws import STANDARD_RETRIES
 
-        client = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region).get_conn()
+        client = S3Hook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region, config=STANDARD_RETRIES
+        ).get_conn()
         ensure_locked_bucket(
             client, self.bucket, region=self.region, retention_days=self.bucket_retention_days
         )

@@ -192,7 +192,11 @@ class ExportLocation:
         """An S3 client with the connection's credentials and endpoint (boto3 imported on use)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        return S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region).get_conn()
+        from include.connectors.aws import STANDARD_RETRIES
+
+        return S3Hook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region, config=STANDARD_RETRIES
+        ).get_conn()
 
 
 def _missing(error: Exception) -> bool:

@@ -17,13 +17,15 @@ from typing import Any
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from include.audit.emit import side_effect as audit_side_effect
 from include.connectors.context import RunContext
 from include.connectors.errors import RateLimitBackpressure
 from include.connectors.idempotency import idempotency_key
 from include.connectors.ticketing import SYSTEMS, ticketing_hook
-from include.connectors.ticketing.interface import TicketingHook
+from include.connectors.ticketing.interface import RESERVED_FIELDS, Ticket, TicketingHook
+from include.triage.rules import BulkUpdateScope, load_rules
 
 
 class TicketOperator(BaseOperator):
@@ -263,6 +265,85 @@ class UpdateTicketOperator(TicketOperator):
         return ticket.as_xcom()
 
 
+class BulkChangeRefused(AirflowFailException):
+    """A bulk change that would touch what it may not: nothing was written. Not retried."""
+
+
+def bulk_field_problems(fields: Mapping[str, Any], scope: BulkUpdateScope) -> list[str]:
+    """Why each of ``fields`` may not be bulk-set (reserved, or not in the allow-list); empty if all may.
+
+    :param fields: the change's custom field values by name.
+    :param scope: the allow-list (``bulk_update`` of ``include/policies/support_triage.yaml``).
+    """
+    allowed = ", ".join(scope.fields) or "none"
+    problems = []
+    for name in fields:
+        if name in RESERVED_FIELDS:
+            problems.append(
+                f"field {name!r} is reserved for the orchestrator ({', '.join(RESERVED_FIELDS)} are "
+                "never bulk-updated)"
+            )
+        elif name not in scope.fields:
+            problems.append(
+                f"field {name!r} is not in the bulk update allow-list ({allowed}: bulk_update.fields "
+                "of include/policies/support_triage.yaml)"
+            )
+    return problems
+
+
+def bulk_ticket_problems(
+    ticket_ids: Sequence[str], tickets: Mapping[str, Ticket], *, tenant: str, scope: BulkUpdateScope
+) -> list[str]:
+    """Why each ticket may not be bulk-updated for ``tenant`` (missing, other queue, other tenant).
+
+    :param ticket_ids: the change's tickets.
+    :param tickets: the tickets as the ticketing system returned them, by id.
+    :param tenant: the run's tenant.
+    :param scope: the queue a bulk update may touch.
+    """
+    problems = []
+    for ticket_id in ticket_ids:
+        ticket = tickets.get(str(ticket_id))
+        owner = ticket.fields.get(TicketingHook.TENANT_FIELD) if ticket else None
+        if ticket is None:
+            problems.append(f"ticket {ticket_id}: not found")
+        elif ticket.queue != scope.queue:
+            problems.append(f"ticket {ticket_id}: in queue {ticket.queue!r}, not {scope.queue!r}")
+        elif owner != tenant:
+            problems.append(f"ticket {ticket_id}: of tenant {owner or 'none'!r}, not {tenant!r}")
+    return problems
+
+
+def check_bulk_change(
+    hook: TicketingHook,
+    ticket_ids: Sequence[str],
+    fields: Mapping[str, Any],
+    *,
+    tenant: str,
+    scope: BulkUpdateScope | None = None,
+) -> None:
+    """Refuse a bulk change before any write: every field allowed, every ticket (read from the
+    ticketing system) in the scope's queue and of ``tenant``. One refusal lists every problem.
+
+    :param hook: the ticketing hook (reads only).
+    :param ticket_ids: the change's tickets, all of them (not one batch) so a mixed list writes nothing.
+    :param fields: the change's custom field values.
+    :param tenant: the run's tenant.
+    :param scope: the allow-list and queue; the deployed policy's by default.
+    :raises BulkChangeRefused: naming each field and ticket that may not be changed.
+    """
+    scope = scope or load_rules().bulk_update
+    ids = [str(t) for t in ticket_ids]
+    where = f"bulk update of {len(ids)} ticket(s) for tenant {tenant!r}"
+    problems = bulk_field_problems(fields, scope)
+    if problems:  # refused without reading a ticket
+        named = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        raise BulkChangeRefused(f"{where} refused, nothing written (tickets {named}): " + "; ".join(problems))
+    problems = bulk_ticket_problems(ids, hook.get_tickets(ids), tenant=tenant, scope=scope)
+    if problems:
+        raise BulkChangeRefused(f"{where} refused, nothing written: " + "; ".join(problems))
+
+
 class BulkUpdateTicketsOperator(TicketOperator):
     """Update a batch of tickets: fields and/or status, and optionally one comment per ticket.
 
@@ -273,8 +354,13 @@ class BulkUpdateTicketsOperator(TicketOperator):
     deferral or retried after a failure simply runs again from its first ticket; nothing is applied
     twice. XCom: ``ticket_ids``, ``updated``, ``comments_created``.
 
+    Bounded (issue 19): before its first write the batch is checked with :func:`check_bulk_change`
+    (fields from the allow-list, never a reserved one; every ticket in queue ``support`` and of the
+    run's tenant, read back from the ticketing system); a refusal fails the task with nothing
+    written. The DAG checks the whole change the same way before the first batch starts.
+
     :param ticket_ids: the batch, or one ticket id (templated).
-    :param fields: custom field values by name (templated).
+    :param fields: custom field values by name, from the allow-list (templated).
     :param status: the status to move to (templated).
     :param comment: a comment to post on each ticket (templated).
     """
@@ -304,11 +390,16 @@ class BulkUpdateTicketsOperator(TicketOperator):
         self.fields = dict(fields or {})
         self.status = status
         self.comment = comment
+        # Field names are never templated (Jinja renders values): refused here, before any run.
+        problems = bulk_field_problems(self.fields, load_rules().bulk_update) if self.fields else []
+        if problems:
+            raise ValueError(f"{self.task_id}: " + "; ".join(problems))
 
     def call(self, run: RunContext) -> dict[str, Any]:
         ids = [
             str(t) for t in (self.ticket_ids if not isinstance(self.ticket_ids, str) else [self.ticket_ids])
         ]
+        check_bulk_change(self.hook, ids, self.fields, tenant=self.tenant)
         commented = 0
         for ticket_id in ids:
             self.hook.update(ticket_id, fields=self.fields, status=self.status)

@@ -33,6 +33,7 @@ from include.policies.loader import (
     domain_tag_problem,
     domain_tags,
     load_policy_file,
+    workflow_kind,
 )
 from include.policies.secret_scan import files_to_scan, find_literal_secrets
 
@@ -479,6 +480,38 @@ def check_capability_calls(context: CheckContext) -> list[Violation]:
     ]
 
 
+def check_run_timeouts(context: CheckContext) -> list[Violation]:
+    """Every task has an ``execution_timeout`` and every DAG a ``dagrun_timeout`` within its domain's
+    (``timeouts.<kind>``), and no run can end while an approver may still answer: neither a DAG's
+    longest path nor a domain's longest approval chain (approvals.yaml) outlasts the run
+    (:mod:`include.policies.timeouts`)."""
+    from include.policies.approvals import load_approvals_file
+    from include.policies.timeouts import approval_chain_problems, dag_timeout_problem, task_timeout_problem
+
+    if context.policy is None:
+        return []
+    violations = []
+    approvals, invalid = _load_next_to(
+        context, "approvals.yaml", partial(load_approvals_file, domains=context.policy)
+    )
+    if approvals is not None and not invalid:  # an invalid one is policy-valid's finding
+        location = display_path(context.policy_file)
+        for key, message in approval_chain_problems(context.policy, approvals):
+            violations.append(Violation("run-timeouts", location, f"{key}: {message}"))
+    for dag, domain in context.dags_with_domain():
+        try:
+            workflow_kind(dag)
+        except PolicyError as error:
+            violations.append(Violation("run-timeouts", dag_location(dag), str(error)))
+            continue
+        if problem := dag_timeout_problem(dag, domain):
+            violations.append(Violation("run-timeouts", dag_location(dag), problem))
+        for task in dag.tasks:
+            if problem := task_timeout_problem(dag, task, domain):
+                violations.append(Violation("run-timeouts", dag_location(dag, task.task_id), problem))
+    return violations
+
+
 RULES: list[Rule] = [
     check_policy_valid,
     check_dag_imports,
@@ -486,6 +519,7 @@ RULES: list[Rule] = [
     check_known_domain,
     check_domain_pool,
     check_domain_settings,
+    check_run_timeouts,
     check_no_literal_secrets,
     check_parse_budget,
     check_approval_before_privileged,

@@ -157,6 +157,7 @@ _DURATION = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 WorkflowKind = Literal["fast_path", "infrastructure_change"]
+WORKFLOW_KINDS: tuple[WorkflowKind, ...] = ("fast_path", "infrastructure_change")
 
 
 def parse_duration(text: str) -> timedelta:
@@ -170,6 +171,22 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
+def format_duration(value: timedelta) -> str:
+    """``timedelta(days=2, minutes=30)`` as ``"2d30m"``: the policy's own notation, for messages.
+
+    :param value: a duration (whole seconds; a fraction is dropped).
+    """
+    seconds = int(value.total_seconds())
+    if seconds <= 0:
+        return f"{seconds}s"
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        count, seconds = divmod(seconds, _UNIT_SECONDS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
 @dataclass(frozen=True)
 class ApprovalPolicy:
     approvers_role: str
@@ -178,6 +195,19 @@ class ApprovalPolicy:
     escalate_after: timedelta
     escalate_to: tuple[str, ...]
     on_timeout: Literal["reject"]
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """How long one task and one run of a workflow kind may take (``timeouts.<kind>``).
+
+    :param execution_timeout: every task's default and maximum; an approval gate gets its
+        approval wait on top.
+    :param dagrun_timeout: every run's, approvals included.
+    """
+
+    execution_timeout: timedelta
+    dagrun_timeout: timedelta
 
 
 # Airflow's [operators] default_queue; every worker listens on it.
@@ -194,6 +224,7 @@ class DomainPolicy:
     max_active_runs: int
     max_active_tasks: int
     sla: dict[WorkflowKind, timedelta]
+    timeouts: dict[WorkflowKind, RunLimits]
     approval: ApprovalPolicy
     alert_emails: tuple[str, ...]
     operator_role: str
@@ -247,8 +278,28 @@ class Policy:
         return next((d for d in self.domains.values() if d.pool == pool), None)
 
 
+def _timeout_rules(name: str, domain: dict[str, Any]) -> list[str]:
+    """A run outlasts the domain's approval wait plus one task, and a task fits in a run.
+
+    The chains of approvals.yaml (several steps in a row) are checked against these by
+    ``policy-check`` (run-timeouts), which reads both files.
+    """
+    messages = []
+    approval_timeout = domain["approval"]["timeout"]
+    for kind, limits in domain["timeouts"].items():
+        where = f"domains.{name}.timeouts.{kind}"
+        task, run = limits["execution_timeout"], limits["dagrun_timeout"]
+        if parse_duration(run) < parse_duration(approval_timeout) + parse_duration(task):
+            messages.append(
+                f"{where}.dagrun_timeout: {run} is shorter than the domain's approval timeout "
+                f"({approval_timeout}) plus one task's execution_timeout ({task}): a run would be "
+                "killed while an approver may still answer"
+            )
+    return messages
+
+
 def _domain_rules(document: dict[str, Any]) -> list[str]:
-    # Rules a JSON schema cannot express: the escalation ladder must climb in order.
+    # Rules a JSON schema cannot express: the escalation ladder must climb in order, runs outlast it.
     messages = []
     for name, domain in document["domains"].items():
         approval = domain["approval"]
@@ -261,6 +312,7 @@ def _domain_rules(document: dict[str, Any]) -> list[str]:
                 f"remind_after ({approval['remind_after']}) < escalate_after "
                 f"({approval['escalate_after']}) < timeout ({approval['timeout']}) must hold"
             )
+        messages += _timeout_rules(name, domain)
         if domain["roles"]["approver"] != approval["approvers_role"]:
             messages.append(
                 f"domains.{name}.approval.approvers_role: {approval['approvers_role']!r} "
@@ -286,6 +338,13 @@ def _build(document: dict[str, Any], source: Path) -> Policy:
             max_active_runs=raw["max_active_runs"],
             max_active_tasks=raw["max_active_tasks"],
             sla={kind: parse_duration(value) for kind, value in raw["sla"].items()},
+            timeouts={
+                kind: RunLimits(
+                    execution_timeout=parse_duration(limits["execution_timeout"]),
+                    dagrun_timeout=parse_duration(limits["dagrun_timeout"]),
+                )
+                for kind, limits in raw["timeouts"].items()
+            },
             approval=ApprovalPolicy(
                 approvers_role=approval["approvers_role"],
                 timeout=parse_duration(approval["timeout"]),
@@ -341,6 +400,29 @@ def domain_tags(dag: Any) -> list[str]:
     return sorted(
         tag.removeprefix(DOMAIN_TAG_PREFIX) for tag in dag.tags if tag.startswith(DOMAIN_TAG_PREFIX)
     )
+
+
+# The factory tags a DAG with its workflow kind (``kind:fast_path``): which SLA and timeouts apply.
+KIND_TAG_PREFIX = "kind:"
+DEFAULT_KIND: WorkflowKind = "fast_path"
+
+
+def workflow_kind(dag: Any) -> WorkflowKind:
+    """The DAG's workflow kind: its one ``kind:<kind>`` tag, else the factory's default ``fast_path``.
+
+    :param dag: the DAG (anything with ``dag_id`` and ``tags``).
+    :raises PolicyError: several kind tags, or an undeclared kind.
+    """
+    kinds = sorted(tag.removeprefix(KIND_TAG_PREFIX) for tag in dag.tags if tag.startswith(KIND_TAG_PREFIX))
+    if not kinds:
+        return DEFAULT_KIND
+    if len(kinds) > 1 or kinds[0] not in WORKFLOW_KINDS:
+        tags = ", ".join(KIND_TAG_PREFIX + kind for kind in kinds)
+        raise PolicyError(
+            f"DAG {dag.dag_id} is tagged {tags}: it needs at most one kind tag, one of "
+            f"{', '.join(WORKFLOW_KINDS)}"
+        )
+    return kinds[0]  # one of WORKFLOW_KINDS, checked above
 
 
 def domain_tag_problem(dag: Any, policy: Policy) -> str | None:

@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from include.connectors.ticketing.interface import RESERVED_FIELDS
 from include.policies.loader import POLICY_DIR, PolicyFile
 from include.policies.tenants import tenant_ids
 
@@ -51,18 +52,39 @@ class Classification:
 
 
 @dataclass(frozen=True)
+class BulkUpdateScope:
+    """What ``support_bulk_update`` may change: tickets of ``queue`` (of the run's tenant), and only
+    the custom ``fields`` listed; never a reserved field (the file's rules refuse one)."""
+
+    queue: str
+    fields: tuple[str, ...]
+
+
+# Without a ``bulk_update`` section a bulk update may set the status and comment, but no field.
+NO_BULK_FIELDS = BulkUpdateScope(queue="support", fields=())
+
+
+@dataclass(frozen=True)
 class TriageRules:
     tenants: dict[str, str]
     rules: tuple[Rule, ...]
     default: Classification
+    bulk_update: BulkUpdateScope = NO_BULK_FIELDS
 
 
 def _rules(document: dict[str, Any], *, known_tenants: list[str]) -> list[str]:
-    return [
+    problems = [
         f"tenants.{domain}: unknown tenant {tenant!r} (known: {', '.join(known_tenants)})"
         for domain, tenant in document["tenants"].items()
         if tenant not in known_tenants
     ]
+    for index, name in enumerate((document.get("bulk_update") or {}).get("fields", [])):
+        if name in RESERVED_FIELDS:
+            problems.append(
+                f"bulk_update.fields.{index}: {name!r} is reserved for the orchestrator "
+                f"({', '.join(RESERVED_FIELDS)} are never bulk-updated)"
+            )
+    return problems
 
 
 def _rule(raw: dict[str, Any]) -> Rule:
@@ -72,12 +94,14 @@ def _rule(raw: dict[str, Any]) -> Rule:
 
 def _build(document: dict[str, Any], source: Path, **_: object) -> TriageRules:
     default = document["default"]
+    bulk = document.get("bulk_update")
     return TriageRules(
         tenants=dict(document["tenants"]),
         rules=tuple(_rule(raw) for raw in document["rules"]),
         default=Classification(
             "default", default["category"], default["severity"], default["priority"], UNASSIGNED, None
         ),
+        bulk_update=BulkUpdateScope(bulk["queue"], tuple(bulk["fields"])) if bulk else NO_BULK_FIELDS,
     )
 
 

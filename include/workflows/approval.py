@@ -14,6 +14,10 @@ A DAG with a gate also gets the boolean param ``approval_drill`` (default false)
 with it is an approval drill, whose ladder runs at the policy's ``drill_ladder`` pace and whose
 privileged steps are skipped whatever the answer (:mod:`include.approvals.verify`).
 
+A gate's ``execution_timeout`` is its approval wait (the ladder's timeout) plus the domain's
+``execution_timeout`` for the DAG's kind (:mod:`include.policies.timeouts`): it must never be cut
+off while an approver may still answer, whichever way Airflow counts a deferred task's time.
+
 What a gate approves is bound to its request: ``artifact`` (a plan's or export's SHA-256) or
 ``artifact_params`` (the run params naming the host, account or employee). The privileged step
 after it re-reads the answer from Airflow and acts only on that (:mod:`include.approvals.verify`).
@@ -30,6 +34,8 @@ from airflow.sdk.definitions._internal.contextmanager import DagContext
 
 from include.operators.approval import DRILL_PARAM, ApprovalGateOperator, domain_of_dag
 from include.policies.approvals import load_approvals
+from include.policies.loader import load_domain_policy, workflow_kind
+from include.policies.timeouts import task_maximum
 
 
 def drill_param() -> Param:
@@ -67,6 +73,9 @@ def approval_gate(
     if dag is None or domain is None:
         raise ValueError(f"approval_gate({action!r}) must be called inside a domain_workflow DAG")
     rule = load_approvals().rule(domain, action)
+    if "execution_timeout" in kwargs:
+        raise ValueError(f"approval_gate({action!r}): execution_timeout comes from the approval policy")
+    limits = load_domain_policy().domain(domain).timeouts[workflow_kind(dag)]
     if DRILL_PARAM not in dag.params:
         dag.params[DRILL_PARAM] = drill_param()
     name = task_id or f"approve_{action.replace('-', '_')}"
@@ -80,10 +89,18 @@ def approval_gate(
         "artifact": artifact,
         "destructive": destructive,
         "privileged": privileged,
+        # Not the DAG's default: Airflow's HITL operator would take a default execution_timeout
+        # for its response timeout (deprecated). Set below, once the gate knows its ladder.
+        "execution_timeout": None,
         **kwargs,
     }
+
+    def bounded(gate: ApprovalGateOperator) -> ApprovalGateOperator:
+        gate.execution_timeout = task_maximum(gate, limits)
+        return gate
+
     if rule.max_steps == 1:
-        return ApprovalGateOperator(task_id=name, **common)
+        return bounded(ApprovalGateOperator(task_id=name, **common))
     with TaskGroup(group_id=name) as group:
         previous: ApprovalGateOperator | None = None
         earlier: list[str] = []
@@ -91,8 +108,10 @@ def approval_gate(
             # Steps are named by who answers them, unless that depends on the change
             # (destroy_steps, privileged_steps).
             label = "" if rule.conditional else "_" + "_or_".join(rule.steps[number - 1].any_of)
-            gate = ApprovalGateOperator(
-                task_id=f"step_{number}{label}", step=number, earlier_steps=earlier, **common
+            gate = bounded(
+                ApprovalGateOperator(
+                    task_id=f"step_{number}{label}", step=number, earlier_steps=earlier, **common
+                )
             )
             if previous is not None:
                 previous >> gate

@@ -1,8 +1,8 @@
 """The one way to declare a workflow: :func:`domain_workflow`.
 
 Every DAG in ``dags/`` is built through it, so the domain policy (pool, priority, retries,
-concurrency, SLA alert, access control, docs, typed params) is applied by the platform and not
-re-typed, or forgotten, by each DAG author.
+concurrency, SLA alert, timeouts, access control, docs, typed params) is applied by the platform
+and not re-typed, or forgotten, by each DAG author.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from include.connectors.context import CORRELATION_CONF_KEY, CORRELATION_PATTERN
 from include.connectors.smtp import ALERT_FROM, ALERT_SMTP_CONN_ID
-from include.policies.loader import DomainPolicy, WorkflowKind, load_domain_policy
+from include.policies.loader import KIND_TAG_PREFIX, DomainPolicy, WorkflowKind, load_domain_policy
 from include.workflows.alerts import SlaMissNotifier
 
 WORKFLOW_START = datetime(2026, 1, 1)
@@ -118,12 +118,14 @@ def workflow_dag_kwargs(
         raise WorkflowDefinitionError(f"DAG {dag_id}: doc_md is required (say what the workflow does)")
     policy = load_domain_policy()
     domain_policy = policy.domain(domain)
+    limits = domain_policy.timeouts[kind]
     forbidden = {
         "default_args",
         "access_control",
         "max_active_runs",
         "max_active_tasks",
         "deadline",
+        "dagrun_timeout",
     } & overrides.keys()
     if forbidden:
         raise WorkflowDefinitionError(
@@ -135,11 +137,14 @@ def workflow_dag_kwargs(
         "schedule": overrides.pop("schedule", None),
         "start_date": overrides.pop("start_date", WORKFLOW_START),
         "catchup": False,
-        "tags": sorted({domain_policy.tag, domain, f"kind:{kind}", *tags}),
+        "tags": sorted({domain_policy.tag, domain, f"{KIND_TAG_PREFIX}{kind}", *tags}),
         "params": _check_params(dag_id, params),
         "max_active_runs": domain_policy.max_active_runs,
         "max_active_tasks": domain_policy.max_active_tasks,
         "deadline": sla_deadline(domain_policy, kind),
+        # The hard end of a run (the SLA above only alerts); longer than any approval chain of the
+        # domain (policy-check, run-timeouts).
+        "dagrun_timeout": limits.dagrun_timeout,
         "access_control": access_control(domain_policy),
         "default_args": {
             "owner": domain_policy.owner,
@@ -153,6 +158,8 @@ def workflow_dag_kwargs(
             "retry_delay": policy.defaults.retry_delay,
             "retry_exponential_backoff": 2.0,
             "max_retry_delay": policy.defaults.max_retry_delay,
+            # The default and the maximum: a task may set a shorter one (include/policies/timeouts.py).
+            "execution_timeout": limits.execution_timeout,
         },
         **overrides,
     }
@@ -173,7 +180,7 @@ def domain_workflow(
     :param domain: a domain declared in ``include/policies/domains.yaml``.
     :param doc_md: what the workflow does, shown in the UI; required.
     :param dag_id: defaults to ``<domain>_<function name>``.
-    :param kind: which SLA of the domain applies: ``fast_path`` or ``infrastructure_change``.
+    :param kind: which SLA and timeouts of the domain apply: ``fast_path`` or ``infrastructure_change``.
     :param params: typed :class:`airflow.sdk.Param` objects for the trigger form.
     """
 

@@ -35,8 +35,11 @@ def service_check_workflow(*, domain: str, doc_md: str) -> Any:
         def check_tenant_secret(tenant: str) -> dict[str, Any]:
             from airflow.providers.amazon.aws.hooks.secrets_manager import SecretsManagerHook
 
+            from include.connectors.aws import STANDARD_RETRIES
+
             name = secret_name(tenant, domain)
-            client = SecretsManagerHook(aws_conn_id=AWS_CONN_ID).get_conn()
+            # Not a connector hook: botocore's standard mode is its one retrier (include/connectors/aws.py).
+            client = SecretsManagerHook(aws_conn_id=AWS_CONN_ID, config=STANDARD_RETRIES).get_conn()
             response = client.get_secret_value(SecretId=name)
             value = response.get("SecretString") or ""
             if not value:

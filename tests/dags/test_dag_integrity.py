@@ -18,6 +18,8 @@ from include.policies.checks import (
     DagFolderScan,
     load_dag_folder,
 )
+from include.policies.loader import domain_tags, load_domain_policy, workflow_kind
+from include.policies.timeouts import human_wait, longest_path
 
 DAG_FILES = sorted(path for path in DEFAULT_DAGS_FOLDER.rglob("*.py") if "__pycache__" not in path.parts)
 # The owner Airflow gives a task nobody owns.
@@ -106,3 +108,32 @@ def test_failure_mail_never_goes_to_a_run_param(path):
         if "{{" in str(task.email or "")
     ]
     assert leaks == []
+
+
+@dag_files
+def test_every_task_is_bounded_by_its_domain(path):
+    policy = load_domain_policy()
+    for dag in dags_of(path):
+        [domain] = domain_tags(dag)
+        limits = policy.domain(domain).timeouts[workflow_kind(dag)]
+        for task in dag.tasks:
+            name = f"DAG {dag.dag_id} task {task.task_id}"
+            assert task.execution_timeout is not None, f"{name} has no execution_timeout"
+            wait = human_wait(task)
+            if wait is None:
+                assert task.execution_timeout <= limits.execution_timeout, name
+            else:  # an approval gate: never cut off while an approver may answer, then the work
+                assert wait <= task.execution_timeout <= wait + limits.execution_timeout, name
+
+
+@dag_files
+def test_every_run_outlasts_its_approvals_and_its_work(path):
+    policy = load_domain_policy()
+    for dag in dags_of(path):
+        [domain] = domain_tags(dag)
+        limits = policy.domain(domain).timeouts[workflow_kind(dag)]
+        length, approval_waits = longest_path(dag)
+        assert dag.dagrun_timeout is not None, f"DAG {dag.dag_id} has no dagrun_timeout"
+        assert dag.dagrun_timeout <= limits.dagrun_timeout, dag.dag_id
+        # The approval chain, then the work: every task of the longest path at its timeout.
+        assert approval_waits < length <= dag.dagrun_timeout, dag.dag_id

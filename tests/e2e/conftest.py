@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from airflow.sdk import Connection
 
+from devstack import postgres
 from devstack.airflow_env import ADMIN_USER
 from devstack.api_client import AirflowApi
 from devstack.aws_seed import account_client
@@ -67,7 +68,7 @@ def rt(stack: Stack) -> RequestTrackerHook:
     """A hook on the same rt_default connection the workers read from Secrets Manager."""
     definition = dict(rt_connection(stack.profile))
     # The pytest process has no secrets backend: name the shared rate-limit store directly.
-    store = f"postgresql://airflow@127.0.0.1:{stack.profile.pg_port}/ratelimit"
+    store = postgres.dsn(stack.profile, postgres.RATELIMIT_ROLE, "ratelimit")
     extra = json.dumps({**definition.pop("extra", {}), "rate_limit_store_dsn": store})
     hook = RequestTrackerHook(tenant="acme")
     hook.__dict__["connection"] = Connection(conn_id="rt_default", extra=extra, **definition)

@@ -21,7 +21,10 @@ from botocore.exceptions import ClientError
 from bench.audit_overhead import measure, report
 from devstack.api_client import AirflowApi, ApiError
 from devstack.config import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, REGION
+from devstack.moto_seed import AUDIT_SIGNING_LOCAL_NAME, AUDIT_SIGNING_SECRET, secrets_client
 from devstack.stack import Stack
+from include.audit.export import read_public_keys
+from include.audit.signing import Ed25519Signer
 from include.audit.store import AuditStore
 from include.cli.__main__ import main as cli_main
 from tests.e2e.conftest import sign_up
@@ -148,7 +151,8 @@ def test_sealing_exports_under_object_lock_and_the_chain_verifies(
         aws_secret_access_key=MOTO_SECRET_KEY,
     )
     bucket = f"orchestrator-audit-{stack.profile.name}"
-    versions = s3.list_object_versions(Bucket=bucket, Prefix="audit/")["Versions"]
+    everything = s3.list_object_versions(Bucket=bucket, Prefix="audit/")["Versions"]
+    versions = [v for v in everything if v["Key"].endswith(".jsonl")]  # segments, not public keys
     covered = max(int(v["Key"].rsplit("-", 1)[1].removesuffix(".jsonl")) for v in versions)
     assert covered >= last_story_seq
     first = {"Bucket": bucket, "Key": versions[0]["Key"], "VersionId": versions[0]["VersionId"]}
@@ -157,12 +161,37 @@ def test_sealing_exports_under_object_lock_and_the_chain_verifies(
         s3.delete_object(**first)
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
-    keys = tmp_path / "keys.json"
-    keys.write_text(json.dumps({"audit-key-1": stack.profile.local_secret("audit-signing-key")}))
-    assert cli_main(["audit", "verify", "--dsn", stack.audit_dsn, "--key-file", str(keys)]) == 0
+    # The key the seal signed with is the audit-seal secret's, and its public half is in the bucket.
+    signer = Ed25519Signer(private_key_pem=stack.profile.local_secret(AUDIT_SIGNING_LOCAL_NAME).encode())
+    assert result["key_id"] == signer.key_id
+    assert {c["algorithm"] for c in checkpoints[-1:]} == {"ed25519"}
+    assert signer.key_id in read_public_keys(s3, bucket)
+    public_key = tmp_path / "audit-public.pem"
+    public_key.write_bytes(s3.get_object(Bucket=bucket, Key=result["public_key"])["Body"].read())
+
+    assert cli_main(["audit", "verify", "--dsn", stack.audit_dsn, "--public-key", str(public_key)]) == 0
     verdict = capsys.readouterr().out
     assert verdict.startswith("audit log intact:"), verdict
     assert "NOT checked" not in verdict
+    # Without a public key it refuses to call the log intact.
+    assert cli_main(["audit", "verify", "--dsn", stack.audit_dsn]) == 2
+    assert "refusing to call the log intact without a public key" in capsys.readouterr().err
+
+
+def test_the_signing_key_is_out_of_the_tasks_connection_lookups(stack: Stack) -> None:
+    """The connection every task can read says where the key is, never the key; the key's secret is
+    in another account than the one the tasks' secrets backend reads."""
+    client: Any = secrets_client(stack.profile)
+    connection = json.loads(
+        client.get_secret_value(SecretId="airflow/connections/audit_signing")["SecretString"]
+    )
+    assert "password" not in connection
+    assert connection["extra"]["secret_id"] == AUDIT_SIGNING_SECRET
+    with pytest.raises(ClientError) as missing:
+        client.get_secret_value(SecretId=AUDIT_SIGNING_SECRET)  # the platform account: not there
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    names = [entry["Name"] for entry in client.list_secrets()["SecretList"]]
+    assert not [name for name in names if "audit-seal" in name]
 
 
 def test_audit_overhead_per_task(stack: Stack, api: AirflowApi, story: dict[str, Any]) -> None:
@@ -171,3 +200,57 @@ def test_audit_overhead_per_task(stack: Stack, api: AirflowApi, story: dict[str,
     assert result.tasks_measured >= len(TASKS)
     assert 0 < result.warm_p50_ms <= result.cold_p95_ms
     assert result.in_runs_p50_ms >= 0  # recorded after the end state was reported, never before
+
+
+def test_kms_signer_on_the_stacks_moto_through_the_audit_seal_role(stack: Stack) -> None:
+    """Production's signer: an ECC_NIST_P256 key in the secops account, used by a session of
+    orchestrator-audit-seal there (moto 5.2.5 implements KMS Sign for this key spec)."""
+    from devstack.aws_seed import account_client
+    from include.audit.memory import MemoryAuditLog
+    from include.audit.signing import CheckpointKeys, KmsSigner, load_public_key
+    from include.audit.verify import verify
+    from include.connectors.aws import role_arn
+    from include.policies.tenants import tenant_account_id
+
+    url = stack.profile.moto_url
+    admin = account_client("kms", tenant_account_id("secops"), url, REGION)
+    key = admin.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    sts: Any = boto3.client(
+        "sts",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+    )
+    credentials = sts.assume_role(RoleArn=role_arn("audit-seal", "secops"), RoleSessionName="e2e-audit-seal")[
+        "Credentials"
+    ]
+    kms: Any = boto3.client(
+        "kms",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+    signer = KmsSigner(client=kms, kms_key_id=key["Arn"])
+    log = MemoryAuditLog()
+    log.append({"kind": "run.triggered", "actor": "e2e"})
+    checkpoint = log.seal(signer)
+    assert checkpoint is not None
+    assert checkpoint.algorithm == "ecdsa-p256-sha256"
+    keys = CheckpointKeys.of(load_public_key(signer.public_key_pem()))
+    assert verify(log.record_dicts(), log.checkpoint_dicts(), keys).ok
+    # The platform account (what the base keys and the tasks' backend act in) has no such key.
+    platform_kms: Any = boto3.client(
+        "kms",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+    )
+    with pytest.raises(ClientError) as missing:
+        platform_kms.sign(
+            KeyId=key["KeyId"], Message=b"m", MessageType="RAW", SigningAlgorithm="ECDSA_SHA_256"
+        )
+    assert missing.value.response["Error"]["Code"] == "NotFoundException"

@@ -13,9 +13,8 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
+from devstack import postgres
 from devstack.api_client import AirflowApi
-from devstack.config import HOST
-from devstack.postgres import DB_USER
 from devstack.stack import Stack
 from include.policies.loader import load_domain_policy
 
@@ -30,7 +29,7 @@ def clear_dag(api: AirflowApi) -> None:
 
 def pending_deadlines(stack: Stack, run_id: str) -> list[tuple[datetime, datetime]]:
     """(deadline_time, dag_run.queued_at) of every unmissed deadline of the run."""
-    dsn = f"postgresql://{DB_USER}@{HOST}:{stack.profile.pg_port}/airflow"
+    dsn = postgres.dsn(stack.profile, postgres.DB_USER, "airflow")
     with psycopg.connect(dsn) as connection:
         rows = connection.execute(
             "SELECT d.deadline_time, r.queued_at FROM deadline d JOIN dag_run r ON r.id = d.dagrun_id"

@@ -37,6 +37,22 @@ def rogue():
 rogue()
 """
 
+UNBOUNDED_TASK = """
+from datetime import timedelta
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+from include.workflows import domain_workflow
+
+
+@domain_workflow(domain="soc", dag_id="rogue_unbounded", doc_md="rogue")
+def rogue():
+    EmptyOperator(task_id="wait_forever", execution_timeout=timedelta(days=30))
+
+
+rogue()
+"""
+
 
 def _import_error(api: AirflowApi, filename: str, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
@@ -66,6 +82,14 @@ def _import_error(api: AirflowApi, filename: str, timeout: float = 120) -> str:
             "domain-pool: DAG rogue_wrong_pool task isolate_everything runs in pool "
             "'default_pool', not its domain pool 'soc'",
             id="wrong-pool",
+        ),
+        pytest.param(
+            "rogue_unbounded.py",
+            UNBOUNDED_TASK,
+            "rogue_unbounded",
+            "run-timeouts: DAG rogue_unbounded task wait_forever has execution_timeout 30d, over the soc "
+            "fast_path maximum 10m",
+            id="task-over-its-timeout",
         ),
     ],
 )

@@ -19,7 +19,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from devstack.api_client import AirflowApi
-from devstack.moto_seed import secrets_client
+from devstack.moto_seed import AUDIT_SIGNING_LOCAL_NAME, secrets_client
 from devstack.request_tracker import RequestTracker
 from devstack.stack import Stack
 from include.audit.store import AuditStore
@@ -42,7 +42,10 @@ def _canaries(stack: Stack) -> set[str]:
                 values.update(v for v in secret.values() if isinstance(v, str) and len(v) >= 12)
     token = RequestTracker(stack.profile).token
     values.update({token, token.rsplit("-", 1)[-1]})
-    values.add(stack.profile.local_secret("audit-signing-key"))  # the audit_signing connection
+    # The audit-seal signing key (PEM): the whole of it and its base64 body line.
+    pem = stack.profile.local_secret(AUDIT_SIGNING_LOCAL_NAME)
+    values.add(pem)
+    values.update(line for line in pem.splitlines() if line and not line.startswith("-----"))
     values.add(stack.profile.local_secret("ldap-admin-password"))  # the ldap_default connection
     values.add(stack.profile.local_secret("erp-client-secret"))  # business_central_default
     return values

@@ -8,7 +8,7 @@ duplicates a ticket, comment or attachment. Tickets also carry the run's correla
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,15 @@ class TicketingHook(abc.ABC):
 
         :param ticket_id: the ticket.
         """
+
+    def get_tickets(self, ticket_ids: Sequence[str]) -> dict[str, Ticket]:
+        """The tickets as they now are, by id (queue and fields included). Here one
+        :meth:`get_ticket` per id, so a missing ticket fails the call; an adapter whose API searches
+        by ids overrides it and leaves a missing ticket out.
+
+        :param ticket_ids: the tickets.
+        """
+        return {str(t): self.get_ticket(str(t)) for t in ticket_ids}
 
     @abc.abstractmethod
     def comment(self, ticket_id: str, body: str, *, idempotency_key: str) -> TicketEntry:
@@ -145,3 +154,13 @@ class TicketingHook(abc.ABC):
 
         :param correlation_id: the run's (or the triggering event's) correlation id.
         """
+
+
+# The fields the orchestrator keeps on its tickets: set by create_ticket only, never by a caller's
+# ``fields`` in a bulk change (a rewritten Tenant hides a ticket from its tenant's triage and
+# scope checks; a planted IdempotencyKey makes a future create "find" the wrong ticket).
+RESERVED_FIELDS: tuple[str, ...] = (
+    TicketingHook.TENANT_FIELD,
+    TicketingHook.IDEMPOTENCY_FIELD,
+    TicketingHook.CORRELATION_FIELD,
+)

@@ -21,7 +21,9 @@ What the orchestrator keeps on an issue, and how it finds it again:
   characters). A value that is not label-safe goes to the ``correlation_field``/``tenant_field``
   custom field instead; if that extra is not set either, the call fails before sending anything
   rather than create an untraceable ticket. ``create_ticket`` searches
-  ``project = "<queue>" AND labels = "<key>"`` (``GET /search/jql``, the enhanced search) first;
+  ``project = "<queue>" AND labels = "<key>"`` (``GET /search/jql``, the enhanced search) first and
+  keeps only an issue of its own tenant, so a key planted in another project or tenant is never
+  "found";
   ``search_by_correlation`` searches the correlation label, so it needs a label-safe id.
   The enhanced search is eventually consistent: an issue created seconds earlier may not be found
   yet, which only matters if a task is re-run within that window.
@@ -178,9 +180,10 @@ class JiraServiceManagementHook(HttpConnectorHook, TicketingHook):
         response = self.request("GET", self._issue_path(ticket_id), operation="get_ticket", expect=(200,))
         return self._ticket(response.json())
 
-    def _search(self, jql: str, operation: str) -> list[Ticket]:
+    def _search(self, jql: str, operation: str, *, extra_fields: tuple[str, ...] = ()) -> list[Ticket]:
         """All issues matching ``jql`` (enhanced search, paged with ``nextPageToken``)."""
-        params: dict[str, Any] = {"jql": jql, "fields": SEARCH_FIELDS, "maxResults": PAGE_SIZE}
+        fields = ",".join((SEARCH_FIELDS, *extra_fields))
+        params: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": PAGE_SIZE}
         tickets: list[Ticket] = []
         while True:
             path = f"{API}/search/jql?{urlencode(params)}"
@@ -200,9 +203,16 @@ class JiraServiceManagementHook(HttpConnectorHook, TicketingHook):
         return self._search(f"labels = {jql_string(CORRELATION_LABEL + correlation_id)}", "search")
 
     def _find_by_key(self, queue: str, idempotency_key: str) -> Ticket | None:
+        """The issue of project ``queue`` and this hook's tenant labelled ``idempotency_key``, if any.
+
+        The tenant is compared on the issues found (its label, or ``tenant_field`` when the value
+        is not label-safe) rather than in JQL: one query shape for both ways of storing it.
+        """
         jql = f"project = {jql_string(queue)} AND labels = {jql_string(idempotency_key)}"
-        found = self._search(jql, "find_key")
-        return found[0] if found else None
+        tenant_field = str(self.extras.get("tenant_field") or "")
+        found = self._search(jql, "find_key", extra_fields=(tenant_field,) if tenant_field else ())
+        mine = [ticket for ticket in found if ticket.fields.get(self.TENANT_FIELD) == self.tenant]
+        return mine[0] if mine else None
 
     # --- writing --------------------------------------------------------------------------
     def _traceability(self, idempotency_key: str, correlation_id: str) -> tuple[list[str], dict[str, str]]:

@@ -1,22 +1,38 @@
 """Request Tracker 5 over its REST 2 API (``/REST/2.0``).
 
 Idempotency: a ticket carries its key in the ``IdempotencyKey`` custom field and is found with
-TicketSQL before creating; a comment, reply or attachment carries its key in the message subject,
-which RT stores as the transaction's ``Data``, and is found in the ticket history before posting.
+TicketSQL before creating, in the same queue and tenant only (a key planted on a ticket of another
+queue or tenant is never "found"); a comment, reply or attachment carries its key in the message
+subject, which RT stores as the transaction's ``Data``, and is found in the ticket history before
+posting.
+
+Shares of the limit: a hook made with ``share="triage"`` (support triage, :data:`TRIAGE_SHARE`)
+takes a permit from the connector's bucket (RT's total), from the share's own bucket
+(``<share>_rate_limit_per_second`` / ``<share>_rate_limit_burst`` in the connection extras) and, when
+the connection sets a per-tenant limit, from the share's per-tenant bucket instead of the tenant's:
+a flood of customer mail is capped at the share's rate and never spends the tenant bucket that SOC
+work of the same tenant draws from. Without the share's extras the hook uses the plain buckets.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any, Self
 from urllib.parse import quote
 
 from include.connectors.base import HttpConnectorHook
+from include.connectors.ratelimit import RateLimitSettings, SharedRateLimiter, bucket_key
 from include.connectors.ticketing.interface import Ticket, TicketEntry, TicketingHook
 
 API = "REST/2.0"
 ENTRY_TYPES = {"comment": "Comment", "correspond": "Correspond"}
+TRIAGE_SHARE = "triage"
+# Tickets read per TicketSQL search in get_tickets (the query string stays well under 8 KB), and
+# REST 2's largest page.
+IDS_PER_SEARCH = 50
+MAX_PER_PAGE = 100
 
 
 def _quote_sql(value: str) -> str:
@@ -37,11 +53,59 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
     :param conn_id: the RT connection; default ``rt_default``.
     :param tenant: the tenant the calls are made for (rate-limit bucket, ``Tenant`` field).
     :param bulk: the calls also draw from the connection's bulk rate limit.
+    :param share: a named share of the limit (``triage``): its own buckets, see the module's doc.
     """
 
     system = "request_tracker"
     default_conn_name = "rt_default"
     hook_name = "Request Tracker"
+
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        tenant: str,
+        bulk: bool = False,
+        share: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(conn_id, tenant=tenant, bulk=bulk, **kwargs)
+        self.share = share
+
+    def for_tenant(self, tenant: str) -> Self:
+        other = super().for_tenant(tenant)
+        other.share = self.share
+        return other
+
+    @cached_property
+    def limiter(self) -> SharedRateLimiter | None:
+        # The base builds the connector/tenant/bulk buckets; a share swaps the tenant's bucket for
+        # its own (keyed <conn>__<share>[__<tenant>]) and adds the share's cap. Kept here until a
+        # second connector needs shares (then it belongs in ConnectorHook.limiter).
+        prefix = f"{self.share}_" if self.share else ""
+        if not prefix or f"{prefix}rate_limit_per_second" not in self.extras:
+            return super().limiter
+        settings = RateLimitSettings.from_extras(self.extras)
+        own = RateLimitSettings.from_extras(
+            {
+                "rate_limit_safety_margin": self.extras.get("rate_limit_safety_margin", 0.05),
+                **{k.removeprefix(prefix): v for k, v in self.extras.items() if k.startswith(prefix)},
+            }
+        )
+        buckets = [(bucket_key(self.conn_id, str(self.share)), own.connector)]
+        if settings.connector is not None:
+            buckets.insert(0, (bucket_key(self.conn_id), settings.connector))
+        tenant_limit = own.tenant or settings.tenant
+        if tenant_limit is not None:
+            buckets.append((bucket_key(self.conn_id, str(self.share), self.tenant), tenant_limit))
+        if self.bulk and settings.bulk is not None:
+            buckets.append((bucket_key(self.conn_id, "bulk"), settings.bulk))
+        return SharedRateLimiter(
+            [(name, limit) for name, limit in buckets if limit is not None],
+            dsn=self.rate_limit_store,
+            max_wait_seconds=settings.max_wait_seconds,
+            system=self.system,
+        )
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.connection.password}"}
@@ -68,8 +132,10 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
         return self._ticket(response.json())
 
     def _search(self, query: str, operation: str) -> list[Ticket]:
+        # per_page: REST 2 answers 20 items a page by default, 100 at most (IDS_PER_SEARCH fits).
         path = (
-            f"{API}/tickets?query={quote(query)}&fields=Subject,Status,Queue,CustomFields&fields[Queue]=Name"
+            f"{API}/tickets?query={quote(query)}&per_page={MAX_PER_PAGE}"
+            "&fields=Subject,Status,Queue,CustomFields&fields[Queue]=Name"
         )
         response = self.request("GET", path, operation=operation, expect=(200,))
         return [self._ticket(item) for item in response.json().get("items", [])]
@@ -77,8 +143,31 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
     def search_by_correlation(self, correlation_id: str) -> list[Ticket]:
         return self._search(f"'CF.{{{self.CORRELATION_FIELD}}}' = {_quote_sql(correlation_id)}", "search")
 
-    def _find_by_key(self, idempotency_key: str) -> Ticket | None:
-        found = self._search(f"'CF.{{{self.IDEMPOTENCY_FIELD}}}' = {_quote_sql(idempotency_key)}", "find_key")
+    def get_tickets(self, ticket_ids: Sequence[str]) -> dict[str, Ticket]:
+        """The tickets among ``ticket_ids`` that exist, by id: one TicketSQL search per
+        :data:`IDS_PER_SEARCH` ids, each ticket with its queue's name and custom fields.
+
+        :param ticket_ids: ticket numbers.
+        :raises ValueError: for an id that is not a number (before any request).
+        """
+        ids = [str(t) for t in ticket_ids]
+        bad = [t for t in ids if not t.isdigit()]
+        if bad:
+            raise ValueError(f"ticket ids must be numbers: {', '.join(map(repr, bad))}")
+        found: dict[str, Ticket] = {}
+        for start in range(0, len(ids), IDS_PER_SEARCH):
+            chunk = ids[start : start + IDS_PER_SEARCH]
+            query = " OR ".join(f"id = {int(t)}" for t in chunk)
+            found.update((ticket.id, ticket) for ticket in self._search(query, "get_tickets"))
+        return found
+
+    def _find_by_key(self, queue: str, idempotency_key: str) -> Ticket | None:
+        """The ticket of ``queue`` and this hook's tenant carrying ``idempotency_key``, if any."""
+        query = (
+            f"Queue = {_quote_sql(queue)} AND 'CF.{{{self.TENANT_FIELD}}}' = {_quote_sql(self.tenant)} "
+            f"AND 'CF.{{{self.IDEMPOTENCY_FIELD}}}' = {_quote_sql(idempotency_key)}"
+        )
+        found = self._search(query, "find_key")
         return found[0] if found else None
 
     # --- writing --------------------------------------------------------------------------
@@ -117,7 +206,9 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
             self.log.info("created ticket %s in queue %s (correlation %s)", ticket_id, queue, correlation_id)
             return Ticket(ticket_id, subject, "new", queue, dict(custom_fields), created=True)
 
-        return self.create_once(lambda: self._find_by_key(idempotency_key), create, operation="create_ticket")
+        return self.create_once(
+            lambda: self._find_by_key(queue, idempotency_key), create, operation="create_ticket"
+        )
 
     def _entry_with_key(self, ticket_id: str, idempotency_key: str, kind: str) -> str | None:
         path = f"{API}/ticket/{ticket_id}/history?fields=Type,Data&per_page=100"

@@ -10,6 +10,21 @@ variable "correlation_id" {
   default     = "example-run-0001"
 }
 
+variable "platform_account_id" {
+  type        = string
+  description = "The orchestrator's platform account (tenants.yaml platform.aws_account_id), home of the worker roles."
+  default     = "123456789012"
+}
+
+variable "trusted_worker_roles" {
+  type        = map(list(string))
+  description = "Capability -> worker roles that may assume it (render the full map with terraform/render_capabilities.py)."
+  default = {
+    "ticket-create"  = ["orchestrator-worker-default", "orchestrator-worker-soc"]
+    "terraform-plan" = ["orchestrator-worker-default"]
+  }
+}
+
 variable "capabilities" {
   type = map(list(object({
     sid       = string

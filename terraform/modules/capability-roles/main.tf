@@ -1,8 +1,10 @@
 # One IAM role per capability, orchestrator-<capability>, in the tenant's account (the provider's
 # account). Each role gets exactly its capability's statements as an inline policy, trusts only
-# the orchestrator's platform role (with the tenant/capability session tags the orchestrator
-# sends, see include/connectors/aws.py), and carries a permissions boundary that caps what any
-# capability role can ever do, whatever its inline policy says.
+# the worker identities of the domains granted the capability (roles in the platform account,
+# var.trusted_worker_roles rendered from capabilities.yaml and domains.yaml), only with the
+# session tags the orchestrator sends for this tenant and capability (include/connectors/aws.py),
+# and carries a permissions boundary that caps what any capability role can ever do, whatever its
+# inline policy says.
 
 data "aws_caller_identity" "current" {}
 
@@ -33,6 +35,16 @@ locals {
   # Actions AWS cannot scope to an ARN are declared with resources ["*"] (and a wildcard_reason).
   unscopable_actions = sort(distinct(flatten([for s in local.all_statements : s.actions if contains(s.resources, "*")])))
   scoped_actions     = sort(distinct(flatten([for s in local.all_statements : s.actions if !contains(s.resources, "*")])))
+
+  # Capability -> ARNs of the worker roles (platform account) that may assume it.
+  trusted_principals = {
+    for name in keys(var.capabilities) : name => sort(distinct([
+      for role in lookup(var.trusted_worker_roles, name, []) :
+      "arn:${local.partition}:iam::${var.platform_account_id}:role/${role}"
+    ]))
+  }
+  # The session tags the orchestrator sends (include/connectors/aws.py assume_role_request).
+  session_tag_keys = ["capability", "correlation_id", "tenant"]
 
   boundary_arn = "arn:${local.partition}:iam::${local.account_id}:policy/${var.boundary_policy_name}"
   tenant_resources = [
@@ -175,13 +187,13 @@ data "aws_iam_policy_document" "trust" {
   for_each = var.capabilities
 
   statement {
-    sid     = "PlatformAssumesWithTags"
+    sid     = "DomainWorkersAssumeWithTags"
     effect  = "Allow"
     actions = ["sts:AssumeRole"]
 
     principals {
       type        = "AWS"
-      identifiers = [var.platform_role_arn]
+      identifiers = local.trusted_principals[each.key]
     }
 
     condition {
@@ -207,14 +219,16 @@ data "aws_iam_policy_document" "trust" {
     }
   }
 
+  # sts:TagSession is evaluated on its own: the same principals, the same tag values, and no
+  # other tag keys, so a caller cannot add a tag (say domain or tenant twice) the roles never see.
   statement {
-    sid     = "PlatformTagsSession"
+    sid     = "DomainWorkersTagSession"
     effect  = "Allow"
     actions = ["sts:TagSession"]
 
     principals {
       type        = "AWS"
-      identifiers = [var.platform_role_arn]
+      identifiers = local.trusted_principals[each.key]
     }
 
     condition {
@@ -232,7 +246,7 @@ data "aws_iam_policy_document" "trust" {
     condition {
       test     = "ForAllValues:StringEquals"
       variable = "aws:TagKeys"
-      values   = ["capability", "correlation_id", "tenant"]
+      values   = local.session_tag_keys
     }
   }
 }
@@ -262,6 +276,18 @@ resource "aws_iam_role" "capability" {
   max_session_duration = 3600
   permissions_boundary = aws_iam_policy.boundary.arn
   tags                 = merge(var.tags, { tenant = var.tenant, capability = each.key })
+
+  lifecycle {
+    precondition {
+      condition     = length(local.trusted_principals[each.key]) > 0
+      error_message = "capability ${each.key}: no worker role in trusted_worker_roles may assume it (render the map with terraform/render_capabilities.py)."
+    }
+
+    precondition {
+      condition     = var.platform_account_id != local.account_id
+      error_message = "capability roles belong in the tenant's account, not in the platform account ${var.platform_account_id}."
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "capability" {

@@ -8,13 +8,25 @@ variable "tenant" {
   }
 }
 
-variable "platform_role_arn" {
+variable "platform_account_id" {
   type        = string
-  description = "ARN of the orchestrator's role in the platform account: the only principal the capability roles trust."
+  description = "The orchestrator's own AWS account (tenants.yaml platform.aws_account_id), where the worker roles live; never a tenant's account."
 
   validation {
-    condition     = can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", var.platform_role_arn))
-    error_message = "platform_role_arn must be an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>)."
+    condition     = can(regex("^[0-9]{12}$", var.platform_account_id))
+    error_message = "platform_account_id must be a 12-digit AWS account id."
+  }
+}
+
+variable "trusted_worker_roles" {
+  type        = map(list(string))
+  description = "Capability name -> names of the worker roles in the platform account that may assume its role: the identities of the Celery queues of the domains granted the capability (render with terraform/render_capabilities.py). No other principal is trusted."
+
+  validation {
+    condition = alltrue(flatten([
+      for roles in values(var.trusted_worker_roles) : [for role in roles : can(regex("^orchestrator-worker-[a-z][a-z0-9-]{0,40}$", role))]
+    ]))
+    error_message = "trusted_worker_roles: a worker role name must match ^orchestrator-worker-[a-z][a-z0-9-]{0,40}$ (one role per Celery queue)."
   }
 }
 

@@ -34,14 +34,15 @@ from include.audit.export import (
     export_sealed_segments,
     read_exported_segments,
 )
+from include.audit.records import GENESIS_HASH, build_checkpoint, canonical_json, record_hash
+from include.audit.signing import HMAC_SHA256, CheckpointKeys, Ed25519Signer, hmac_sha256
 from include.audit.store import AuditStore
 from include.audit.verify import DELETED, MODIFIED, REORDERED, TRUNCATED, verify
 from include.cli.__main__ import main as cli_main
 
 PROFILE = Profile(name="audit-itest", api_port=0, pg_port=25472, moto_port=0, smtp_port=0)
-KEY_ID = "audit-itest-1"
-KEY = bytes.fromhex("6b" * 32)
-KEYS = {KEY_ID: KEY}
+SIGNER = Ed25519Signer.generate()
+KEYS = CheckpointKeys.of(SIGNER.public_key)
 WRITERS = 8
 PER_WRITER = 500
 START_TIMEOUT = 120.0
@@ -61,7 +62,7 @@ def cluster() -> Iterator[Profile]:
 
 def _database(profile: Profile, name: str) -> str:
     postgres.create_database(profile, name)
-    return f"postgresql://{postgres.DB_USER}@{HOST}:{profile.pg_port}/{name}"
+    return postgres.dsn(profile, postgres.DB_USER, name)
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def _run_writers(dsn: str, audit: AuditStore) -> tuple[list[dict[str, Any]], int
         started = time.monotonic()
         deadline = started + 300
         while len(reports) < WRITERS and time.monotonic() < deadline:
-            seals += audit.seal(KEY, KEY_ID) is not None
+            seals += audit.seal(SIGNER) is not None
             try:
                 reports.append(results.get(timeout=0.2))
             except Exception:  # noqa: S112 - queue.Empty: keep sealing while the writers run
@@ -150,7 +151,7 @@ def test_single_writer_latency(store: AuditStore, capsys: pytest.CaptureFixture[
         store.append(_event(0, n))
         latencies.append(time.perf_counter() - started)
     started = time.perf_counter()
-    checkpoint = store.seal(KEY, KEY_ID)
+    checkpoint = store.seal(SIGNER)
     seal_ms = (time.perf_counter() - started) * 1000
 
     assert checkpoint is not None
@@ -169,7 +170,7 @@ def test_eight_concurrent_writers_keep_one_gapless_chain(
     store: AuditStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     reports, seals, elapsed = _run_writers(store.dsn, store)
-    final = store.seal(KEY, KEY_ID)
+    final = store.seal(SIGNER)
     seals += final is not None
 
     appended = {
@@ -209,12 +210,13 @@ def _fill(audit: AuditStore, count: int, *, seal_every: int = 0) -> None:
     for n in range(count):
         audit.append(_event(n % 3, n))
         if seal_every and (n + 1) % seal_every == 0:
-            audit.seal(KEY, KEY_ID)
+            audit.seal(SIGNER)
 
 
 def _tamper(dsn: str, statement: str) -> None:
-    """What the table's owner can do: switch the triggers off for the session, then change rows."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    """What a superuser can do: switch the triggers off for the session, then change rows."""
+    database = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(postgres.admin_dsn(PROFILE, str(database)), autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute(statement)
 
@@ -271,21 +273,96 @@ def test_cli_verify_exits_1_on_damage(
     store: AuditStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _fill(store, 12, seal_every=6)
-    key_file = tmp_path / "keys.json"
-    key_file.write_text(json.dumps({KEY_ID: KEY.hex()}))
+    public_key = tmp_path / "audit.pem"
+    public_key.write_bytes(SIGNER.public_key_pem())
+    verify_cmd = ["audit", "verify", "--dsn", store.dsn, "--public-key", str(public_key)]
 
-    assert cli_main(["audit", "verify", "--dsn", store.dsn, "--key-file", str(key_file)]) == 0
+    assert cli_main(verify_cmd) == 0
     assert capsys.readouterr().out.startswith("audit log intact: 12 records (last seq 12), 2 checkpoints")
 
     _tamper(store.dsn, "UPDATE audit_record SET subject = 'SEC-1' WHERE seq = 4")
-    assert cli_main(["audit", "verify", "--dsn", store.dsn, "--key-file", str(key_file)]) == 1
+    assert cli_main(verify_cmd) == 1
     assert capsys.readouterr().out.splitlines() == [
         "audit log DAMAGED: 1 problem(s) in 12 records and 2 checkpoints",
         "record 4: modified (hash mismatch)",
     ]
-    key_file.write_text(json.dumps({KEY_ID: "00" * 32}))
-    assert cli_main(["audit", "verify", "--dsn", store.dsn, "--key-file", str(key_file)]) == 1
-    assert "checkpoint 1: checkpoint_invalid (bad signature)" in capsys.readouterr().out
+    assert cli_main(["audit", "verify", "--dsn", store.dsn]) == 2  # no key: refuses
+    assert "refusing to call the log intact" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "forger",
+    [
+        pytest.param(lambda: Ed25519Signer.generate(), id="ed25519"),
+        pytest.param(lambda: _Hmac(bytes.fromhex("6b" * 32)), id="hmac"),
+    ],
+)
+def test_forged_chain_fails_verify(
+    store: AuditStore, tmp_path: Path, capsys: pytest.CaptureFixture[str], forger: Any
+) -> None:
+    """As the tables' owner: rewrite a sealed record, relink the chain after it, re-sign every
+    checkpoint with what a task could hold. The chain is consistent again; the signatures are not."""
+    _fill(store, 12, seal_every=6)
+    records, checkpoints = store.snapshot()
+    records[2]["actor"] = "mallory"
+    prev = records[1]["hash"]
+    for record in records[2:]:
+        record["prev_hash"] = prev
+        record["hash"] = prev = record_hash(record)
+    signer, prev_signature, forged = forger(), GENESIS_HASH, []
+    for checkpoint in checkpoints:
+        body = {k: checkpoint[k] for k in ("checkpoint_seq", "last_seq", "count", "at")}
+        new = build_checkpoint(
+            **body,
+            last_hash=records[checkpoint["last_seq"] - 1]["hash"],
+            prev_checkpoint_signature=prev_signature,
+            signer=signer,
+        )
+        forged.append(new)
+        prev_signature = new.signature
+    statements = ["DELETE FROM audit_record", "DELETE FROM audit_checkpoint"]
+    for record in records:
+        statements.append(
+            psycopg.sql.SQL("INSERT INTO audit_record ({}) VALUES ({})").format(
+                psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, record)),
+                psycopg.sql.SQL(", ").join(
+                    psycopg.sql.Literal(canonical_json(v) if k == "details" else v) for k, v in record.items()
+                ),
+            )
+        )
+    for checkpoint in forged:
+        values = checkpoint.to_dict()
+        statements.append(
+            psycopg.sql.SQL("INSERT INTO audit_checkpoint ({}) VALUES ({})").format(
+                psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, values)),
+                psycopg.sql.SQL(", ").join(map(psycopg.sql.Literal, values.values())),
+            )
+        )
+    for statement in statements:
+        _tamper(store.dsn, statement)
+
+    public_key = tmp_path / "audit.pem"
+    public_key.write_bytes(SIGNER.public_key_pem())
+    assert cli_main(["audit", "verify", "--dsn", store.dsn, "--no-signatures"]) == 0
+    assert capsys.readouterr().out.startswith("audit chain consistent: 12 records")  # never "intact"
+    assert cli_main(["audit", "verify", "--dsn", store.dsn, "--public-key", str(public_key)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("audit log DAMAGED")
+    assert "checkpoint 1: checkpoint_invalid (" in out
+    assert "checkpoint 2: checkpoint_invalid (" in out
+
+
+class _Hmac:
+    """A task's old HMAC key, as a signer (what the sealing step used before)."""
+
+    algorithm = HMAC_SHA256
+    key_id = "audit-key-1"
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes.fromhex(hmac_sha256(self.key, message))
 
 
 @pytest.fixture(scope="module")
@@ -382,27 +459,103 @@ def test_a_seal_pass_drains_the_spool_seals_exports_once_and_verifies(
     )
     spool = tmp_path / "spool"
     spool.mkdir()
-    (spool / "4242.jsonl").write_text(
-        json.dumps({"kind": "task.finished", "actor": "worker", "details": {"spooled_at": "x"}}) + "\n"
+    monkeypatch.setenv("ORCH_AUDIT_SPOOL_KEYS", str(tmp_path / "spool-keys"))
+    from include.audit.emit import spool_key, spool_line
+
+    key = spool_key("scheduler", create=True)
+    assert key is not None
+    signed = spool_line(
+        {"kind": "task.finished", "actor": "worker", "details": {"spooled_at": "x"}}, "scheduler", key
     )
+    unsigned = json.dumps({"kind": "task.finished", "actor": "mallory"})
+    (spool / "scheduler-4242.jsonl").write_text(signed + "\n" + unsigned + "\n")
     _fill(store, 25)
     import include.audit.seal as seal_module
     from include.audit.emit import drain_spool
 
     monkeypatch.setattr(seal_module, "drain_spool", lambda target: drain_spool(target, spool))
-    first = seal_and_export(store, s3, settings, KEY_ID, KEY, KEYS.get)
+    first = seal_and_export(store, s3, settings, SIGNER, KEYS)
     assert first["drained_from_spool"] == 1
-    assert (first["checkpoint_seq"], first["sealed_up_to"]) == (1, 26)
-    assert [(s["first_seq"], s["last_seq"], s["written"]) for s in first["exported"]] == [(1, 26, True)]
+    assert first["quarantined"] == ["scheduler-4242.jsonl:2"]
+    assert (first["checkpoint_seq"], first["sealed_up_to"]) == (1, 27)
+    assert [(s["first_seq"], s["last_seq"], s["written"]) for s in first["exported"]] == [(1, 27, True)]
     assert first["ok"] is True
-    assert store.records(26, 26)[0]["kind"] == "task.finished"  # the spooled event, last
+    assert first["key_id"] == SIGNER.key_id
+    assert [r["kind"] for r in store.records(26, 27)] == ["task.finished", "audit.spool_quarantined"]
+    published = s3.get_object(Bucket=settings.bucket, Key=first["public_key"])["Body"].read()
+    assert published == SIGNER.public_key_pem()
 
     # The next pass: bucket (now non-empty) left as it is, only the new segment exported.
     _fill(store, 5)
-    second = seal_and_export(store, s3, settings, KEY_ID, KEY, KEYS.get)
-    assert [(s["first_seq"], s["last_seq"]) for s in second["exported"]] == [(27, 31)]
-    assert seal_and_export(store, s3, settings, KEY_ID, KEY, KEYS.get)["exported"] == []
+    second = seal_and_export(store, s3, settings, SIGNER, KEYS)
+    assert [(s["first_seq"], s["last_seq"]) for s in second["exported"]] == [(28, 32)]
+    assert seal_and_export(store, s3, settings, SIGNER, KEYS)["exported"] == []
 
     _tamper(store.dsn, "UPDATE audit_record SET actor = 'mallory' WHERE seq = 3")
     with pytest.raises(AuditDamaged, match="record 3"):
-        seal_and_export(store, s3, settings, KEY_ID, KEY, KEYS.get)
+        seal_and_export(store, s3, settings, SIGNER, KEYS)
+
+
+_LEGACY_CHECKPOINT_TABLE = """
+    CREATE TABLE audit_checkpoint (
+        checkpoint_seq bigint PRIMARY KEY CHECK (checkpoint_seq >= 1),
+        last_seq bigint NOT NULL,
+        last_hash char(64) NOT NULL,
+        count bigint NOT NULL,
+        at timestamptz NOT NULL,
+        key_id text NOT NULL,
+        prev_checkpoint_signature char(64) NOT NULL UNIQUE,
+        signature char(64) NOT NULL UNIQUE
+    )
+"""
+
+
+def test_upgrade_keeps_hmac_checkpoints_and_the_first_new_seal_pins_them(cluster: Profile) -> None:
+    """A store sealed with HMAC before issue 19: ensure_schema migrates it, verify needs the old key
+    until the first asymmetric seal, and not after it."""
+    from include.audit.store import _SCHEMA
+
+    dsn = _database(cluster, "audit_upgrade_from_hmac")
+    legacy_key = bytes.fromhex("6b" * 32)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(_LEGACY_CHECKPOINT_TABLE)
+        conn.execute(_SCHEMA[0])  # audit_record: unchanged since
+    with AuditStore(dsn) as audit:
+        for n in range(6):
+            audit.append(_event(0, n))
+        records = audit.records()
+        prev_signature = GENESIS_HASH
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for number, last in ((1, 3), (2, 6)):
+                body = {
+                    "checkpoint_seq": number,
+                    "last_seq": last,
+                    "last_hash": records[last - 1]["hash"],
+                    "count": last,
+                    "at": records[last - 1]["at"],
+                    "key_id": "audit-key-1",
+                    "prev_checkpoint_signature": prev_signature,
+                }
+                signature = hmac_sha256(legacy_key, canonical_json(body).encode())  # as sealed before
+                conn.execute(
+                    "INSERT INTO audit_checkpoint (checkpoint_seq, last_seq, last_hash, count, at, key_id,"
+                    " prev_checkpoint_signature, signature) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (*body.values(), signature),
+                )
+                prev_signature = signature
+
+        audit.ensure_schema()
+        assert [c["algorithm"] for c in audit.checkpoints()] == ["hmac-sha256", "hmac-sha256"]
+        legacy = CheckpointKeys(KEYS.public, {"audit-key-1": legacy_key})
+        assert audit.verify(legacy).ok
+        before = audit.verify(KEYS)
+        assert before.checkpoint_damage() == {(1, "checkpoint_invalid"), (2, "checkpoint_invalid")}
+
+        audit.append(_event(0, 6))
+        checkpoint = audit.seal(SIGNER)
+        assert checkpoint is not None
+        assert (checkpoint.checkpoint_seq, checkpoint.algorithm) == (3, "ed25519")
+        assert len(checkpoint.signature) == 128  # wider than the old char(64)
+        report = audit.verify(KEYS)
+        assert report.ok, str(report)
+        assert str(report).startswith("audit log intact: 7 records (last seq 7), 3 checkpoints")

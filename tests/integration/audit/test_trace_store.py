@@ -348,7 +348,7 @@ def cluster() -> Iterator[Profile]:
 
 def _filled(profile: Profile, name: str) -> Log:
     postgres.create_database(profile, name)
-    dsn = f"postgresql://{postgres.DB_USER}@{HOST}:{profile.pg_port}/{name}"
+    dsn = postgres.dsn(profile, postgres.DB_USER, name)
     seqs: dict[str, list[int]] = {}
     with AuditStore(dsn) as audit:
         audit.ensure_schema()
@@ -597,7 +597,7 @@ def test_usage_and_connection_errors_exit_2_without_the_password(
 
     # A store whose schema predates ``audit trace`` (no accessor function, so no indexes on it).
     postgres.create_database(cluster, "audit_trace_old_schema")
-    old = f"postgresql://{postgres.DB_USER}@{HOST}:{cluster.pg_port}/audit_trace_old_schema"
+    old = postgres.dsn(cluster, postgres.DB_USER, "audit_trace_old_schema")
     with AuditStore(old) as audit:
         audit.ensure_schema()
         audit.append({"kind": "run.triggered", "actor": "alice", "correlation_id": "corr-old"})
@@ -608,7 +608,7 @@ def test_usage_and_connection_errors_exit_2_without_the_password(
     assert code == 2
     assert "schema predates `audit trace` (function audit_details_field missing)" in err
 
-    no_tables = f"postgresql://{postgres.DB_USER}:s3cr3t-pw@{HOST}:{cluster.pg_port}/airflow"
+    no_tables = postgres.dsn(cluster, postgres.DB_USER, "airflow")
     code, _, err = _trace(capsys, "SEC-42", "--dsn", no_tables)
     assert (code, err.strip()) == (
         2,

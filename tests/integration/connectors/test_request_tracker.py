@@ -6,13 +6,18 @@ touches the shared ``test`` stack; installs RT from Debian first if it is missin
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import requests
+from airflow.sdk import Connection
 
 from devstack.config import Profile
 from devstack.request_tracker import RequestTracker, rt_connection
+from include.connectors.ticketing.interface import Ticket
+from include.connectors.ticketing.request_tracker import RequestTrackerHook
 
 PROFILE = Profile(name="rt-itest", api_port=28080, pg_port=0, moto_port=0, smtp_port=0)
 TIMEOUT = 30
@@ -155,6 +160,49 @@ def test_connection_definition_carries_the_token(rt: RequestTracker) -> None:
         # bulk updates' share of the 20/s (SCALE-4)
         "bulk_rate_limit_per_second": 2,
         "bulk_rate_limit_burst": 2,
+        # support triage's share (issue 19)
+        "triage_rate_limit_per_second": 2,
+        "triage_rate_limit_burst": 12,
+    }
+    test_profile = rt_connection(dataclasses.replace(PROFILE, name="test-400"))
+    assert test_profile["extra"]["bulk_rate_limit_per_second"] == 5  # the e2e suite's larger share
+
+
+def _hook(rt: RequestTracker, tenant: str) -> RequestTrackerHook:
+    """A hook on this RT without rate limits (no store needed)."""
+    hook = RequestTrackerHook(tenant=tenant)
+    hook.__dict__["connection"] = Connection(
+        conn_id="rt_default",
+        conn_type="http",
+        host="127.0.0.1",
+        port=rt.port,
+        schema="http",
+        password=rt.token,
+    )
+    return hook
+
+
+def test_search_before_create_finds_a_key_only_in_its_queue_and_tenant(rt: RequestTracker) -> None:
+    """A key planted on a ticket of another queue or tenant is not "found": the create goes ahead."""
+    acme, globex = _hook(rt, "acme"), _hook(rt, "globex")
+    key = f"idem-scope-{uuid.uuid4().hex[:8]}"
+
+    def create(hook: RequestTrackerHook, queue: str) -> Ticket:
+        return hook.create_ticket(queue=queue, subject="s", body="b", idempotency_key=key, correlation_id="c")
+
+    planted = create(globex, "soc")
+    support = create(acme, "support")
+    soc = create(acme, "soc")
+    again = create(acme, "soc")
+
+    assert [t.created for t in (planted, support, soc, again)] == [True, True, True, False]
+    assert len({planted.id, support.id, soc.id}) == 3
+    assert again.id == soc.id
+    read = acme.get_tickets([planted.id, support.id, soc.id, "999999"])
+    assert {i: (t.queue, t.fields["Tenant"]) for i, t in read.items()} == {
+        planted.id: ("soc", "globex"),
+        support.id: ("support", "acme"),
+        soc.id: ("soc", "acme"),
     }
 
 

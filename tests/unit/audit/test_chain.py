@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
 import json
 import random
 import re
@@ -32,10 +31,12 @@ from include.audit.records import (
     AuditRecord,
     build_checkpoint,
     build_record,
+    checkpoint_message,
     is_secret_key_name,
     record_hash,
     validate_event,
 )
+from include.audit.signing import ED25519, CheckpointKeys, Ed25519Signer, key_fingerprint
 from include.audit.verify import (
     CHECKPOINT_INVALID,
     DELETED,
@@ -47,9 +48,10 @@ from include.audit.verify import (
     verify,
 )
 
-KEY = bytes(range(32))
-ROTATED_KEY = bytes(range(100, 132))
-KEYS = {"audit-2026-01": KEY, "audit-2026-02": ROTATED_KEY}
+SIGNER = Ed25519Signer.generate()
+ROTATED = Ed25519Signer.generate()
+SIGNERS = {"audit-2026-01": SIGNER, "audit-2026-02": ROTATED}
+KEYS = CheckpointKeys.of(SIGNER.public_key, ROTATED.public_key)
 START = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 # --- a real-looking log ----------------------------------------------------------------------
@@ -149,10 +151,10 @@ def make_log(
             log.append(event, at=moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
             if len(log.records) == next_seal:
                 key_id = "audit-2026-01" if len(log.checkpoints) < 5 else "audit-2026-02"
-                log.seal(KEYS[key_id], key_id, at=moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+                log.seal(SIGNERS[key_id], at=moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
                 next_seal += seal_every(rng) if callable(seal_every) else seal_every
     if seal_end:
-        log.seal(KEY, "audit-2026-01")
+        log.seal(SIGNER)
     return log
 
 
@@ -202,38 +204,27 @@ def test_first_record_links_to_genesis_and_each_record_to_the_one_before(log: Me
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", after.at)
 
 
-def test_checkpoints_are_hmac_signed_and_chained(log: MemoryAuditLog) -> None:
+def test_checkpoints_are_ed25519_signed_and_chained(log: MemoryAuditLog) -> None:
     first, second = log.checkpoints[0], log.checkpoints[1]
     body = {name: value for name, value in first.to_dict().items() if name != "signature"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert first.signature == hmac.new(KEY, canonical.encode(), hashlib.sha256).hexdigest()
+    assert checkpoint_message(first.to_dict()) == canonical.encode()
+    assert '"algorithm":"ed25519"' in canonical  # the algorithm is signed too
+    SIGNER.public_key.verify(bytes.fromhex(first.signature), canonical.encode())  # raises if not
+    assert (first.key_id, first.algorithm) == (key_fingerprint(SIGNER.public_key), ED25519)
     assert first.prev_checkpoint_signature == GENESIS_HASH
     assert (first.last_seq, first.last_hash, first.count) == (48, log.records[47].hash, 48)
     assert second.prev_checkpoint_signature == first.signature
-    assert log.checkpoints[5].key_id == "audit-2026-02"
+    assert log.checkpoints[5].key_id == ROTATED.key_id
 
 
 def test_sealing_twice_without_new_records_writes_no_checkpoint() -> None:
     log = MemoryAuditLog()
-    assert log.seal(KEY, "k") is None
+    assert log.seal(SIGNER) is None
     log.append({"kind": "run.triggered", "actor": "jdoe"})
-    assert log.seal(KEY, "k") is not None
-    assert log.seal(KEY, "k") is None
+    assert log.seal(SIGNER) is not None
+    assert log.seal(SIGNER) is None
     assert len(log.checkpoints) == 1
-
-
-def test_short_keys_are_refused() -> None:
-    with pytest.raises(ValueError, match="key: an HMAC key of at least 32 bytes"):
-        build_checkpoint(
-            checkpoint_seq=1,
-            last_seq=1,
-            last_hash=GENESIS_HASH,
-            count=1,
-            at="2026-03-04T05:06:07.000000Z",
-            key_id="k",
-            prev_checkpoint_signature=GENESIS_HASH,
-            key=b"short",
-        )
 
 
 @pytest.mark.parametrize(
@@ -312,7 +303,7 @@ def test_an_untouched_log_verifies_clean(log: MemoryAuditLog) -> None:
     assert str(report) == (
         "audit log intact: 500 records (last seq 500), 10 checkpoints, sealed up to record 480 (20 unsealed)"
     )
-    assert verify(log.record_dicts(), log.checkpoint_dicts(), KEYS.get).ok
+    assert verify(log.record_dicts(), log.checkpoint_dicts(), KEYS).ok
 
 
 def test_a_modified_field_is_reported_at_its_record(log: MemoryAuditLog) -> None:
@@ -432,7 +423,8 @@ def test_a_deleted_checkpoint_is_reported(log: MemoryAuditLog) -> None:
     [
         ({"last_seq": 47}, "bad signature"),
         ({"at": "2026-01-01T00:00:00.000000Z"}, "bad signature"),
-        ({"key_id": "audit-2030-01"}, "unknown key id 'audit-2030-01'"),
+        ({"key_id": "audit-2030-01"}, "no trusted public key for key id 'audit-2030-01'"),
+        ({"algorithm": "ecdsa-p256-sha256"}, "bad signature (ecdsa-p256-sha256"),
     ],
 )
 def test_a_tampered_checkpoint_is_invalid(log: MemoryAuditLog, change: dict[str, Any], detail: str) -> None:
@@ -441,28 +433,32 @@ def test_a_tampered_checkpoint_is_invalid(log: MemoryAuditLog, change: dict[str,
 
     report = damaged(log, mutate)
     assert report.checkpoint_damage() == {(3, CHECKPOINT_INVALID)}
-    assert f"checkpoint 3: checkpoint_invalid ({detail})" in str(report)
+    assert f"checkpoint 3: checkpoint_invalid ({detail}" in str(report)
 
 
 def test_a_checkpoint_signed_with_another_key_is_invalid(log: MemoryAuditLog) -> None:
     def mutate(_: list[dict[str, Any]], checkpoints: list[dict[str, Any]]) -> None:
-        body = {**checkpoints[-1]}
-        resigned = build_checkpoint(**{k: v for k, v in body.items() if k != "signature"}, key=b"m" * 32)
-        checkpoints[-1] = resigned.to_dict()
+        body = {k: v for k, v in checkpoints[-1].items() if k not in ("signature", "key_id", "algorithm")}
+        resigned = build_checkpoint(**body, signer=Ed25519Signer.generate())
+        checkpoints[-1] = {**resigned.to_dict(), "key_id": checkpoints[-1]["key_id"]}  # claims ours
 
     assert damaged(log, mutate).checkpoint_damage() == {(10, CHECKPOINT_INVALID)}
 
 
 def test_rotated_keys_need_every_key(log: MemoryAuditLog) -> None:
-    report = verify(log.records, log.checkpoints, {"audit-2026-01": KEY})
+    report = verify(log.records, log.checkpoints, CheckpointKeys.of(SIGNER.public_key))
     assert report.checkpoint_damage() == {(n, CHECKPOINT_INVALID) for n in range(6, 11)}
-    assert "checkpoint 6: checkpoint_invalid (unknown key id 'audit-2026-02')" in str(report)
+    assert f"checkpoint 6: checkpoint_invalid (no trusted public key for key id '{ROTATED.key_id}'" in str(
+        report
+    )
 
 
 def test_without_keys_the_chain_is_still_checked_and_the_report_says_so(log: MemoryAuditLog) -> None:
     clean = verify(log.records, log.checkpoints, None)
     assert clean.ok
-    assert "warning: checkpoint signatures NOT checked (no keys given)" in str(clean)
+    assert str(clean).startswith("audit chain consistent: 500 records")
+    assert "intact" not in str(clean)
+    assert "warning: checkpoint signatures NOT checked (--no-signatures)" in str(clean)
 
     records = log.record_dicts()
     records[9]["details"] = {"decision": "approve"}

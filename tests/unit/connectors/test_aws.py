@@ -12,18 +12,23 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError, SSLError
 
+from include.connectors import aws as aws_module
 from include.connectors.aws import (
     NO_BOTOCORE_RETRIES,
     SESSION_NAME_MAX,
     AwsCapabilityHook,
     assume_role_request,
+    botocore_retries,
+    capability_client,
     role_arn,
     role_session_name,
 )
 from include.connectors.context import RunContext
 from include.connectors.errors import RetryBudgetExhausted, TransientError
+from include.connectors.retry import RetryPolicy
 
 RUN = RunContext("soc_contain_host", "manual__1", "isolate_host", "globex", "ALERT-7")
 
@@ -223,3 +228,122 @@ def test_tenant_of_the_run_must_match():
         match=r"^capability session for tenant 'globex' requested by a run of tenant 'acme'$",
     ):
         assume_role_request("ticket-create", "globex", _context())
+
+
+# --- one retry budget: exact HTTP attempts of a throttled call ---------------------------------
+# botocore's own ``before-send`` event answers in place of AWS, so the count is of the HTTP requests
+# botocore would have sent, its retries included.
+
+ASSUMED = (
+    '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>'
+    "<Credentials><AccessKeyId>ASIASTEPCREDENTIALS</AccessKeyId><SecretAccessKey>step-secret</SecretAccessKey>"
+    "<SessionToken>step-token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>"
+    "<AssumedRoleUser><AssumedRoleId>AROASTEP:s</AssumedRoleId>"
+    "<Arn>arn:aws:sts::222222222222:assumed-role/orchestrator-host-isolate/s</Arn></AssumedRoleUser>"
+    "</AssumeRoleResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></AssumeRoleResponse>"
+)
+STS_THROTTLED = (
+    "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message>"
+    "</Error><RequestId>r</RequestId></ErrorResponse>"
+)
+EC2_THROTTLED = (
+    "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
+    "</Error></Errors><RequestID>r</RequestID></Response>"
+)
+
+
+class _Aws:
+    """Answers every request of one service with one fixed response and counts the requests."""
+
+    def __init__(self, status: int, body: str) -> None:
+        self.status, self.body, self.requests = status, body.encode(), 0
+
+    def __call__(self, request: Any, **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        self.requests += 1
+        return AWSResponse(request.url, self.status, {}, mock.Mock(stream=lambda: [self.body]))
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Base credentials without a connection; the STS answers (``aws.sts``) and the sleeps recorded."""
+    import boto3
+    import botocore.endpoint
+
+    from include.connectors import aws as module
+
+    session = boto3.Session(aws_access_key_id="base", aws_secret_access_key="base", region_name="eu-west-1")
+    state = mock.Mock(sts=_Aws(200, ASSUMED), sleeps=[])
+    session.events.register("before-send.sts", lambda **kwargs: state.sts(**kwargs))
+    monkeypatch.setattr(
+        module, "base_aws", lambda conn_id: module.BaseAws(session, "eu-west-1", lambda service: None)
+    )
+    # botocore's backoff between its own attempts (its only use of time), recorded instead of slept.
+    monkeypatch.setattr(botocore.endpoint, "time", mock.Mock(sleep=state.sleeps.append))
+    return state
+
+
+def _answered_by(client: Any, answer: _Aws) -> _Aws:
+    client.meta.events.register("before-send.ec2", answer)
+    return answer
+
+
+def test_a_throttled_call_in_the_hook_is_sent_once_per_attempt_of_the_hook_budget(aws: Any) -> None:
+    hook = _hook(retry_max_attempts=3)
+    ec2 = _answered_by(hook.client, _Aws(503, EC2_THROTTLED))
+
+    with pytest.raises(RetryBudgetExhausted, match="gave up after 3 attempts"):
+        hook.call("describe_instances", lambda: hook.client.describe_instances())
+
+    # 3 = the hook's budget; botocore's retries would have made it 3 x 6 (standard) or 3 x 5 (legacy).
+    assert (ec2.requests, aws.sts.requests, hook.retry_count, aws.sleeps) == (3, 1, 2, [])
+
+
+def test_a_throttled_assume_role_in_the_hook_is_inside_the_same_budget(aws: Any) -> None:
+    aws.sts = _Aws(400, STS_THROTTLED)
+    hook = _hook(retry_max_attempts=3)
+    ec2 = _answered_by(hook.client, _Aws(200, "<DescribeInstancesResponse/>"))
+
+    with pytest.raises(RetryBudgetExhausted, match="gave up after 3 attempts") as raised:
+        hook.call("describe_instances", lambda: hook.client.describe_instances())
+
+    assert str(raised.value.__cause__) == "aws describe_instances: Throttling: Rate exceeded"
+    assert (aws.sts.requests, ec2.requests, aws.sleeps) == (3, 0, [])
+
+
+def test_outside_a_hook_botocore_standard_mode_retries_within_the_connector_budget(aws: Any) -> None:
+    client = capability_client("host-isolate", "globex", "ec2", run_context=RUN)
+    ec2 = _answered_by(client, _Aws(503, EC2_THROTTLED))
+
+    with pytest.raises(ClientError, match=r"RequestLimitExceeded.*reached max retries: 5"):
+        client.describe_instances()
+
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 6}
+    assert (ec2.requests, aws.sts.requests, len(aws.sleeps)) == (RetryPolicy().max_attempts, 1, 5)
+
+
+@pytest.mark.parametrize(
+    ("config", "attempts"),
+    [
+        pytest.param(None, {"mode": "standard", "total_max_attempts": 6}, id="default-budget"),
+        pytest.param(NO_BOTOCORE_RETRIES, {"mode": "standard", "total_max_attempts": 1}, id="hook"),
+        pytest.param(
+            Config(read_timeout=5), {"mode": "standard", "total_max_attempts": 6}, id="other-settings-kept"
+        ),
+    ],
+)
+def test_every_capability_client_and_its_assume_role_use_standard_mode(aws: Any, config, attempts) -> None:
+    with mock.patch.object(aws_module, "_assume", wraps=aws_module._assume) as assume:
+        client = capability_client("host-isolate", "globex", "ec2", run_context=RUN, config=config)
+        _answered_by(client, _Aws(200, "<DescribeInstancesResponse/>"))
+        client.describe_instances()  # the first call assumes the role
+
+    assert client.meta.config.retries == attempts
+    assert assume.call_args.args[2].retries == attempts
+
+
+def test_botocore_retries_needs_one_attempt_at_least() -> None:
+    assert botocore_retries(4).retries == {"mode": "standard", "total_max_attempts": 4}
+    with pytest.raises(ValueError, match=r"^max_attempts must be at least 1, not 0$"):
+        botocore_retries(0)

@@ -86,6 +86,25 @@ def test_a_postgres_connection_still_gives_a_postgresql_url(monkeypatch: pytest.
     assert store_dsn(conn_id) == store_url(conn_id)
 
 
+def test_a_postgres_connection_with_a_password_gives_it_encoded_and_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    masked: list[str] = []
+    monkeypatch.setattr("airflow.sdk.log.mask_secret", masked.append)
+    conn_id = connection(
+        monkeypatch,
+        "ratelimit_unit_postgres_role",
+        conn_type="postgres",
+        host="127.0.0.1",
+        port=25432,
+        login="ratelimit",
+        password="p@ss/w:rd",
+        schema="ratelimit",
+    )
+    assert store_url(conn_id) == "postgresql://ratelimit:p%40ss%2Fw%3Ard@127.0.0.1:25432/ratelimit"
+    assert masked == ["p%40ss%2Fw%3Ard"]
+
+
 def limiter(url: str) -> SharedRateLimiter:
     return SharedRateLimiter(
         [("unit_bucket", RateLimit(per_second=5, burst=5))], dsn=url, max_wait_seconds=30, system="unit"

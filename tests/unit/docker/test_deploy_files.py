@@ -177,7 +177,7 @@ def test_compose_has_the_distributed_topology(compose: dict[str, Any]) -> None:
     queues = {
         name: commands[name][commands[name].index("--queues") + 1].split(",") for name in WORKER_SERVICES
     }
-    assert queues == {"worker-1": ["default"], "worker-2": ["default", "soc"]}
+    assert queues == {"worker-1": ["default", "platform"], "worker-2": ["default", "platform", "soc"]}
     assert "devstack.standins.erp" in " ".join(services["erp-standin"]["command"])
     for name in ("moto", "smtp-sink", "erp-standin"):  # stand-ins come from a mount, not the image
         assert "../devstack:/opt/orchestrator/devstack:ro" in services[name]["volumes"], name

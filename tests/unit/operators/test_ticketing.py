@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,12 +21,15 @@ from include.connectors.ticketing.jira import JiraServiceManagementHook
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
 from include.operators.ticketing import (
     AttachEvidenceOperator,
+    BulkChangeRefused,
     BulkUpdateTicketsOperator,
     CommentTicketOperator,
     CreateTicketOperator,
     TicketOperator,
     UpdateTicketOperator,
+    check_bulk_change,
 )
+from include.triage.rules import BulkUpdateScope
 
 DAG_ID, RUN_ID, TASK_ID, TENANT = "soc_contain_host", "manual__2026-12-06", "ticket", "acme"
 CORRELATION = default_correlation_id(DAG_ID, RUN_ID)
@@ -327,26 +331,41 @@ def bulk_comment_key(basis: str | None, ticket_id: str) -> str:
     return idempotency_key(replace(RUN, run_id=f"basis:{basis}:{ticket_id}"), "comment")
 
 
-def test_bulk_update_updates_and_comments_each_ticket(hook: mock.MagicMock, audit: mock.MagicMock) -> None:
-    hook.comment.side_effect = [TicketEntry("1", "a", created=True), TicketEntry("2", "b", created=False)]
+def support_ticket(ticket_id: str, *, queue: str = "support", tenant: str | None = TENANT) -> Ticket:
+    """A ticket as the hook reads it back: its queue and its Tenant field."""
+    return Ticket(ticket_id, "s", "new", queue, {"Tenant": tenant} if tenant else {})
+
+
+@pytest.fixture
+def in_scope(hook: mock.MagicMock) -> mock.MagicMock:
+    """Every ticket asked for is a support ticket of the run's tenant."""
+    hook.get_tickets.side_effect = lambda ids: {t: support_ticket(t) for t in ids}
+    return hook
+
+
+def test_bulk_update_checks_every_ticket_then_updates_and_comments_each(
+    in_scope: mock.MagicMock, audit: mock.MagicMock
+) -> None:
+    in_scope.comment.side_effect = [TicketEntry("1", "a", created=True), TicketEntry("2", "b", created=False)]
     task = BulkUpdateTicketsOperator(
         task_id=TASK_ID,
         tenant=TENANT,
         ticket_ids=[1, "2"],
-        fields={"Team": "blue"},
+        fields={"Severity": "low"},
         status="open",
-        comment="Moved to team blue.",
+        comment="Maintenance on Sunday.",
         idempotency_basis="change-7",
     )
     ctx = context()
 
     result = task.execute(ctx)
 
-    assert hook.mock_calls == [
-        mock.call.update("1", fields={"Team": "blue"}, status="open"),
-        mock.call.comment("1", "Moved to team blue.", idempotency_key=bulk_comment_key("change-7", "1")),
-        mock.call.update("2", fields={"Team": "blue"}, status="open"),
-        mock.call.comment("2", "Moved to team blue.", idempotency_key=bulk_comment_key("change-7", "2")),
+    assert in_scope.mock_calls == [
+        mock.call.get_tickets(["1", "2"]),  # read first, all of them
+        mock.call.update("1", fields={"Severity": "low"}, status="open"),
+        mock.call.comment("1", "Maintenance on Sunday.", idempotency_key=bulk_comment_key("change-7", "1")),
+        mock.call.update("2", fields={"Severity": "low"}, status="open"),
+        mock.call.comment("2", "Maintenance on Sunday.", idempotency_key=bulk_comment_key("change-7", "2")),
     ]
     assert result == {
         "ticket_ids": ["1", "2"],
@@ -367,17 +386,22 @@ def test_bulk_update_updates_and_comments_each_ticket(hook: mock.MagicMock, audi
     )
 
 
-def test_bulk_update_of_one_ticket_id_without_comment(hook: mock.MagicMock, audit: mock.MagicMock) -> None:
+def test_bulk_update_of_one_ticket_id_without_comment(
+    in_scope: mock.MagicMock, audit: mock.MagicMock
+) -> None:
     task = BulkUpdateTicketsOperator(task_id=TASK_ID, tenant=TENANT, ticket_ids="42", status="resolved")
 
     result = task.execute(context())
 
-    assert hook.mock_calls == [mock.call.update("42", fields={}, status="resolved")]
+    assert in_scope.mock_calls == [
+        mock.call.get_tickets(["42"]),
+        mock.call.update("42", fields={}, status="resolved"),
+    ]
     assert (result["ticket_ids"], result["updated"], result["comments_created"]) == (["42"], 1, 0)
 
 
-def test_bulk_update_stops_at_the_first_failure(hook: mock.MagicMock, audit: mock.MagicMock) -> None:
-    hook.update.side_effect = [
+def test_bulk_update_stops_at_the_first_failure(in_scope: mock.MagicMock, audit: mock.MagicMock) -> None:
+    in_scope.update.side_effect = [
         None,
         PermanentError("HTTP 403: denied", system="request_tracker", operation="update"),
     ]
@@ -386,5 +410,123 @@ def test_bulk_update_stops_at_the_first_failure(hook: mock.MagicMock, audit: moc
     )
     with pytest.raises(PermanentError, match="request_tracker update: HTTP 403: denied"):
         task.execute(context())
-    assert hook.update.call_count == 2
+    assert in_scope.update.call_count == 2
     audit.assert_not_called()
+
+
+REFUSED = "bulk update of 3 ticket(s) for tenant 'acme' refused, nothing written: "
+
+
+@pytest.mark.parametrize(
+    ("tickets", "problem"),
+    [
+        pytest.param(
+            {"1": support_ticket("1"), "2": support_ticket("2", queue="soc"), "3": support_ticket("3")},
+            "ticket 2: in queue 'soc', not 'support'",
+            id="other-queue",
+        ),
+        pytest.param(
+            {"1": support_ticket("1"), "2": support_ticket("2"), "3": support_ticket("3", tenant="globex")},
+            "ticket 3: of tenant 'globex', not 'acme'",
+            id="other-tenant",
+        ),
+        pytest.param(
+            {"1": support_ticket("1", tenant=None), "2": support_ticket("2"), "3": support_ticket("3")},
+            "ticket 1: of tenant 'none', not 'acme'",
+            id="no-tenant",
+        ),
+        pytest.param(
+            {"1": support_ticket("1"), "3": support_ticket("3")}, "ticket 2: not found", id="missing"
+        ),
+        pytest.param(
+            {"1": support_ticket("1", queue="hr"), "2": support_ticket("2", tenant="globex")},
+            "ticket 1: in queue 'hr', not 'support'; ticket 2: of tenant 'globex', not 'acme'; "
+            "ticket 3: not found",
+            id="every-problem-named",
+        ),
+    ],
+)
+def test_a_batch_with_a_ticket_out_of_scope_writes_nothing(
+    hook: mock.MagicMock, audit: mock.MagicMock, tickets: dict[str, Ticket], problem: str
+) -> None:
+    hook.get_tickets.return_value = tickets
+    task = BulkUpdateTicketsOperator(
+        task_id=TASK_ID, tenant=TENANT, ticket_ids=["1", "2", "3"], status="open", comment="c"
+    )
+
+    with pytest.raises(BulkChangeRefused, match=f"^{re.escape(REFUSED + problem)}$"):
+        task.execute(context())
+
+    assert hook.mock_calls == [mock.call.get_tickets(["1", "2", "3"])]  # read, never written
+    audit.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("field", "problem"),
+    [
+        pytest.param(
+            "Tenant",
+            "field 'Tenant' is reserved for the orchestrator (Tenant, IdempotencyKey, CorrelationId are "
+            "never bulk-updated)",
+            id="tenant",
+        ),
+        pytest.param(
+            "IdempotencyKey",
+            "field 'IdempotencyKey' is reserved for the orchestrator (Tenant, IdempotencyKey, "
+            "CorrelationId are never bulk-updated)",
+            id="idempotency-key",
+        ),
+        pytest.param(
+            "CorrelationId",
+            "field 'CorrelationId' is reserved for the orchestrator (Tenant, IdempotencyKey, "
+            "CorrelationId are never bulk-updated)",
+            id="correlation-id",
+        ),
+        pytest.param(
+            "Team",
+            "field 'Team' is not in the bulk update allow-list (Severity, Category: bulk_update.fields "
+            "of include/policies/support_triage.yaml)",
+            id="not-allowed",
+        ),
+    ],
+)
+def test_a_field_off_the_allow_list_is_refused_at_parse_time(field: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(f'{TASK_ID}: {problem}')}$"):
+        BulkUpdateTicketsOperator(task_id=TASK_ID, tenant=TENANT, ticket_ids=["1"], fields={field: "x"})
+
+
+def test_a_reserved_field_is_refused_at_run_time_before_any_read(
+    hook: mock.MagicMock, audit: mock.MagicMock
+) -> None:
+    """A mapped task's fields arrive after parsing (or the policy changed since): checked again."""
+    task = BulkUpdateTicketsOperator(task_id=TASK_ID, tenant=TENANT, ticket_ids=["7", "8"], status="open")
+    task.fields = {"Severity": "low", "Tenant": "globex"}
+
+    with pytest.raises(
+        BulkChangeRefused,
+        match=re.escape(
+            "bulk update of 2 ticket(s) for tenant 'acme' refused, nothing written (tickets 7, 8): "
+            "field 'Tenant' is reserved"
+        ),
+    ):
+        task.execute(context())
+
+    assert hook.mock_calls == []
+    audit.assert_not_called()
+
+
+def test_a_refusal_names_at_most_ten_tickets() -> None:
+    ids = [str(n) for n in range(1, 31)]
+    with pytest.raises(BulkChangeRefused, match=r"\(tickets 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 20 more\)"):
+        check_bulk_change(mock.Mock(), ids, {"IdempotencyKey": "k"}, tenant=TENANT)
+
+
+def test_the_allow_list_and_queue_come_from_the_policy() -> None:
+    hook = mock.Mock()
+    hook.get_tickets.return_value = {"1": support_ticket("1", queue="billing")}
+    scope = BulkUpdateScope(queue="billing", fields=("Team",))
+
+    check_bulk_change(hook, ["1"], {"Team": "blue"}, tenant=TENANT, scope=scope)  # no error
+
+    with pytest.raises(BulkChangeRefused, match="field 'Severity' is not in the bulk update allow-list"):
+        check_bulk_change(hook, ["1"], {"Severity": "low"}, tenant=TENANT, scope=scope)

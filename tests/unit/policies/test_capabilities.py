@@ -71,6 +71,7 @@ def test_real_policy_declares_the_capabilities():
         "ticket-update",
         "terraform-plan",
         "terraform-apply",
+        "audit-seal",
         "compliance-export-readonly",
         "identity-admin",
         "identity-disable",

@@ -34,7 +34,7 @@ UNAPPROVED = (
 )
 COMPUTED = "with a computed capability: name it literally so the policy can check it"
 DECLARED_CAPABILITIES = (
-    "compliance-export-readonly, host-inspect, host-isolate, identity-admin, identity-disable, "
+    "audit-seal, compliance-export-readonly, host-inspect, host-isolate, identity-admin, identity-disable, "
     "identity-inspect, invoice-post, terraform-apply, terraform-plan, ticket-create, ticket-update"
 )
 

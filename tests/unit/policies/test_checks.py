@@ -765,7 +765,7 @@ def containment():
 containment()
 '''
 CAPABILITIES = (
-    "compliance-export-readonly, host-inspect, host-isolate, identity-admin, identity-disable, "
+    "audit-seal, compliance-export-readonly, host-inspect, host-isolate, identity-admin, identity-disable, "
     "identity-inspect, invoice-post, terraform-apply, terraform-plan, ticket-create, ticket-update"
 )
 

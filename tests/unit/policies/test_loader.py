@@ -25,11 +25,14 @@ from include.policies.loader import (
     SCHEMA_DIR,
     PolicyError,
     PolicyFile,
+    RunLimits,
+    format_duration,
     load_domain_policy,
     load_policy_file,
     load_yaml,
     parse_duration,
     schema_problems,
+    workflow_kind,
 )
 from include.policies.tenants import TENANTS, load_tenants
 from include.triage.rules import TRIAGE_RULES, load_rules, load_rules_file
@@ -54,6 +57,15 @@ def test_real_policy_loads():
     assert policy.defaults.retries >= 1
     assert policy.domain_for_pool("hr") is policy.domain("hr")
     assert policy.domain_for_pool("default_pool") is None
+    assert soc.timeouts == {
+        "fast_path": RunLimits(execution_timeout=timedelta(minutes=10), dagrun_timeout=timedelta(hours=2)),
+        "infrastructure_change": RunLimits(
+            execution_timeout=timedelta(minutes=30), dagrun_timeout=timedelta(hours=4)
+        ),
+    }
+    for domain in policy.domains.values():  # a run outlasts the domain's approval wait and one task
+        for limits in domain.timeouts.values():
+            assert limits.dagrun_timeout >= domain.approval.timeout + limits.execution_timeout
 
 
 def test_unknown_domain_lists_declared_domains():
@@ -108,6 +120,38 @@ def test_unknown_domain_lists_declared_domains():
             _set("defaults/retry_delay", "1h"),
             "defaults.retry_delay: longer than defaults.max_retry_delay",
             id="retry-delay-over-max",
+        ),
+        pytest.param(
+            _delete("domains/soc/timeouts"),
+            "domains.soc: 'timeouts' is a required property",
+            id="missing-timeouts",
+        ),
+        pytest.param(
+            _delete("domains/hr/timeouts/infrastructure_change"),
+            "domains.hr.timeouts: 'infrastructure_change' is a required property",
+            id="missing-kind-timeouts",
+        ),
+        pytest.param(
+            _delete("domains/hr/timeouts/fast_path/execution_timeout"),
+            "domains.hr.timeouts.fast_path: 'execution_timeout' is a required property",
+            id="missing-execution-timeout",
+        ),
+        pytest.param(
+            _set("domains/soc/timeouts/fast_path/dagrun_timeout", "forever"),
+            "domains.soc.timeouts.fast_path.dagrun_timeout: 'forever' does not match '^[1-9][0-9]*[smhd]$'",
+            id="unbounded-run",
+        ),
+        pytest.param(
+            _set("domains/support/timeouts/batch", {"execution_timeout": "1m", "dagrun_timeout": "1h"}),
+            "domains.support.timeouts: Additional properties are not allowed ('batch' was unexpected)",
+            id="unknown-kind",
+        ),
+        pytest.param(
+            _set("domains/soc/timeouts/fast_path/dagrun_timeout", "20m"),
+            "domains.soc.timeouts.fast_path.dagrun_timeout: 20m is shorter than the domain's approval "
+            "timeout (15m) plus one task's execution_timeout (10m): a run would be killed while an "
+            "approver may still answer",
+            id="run-shorter-than-approval",
         ),
     ],
 )
@@ -176,6 +220,56 @@ def test_parse_duration_rejects(text):
 
 
 # --- the one loader of every policy file ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        pytest.param(timedelta(seconds=90), "1m30s", id="minutes-seconds"),
+        pytest.param(timedelta(days=2, minutes=30), "2d30m", id="days-minutes"),
+        pytest.param(timedelta(hours=4), "4h", id="hours"),
+        pytest.param(timedelta(0), "0s", id="zero"),
+    ],
+)
+def test_format_duration_is_the_policy_notation(value, text):
+    assert format_duration(value) == text
+    if value:
+        assert sum(map(parse_duration, re.findall(r"\d+[smhd]", text)), timedelta()) == value
+
+
+@pytest.mark.parametrize(
+    ("tags", "kind"),
+    [
+        pytest.param({"domain:soc"}, "fast_path", id="untagged-is-fast-path"),
+        pytest.param({"domain:soc", "kind:fast_path"}, "fast_path", id="fast-path"),
+        pytest.param({"kind:infrastructure_change"}, "infrastructure_change", id="infrastructure-change"),
+    ],
+)
+def test_workflow_kind_is_the_kind_tag(tags, kind):
+    assert workflow_kind(mock.Mock(dag_id="soc_x", tags=tags)) == kind
+
+
+@pytest.mark.parametrize(
+    ("tags", "named"),
+    [
+        pytest.param({"kind:batch"}, "kind:batch", id="unknown"),
+        pytest.param(
+            {"kind:fast_path", "kind:infrastructure_change"},
+            "kind:fast_path, kind:infrastructure_change",
+            id="two",
+        ),
+    ],
+)
+def test_workflow_kind_refuses_unknown_or_several(tags, named):
+    with pytest.raises(
+        PolicyError,
+        match=exactly(
+            f"DAG soc_x is tagged {named}: it needs at most one kind tag, one of fast_path, "
+            "infrastructure_change"
+        ),
+    ):
+        workflow_kind(mock.Mock(dag_id="soc_x", tags=tags))
+
 
 POLICY_FILES = sorted(path.stem for path in POLICY_DIR.glob("*.yaml"))
 

@@ -20,8 +20,6 @@ from typing import Any
 import hcl2
 import pytest
 
-from include.connectors.aws import assume_role_request
-from include.connectors.context import RunContext
 from include.policies.capabilities import load_capabilities, role_name
 
 TERRAFORM = Path(__file__).resolve().parents[3] / "terraform"
@@ -375,21 +373,7 @@ def test_permissions_boundary_leaves_every_declared_capability_working() -> None
     assert problems == []
 
 
-def test_capability_roles_trust_only_the_platform_role_with_the_session_tags_the_orchestrator_sends() -> None:
-    trust = blocks(parse(module_dir("capability-roles") / "main.tf"), "data")["aws_iam_policy_document.trust"]
-    assume, tag = trust["statement"]
-    for statement in (assume, tag):
-        assert statement["principals"] == [{"type": "AWS", "identifiers": ["${var.platform_role_arn}"]}]
-        conditions = {c["variable"]: c["values"] for c in statement["condition"]}
-        assert conditions["aws:RequestTag/tenant"] == ["${var.tenant}"]
-        assert conditions["aws:RequestTag/capability"] == ["${each.key}"]
-    assert assume["actions"] == ["sts:AssumeRole"]
-    assert assume["dynamic"][0]["condition"]["content"][0]["variable"] == "sts:ExternalId"
-    assert tag["actions"] == ["sts:TagSession"]
-    (tag_keys,) = [c for c in tag["condition"] if c["variable"] == "aws:TagKeys"]
-    run = RunContext(dag_id="d", run_id="r", task_id="t", tenant="acme", correlation_id="c-1")
-    sent = assume_role_request("ticket-create", "acme", run)["Tags"]
-    assert sorted(tag_keys["values"]) == sorted(t["Key"] for t in sent)
+# Trust policies (who may assume a capability role, with which session tags): test_trust_policies.py.
 
 
 # --- storage, keys, secrets ----------------------------------------------------------------------

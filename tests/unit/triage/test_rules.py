@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from include.policies.loader import PolicyError
-from include.triage.rules import classify, load_rules, load_rules_file
+from include.triage.rules import NO_BULK_FIELDS, BulkUpdateScope, classify, load_rules, load_rules_file
 
 
 @pytest.mark.parametrize(
@@ -187,3 +187,48 @@ def test_the_tenants_default_to_the_customers_of_tenants_yaml(tmp_path: Path) ->
         ),
     ):
         load_rules_file(path)
+
+
+# --- bulk_update: what support_bulk_update may change -----------------------------------------
+
+
+def test_the_real_rules_allow_bulk_updates_of_support_tickets_severity_and_category() -> None:
+    assert load_rules().bulk_update == BulkUpdateScope(queue="support", fields=("Severity", "Category"))
+
+
+def test_without_a_bulk_update_section_no_field_may_be_bulk_set(tmp_path: Path) -> None:
+    rules = load_rules_file(_rules_file(tmp_path, VALID), known_tenants=["acme"])
+    assert rules.bulk_update == NO_BULK_FIELDS == BulkUpdateScope(queue="support", fields=())
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        pytest.param(
+            "[Severity, Tenant]",
+            "bulk_update.fields.1: 'Tenant' is reserved for the orchestrator "
+            "(Tenant, IdempotencyKey, CorrelationId are never bulk-updated)",
+            id="tenant",
+        ),
+        pytest.param(
+            "[IdempotencyKey]",
+            "bulk_update.fields.0: 'IdempotencyKey' is reserved for the orchestrator "
+            "(Tenant, IdempotencyKey, CorrelationId are never bulk-updated)",
+            id="idempotency-key",
+        ),
+        pytest.param(
+            "[CorrelationId]",
+            "bulk_update.fields.0: 'CorrelationId' is reserved for the orchestrator "
+            "(Tenant, IdempotencyKey, CorrelationId are never bulk-updated)",
+            id="correlation-id",
+        ),
+        pytest.param(
+            "['Sev erity']", "bulk_update.fields.0: 'Sev erity' is not a custom field name", id="name"
+        ),
+    ],
+)
+def test_a_reserved_or_malformed_bulk_field_is_refused(tmp_path: Path, fields: str, problem: str) -> None:
+    path = _rules_file(tmp_path, VALID + f"bulk_update: {{queue: support, fields: {fields}}}\n")
+
+    with pytest.raises(PolicyError, match=exactly(f"invalid triage rules:\n  {path}: {problem}")):
+        load_rules_file(path, known_tenants=["acme"])

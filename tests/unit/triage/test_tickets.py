@@ -81,7 +81,7 @@ def test_each_ticket_is_classified_written_back_and_audited(rt):
     with mock.patch("include.triage.tickets.side_effect") as audit:
         results = triage_from_events(context)
 
-    rt.cls.assert_called_once_with(tenant="platform")
+    rt.cls.assert_called_once_with(None, tenant="platform", share="triage")  # triage's own share
     assert rt.reader.ticket_detail.call_args_list == [mock.call("5"), mock.call("6")]
     assert rt.reader.for_tenant.call_args_list == [mock.call("acme"), mock.call("platform")]
     acme, platform = rt.hooks["acme"], rt.hooks["platform"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import warnings
 from datetime import timedelta
 
 import pytest
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import DeadlineReference, Param, task
 
 from include.policies.loader import DOMAINS_FILE, PolicyError, load_domain_policy
@@ -79,6 +81,66 @@ def test_every_task_gets_domain_task_settings(soc_dag):
         assert task_.retry_delay == policy.defaults.retry_delay
         assert task_.retry_exponential_backoff
         assert task_.max_retry_delay == policy.defaults.max_retry_delay
+        assert task_.execution_timeout == soc.timeouts["fast_path"].execution_timeout == timedelta(minutes=10)
+
+
+def test_every_run_is_bounded_by_the_domain_policy(soc_dag):
+    assert soc_dag.dagrun_timeout == load_domain_policy().domain("soc").timeouts["fast_path"].dagrun_timeout
+    assert soc_dag.dagrun_timeout == timedelta(hours=2)
+
+
+def test_a_task_keeps_a_shorter_timeout_of_its_own():
+    @domain_workflow(domain="soc", dag_id="soc_quick", doc_md=DOC)
+    def quick():
+        @task(execution_timeout=timedelta(seconds=30))
+        def ping():
+            return 1
+
+        @task
+        def pong():
+            return 2
+
+        ping() >> pong()
+
+    dag = quick()
+    assert {t.task_id: t.execution_timeout for t in dag.tasks} == {
+        "ping": timedelta(seconds=30),
+        "pong": timedelta(minutes=10),
+    }
+
+
+def test_an_approval_gate_gets_its_wait_plus_the_work_without_airflows_deprecation():
+    from include.workflows.approval import approval_gate
+
+    @domain_workflow(domain="hr", dag_id="hr_gated", doc_md=DOC, kind="infrastructure_change")
+    def gated():
+        approval_gate("identity-disable", subject="s", body="b")
+
+    with warnings.catch_warnings():
+        # HITLOperator turns a default execution_timeout into its response timeout, with a warning.
+        warnings.simplefilter("error", AirflowProviderDeprecationWarning)
+        dag = gated()
+
+    # Two steps of up to 2d each; each step at its wait + the hr infrastructure_change task timeout.
+    assert {t.task_id: (t.response_timeout, t.execution_timeout) for t in dag.tasks} == {
+        "approve_identity_disable.step_1_hr_lead": (timedelta(days=2), timedelta(days=2, hours=2)),
+        "approve_identity_disable.step_2_security_officer": (timedelta(days=2), timedelta(days=2, hours=2)),
+    }
+    assert dag.dagrun_timeout == timedelta(days=5)
+
+
+def test_an_approval_gate_timeout_is_not_set_by_hand():
+    from include.workflows.approval import approval_gate
+
+    @domain_workflow(domain="soc", dag_id="soc_gate_by_hand", doc_md=DOC)
+    def by_hand():
+        approval_gate("host-isolate", subject="s", body="b", execution_timeout=timedelta(days=9))
+
+    with pytest.raises(
+        ValueError,
+        match=exactly("approval_gate('host-isolate'): execution_timeout comes from the approval policy"),
+    ):
+        by_hand()
 
 
 def test_deadline_alerts_the_domain_when_the_sla_is_missed(soc_dag):
@@ -122,6 +184,8 @@ def test_infrastructure_change_uses_its_own_sla():
 
     assert kwargs["deadline"].interval == timedelta(hours=4)
     assert kwargs["deadline"].name == "implementation-infrastructure_change-sla"
+    assert kwargs["dagrun_timeout"] == timedelta(days=3)
+    assert kwargs["default_args"]["execution_timeout"] == timedelta(hours=1)
     assert "kind:infrastructure_change" in kwargs["tags"]
 
 
@@ -180,6 +244,7 @@ def test_unknown_domain_rejected_listing_declared_domains():
         pytest.param({"max_active_runs": 500}, "max_active_runs", id="max_active_runs"),
         pytest.param({"max_active_tasks": 500}, "max_active_tasks", id="max_active_tasks"),
         pytest.param({"deadline": None}, "deadline", id="deadline"),
+        pytest.param({"dagrun_timeout": timedelta(days=30)}, "dagrun_timeout", id="dagrun_timeout"),
         pytest.param({"deadline": None, "max_active_runs": 1}, "deadline, max_active_runs", id="several"),
     ],
 )
