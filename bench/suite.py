@@ -86,9 +86,11 @@ SERVICE_CHECK, BARE_SERVICE_CHECK = "support_service_check", "bench_bare_service
 HR, HR_GATE = "hr_onboarding", "approve_identity_admin.step_1"
 SOC, SOC_GATE = "soc_contain_host", "approve_host_isolate"
 BULK = "support_bulk_update"
-# The flood's tickets go to a queue no asset watcher polls: in `support` each one would start a
-# triage run, and the "quiet" round would run beside 500 of them (it did: HR p50 51 s).
-FLOOD_QUEUE = "invoicing"
+# The flood's tickets are the tenant's support tickets (bulk update touches no other queue or
+# tenant), created `stalled`: the triage watcher polls only `new` ones, so none of them starts a
+# triage run (in `new` the "quiet" round would run beside 500 of them: HR p50 51 s).
+FLOOD_QUEUE = "support"
+FLOOD_TENANT = "acme"
 # Created through RT's own Perl API, before RT's server starts (see seed_flood).
 SEED_SCRIPT = """
 use strict;
@@ -96,13 +98,16 @@ use warnings;
 use RT -init;
 use MIME::Entity;
 
-my ($queue, $count, $prefix, $login) = @ARGV;
+my ($queue, $count, $prefix, $login, $tenant) = @ARGV;
 my $user = RT::CurrentUser->new(RT->SystemUser);
 $user->Load($login);
 die "no RT user $login\\n" unless $user->Id;
 my $field = RT::CustomField->new(RT->SystemUser);
 $field->LoadByName(Name => 'IdempotencyKey', LookupType => RT::Ticket->CustomFieldLookupType);
 die "no custom field IdempotencyKey\\n" unless $field->Id;
+my $tenant_field = RT::CustomField->new(RT->SystemUser);
+$tenant_field->LoadByName(Name => 'Tenant', LookupType => RT::Ticket->CustomFieldLookupType);
+die "no custom field Tenant\\n" unless $tenant_field->Id;
 # One database transaction: all tickets or none.
 RT->DatabaseHandle->BeginTransaction;
 for my $n (0 .. $count - 1) {
@@ -110,8 +115,10 @@ for my $n (0 .. $count - 1) {
     my ($id, undef, $message) = $ticket->Create(
         Queue => $queue,
         Subject => "Bench flood $n",
+        Status => 'stalled',
         MIMEObj => MIME::Entity->build(Type => 'text/plain', Charset => 'UTF-8', Data => ['bulk target']),
         'CustomField-' . $field->Id => "$prefix-$n",
+        'CustomField-' . $tenant_field->Id => $tenant,
     );
     unless ($id) {
         RT->DatabaseHandle->Rollback;
@@ -470,6 +477,7 @@ def seed_flood(tracker: RequestTracker, flood_tickets: int) -> tuple[list[str], 
             str(flood_tickets),
             f"bench-flood-{uuid.uuid4().hex[:6]}",
             ORCHESTRATOR_USER,
+            FLOOD_TENANT,
         ],
         env=tracker.env,
         capture_output=True,
@@ -506,7 +514,7 @@ def measure_isolation(
     quiet["cpu"] = meter.seconds
     _log(f"isolation quiet: {quiet}")
     conf = {
-        "tenant": "acme",
+        "tenant": FLOOD_TENANT,
         "change_id": f"CHG-BENCH-{uuid.uuid4().hex[:6]}",
         "ticket_ids": ids,
         "fields": {"Severity": "low"},
@@ -532,9 +540,9 @@ def measure_isolation(
     # one would measure the flood's tail. What it had done by then is counted in RT; stopping the
     # stack ends it.
     flood_state = admin.run(BULK, flood_run)["state"]
-    # The flood's tickets are created `new` and set `open`; nothing else in the bench opens
-    # tickets in FLOOD_QUEUE, so one count (not a 500-id search, paged by 100) says how far it got.
-    updated = rt.count(f"Queue = '{FLOOD_QUEUE}' AND Status = 'open'")
+    # The flood's tickets are created `stalled` and set `open`; triage opens other tickets of
+    # FLOOD_QUEUE, hence the subject: one count (not a 500-id search, paged by 100) says how far.
+    updated = rt.count(f"Queue = '{FLOOD_QUEUE}' AND Status = 'open' AND Subject LIKE 'Bench flood'")
     flooded["flood"] = {
         "tickets": len(ids),
         "updated_when_measured": updated,

@@ -50,8 +50,10 @@ with DAG(
     ),
     max_active_runs=64,
     max_active_tasks=16,
+    dagrun_timeout=timedelta(hours=6),  # support's fast_path run timeout
     default_args={
         "pool": "support",
+        "execution_timeout": timedelta(minutes=30),  # and its task timeout
         "owner": "support-engineering",
         "priority_weight": 1,
         "weight_rule": "absolute",

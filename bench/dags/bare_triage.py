@@ -12,7 +12,7 @@ Bench-only: loaded from `bench/dags/` by `python -m bench.suite`, never deployed
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
@@ -40,8 +40,10 @@ with DAG(
     tags=["bench", "domain:support"],
     max_active_runs=64,
     max_active_tasks=16,
+    dagrun_timeout=timedelta(hours=6),  # support's fast_path run timeout
     default_args={
         "pool": "support",
+        "execution_timeout": timedelta(minutes=30),  # and its task timeout
         "owner": "support-engineering",
         "priority_weight": 1,
         "weight_rule": "absolute",

@@ -18,6 +18,7 @@ from include.policies.checks import (
     check_domain_pool,
     check_domain_settings,
     check_known_domain,
+    check_run_timeouts,
     run_checks,
 )
 
@@ -26,7 +27,13 @@ BENCH_DAGS = Path(__file__).resolve().parents[3] / "bench" / "dags"
 
 def test_bare_baselines_follow_the_support_domain_settings():
     context = CheckContext(dags_folder=BENCH_DAGS)
-    rules = [check_dag_imports, check_known_domain, check_domain_pool, check_domain_settings]
+    rules = [
+        check_dag_imports,
+        check_known_domain,
+        check_domain_pool,
+        check_domain_settings,
+        check_run_timeouts,
+    ]
 
     assert run_checks(context, rules) == []
     dags = {dag.dag_id: dag for dag, _domain in context.dags_with_domain()}
