@@ -161,7 +161,7 @@ def test_connection_definition_carries_the_token(rt: RequestTracker) -> None:
         "bulk_rate_limit_per_second": 2,
         "bulk_rate_limit_burst": 2,
         # support triage's share (issue 19)
-        "triage_rate_limit_per_second": 2,
+        "triage_rate_limit_per_second": 5,
         "triage_rate_limit_burst": 12,
     }
     test_profile = rt_connection(dataclasses.replace(PROFILE, name="test-400"))
