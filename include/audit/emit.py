@@ -116,20 +116,21 @@ def store(conn_id: str = AUDIT_CONN_ID) -> Any:
         return _STORES[key]
 
 
-def spool_dir() -> Path:
-    configured = os.environ.get(SPOOL_ENV)
+def _local_dir(env: str, name: str) -> Path:
+    """``$<env>``, or ``$AIRFLOW_HOME/<name>``."""
+    configured = os.environ.get(env)
     if configured:
         return Path(configured)
     home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
-    return Path(home) / "audit-spool"
+    return Path(home) / name
+
+
+def spool_dir() -> Path:
+    return _local_dir(SPOOL_ENV, "audit-spool")
 
 
 def spool_key_dir() -> Path:
-    configured = os.environ.get(SPOOL_KEYS_ENV)
-    if configured:
-        return Path(configured)
-    home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
-    return Path(home) / "audit-spool-keys"
+    return _local_dir(SPOOL_KEYS_ENV, "audit-spool-keys")
 
 
 def component_name() -> str:

@@ -60,6 +60,11 @@ class ConnectorHook(BaseHook):
         backend, never from code); default ``default_conn_name``.
     :param tenant: the tenant the calls are made for: its own rate-limit bucket.
     :param bulk: bulk work also draws from the connector's bulk bucket.
+    :param share: a named share of the limit (``triage``), when the connection sets one
+        (``<share>_rate_limit_per_second`` / ``_burst``, optionally ``<share>_tenant_rate_limit_*``):
+        the calls take the connector's bucket, the share's own, and the share's bucket of the tenant
+        instead of the tenant's, so a flood of this work is capped at the share and never spends the
+        tenant bucket other work of the same tenant draws from. Without those extras: the plain buckets.
     """
 
     system: ClassVar[str] = "connector"
@@ -68,18 +73,28 @@ class ConnectorHook(BaseHook):
     conn_type = "generic"
     hook_name = "Connector"
 
-    def __init__(self, conn_id: str | None = None, *, tenant: str, bulk: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        tenant: str,
+        bulk: bool = False,
+        share: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id or self.default_conn_name
         self.tenant = tenant
         # Bulk work also draws from the connector's bulk bucket (RateLimitSettings.bulk).
         self.bulk = bulk
+        self.share = share
         self.retry_count = 0
 
     def for_tenant(self, tenant: str) -> Self:
         """The same connector for another tenant: its own tenant bucket, this hook's connection,
         client and store (no second secrets-backend lookup; each costs a round trip)."""
         other = type(self)(self.conn_id, tenant=tenant, bulk=self.bulk)
+        other.share = self.share
         for name in ("connection", "extras", "rate_limit_store"):
             if name in self.__dict__:  # what this hook already built
                 other.__dict__[name] = self.__dict__[name]
@@ -105,10 +120,16 @@ class ConnectorHook(BaseHook):
     @cached_property
     def limiter(self) -> SharedRateLimiter | None:
         settings = RateLimitSettings.from_extras(self.extras)
+        share = RateLimitSettings.from_extras(self.extras, share=self.share) if self.share else None
         buckets = []
         if settings.connector is not None:
             buckets.append((bucket_key(self.conn_id), settings.connector))
-        if settings.tenant is not None:
+        if self.share and share is not None and share.connector is not None:
+            buckets.append((bucket_key(self.conn_id, self.share), share.connector))
+            tenant_limit = share.tenant or settings.tenant
+            if tenant_limit is not None:
+                buckets.append((bucket_key(self.conn_id, self.share, self.tenant), tenant_limit))
+        elif settings.tenant is not None:
             buckets.append((bucket_key(self.conn_id, self.tenant), settings.tenant))
         if self.bulk and settings.bulk is not None:
             buckets.append((bucket_key(self.conn_id, "bulk"), settings.bulk))

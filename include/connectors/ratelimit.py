@@ -101,16 +101,20 @@ class RateLimitSettings:
     bulk: RateLimit | None = None
 
     @classmethod
-    def from_extras(cls, extras: Mapping[str, Any]) -> RateLimitSettings:
+    def from_extras(cls, extras: Mapping[str, Any], *, share: str | None = None) -> RateLimitSettings:
+        """The limits of the connection extras, or of one named share of them (``share="triage"``:
+        ``triage_rate_limit_per_second``, ``triage_tenant_rate_limit_per_second``, ...; the safety
+        margin and the wait bound stay the connection's)."""
+        prefix = f"{share}_" if share else ""
         margin = float(extras.get("rate_limit_safety_margin", DEFAULT_SAFETY_MARGIN))
         if margin < 0:
             raise ValueError(f"rate_limit_safety_margin is a fraction of the window, >= 0; got {margin}")
 
-        def limit(prefix: str) -> RateLimit | None:
-            per_second = extras.get(f"{prefix}rate_limit_per_second")
+        def limit(kind: str) -> RateLimit | None:
+            per_second = extras.get(f"{prefix}{kind}rate_limit_per_second")
             if per_second in (None, ""):
                 return None
-            burst = int(extras.get(f"{prefix}rate_limit_burst", max(1, round(float(per_second)))))
+            burst = int(extras.get(f"{prefix}{kind}rate_limit_burst", max(1, round(float(per_second)))))
             return RateLimit(per_second=float(per_second), burst=burst, safety_margin=margin)
 
         return cls(

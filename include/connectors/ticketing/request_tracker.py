@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from functools import cached_property
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 from include.connectors.base import HttpConnectorHook
-from include.connectors.ratelimit import RateLimitSettings, SharedRateLimiter, bucket_key
 from include.connectors.ticketing.interface import Ticket, TicketEntry, TicketingHook
 
 API = "REST/2.0"
@@ -53,59 +51,13 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
     :param conn_id: the RT connection; default ``rt_default``.
     :param tenant: the tenant the calls are made for (rate-limit bucket, ``Tenant`` field).
     :param bulk: the calls also draw from the connection's bulk rate limit.
-    :param share: a named share of the limit (``triage``): its own buckets, see the module's doc.
+    :param share: a named share of the limit (``triage``): its own buckets, see the module's doc
+        and :class:`~include.connectors.base.ConnectorHook`.
     """
 
     system = "request_tracker"
     default_conn_name = "rt_default"
     hook_name = "Request Tracker"
-
-    def __init__(
-        self,
-        conn_id: str | None = None,
-        *,
-        tenant: str,
-        bulk: bool = False,
-        share: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(conn_id, tenant=tenant, bulk=bulk, **kwargs)
-        self.share = share
-
-    def for_tenant(self, tenant: str) -> Self:
-        other = super().for_tenant(tenant)
-        other.share = self.share
-        return other
-
-    @cached_property
-    def limiter(self) -> SharedRateLimiter | None:
-        # The base builds the connector/tenant/bulk buckets; a share swaps the tenant's bucket for
-        # its own (keyed <conn>__<share>[__<tenant>]) and adds the share's cap. Kept here until a
-        # second connector needs shares (then it belongs in ConnectorHook.limiter).
-        prefix = f"{self.share}_" if self.share else ""
-        if not prefix or f"{prefix}rate_limit_per_second" not in self.extras:
-            return super().limiter
-        settings = RateLimitSettings.from_extras(self.extras)
-        own = RateLimitSettings.from_extras(
-            {
-                "rate_limit_safety_margin": self.extras.get("rate_limit_safety_margin", 0.05),
-                **{k.removeprefix(prefix): v for k, v in self.extras.items() if k.startswith(prefix)},
-            }
-        )
-        buckets = [(bucket_key(self.conn_id, str(self.share)), own.connector)]
-        if settings.connector is not None:
-            buckets.insert(0, (bucket_key(self.conn_id), settings.connector))
-        tenant_limit = own.tenant or settings.tenant
-        if tenant_limit is not None:
-            buckets.append((bucket_key(self.conn_id, str(self.share), self.tenant), tenant_limit))
-        if self.bulk and settings.bulk is not None:
-            buckets.append((bucket_key(self.conn_id, "bulk"), settings.bulk))
-        return SharedRateLimiter(
-            [(name, limit) for name, limit in buckets if limit is not None],
-            dsn=self.rate_limit_store,
-            max_wait_seconds=settings.max_wait_seconds,
-            system=self.system,
-        )
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.connection.password}"}
