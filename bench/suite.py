@@ -465,33 +465,18 @@ def seed_flood(tracker: RequestTracker, flood_tickets: int) -> tuple[list[str], 
     here, 500 in 162 s while Airflow started, and the suite still waited a minute for them. RT's
     Perl API in one process and one transaction runs the same ticket code and scrips, without
     HTTP and a login per request: 100 in 6.9 s. The tickets are set-up, not a measured figure."""
-    from devstack.request_tracker import ORCHESTRATOR_USER, RT_LIB
+    from devstack.request_tracker import ORCHESTRATOR_USER
 
     began = time.monotonic()
-    result = subprocess.run(
-        [
-            "perl",
-            f"-I{RT_LIB}",
-            "-e",
-            SEED_SCRIPT,
-            FLOOD_QUEUE,
-            str(flood_tickets),
-            f"bench-flood-{uuid.uuid4().hex[:6]}",
-            ORCHESTRATOR_USER,
-            FLOOD_TENANT,
-        ],
-        env=tracker.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    ids = tracker.create_tickets_with_perl(
+        SEED_SCRIPT,
+        FLOOD_QUEUE,
+        str(flood_tickets),
+        f"bench-flood-{uuid.uuid4().hex[:6]}",
+        ORCHESTRATOR_USER,
+        FLOOD_TENANT,
+        count=flood_tickets,
     )
-    ids = result.stdout.split()
-    if result.returncode != 0 or len(ids) != flood_tickets:
-        raise RuntimeError(
-            f"RT's Perl API created {len(ids)} of {flood_tickets} flood tickets "
-            f"(exit {result.returncode}): {result.stderr[-2000:]}"
-        )
     seeded = time.monotonic() - began
     _log(f"isolation: {len(ids)} flood tickets seeded in {seeded:.1f}s")
     return ids, seeded

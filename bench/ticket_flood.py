@@ -35,7 +35,6 @@ import os
 import queue
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -173,27 +172,13 @@ def seed(tracker: Any, count: int) -> tuple[list[str], float]:
     The seeded database is kept next to RT's pristine copy (``rt5.flood-<count>.db``): the next run
     copies it back in milliseconds instead of creating the tickets again (about a minute for 500).
     """
-    from devstack.request_tracker import RT_LIB
-
     began = time.monotonic()
     cached = tracker.home / f"rt5.flood-{count}.db"
     listed = cached.with_suffix(".ids")
     if cached.exists() and listed.exists() and cached.stat().st_mtime >= tracker.pristine.stat().st_mtime:
         shutil.copyfile(cached, tracker.database)
         return listed.read_text().split(), time.monotonic() - began
-    result = subprocess.run(
-        ["perl", f"-I{RT_LIB}", "-e", SEED_SCRIPT, str(count), FLOOD_DOMAIN],
-        env=tracker.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    ids = result.stdout.split()
-    if result.returncode != 0 or len(ids) != count:
-        raise RuntimeError(
-            f"seeded {len(ids)} of {count} tickets (exit {result.returncode}): {result.stderr[-2000:]}"
-        )
+    ids = tracker.create_tickets_with_perl(SEED_SCRIPT, str(count), FLOOD_DOMAIN, count=count)
     shutil.copyfile(tracker.database, cached)
     listed.write_text("\n".join(ids) + "\n")
     return ids, time.monotonic() - began

@@ -210,6 +210,26 @@ class RequestTracker:
             "RT_SITE_CONFIG_DIR": str(self.site_config_dir),
         }
 
+    def create_tickets_with_perl(self, script: str, *args: str, count: int) -> list[str]:
+        """Run ``script`` (Perl on RT's own API, ``use RT -init``) against this RT's database, its
+        server stopped, and return the ticket ids it prints, one per line: exactly ``count`` of them
+        or a RuntimeError naming how many, the exit code and the end of its stderr."""
+        result = subprocess.run(
+            ["perl", f"-I{RT_LIB}", "-e", script, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        ids = result.stdout.split()
+        if result.returncode != 0 or len(ids) != count:
+            raise RuntimeError(
+                f"RT's Perl API created {len(ids)} of {count} tickets "
+                f"(exit {result.returncode}): {result.stderr[-2000:]}"
+            )
+        return ids
+
     def write_config(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.home.chmod(0o700)
