@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Required, TypedDict
 
-from include.audit.signing import HMAC_SHA256, CheckpointSigner, hmac_sha256
+from include.audit.signing import HMAC_SHA256, CheckpointSigner
 from include.policies.secret_scan import secrets_in_value
 
 GENESIS_HASH: Final = "0" * 64
@@ -38,9 +38,6 @@ AT_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 MAX_DETAILS_BYTES: Final = 64 * 1024
 """A record is an event, not a payload: plans and outputs go to their own stores, by reference."""
-
-MIN_KEY_BYTES: Final = 32
-"""Legacy HMAC-SHA256 keys shorter than the digest weaken it (spool keys are 32 bytes too)."""
 
 REDACTED: Final = "[redacted]"
 """What replaces a credential-looking value (or the value of a key named like a secret)."""
@@ -236,11 +233,6 @@ def checkpoint_message(checkpoint: Mapping[str, Any]) -> bytes:
         if name != "signature" and not (legacy and name == "algorithm")
     }
     return canonical_json(body).encode("utf-8")
-
-
-def checkpoint_signature(checkpoint: Mapping[str, Any], key: bytes) -> str:
-    """Legacy: HMAC-SHA256 (hex) with ``key`` over :func:`checkpoint_message` (verification only)."""
-    return hmac_sha256(key, checkpoint_message(checkpoint))
 
 
 def format_at(moment: datetime) -> str:
@@ -443,9 +435,3 @@ def build_checkpoint(
         "prev_checkpoint_signature": prev_checkpoint_signature,
     }
     return Checkpoint(**body, signature=signer.sign(checkpoint_message(body)).hex())
-
-
-def check_key(key: bytes) -> None:
-    """:raises ValueError: ``key`` is not bytes of at least :data:`MIN_KEY_BYTES`."""
-    if not isinstance(key, bytes | bytearray) or len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"key: an HMAC key of at least {MIN_KEY_BYTES} bytes is required")
