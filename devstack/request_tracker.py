@@ -382,24 +382,29 @@ class RequestTracker:
         self.timings["reset"] = time.monotonic() - began
 
 
+def rt_connection_extra(profile: Profile) -> dict[str, Any]:
+    """The extras of ``rt_default``: the server's limit and the named shares (no secret)."""
+    is_test = profile.name == "test" or profile.name.startswith("test-")
+    bulk = TEST_BULK_RATE_LIMIT_PER_SECOND if is_test else BULK_RATE_LIMIT_PER_SECOND
+    return {
+        "auth_type": "token",
+        "rate_limit_per_second": RATE_LIMIT_PER_SECOND,
+        "rate_limit_burst": RATE_LIMIT_PER_SECOND,
+        "bulk_rate_limit_per_second": bulk,
+        "bulk_rate_limit_burst": bulk,
+        "triage_rate_limit_per_second": TRIAGE_RATE_LIMIT_PER_SECOND,
+        "triage_rate_limit_burst": TRIAGE_RATE_LIMIT_BURST,
+    }
+
+
 def rt_connection(profile: Profile) -> dict[str, Any]:
     """The Airflow connection ``rt_default`` (seeded into Secrets Manager, never logged)."""
     rt = RequestTracker(profile)
-    is_test = profile.name == "test" or profile.name.startswith("test-")
-    bulk = TEST_BULK_RATE_LIMIT_PER_SECOND if is_test else BULK_RATE_LIMIT_PER_SECOND
     return {
         "conn_type": "http",
         "host": HOST,
         "port": rt.port,
         "schema": "http",
         "password": rt.token,
-        "extra": {
-            "auth_type": "token",
-            "rate_limit_per_second": RATE_LIMIT_PER_SECOND,
-            "rate_limit_burst": RATE_LIMIT_PER_SECOND,
-            "bulk_rate_limit_per_second": bulk,
-            "bulk_rate_limit_burst": bulk,
-            "triage_rate_limit_per_second": TRIAGE_RATE_LIMIT_PER_SECOND,
-            "triage_rate_limit_burst": TRIAGE_RATE_LIMIT_BURST,
-        },
+        "extra": rt_connection_extra(profile),
     }
