@@ -49,6 +49,11 @@ ADMIN_DN = f"cn=admin,{SUFFIX}"
 PEOPLE_OU = "ou=people"
 GROUPS_OU = "ou=groups"
 POLICIES_OU = "ou=policies"
+SERVICES_OU = "ou=services"
+# The read-only account of the orchestrator's login (include/auth/) and of the MFA server's user
+# resolver (devstack/privacyidea.py): it reads people and groups, never a password, writes nothing.
+READER_DN = f"cn=orchestrator-reader,{SERVICES_OU},{SUFFIX}"
+READER_SECRET_FILE = "ldap-reader-password"  # noqa: S105 - the name of the file, not a password
 DEFAULT_POLICY_DN = f"cn=default,{POLICIES_OU},{SUFFIX}"
 ADMIN_SECRET_FILE = "ldap-admin-password"  # noqa: S105 - the name of the file, not a password
 # SHA-512 crypt, 100,000 rounds, for the admin and every user password (the server hashes them).
@@ -59,7 +64,8 @@ DEBIAN_PIDFILE = Path("/var/run/slapd/slapd.pid")
 # No default database in /etc/ldap: this project's slapd has its own config directory.
 PRESEED = "slapd slapd/no_configuration boolean true\n"
 START_TIMEOUT = 30.0
-_READY_MARKER = ".initialised"
+# v2: the read-only service account (an older directory is rebuilt on the next start).
+_READY_MARKER = ".initialised-v2"
 
 
 # --- where it lives ----------------------------------------------------------------------------
@@ -85,6 +91,10 @@ def url(profile: Profile) -> str:
 
 def admin_password(profile: Profile) -> str:
     return profile.local_secret(ADMIN_SECRET_FILE)
+
+
+def reader_password(profile: Profile) -> str:
+    return profile.local_secret(READER_SECRET_FILE)
 
 
 def ldap_connection(profile: Profile) -> dict[str, object]:
@@ -161,7 +171,7 @@ def _hash_password(password: str, workdir: Path) -> str:
     finally:
         path.unlink(missing_ok=True)
     if result.returncode != 0 or not result.stdout.startswith(PASSWORD_HASH):
-        raise ServiceError(f"slappasswd could not hash the LDAP admin password: {result.stderr.strip()}")
+        raise ServiceError(f"slappasswd could not hash an LDAP password: {result.stderr.strip()}")
     return result.stdout.strip()
 
 
@@ -215,7 +225,7 @@ olcDbMaxSize: 1073741824
 olcDbIndex: objectClass eq
 olcDbIndex: uid,cn,mail,employeeNumber,member eq
 olcAccess: {{0}}to attrs=userPassword by self write by anonymous auth by * none
-olcAccess: {{1}}to * by self read by * none
+olcAccess: {{1}}to * by self read by dn.exact="{READER_DN}" read by * none
 
 dn: olcOverlay={{0}}ppolicy,olcDatabase={{1}}mdb,cn=config
 objectClass: olcOverlayConfig
@@ -232,8 +242,8 @@ olcUniqueURI: ldap:///{PEOPLE_OU},{SUFFIX}?employeeNumber?sub
 """
 
 
-def base_ldif() -> str:
-    """The suffix, the two OUs the connector uses and the default password policy."""
+def base_ldif(reader_hash: str) -> str:
+    """The suffix, the OUs the connector uses, the default password policy and the reader."""
     return f"""\
 dn: {SUFFIX}
 objectClass: dcObject
@@ -260,6 +270,17 @@ cn: default
 pwdAttribute: userPassword
 pwdLockout: TRUE
 pwdMaxFailure: 0
+
+dn: {SERVICES_OU},{SUFFIX}
+objectClass: organizationalUnit
+ou: services
+
+dn: {READER_DN}
+objectClass: applicationProcess
+objectClass: simpleSecurityObject
+cn: orchestrator-reader
+description: Read-only: the orchestrator's login and the MFA server's user resolver.
+userPassword: {reader_hash}
 """
 
 
@@ -289,9 +310,10 @@ def initialise(profile: Profile, *, fresh: bool) -> None:
         shutil.rmtree(root)
     if (root / _READY_MARKER).exists():
         return
-    if is_running(profile):
-        raise ServiceError(f"slapd of profile {profile.name} runs on an unfinished {root}: stop it first")
-    shutil.rmtree(root, ignore_errors=True)  # a build that failed half-way
+    # A build that failed half-way, or a directory of an older layout: this profile's own slapd
+    # (stopped by its PID) and its folder go; the next start rebuilds both.
+    stop(profile)
+    shutil.rmtree(root, ignore_errors=True)
     for folder in (config_dir(profile), data_dir(profile), run_dir(profile)):
         folder.mkdir(parents=True, mode=0o700)
     root.chmod(0o700)
@@ -299,7 +321,8 @@ def initialise(profile: Profile, *, fresh: bool) -> None:
     config.write_text(config_ldif(profile, _hash_password(admin_password(profile), root)))
     config.chmod(0o600)
     base = root / "base.ldif"
-    base.write_text(base_ldif())
+    base.write_text(base_ldif(_hash_password(reader_password(profile), root)))
+    base.chmod(0o600)
     _slapadd(profile, 0, config)
     _slapadd(profile, 1, base)
     user = _system_user()
