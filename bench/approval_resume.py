@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,7 +59,7 @@ def measure(
     *,
     admin: AirflowApi,
     requester: AirflowApi,
-    approver: AirflowApi,
+    approvers: Sequence[AirflowApi],
     dag_id: str,
     gate: str,
     next_task: str,
@@ -68,7 +69,10 @@ def measure(
     server: list[float] = []
     client: list[float] = []
     run_ids = []
-    for _ in range(approvals):
+    for index in range(approvals):
+        # Approvers take turns: each answer needs a fresh one-time code of its approver's token, and
+        # one token yields a few codes at once, then one per 30 s (devstack/totp.py).
+        approver = approvers[index % len(approvers)]
         run_id = requester.trigger(dag_id, conf)
         run_ids.append(run_id)
         approver.wait_for_request(dag_id, run_id, gate, poll=0.05)

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from devstack.airflow_env import ADMIN_USER
+from devstack import directory_seed
 from devstack.api_client import TERMINAL_RUN_STATES, AirflowApi
 from devstack.config import PROFILES
 
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("bench/results/burst.json"))
     args = parser.parse_args()
     profile = PROFILES[args.profile]
-    api = AirflowApi(profile.api_url, ADMIN_USER, profile.local_secret("admin-password"))
+    api = AirflowApi(profile.api_url, *directory_seed.admin_login(profile))
     report(burst(api, args.dag_id, args.runs, {"tenant": "acme"}), args.output)
 
 

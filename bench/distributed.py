@@ -70,8 +70,7 @@ def mixed_burst(api: Any, runs_per_domain: int) -> dict[str, Any]:
 
 
 def run(runs_per_domain: int) -> dict[str, Any]:
-    from devstack import processes
-    from devstack.airflow_env import ADMIN_USER
+    from devstack import directory_seed, processes
     from devstack.api_client import AirflowApi
     from devstack.stack import Stack
 
@@ -81,7 +80,7 @@ def run(runs_per_domain: int) -> dict[str, Any]:
         began = time.monotonic()
         stack.start(fresh=True)
         out["stack_start_seconds"] = round(time.monotonic() - began, 1)
-        api = AirflowApi(stack.profile.api_url, ADMIN_USER, stack.admin_password, timeout=60)
+        api = AirflowApi(stack.profile.api_url, *directory_seed.admin_login(stack.profile), timeout=60)
         dag_ids = {f"{domain}_service_check" for domain in load_domain_policy().domains}
         api.wait_for_dags(dag_ids, timeout=300)
         mixed_burst(api, 2)  # warm-up: first task start-ups, connection caches

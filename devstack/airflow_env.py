@@ -70,6 +70,8 @@ def airflow_env(profile: Profile, *, extra_bundles: list[dict[str, Any]] | None 
         "AIRFLOW__API__SECRET_KEY": profile.local_secret("api-secret-key"),
         "AIRFLOW__API_AUTH__JWT_SECRET": profile.local_secret("jwt-secret"),
         "AIRFLOW__FAB__UPDATE_FAB_PERMS": "True",
+        # Log in with the company directory (AUTH_LDAP, include/auth/security.py); no secrets in it.
+        "AIRFLOW__FAB__CONFIG_FILE": str(REPO_ROOT / "config" / "webserver_config.py"),
         "AIRFLOW__SECRETS__BACKEND": SECRETS_BACKEND,
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(backend_kwargs),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",

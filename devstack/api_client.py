@@ -7,9 +7,12 @@ Used by the end-to-end tests and the benchmarks; authenticates against the FAB a
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
+
+if TYPE_CHECKING:
+    from devstack.totp import Authenticator
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 
@@ -22,11 +25,21 @@ class ApiError(RuntimeError):
 
 
 class AirflowApi:
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        timeout: float = 30,
+        *,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self._password = password
         self.timeout = timeout
+        # The user's enrolled TOTP token: every approval answer carries its next code.
+        self.authenticator = authenticator
         self.session = requests.Session()
         # Bursts trigger from 16 threads (bench/burst.py); urllib3's default pool keeps 10.
         self.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
@@ -111,12 +124,19 @@ class AirflowApi:
         option: str,
         comment: str | None = None,
         *,
+        otp: str | None = None,
         expect: tuple[int, ...] = (200,),
     ) -> Any:
-        """Answer an approval request as this client's user."""
+        """Answer an approval request as this client's user, with a one-time code: ``otp`` if
+        given (``""``: none), else the next code of the client's authenticator."""
+        params: dict[str, Any] = {} if comment is None else {"comment": comment}
+        if otp is None and self.authenticator is not None:
+            otp = self.authenticator.next_code()
+        if otp:
+            params["otp"] = otp
         body: dict[str, Any] = {"chosen_options": [option]}
-        if comment is not None:
-            body["params_input"] = {"comment": comment}
+        if params:
+            body["params_input"] = params
         return self.request("PATCH", self.hitl_path(dag_id, run_id, task_id), json=body, expect=expect)
 
     def wait_for_request(

@@ -73,6 +73,12 @@ class Profile:
         return self.api_port + 30
 
     @property
+    def mfa_port(self) -> int:
+        """privacyIDEA, the MFA server of approval answers (devstack/privacyidea.py). +40 is free: RT
+        +10, log servers +13/+14/+16.., scheduler health +15, ERP stand-in +20, Redis +30."""
+        return self.api_port + 40
+
+    @property
     def distributed(self) -> bool:
         return self.executor == "celery"
 

@@ -26,8 +26,10 @@ from devstack.config import (
     VERIFIER_USER,
     Profile,
 )
+from devstack.directory_seed import login_connection
 from devstack.invoicing import erp_connection, psa_connection
 from devstack.openldap import ldap_connection
+from devstack.privacyidea import mfa_connection
 from devstack.request_tracker import rt_connection
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import STAFF_TENANT, secret_name, tenant_ids
@@ -93,6 +95,11 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
         "rt_default": rt_connection(profile),
         # The company directory (OpenLDAP) of the HR workflows; the admin password is per profile.
         "ldap_default": ldap_connection(profile),
+        # privacyIDEA, which checks approval answers' one-time codes (include/connectors/mfa.py):
+        # the password is its validate API key.
+        "mfa_default": mfa_connection(profile),
+        # The login's read-only view of the same directory (include/auth/directory.py).
+        "ldap_login": login_connection(profile),
         # No Terraform binary reaches these machines: the stand-in CLI devstack/bin/terraform
         # (docs/standins.md, "Terraform"). Production sets binary to terraform (or tofu) and shared paths.
         "terraform_default": {

@@ -23,10 +23,12 @@ import requests
 
 from devstack import (
     aws_seed,
+    directory_seed,
     invoicing,
     moto_seed,
     openldap,
     postgres,
+    privacyidea,
     processes,
     redis,
     request_tracker,
@@ -89,7 +91,7 @@ class Stack:
     def services(self) -> tuple[str, ...]:
         """Every process started by PID file (PostgreSQL apart), for status and liveness."""
         extra = (redis.SERVICE_NAME,) if self.profile.distributed else ()
-        return (*AUX_SERVICES, openldap.SERVICE_NAME, *extra, *self.components)
+        return (*AUX_SERVICES, openldap.SERVICE_NAME, privacyidea.SERVICE_NAME, *extra, *self.components)
 
     @property
     def admin_password(self) -> str:
@@ -148,6 +150,12 @@ class Stack:
         openldap.initialise(self.profile, fresh=fresh)
         openldap.start(self.profile)
         self._log(f"OpenLDAP on {openldap.url(self.profile)} ({openldap.SUFFIX})")
+        # The people the walk-through logs in as (directory login, include/auth/security.py).
+        people = directory_seed.seed(self.profile)
+        self._log(
+            "directory people (log in with uid and the password in the file):\n  " + "\n  ".join(people)
+        )
+        self._start_mfa_server(fresh=fresh)
         self._start_request_tracker(fresh=fresh)
         self._start_moto()
         self._start_smtp_sink()
@@ -246,6 +254,22 @@ class Stack:
             f"{len(tenant_items)} capability roles/secrets in tenant accounts"
         )
 
+    def _start_mfa_server(self, *, fresh: bool) -> None:
+        """privacyIDEA (devstack/privacyidea.py): after OpenLDAP, its user store; before the moto
+        seed, whose mfa_default connection carries the validate key."""
+        installed = privacyidea.ensure_installed()
+        privacyidea.initialise(self.profile, fresh=fresh)
+        ready = privacyidea.start(self.profile)
+        # Every seeded person gets a TOTP token (approval answers need one); seeds kept for the tests.
+        enrolled = privacyidea.enrol_missing(self.profile, directory_seed.SEEDED)
+        secrets_dir = self.profile.root / "secrets"
+        self._log(
+            f"privacyIDEA (MFA) on {privacyidea.url(self.profile)}, healthy {ready:.1f}s after start"
+            + (f", venv built in {installed:.0f}s" if installed else "")
+            + f"; admin {privacyidea.ADMIN_USER}, password in {secrets_dir / privacyidea.ADMIN_SECRET}; "
+            f"{len(enrolled)} TOTP token(s) enrolled now, seeds in {privacyidea.seeds_dir(self.profile)}"
+        )
+
     def _start_request_tracker(self, *, fresh: bool) -> None:
         # Before the moto seed: the rt_default connection carries RT's token.
         request_tracker.ensure_installed()
@@ -332,6 +356,8 @@ class Stack:
             for name in processes.stop_many(group, pids_dir=self.profile.pids):
                 if not quiet:
                     self._log(f"stopped {name}")
+        if privacyidea.stop(self.profile) and not quiet:
+            self._log("stopped privacyIDEA")
         if openldap.stop(self.profile) and not quiet:
             self._log("stopped OpenLDAP")
         if redis.stop(self.profile) and not quiet:
@@ -365,7 +391,9 @@ def _up(stack: Stack) -> int:
     with running(stack):
         print(
             f"\nAirflow UI: {stack.profile.api_url}\n"
-            f"Log in as: {ADMIN_USER} / {stack.admin_password}\n"
+            f"Log in as a directory person: uid and the password in "
+            f"{stack.profile.root / 'secrets' / 'people'}/<uid> (people listed above; docs/auth.md)\n"
+            f"Break-glass (every use audited): {ADMIN_USER} / {stack.admin_password}\n"
             f"(password kept in {stack.profile.root / 'secrets' / 'admin-password'})\n"
             f"Mail sent by workflows: {stack.profile.maildir}\n"
             f"Logs: {stack.profile.logs}\nPress Ctrl-C to stop everything.\n",
@@ -380,10 +408,26 @@ def _up(stack: Stack) -> int:
     return 0
 
 
+def _code(stack: Stack, uid: str | None) -> int:
+    """The current one-time code of a seeded person's TOTP token: the local stand-in for their phone
+    (a real approver reads it from the authenticator app `include.cli mfa enrol` set up)."""
+    import pyotp
+
+    if not uid:
+        print("python -m devstack code <uid>: whose code (e.g. cleo-cloudlead)?", file=sys.stderr)
+        return 2
+    totp = pyotp.TOTP(privacyidea.seed(stack.profile, uid))
+    left = totp.interval - int(time.time()) % totp.interval
+    print(f"{totp.now()}  (valid for {left}s more, then the next one)")
+    return 0
+
+
 def _handle(args: argparse.Namespace) -> int:
     stack = Stack(PROFILES[args.profile])
     if args.action == "up":
         return _up(stack)
+    if args.action == "code":
+        return _code(stack, args.uid)
     if args.action == "start":
         stack.start(fresh=args.fresh)
     elif args.action == "stop":
@@ -399,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m devstack",
         description="run the local stack (PostgreSQL, moto, SMTP sink, stand-ins, Airflow)",
     )
-    parser.add_argument("action", choices=("up", "start", "stop", "status"))
+    parser.add_argument("action", choices=("up", "start", "stop", "status", "code"))
+    parser.add_argument("uid", nargs="?", help="code: the seeded person whose one-time code to show")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="run")
     parser.add_argument("--fresh", action="store_true", help="wipe the database and mail first")
     return parser

@@ -50,23 +50,32 @@ RUN_TRIGGERED: Final = "run.triggered"
 APPROVAL_REQUESTED: Final = "approval.requested"
 APPROVAL_ANSWERED: Final = "approval.answered"
 APPROVAL_ESCALATED: Final = "approval.escalated"
+APPROVAL_SECOND_FACTOR: Final = "approval.second_factor"
+"""An approval answer Airflow accepted carried a one-time code the MFA server verified (which token)."""
 SIDE_EFFECT: Final = "side_effect"
 TASK_FINISHED: Final = "task.finished"
 POLICY_VIOLATION: Final = "policy.violation"
 MANUAL_CHANGE: Final = "manual.change"
 API_REFUSED: Final = "api.refused"
 """A task or run state set, or tasks cleared, by hand through the REST API (who, what, where)."""
+AUTH_BREAK_GLASS: Final = "auth.break_glass"
+"""The break-glass local admin logged in (UI or token): who, how (include/auth/security.py)."""
+AUTH_LOGIN_REFUSED: Final = "auth.login_refused"
+"""A login a leaver or an attacker would make: a locked directory account, a wrong break-glass password."""
 KNOWN_KINDS: Final = frozenset(
     {
         RUN_TRIGGERED,
         APPROVAL_REQUESTED,
         APPROVAL_ANSWERED,
         APPROVAL_ESCALATED,
+        APPROVAL_SECOND_FACTOR,
         SIDE_EFFECT,
         TASK_FINISHED,
         POLICY_VIOLATION,
         MANUAL_CHANGE,
         API_REFUSED,
+        AUTH_BREAK_GLASS,
+        AUTH_LOGIN_REFUSED,
         AUDIT_SPOOL_QUARANTINED,
     }
 )

@@ -52,17 +52,89 @@ class ApprovalAwareFabAuthManager(FabAuthManager):
         door: dict[str, Any] = {"anonymous_actor": f"anonymous ({public_role})"} if public_role else {}
         return [*super().get_fastapi_middlewares(), (ApprovalDoorMiddleware, door)]
 
+    def deserialize_user(self, token: dict[str, Any]) -> User:  # type: ignore[override]
+        """FAB's (the user exists and is active), then the leaver check: a directory user's token is
+        refused once their directory entry is locked or gone, asked again at most every
+        ``recheck_interval`` (access.yaml) per user; an unreachable directory refuses (fail closed).
+        Local accounts (break-glass, service accounts) have no directory entry to ask."""
+        from include.auth.directory import standing
+        from include.policies.access import load_access
+
+        user = super().deserialize_user(token)
+        name = user.get_name() if isinstance(user, User) else None
+        if not isinstance(name, str) or load_access().is_local_account(name):
+            return user
+        if not standing().allows(name):
+            raise ValueError(f"User with id {token['sub']} is locked or gone in the directory")
+        return user
+
     def is_authorized_hitl_task(self, *, assigned_users: set[str], user: Any) -> bool:
+        from include.policies.access import load_access
+
         if not isinstance(user, User) or user.id is None:
             return False
-        roles = _role_names(user.id)
+        roles, standing_problem = _answer_roles(user)
+        if standing_problem is not None:
+            _audit_refusal(
+                user.get_name(), roles, assigned_users, rule="directory-locked", message=standing_problem
+            )
+            return False
         allowed = may_answer(assigned_users, user_id=str(user.id), username=user.get_name(), roles=roles)
+        if allowed and not load_access().is_local_account(user.get_name()):
+            _store_roles(user.id, roles)
         if not allowed:
             _audit_refusal(user.get_name(), roles, assigned_users)
         return allowed
 
 
-def _audit_refusal(username: str, roles: set[str], assigned: set[str]) -> None:
+def _store_roles(user_id: int, roles: set[str]) -> None:
+    """The directory roles an answer was judged by become the user's FAB roles (when they differ),
+    so the privileged step's own check (include/approvals/verify.py, which reads roles through the
+    REST API) judges by the same membership rather than by the one of the user's last login."""
+    from sqlalchemy import delete, insert
+
+    with create_session() as session:
+        current = set(
+            session.scalars(
+                select(Role.name)
+                .join(assoc_user_role, assoc_user_role.c.role_id == Role.id)
+                .where(assoc_user_role.c.user_id == user_id)
+            )
+        )
+        if current == roles:
+            return
+        role_ids = list(session.scalars(select(Role.id).where(Role.name.in_(sorted(roles)))))
+        session.execute(delete(assoc_user_role).where(assoc_user_role.c.user_id == user_id))
+        if role_ids:
+            session.execute(insert(assoc_user_role), [{"user_id": user_id, "role_id": i} for i in role_ids])
+
+
+def _answer_roles(user: User) -> tuple[set[str], str | None]:
+    """The roles an approval answer is judged by, and why the user may not answer at all (or None).
+
+    A directory user's roles come fresh from the directory (no cache: an answer is the moment that
+    counts), through their groups and access.yaml; a locked or removed account, or a directory
+    that cannot be asked, answers nothing. Local accounts keep their roles in the FAB database.
+    """
+    from include.auth.directory import DirectoryUnavailable, lookup, roles_for
+    from include.policies.access import load_access
+
+    name = user.get_name()
+    if load_access().is_local_account(name):
+        return _role_names(user.id), None
+    try:
+        person = lookup(name)
+    except DirectoryUnavailable as exc:
+        return set(), f"{name} may not answer: the directory could not be asked ({exc})"
+    if person is None or person.locked:
+        state = "gone from" if person is None else "locked in"
+        return set(), f"{name} may not answer: the account is {state} the directory"
+    return roles_for(person), None
+
+
+def _audit_refusal(
+    username: str, roles: set[str], assigned: set[str], *, rule: str | None = None, message: str | None = None
+) -> None:
     """A refused answer is a policy violation on the audit trail: who tried, against which rule."""
     from include.approvals.door import mark_refusal_recorded
     from include.approvals.respondents import EXCLUDE_PREFIX
@@ -80,8 +152,9 @@ def _audit_refusal(username: str, roles: set[str], assigned: set[str]) -> None:
             **{key: value for key, value in target.items() if value},
             "subject": "approval answer refused",
             "details": {
-                "rule": "four-eyes" if four_eyes else "approver-group",
-                "message": (
+                "rule": rule or ("four-eyes" if four_eyes else "approver-group"),
+                "message": message
+                or (
                     f"{username} may not answer: excluded (triggered the run or answered an earlier step)"
                     if four_eyes
                     else f"{username} is in none of the approver groups asked"

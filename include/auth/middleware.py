@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 
+from include.approvals import second_factor
 from include.approvals.door import (
     WRITE_METHODS,
     Change,
@@ -52,7 +53,7 @@ from include.approvals.door import (
 )
 from include.approvals.door import ManualChange as _ManualChange
 from include.approvals.guarded import DagShape, shape_of
-from include.audit.records import API_REFUSED, MANUAL_CHANGE, POLICY_VIOLATION
+from include.audit.records import API_REFUSED, APPROVAL_SECOND_FACTOR, MANUAL_CHANGE, POLICY_VIOLATION
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UserResolver = Callable[[Scope], Awaitable[str | None]]
 AuditWriter = Callable[[Mapping[str, Any]], Any]
+# (username, code) -> (verdict, server message, token serial); raises when the MFA server cannot answer.
+CodeChecker = Callable[[str, str], tuple[str, str, str | None]]
 
 SHAPE_CACHE_SIZE: Final = 256
 # Writes whose refusal by Airflow (4xx: no permission, a bad body, a conflict) is recorded too, so
@@ -196,6 +199,28 @@ class MetadataLookup:
         return fields
 
 
+_MFA_HOOK_SECONDS: Final = 300.0
+_mfa_hook: tuple[float, Any] | None = None
+_mfa_lock = threading.Lock()
+
+
+def check_code_with_mfa_server(username: str, code: str) -> tuple[str, str, str | None]:
+    """The MFA server's verdict on ``code`` for ``username`` (one hook per process, renewed every
+    5 minutes so a rotated validate key is picked up without a restart)."""
+    import time
+
+    from include.connectors.mfa import MfaHook
+
+    global _mfa_hook
+    with _mfa_lock:
+        now = time.monotonic()
+        if _mfa_hook is None or now - _mfa_hook[0] > _MFA_HOOK_SECONDS:
+            _mfa_hook = (now, MfaHook())
+        hook = _mfa_hook[1]
+    result = hook.check(username, code)
+    return str(result.verdict), result.message, getattr(result, "serial", None)
+
+
 @functools.cache
 def _shared_lookup() -> MetadataLookup:
     return MetadataLookup()
@@ -286,6 +311,9 @@ class ApprovalDoorMiddleware:
     :param anonymous_actor: who an unauthenticated request is, when the auth manager lets one in
         (FAB's public role): such requests are then checked too. ``None`` (the default): they are
         left to Airflow, which refuses them.
+    :param check_code: checks an approval answer's one-time code for a user
+        (:mod:`include.approvals.second_factor`; default: the MFA server through
+        :class:`include.connectors.mfa.MfaHook`).
     """
 
     def __init__(
@@ -296,12 +324,14 @@ class ApprovalDoorMiddleware:
         resolve_user: UserResolver | None = None,
         audit: AuditWriter | None = None,
         anonymous_actor: str | None = None,
+        check_code: CodeChecker | None = None,
     ) -> None:
         self.app = app
         self.anonymous_actor = anonymous_actor
         self.lookup = lookup if lookup is not None else MetadataLookup()
         self.resolve_user = resolve_user or user_from_token
         self._audit = audit
+        self.check_code = check_code or check_code_with_mfa_server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
@@ -316,7 +346,10 @@ class ApprovalDoorMiddleware:
         token = refusal_recording().set(state)
         try:
             watched = self._recording_refusals(scope, send, state)
-            if route is None:
+            answer = second_factor.answer_target(scope["method"], path)
+            if answer is not None:
+                await self._answer(answer, scope, receive, watched)
+            elif route is None:
                 await self.app(scope, receive, watched)
             else:
                 await self._guard(route, scope, receive, watched)
@@ -365,6 +398,48 @@ class ApprovalDoorMiddleware:
         else:
             await self.app(scope, replay, send)
 
+    async def _answer(
+        self, target: second_factor.AnswerTarget, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """An approval answer goes on only with a fresh one-time code of its user, and without it."""
+        from starlette.concurrency import run_in_threadpool
+
+        actor = await self.resolve_user(scope)
+        if actor is None:
+            await self.app(scope, receive, send)  # no valid token: Airflow answers 401
+            return
+        body, connected = await _read_body(receive)
+        if not connected:
+            return
+        taken = second_factor.take_code(body)
+        if taken.code is None:
+            verdict, message, serial = "missing", "", None
+        else:
+            try:
+                verdict, message, serial = await run_in_threadpool(self.check_code, actor, taken.code)
+            except Exception as error:
+                # Never the code: the hooks' errors name the server and the status only.
+                log.warning("approval door: MFA server could not check a code of %s: %s", actor, error)
+                await _json_response(send, 503, {"detail": second_factor.UNAVAILABLE_DETAIL})
+                return
+        if verdict != "accept":
+            await run_in_threadpool(self._record_second_factor_refusal, target, actor, verdict, message)
+            content = {
+                "detail": second_factor.refusal_detail(verdict, message),
+                "rule": second_factor.RULE,
+                "verdict": verdict,
+                "task_id": target.task_id,
+            }
+            await _json_response(send, 403, content)
+            return
+
+        async def record_then_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and 200 <= int(message["status"]) < 300:
+                await run_in_threadpool(self._record_second_factor, target, actor, serial)
+            await send(message)
+
+        await self.app(scope, _replay(taken.body, receive), record_then_send)
+
     async def _apply_change(
         self, change: Change, actor: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
@@ -403,6 +478,45 @@ class ApprovalDoorMiddleware:
         except Exception:
             log.warning("approval door: no audit fields for %s/%s", dag_id, run_id, exc_info=True)
             return {}
+
+    def _record_second_factor_refusal(
+        self, target: second_factor.AnswerTarget, actor: str, verdict: str, message: str
+    ) -> None:
+        mark_refusal_recorded()
+        self._emit(
+            {
+                "kind": POLICY_VIOLATION,
+                "actor": actor,
+                **self._fields(target.dag_id, target.run_id),
+                "dag_id": target.dag_id,
+                "run_id": target.run_id,
+                "task_id": target.task_id,
+                "subject": "approval answer refused",
+                "details": {
+                    "rule": second_factor.RULE,
+                    "verdict": verdict,
+                    "server_message": message,
+                    "message": f"{actor}'s answer refused: one-time code {verdict}",
+                },
+            }
+        )
+
+    def _record_second_factor(
+        self, target: second_factor.AnswerTarget, actor: str, serial: str | None
+    ) -> None:
+        """The answer Airflow accepted was made with a verified second factor (which token)."""
+        self._emit(
+            {
+                "kind": APPROVAL_SECOND_FACTOR,
+                "actor": actor,
+                **self._fields(target.dag_id, target.run_id),
+                "dag_id": target.dag_id,
+                "run_id": target.run_id,
+                "task_id": target.task_id,
+                "subject": f"{target.dag_id}.{target.task_id}",
+                "details": {"method": second_factor.METHOD, "token_serial": serial, "verdict": "accept"},
+            }
+        )
 
     def _record_refused(self, actor: str, scope: Scope, status: int) -> None:
         """A write Airflow refused (permission, validation, conflict): who tried what."""

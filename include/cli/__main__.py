@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "include.cli.change_summary",
     "include.audit.cli",
     "include.metrics.cli",
+    "include.cli.mfa",
 )
 
 

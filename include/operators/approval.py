@@ -45,6 +45,7 @@ from include.approvals import messages
 from include.approvals.messages import RequestFacts
 from include.approvals.notify import send_email
 from include.approvals.respondents import assigned_respondents
+from include.approvals.second_factor import OTP_FIELD
 from include.approvals.verify import ARTIFACT_PATTERN, binding, params_artifact
 from include.audit.emit import emit as audit_emit
 from include.audit.emit import task_event
@@ -144,7 +145,16 @@ class ApprovalGateOperator(ApprovalOperator):
                     maxLength=2000,
                     title="Comment",
                     description="Recorded with your answer.",
-                )
+                ),
+                # The second factor (include/approvals/second_factor.py): the approval door takes it
+                # out of the answer and has the MFA server check it before Airflow sees the answer.
+                OTP_FIELD: Param(
+                    "",
+                    type="string",
+                    maxLength=6,
+                    title="One-time code",
+                    description="The 6-digit code your authenticator app shows now (checked, never stored).",
+                ),
             },
             retries=0,  # a human decision is asked once; a failed gate fails closed
             **kwargs,

@@ -512,8 +512,28 @@ def check_run_timeouts(context: CheckContext) -> list[Violation]:
     return violations
 
 
+def check_access_policy(context: CheckContext) -> list[Violation]:
+    """``access.yaml`` (next to the domain policy) holds: every role a directory group grants
+    exists, every domain operator/approver role and approvals.yaml group is granted by some group,
+    only the admin groups grant Admin, group names are valid cn (:mod:`include.policies.access`)."""
+    from include.policies.access import load_access_file
+    from include.policies.approvals import load_approvals_file
+
+    if context.policy is None or not context.policy_file.with_name("access.yaml").exists():
+        return []
+    approvals, invalid = _load_next_to(
+        context, "approvals.yaml", partial(load_approvals_file, domains=context.policy)
+    )
+    if approvals is None or invalid:  # an invalid approvals.yaml is policy-valid's finding
+        return []
+    access = partial(load_access_file, domains=context.policy, approvals=approvals)
+    found = _load_next_to(context, "access.yaml", access)[1]
+    return [Violation("access-policy", v.location, v.message) for v in found]
+
+
 RULES: list[Rule] = [
     check_policy_valid,
+    check_access_policy,
     check_dag_imports,
     check_dag_serializes,
     check_known_domain,

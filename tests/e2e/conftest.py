@@ -7,7 +7,6 @@ every end-to-end test, stopped by PID at the end of the session.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,14 @@ from typing import Any
 import pytest
 from airflow.sdk import Connection
 
-from devstack import postgres
-from devstack.airflow_env import ADMIN_USER
+from devstack import directory_seed, postgres, privacyidea
 from devstack.api_client import AirflowApi
 from devstack.aws_seed import account_client
 from devstack.config import PROFILES, REGION, STAFF_IDENTITY_STORE_ID
 from devstack.openldap import ldap_connection
 from devstack.request_tracker import rt_connection
 from devstack.stack import Stack
+from devstack.totp import Authenticator
 from include.connectors.ldap import DirectoryHook
 from include.connectors.ticketing.request_tracker import API, RequestTrackerHook
 from include.policies.loader import load_domain_policy
@@ -56,9 +55,16 @@ def stack(gitops_remote: GitOpsRemote) -> Iterator[Stack]:
         stack.stop()
 
 
+# The tests' admin: a directory person in orchestrator-admins (the break-glass local admin is used
+# only by the test that checks it, tests/e2e/test_directory_login.py).
+PLATFORM_ADMIN = directory_seed.PLATFORM_ADMIN
+
+
 @pytest.fixture(scope="session")
 def api(stack: Stack) -> AirflowApi:
-    client = AirflowApi(stack.profile.api_url, ADMIN_USER, stack.admin_password)
+    seed = privacyidea.seed(stack.profile, PLATFORM_ADMIN)  # enrolled at stack start, as every seeded person
+    login = directory_seed.admin_login(stack.profile)
+    client = AirflowApi(stack.profile.api_url, *login, authenticator=authenticator(seed))
     client.wait_for_dags(SERVICE_CHECK_DAGS | {PROBE_DAG_ID})
     return client
 
@@ -75,13 +81,20 @@ def rt(stack: Stack) -> RequestTrackerHook:
     return hook
 
 
-def sign_up(stack: Stack, admin: AirflowApi, users: dict[str, list[str]]) -> dict[str, AirflowApi]:
-    """Create FAB users with their roles (names must be unique in the session); a client for each."""
+def authenticator(seed_b32: str) -> Authenticator:
+    """The authenticator app of a token enrolled with ``seed_b32``, within the MFA server's window."""
+    return Authenticator(seed_b32, back=privacyidea.STEPS_BACK, ahead=privacyidea.STEPS_AHEAD)
+
+
+def sign_up(stack: Stack, users: dict[str, list[str]]) -> dict[str, AirflowApi]:
+    """Directory people with exactly these Airflow roles (the access.yaml groups granting them), each
+    with an enrolled TOTP token (names must be unique in the session); a client for each that logs
+    in through the directory and answers approvals with its authenticator's next code."""
     clients = {}
     for name, roles in users.items():
-        password = secrets.token_urlsafe(16)
-        admin.create_user(name, password, roles)
-        clients[name] = AirflowApi(stack.profile.api_url, name, password)
+        password = directory_seed.add_person(stack.profile, name, directory_seed.groups_for_roles(roles))
+        seed = privacyidea.enrol(stack.profile, name, known_new=True)
+        clients[name] = AirflowApi(stack.profile.api_url, name, password, authenticator=authenticator(seed))
     return clients
 
 

@@ -69,7 +69,7 @@ def _attempts(run_id: str) -> list[tuple[str, str, str, dict[str, Any]]]:
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({DAG})
-    return sign_up(stack, api, USERS)
+    return sign_up(stack, USERS)
 
 
 def _iam(stack: Stack) -> Any:
@@ -114,7 +114,7 @@ def test_nobody_sets_the_approval_aside_and_every_attempt_is_recorded(
     with AuditStore(stack.audit_dsn) as audit:
         _, story = audit.trace(run_id)
     violations = [r for r in story if r["kind"] == "policy.violation" and r["run_id"] == run_id]
-    expected = [(user, rule, method) for user in (OPERATOR, "admin") for rule, method, _, _ in attempts]
+    expected = [(user, rule, method) for user in (OPERATOR, api.username) for rule, method, _, _ in attempts]
     assert [(r["actor"], r["details"]["rule"], r["details"]["method"]) for r in violations] == expected
     assert {(r["dag_id"], r["domain"], r["tenant"]) for r in violations} == {(DAG, "soc", "globex")}
     assert not [r for r in story if r["kind"] in ("manual.change", "task.finished") and r["task_id"] == GATE]
@@ -130,7 +130,7 @@ def test_nobody_sets_the_approval_aside_and_every_attempt_is_recorded(
         _, story = audit.trace(run_id)
     (change,) = [r for r in story if r["kind"] == "manual.change"]
     assert (change["actor"], change["task_id"], change["details"]["new_state"]) == (
-        "admin",
+        api.username,
         "evidence",
         "failed",
     )
@@ -141,4 +141,4 @@ def test_nobody_sets_the_approval_aside_and_every_attempt_is_recorded(
         "failed",
     )
     assert by_hand["details"]["manual_change"] == change["details"]["change_id"]
-    assert by_hand["details"]["changed_by"] == "admin"
+    assert by_hand["details"]["changed_by"] == api.username

@@ -39,7 +39,7 @@ from devstack.stack import Stack
 from include.audit.store import AuditStore
 from include.connectors.ldap import DirectoryHook
 from include.policies.tenants import platform_account_id, tenant_account_id
-from tests.e2e.conftest import ic_groups, sign_up
+from tests.e2e.conftest import PLATFORM_ADMIN, ic_groups, sign_up
 from tests.e2e.test_hr_offboarding import form as offboarding_form
 from tests.e2e.test_hr_offboarding import leaver
 from tests.e2e.test_invoicing_milestone import LINES, BusinessCentral, milestone, put_export
@@ -123,7 +123,7 @@ def people(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({case.dag for case in CASES.values()})
     clients: dict[str, AirflowApi] = {}
     for case in CASES.values():
-        clients.update(sign_up(stack, api, _users(case)))
+        clients.update(sign_up(stack, _users(case)))
     return clients
 
 
@@ -242,7 +242,7 @@ def answer(client: AirflowApi, case: Case, run_id: str) -> Any:
 def crafted_trigger(conf: dict[str, Any]) -> Path:
     def trigger(client: AirflowApi, case: Case, run_id: str) -> Any:
         body = {"logical_date": None, "conf": {**conf, **CRAFTED}}
-        may_trigger = client.username in (case.user("trigger_op"), case.user("other_op"), "admin")
+        may_trigger = client.username in (case.user("trigger_op"), case.user("other_op"), PLATFORM_ADMIN)
         return client.request(
             "POST", f"dags/{case.dag}/dagRuns", json=body, expect=(400,) if may_trigger else (403,)
         )
@@ -329,7 +329,7 @@ def _check_recorded(recorded: list[dict[str, Any]], attempts: list[Attempt]) -> 
     kinds = ("policy.violation", "api.refused", "manual.change")
     for name, case in CASES.items():
         for role in ROLES:
-            user = "admin" if role == "admin" else case.user(role)
+            user = PLATFORM_ADMIN if role == "admin" else case.user(role)
             tried = sorted(a[2] for a in attempts if a[0] == name and a[1] == role)
             named = [
                 r for r in recorded if r["actor"] == user and r["dag_id"] == case.dag and r["kind"] in kinds

@@ -40,7 +40,7 @@ TASKS = ("open_ticket", GATE, "isolate_host", "evidence")
 def story(stack: Stack, api: AirflowApi) -> dict[str, Any]:
     """The finished run: its id, ticket id and every audit record of it."""
     api.wait_for_dags({DAG, SEAL})
-    users = sign_up(stack, api, USERS)
+    users = sign_up(stack, USERS)
     run_id = users["ava_audit_op"].trigger(DAG, {"host": "ws-0099", "tenant": "globex"})
     users["ali_audit_lead"].wait_for_request(DAG, run_id, GATE)
     with pytest.raises(ApiError) as refused:  # four-eyes: she triggered it

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import requests
 
+from devstack import directory_seed
 from devstack.api_client import AirflowApi
 from devstack.aws_seed import account_client
 from devstack.config import REGION, STAFF_IDENTITY_STORE_ID
@@ -32,7 +34,7 @@ USERS = {"olga_hr_op": ["hr_operator"], "lena_hr_lead": ["hr_lead"], "sam_secoff
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({DAG})
-    return sign_up(stack, api, USERS)
+    return sign_up(stack, USERS)
 
 
 def leaver(stack: Stack, directory: DirectoryHook, uid: str, employee_id: str) -> dict[str, Any]:
@@ -86,6 +88,11 @@ def test_offboard_then_the_same_leaver_four_more_times_changes_nothing(
     directory: DirectoryHook,
 ) -> None:
     before = leaver(stack, directory, "frank.e2e", "E40010")
+    # Frank also works with the orchestrator: he logs in with his directory password.
+    password = directory_seed.add_person(stack.profile, "frank.e2e", ["staff", "soc", "soc-operator"])
+    frank = AirflowApi(stack.profile.api_url, "frank.e2e", password)
+    assert frank.get("dags", limit=1)["total_entries"] > 0
+    frank_token = frank._token
     runs = []
     for _ in range(5):
         run_id = users["olga_hr_op"].trigger(DAG, form("frank.e2e", "E40010"))
@@ -115,6 +122,16 @@ def test_offboard_then_the_same_leaver_four_more_times_changes_nothing(
     assert "soc-analysts" in evidence[0]
     assert before["key"] in evidence[0]
     assert "Active sessions" in evidence[0]  # the steps no API can do
+
+    # Offboarded: no login, no new token, and the token he had is refused (the runs above took
+    # longer than the leaver recheck interval, access.yaml).
+    credentials = {"username": "frank.e2e", "password": password}
+    login = requests.post(f"{stack.profile.api_url}/auth/token", json=credentials, timeout=30)
+    assert login.status_code == 401
+    old = requests.get(
+        f"{stack.profile.api_url}/api/v2/dags", headers={"Authorization": f"Bearer {frank_token}"}, timeout=30
+    )
+    assert old.status_code in (401, 403)
 
 
 def test_security_officer_rejects_and_nothing_changes(

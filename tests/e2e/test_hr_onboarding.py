@@ -35,7 +35,7 @@ USERS = {
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({DAG})
-    return sign_up(stack, api, USERS)
+    return sign_up(stack, USERS)
 
 
 def record(employee_id: str, uid: str, **changes: Any) -> dict[str, Any]:

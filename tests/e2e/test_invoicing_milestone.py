@@ -101,7 +101,7 @@ class BusinessCentral:
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({DAG})
-    return sign_up(stack, api, USERS)
+    return sign_up(stack, USERS)
 
 
 @pytest.fixture(scope="module")

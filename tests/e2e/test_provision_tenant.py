@@ -30,7 +30,7 @@ CONF = {"tenant": "globex", "requested_by": "pm@secops.example"}
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({DAG})
-    return sign_up(stack, api, USERS)
+    return sign_up(stack, USERS)
 
 
 def test_provision_then_a_second_run_changes_nothing(

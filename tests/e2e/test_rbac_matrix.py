@@ -162,7 +162,7 @@ row(
 
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
-    return {"admin": api, **sign_up(stack, api, USERS)}
+    return {"admin": api, **sign_up(stack, USERS)}
 
 
 def status_of(call: Call, client: AirflowApi, dag_id: str) -> int:

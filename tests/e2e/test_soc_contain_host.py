@@ -33,7 +33,7 @@ USERS = {"cora_soc_op": ["soc_operator"], "cole_soc_lead": ["soc_lead"]}
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({DAG})
-    return sign_up(stack, api, USERS)
+    return sign_up(stack, USERS)
 
 
 def _host(stack: Stack, tenant: str = "globex") -> dict[str, Any]:

@@ -29,7 +29,7 @@ USERS = {"dora_soc_op": ["soc_operator"], "dirk_soc_oncall": ["soc_oncall"]}
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({DAG})
-    return sign_up(stack, api, USERS)
+    return sign_up(stack, USERS)
 
 
 def _iam(stack: Stack) -> Any:

@@ -26,7 +26,7 @@ USERS = {"ivan": ["implementation_operator"], "cleo": ["cloud_lead"], "sven": ["
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     api.wait_for_dags({APPLY_DAG, DESTROY_DAG})
-    return sign_up(stack, api, USERS)
+    return sign_up(stack, USERS)
 
 
 def state_file(stack: Stack) -> dict:

@@ -110,7 +110,7 @@ def test_the_drill_param_is_added_only_to_dags_with_a_gate():
     assert DRILL_PARAM not in plain.params
     assert list(gated.params) == ["host", "correlation_id", DRILL_PARAM]  # the workflow's own come first
     gate = gated.get_task("approve_host_isolate")
-    assert list(gate.params) == ["comment"]  # not in the approver's answer form
+    assert list(gate.params) == ["comment", "otp"]  # the drill flag is not in the answer form
 
 
 def test_the_gate_asks_at_drill_pace_and_marks_the_request(monkeypatch):

@@ -245,6 +245,7 @@ def test_compose_agrees_with_the_embedded_settings(compose: dict[str, Any]) -> N
         "AIRFLOW__SECRETS__BACKEND_KWARGS",  # compared below, minus the endpoint
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH",
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",  # compared below, minus the path
+        "AIRFLOW__FAB__CONFIG_FILE",  # config/webserver_config.py, where the repo or image is
     }
     differing = {
         k: (local[k], env[k])

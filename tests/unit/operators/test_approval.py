@@ -43,7 +43,7 @@ def test_the_policy_sets_the_answers_and_the_ladder() -> None:
     assert gate.defaults == ["Reject"]  # the fail-safe answer at timeout
     assert gate.retries == 0
     assert gate.response_timeout == rule.ladder.timeout
-    assert list(gate.params) == ["comment"]
+    assert list(gate.params) == ["comment", "otp"]
     assert gate.artifact_params == ("host",)
     assert gate.ticket_system == "request_tracker"
 

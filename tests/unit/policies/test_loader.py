@@ -276,6 +276,7 @@ POLICY_FILES = sorted(path.stem for path in POLICY_DIR.glob("*.yaml"))
 
 def test_every_policy_file_is_known():
     assert POLICY_FILES == [
+        "access",
         "approvals",
         "capabilities",
         "domains",
