@@ -498,6 +498,13 @@ def enrol_missing(profile: Profile, uids: Iterable[str]) -> list[str]:
     return missing
 
 
+def enrol_backups(profile: Profile, uid: str, count: int) -> list[str]:
+    """Give ``uid`` ``count`` backup TOTP tokens (spare authenticators) beside :func:`enrol`'s;
+    return their seeds (not kept: the tests that ask hold them in memory)."""
+    client = admin(profile)
+    return [client.add_backup_totp(uid, number).seed_b32 for number in range(1, count + 1)]
+
+
 def seed(profile: Profile, uid: str) -> str:
     """The seed :func:`enrol` kept for ``uid``."""
     path = seed_file(profile, uid)

@@ -520,6 +520,30 @@ class PrivacyIdeaAdmin:
             replaced.append(serial)
         for old in replaced:
             self.call("DELETE", f"token/{quote(old, safe='')}", operation="token_delete")
+        self._init_totp(uid, serial, raw, operation)
+        return Enrolment(uid=uid, serial=serial, seed_b32=seed.upper(), replaced=tuple(replaced))
+
+    def add_backup_totp(self, uid: str, number: int) -> Enrolment:
+        """Give ``uid`` backup TOTP token ``number`` (serial ``TOTP-<uid>-backup<number>``, a fresh
+        seed) beside their token: a second authenticator (a spare phone), any of whose codes is
+        accepted too. An earlier backup of that number is replaced; the other tokens stay."""
+        import base64
+        import secrets
+
+        operation = "token_init"
+        validate_username(uid, operation=operation)
+        if not 1 <= number <= 9:
+            raise MfaAdminError(f"backup token number {number} is not 1-9", operation=operation)
+        raw = secrets.token_bytes(20)
+        serial = f"{TOTP_SERIAL_PREFIX}{uid}-backup{number}"
+        replaced = [serial] if self._serial_exists(serial) else []
+        for old in replaced:
+            self.call("DELETE", f"token/{quote(old, safe='')}", operation="token_delete")
+        self._init_totp(uid, serial, raw, operation)
+        seed = base64.b32encode(raw).decode("ascii")
+        return Enrolment(uid=uid, serial=serial, seed_b32=seed, replaced=tuple(replaced))
+
+    def _init_totp(self, uid: str, serial: str, raw_seed: bytes, operation: str) -> None:
         self.call(
             "POST",
             "token/init",
@@ -527,7 +551,7 @@ class PrivacyIdeaAdmin:
             json={
                 "type": "totp",
                 "genkey": 0,
-                "otpkey": raw.hex(),
+                "otpkey": raw_seed.hex(),
                 "otplen": TOTP_DIGITS,
                 "hashlib": "sha1",
                 "timeStep": TOTP_PERIOD,
@@ -536,7 +560,6 @@ class PrivacyIdeaAdmin:
                 **self._user(uid),
             },
         )
-        return Enrolment(uid=uid, serial=serial, seed_b32=seed.upper(), replaced=tuple(replaced))
 
     def token_owners(self, *, page_size: int = 10_000) -> dict[str, str]:
         """Every token on the server: serial -> owner's user name (``""`` when unassigned)."""

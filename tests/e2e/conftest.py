@@ -81,20 +81,30 @@ def rt(stack: Stack) -> RequestTrackerHook:
     return hook
 
 
-def authenticator(seed_b32: str) -> Authenticator:
-    """The authenticator app of a token enrolled with ``seed_b32``, within the MFA server's window."""
-    return Authenticator(seed_b32, back=privacyidea.STEPS_BACK, ahead=privacyidea.STEPS_AHEAD)
+def authenticator(seed_b32: str, backups: list[str] | None = None) -> Authenticator:
+    """The authenticator app of a token enrolled with ``seed_b32`` (and spares), within the MFA
+    server's window."""
+    return Authenticator(
+        seed_b32, back=privacyidea.STEPS_BACK, ahead=privacyidea.STEPS_AHEAD, backups=backups or []
+    )
 
 
-def sign_up(stack: Stack, users: dict[str, list[str]]) -> dict[str, AirflowApi]:
+def sign_up(stack: Stack, users: dict[str, list[str]], *, backup_tokens: int = 2) -> dict[str, AirflowApi]:
     """Directory people with exactly these Airflow roles (the access.yaml groups granting them), each
     with an enrolled TOTP token (names must be unique in the session); a client for each that logs
-    in through the directory and answers approvals with its authenticator's next code."""
+    in through the directory and answers approvals with its authenticator's next code.
+
+    Each person also gets ``backup_tokens`` spare tokens: one token yields three codes at once and
+    then one per 30 s (devstack/totp.py), and workflows run five times in a row are answered five
+    times in a few seconds. Tests of the one-token semantics (replays) pass 0.
+    """
     clients = {}
     for name, roles in users.items():
         password = directory_seed.add_person(stack.profile, name, directory_seed.groups_for_roles(roles))
         seed = privacyidea.enrol(stack.profile, name, known_new=True)
-        clients[name] = AirflowApi(stack.profile.api_url, name, password, authenticator=authenticator(seed))
+        backups = privacyidea.enrol_backups(stack.profile, name, backup_tokens)
+        app = authenticator(seed, backups)
+        clients[name] = AirflowApi(stack.profile.api_url, name, password, authenticator=app)
     return clients
 
 

@@ -146,6 +146,20 @@ def test_right_code_is_accepted_once_then_replay(
     assert code not in first.message + again.message
 
 
+def test_a_backup_token_is_accepted_beside_the_token_and_a_replay_stays_refused(
+    server: Profile, hook: MfaHook, enrolled: Callable[[], tuple[str, pyotp.TOTP]]
+) -> None:
+    uid, totp = enrolled()
+    (backup_seed,) = privacyidea.enrol_backups(server, uid, 1)
+    backup = pyotp.TOTP(backup_seed)
+    now = _away_from_step_edge()
+    assert hook.check(uid, _code(totp, now)).serial == f"TOTP-{uid}"
+    code = _code(backup, now)
+    accepted = hook.check(uid, code)
+    assert (accepted.verdict, accepted.serial) == (MfaVerdict.ACCEPT, f"TOTP-{uid}-backup1")
+    assert not hook.check(uid, code).ok  # each code once, whichever token it belongs to
+
+
 def test_wrong_code_and_another_users_code_are_wrong(
     hook: MfaHook, enrolled: Callable[[], tuple[str, pyotp.TOTP]]
 ) -> None:

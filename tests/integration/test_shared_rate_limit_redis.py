@@ -102,7 +102,7 @@ def test_the_seeded_connection_points_the_buckets_at_database_1(
     server: Profile, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The other services' connections need their services prepared (RT's token, ...): not here.
-    for builder in ("rt_connection", "ldap_connection", "erp_connection", "psa_connection"):
+    for builder in ("rt_connection", "ldap_connection", "erp_connection", "psa_connection", "mfa_connection"):
         monkeypatch.setattr(moto_seed, builder, lambda profile: {})
     connection = moto_seed.platform_connections(server)["ratelimit_store"]
     assert connection == redis.ratelimit_connection(server)

@@ -51,3 +51,15 @@ def test_after_a_pause_the_codes_start_from_the_window_again() -> None:
     clock.now += 10 * STEP_SECONDS
     assert app.next_code() == pyotp.TOTP(SEED).at((_step(clock) - 1) * STEP_SECONDS)
     assert clock.slept == []
+
+
+def test_backup_tokens_add_codes_before_any_wait() -> None:
+    clock = Clock(1_800_000_015.0)
+    now = _step(clock)
+    backup = pyotp.random_base32()
+    app = Authenticator(SEED, back=2, ahead=1, backups=[backup], clock=clock, sleep=clock.sleep)
+    codes = [app.next_code() for _ in range(6)]
+    main, spare = pyotp.TOTP(SEED), pyotp.TOTP(backup)
+    expected = [token.at((now + offset) * STEP_SECONDS) for offset in (-1, 0, 1) for token in (main, spare)]
+    assert codes == expected
+    assert clock.slept == []
