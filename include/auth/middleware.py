@@ -218,7 +218,7 @@ def check_code_with_mfa_server(username: str, code: str) -> tuple[str, str, str 
             _mfa_hook = (now, MfaHook())
         hook = _mfa_hook[1]
     result = hook.check(username, code)
-    return str(result.verdict), result.message, getattr(result, "serial", None)
+    return str(result.verdict), result.message, result.serial
 
 
 @functools.cache
