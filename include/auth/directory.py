@@ -31,8 +31,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +179,22 @@ class Directory:
                 f"use_tls (StartTLS) in connection {settings.conn_id!r}"
             )
         self.settings = settings
+        # One bound reader connection, kept between lookups: binding costs the directory a password
+        # hash (about 50 ms of slapd's CPU with SHA-512 crypt, 100k rounds) and a lookup then takes
+        # about 1 ms. ldap3's synchronous connection is not thread-safe: one lookup at a time.
+        self._reader_lock = threading.Lock()
+        self._kept: ldap3.Connection | None = None
+
+    def close(self) -> None:
+        """Unbind the kept reader connection (the next lookup opens a new one)."""
+        with self._reader_lock:
+            self._drop_kept()
+
+    def _drop_kept(self) -> None:
+        conn, self._kept = self._kept, None
+        if conn is not None:
+            with suppress(Exception):
+                conn.unbind()
 
     # --- public ---------------------------------------------------------------------------
     def authenticate(self, uid: str, password: str) -> DirectoryPerson | None:
@@ -215,17 +230,20 @@ class Directory:
         uid_ok = valid_uid(uid)
         if uid_ok is None:
             return None
-        with self._reader() as conn:
-            entry = self._search_one(
-                conn,
-                self.settings.people_dn,
-                f"(&(objectClass={PERSON_CLASS})(uid={escape_filter_chars(uid_ok)}))",
-                list(_PERSON_ATTRIBUTES),
-            )
-            if entry is None:
-                return None
-            dn = str(entry["dn"])
-            groups = self._groups_of(conn, dn)
+        with self._reader_lock:
+            reused = self._kept is not None and not self._kept.closed
+            try:
+                found = self._find(self._reader(), uid_ok)
+            except DirectoryUnavailable:
+                if not reused:
+                    raise
+                # The kept connection may have gone stale (directory restarted, idle timeout):
+                # once more on a fresh one; its failure is the directory's answer.
+                found = self._find(self._reader(), uid_ok)
+        if found is None:
+            return None
+        entry, groups = found
+        dn = str(entry["dn"])
         attributes = entry.get("attributes", {})
         return DirectoryPerson(
             dn=dn,
@@ -274,26 +292,48 @@ class Directory:
             ) from None
         return conn
 
-    @contextmanager
-    def _reader(self) -> Iterator[ldap3.Connection]:
+    def _find(self, conn: ldap3.Connection, uid: str) -> tuple[dict[str, Any], frozenset[str]] | None:
+        try:
+            entry = self._search_one(
+                conn,
+                self.settings.people_dn,
+                f"(&(objectClass={PERSON_CLASS})(uid={escape_filter_chars(uid)}))",
+                list(_PERSON_ATTRIBUTES),
+            )
+            if entry is None:
+                return None
+            return entry, self._groups_of(conn, str(entry["dn"]))
+        except DirectoryUnavailable:
+            self._drop_kept()
+            raise
+
+    def _reader(self) -> ldap3.Connection:
+        """The kept reader connection, bound; opened and bound first if there is none.
+
+        Called with :attr:`_reader_lock` held.
+        """
+        if self._kept is not None and not self._kept.closed:
+            return self._kept
         settings = self.settings
         conn = self._open(settings.reader_dn, settings.reader_password)
         try:
-            try:
-                bound = conn.bind()
-            except LDAPException as exc:
-                raise DirectoryUnavailable(
-                    f"directory {settings.url}: reader bind failed: {type(exc).__name__}"
-                ) from None
-            if not bound:
-                raise DirectoryUnavailable(
-                    f"directory {settings.url} refused the reader {settings.reader_dn} "
-                    f"(connection {settings.conn_id!r}): {(conn.result or {}).get('description')}"
-                )
-            yield conn
-        finally:
+            bound = conn.bind()
+        except LDAPException as exc:
             with suppress(Exception):
                 conn.unbind()
+            raise DirectoryUnavailable(
+                f"directory {settings.url}: reader bind failed: {type(exc).__name__}"
+            ) from None
+        if not bound:
+            description = (conn.result or {}).get("description")
+            with suppress(Exception):
+                conn.unbind()
+            raise DirectoryUnavailable(
+                f"directory {settings.url} refused the reader {settings.reader_dn} "
+                f"(connection {settings.conn_id!r}): {description}"
+            )
+        self._kept = conn
+        return conn
 
     def _bind_as(self, dn: str, password: str) -> bool:
         conn = self._open(dn, password)
@@ -396,7 +436,9 @@ def directory(conn_id: str = LOGIN_CONN_ID) -> Directory:
         ) from None
     found = Directory(DirectorySettings.from_connection(conn))
     with _lock:
-        _cached = (time.monotonic(), found)
+        replaced, _cached = _cached, (time.monotonic(), found)
+    if replaced is not None and replaced[1] is not found:
+        replaced[1].close()  # its reader connection may carry a rotated password
     return found
 
 
@@ -404,8 +446,10 @@ def reset() -> None:
     """Forget the cached connection settings (tests; a rotated reader password)."""
     global _cached, _standing
     with _lock:
-        _cached = None
+        replaced, _cached = _cached, None
         _standing = None
+    if replaced is not None:
+        replaced[1].close()
 
 
 class StandingCache:

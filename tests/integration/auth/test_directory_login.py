@@ -237,3 +237,51 @@ def test_leaver_check_cost_and_lock_seen_within_the_interval(
     assert cache.allows(uid)  # still within the interval: the cached answer
     now[0] = 30.5
     assert not cache.allows(uid)  # past it: asked again, refused
+
+
+def test_lookups_share_one_reader_bind(
+    slapd: Profile, person: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader binds once per process, not per lookup: a bind costs slapd a password hash."""
+    uid, _ = person
+    source = Directory(_settings())
+    opened: list[str] = []
+    real_open = Directory._open
+
+    def counting_open(self: Directory, user: str, password: str) -> ldap3.Connection:
+        opened.append(user)
+        return real_open(self, user, password)
+
+    monkeypatch.setattr(Directory, "_open", counting_open)
+    try:
+        for _ in range(5):
+            assert source.lookup(uid) is not None
+        assert opened == [source.settings.reader_dn]
+        # A person's own bind (the login) is a connection of its own, never the reader's.
+        assert source.authenticate(uid, person[1]) is not None
+        assert opened == [source.settings.reader_dn, f"uid={uid},{PEOPLE}"]
+        assert source.lookup(uid) is not None
+        assert len(opened) == 2
+    finally:
+        source.close()
+
+
+def test_a_restarted_directory_is_asked_again_on_a_new_connection(
+    slapd: Profile, person: tuple[str, str]
+) -> None:
+    """The kept reader connection dies with slapd; the next lookup reconnects, and a lock made
+    while it was kept is seen (nothing is answered from the old connection)."""
+    uid, _ = person
+    source = Directory(_settings())
+    try:
+        assert source.lookup(uid) is not None
+        openldap.stop(slapd)
+        with pytest.raises(DirectoryUnavailable):
+            source.lookup(uid)
+        openldap.start(slapd)
+        directory_seed.lock(slapd, uid)
+        found = source.lookup(uid)
+        assert found is not None
+        assert found.locked
+    finally:
+        source.close()
