@@ -25,20 +25,19 @@ never let someone in because the directory could not say no.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
-import ssl
 import threading
 import time
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
+from include.connectors.ldap import LdapSettings
 from include.policies.access import AccessPolicy, load_access
 
 log = logging.getLogger(__name__)
@@ -73,85 +72,17 @@ class DirectoryPerson:
     groups: frozenset[str]
 
 
-@dataclass(frozen=True)
-class DirectorySettings:
-    """Where the directory is and how the reader binds (the password is never in repr)."""
+def settings_from_connection(conn: Any) -> LdapSettings:
+    """Settings from an Airflow ``Connection`` (``ldap_login``): read as the HR hook reads its
+    own, with shorter waits (a person is waiting at the login page).
 
-    host: str
-    port: int
-    reader_dn: str
-    reader_password: str = field(repr=False)
-    base_dn: str
-    people_ou: str = "ou=people"
-    groups_ou: str = "ou=groups"
-    use_ssl: bool = False
-    use_tls: bool = False
-    ca_certs_file: str | None = None
-    connect_timeout: float = 3.0
-    timeout: float = 5.0
-    conn_id: str = LOGIN_CONN_ID
-
-    @classmethod
-    def from_connection(cls, conn: Any) -> DirectorySettings:
-        """Settings from an Airflow ``Connection`` (``ldap_login``).
-
-        :raises DirectoryUnavailable: a setting is missing or cannot be right, naming it.
-        """
-        extra = conn.extra_dejson or {}
-        conn_id = str(getattr(conn, "conn_id", None) or LOGIN_CONN_ID)
-        missing = [
-            name
-            for name, value in (
-                ("host", conn.host),
-                ("login", conn.login),
-                ("password", conn.password),
-                ("extra.base_dn", extra.get("base_dn")),
-            )
-            if not value
-        ]
-        if missing:
-            raise DirectoryUnavailable(f"connection {conn_id!r} lacks {', '.join(missing)}")
-        use_ssl = _flag(extra.get("use_ssl", False))
-        return cls(
-            host=str(conn.host),
-            port=int(conn.port or (636 if use_ssl else 389)),
-            reader_dn=str(conn.login),
-            reader_password=str(conn.password),
-            base_dn=str(extra["base_dn"]),
-            people_ou=str(extra.get("people_ou", "ou=people")),
-            groups_ou=str(extra.get("groups_ou", "ou=groups")),
-            use_ssl=use_ssl,
-            use_tls=_flag(extra.get("use_tls", False)),
-            ca_certs_file=extra.get("ca_certs_file") or None,
-            connect_timeout=float(extra.get("connect_timeout_seconds", 3)),
-            timeout=float(extra.get("timeout_seconds", 5)),
-            conn_id=conn_id,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"{'ldaps' if self.use_ssl else 'ldap'}://{self.host}:{self.port}"
-
-    @property
-    def people_dn(self) -> str:
-        return f"{self.people_ou},{self.base_dn}"
-
-    @property
-    def groups_dn(self) -> str:
-        return f"{self.groups_ou},{self.base_dn}"
-
-
-def _flag(value: object) -> bool:
-    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+    :raises DirectoryUnavailable: a setting is missing or cannot be right, naming it.
+    """
+    conn_id = str(getattr(conn, "conn_id", None) or LOGIN_CONN_ID)
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return LdapSettings.from_connection(conn, conn_id, connect_timeout=3.0, timeout=5.0)
+    except ValueError as exc:
+        raise DirectoryUnavailable(str(exc)) from None
 
 
 def valid_uid(username: object) -> str | None:
@@ -172,12 +103,7 @@ def _first(attributes: dict[str, Any], name: str) -> str:
 class Directory:
     """The login's view of the directory; a fresh connection per call (thread-safe, no pool)."""
 
-    def __init__(self, settings: DirectorySettings) -> None:
-        if not (settings.use_ssl or settings.use_tls) and not _is_loopback(settings.host):
-            raise DirectoryUnavailable(
-                f"refusing to send passwords in clear to {settings.host}: set use_ssl (LDAPS) or "
-                f"use_tls (StartTLS) in connection {settings.conn_id!r}"
-            )
+    def __init__(self, settings: LdapSettings) -> None:
         self.settings = settings
         # One bound reader connection, kept between lookups: binding costs the directory a password
         # hash (about 50 ms of slapd's CPU with SHA-512 crypt, 100k rounds) and a lookup then takes
@@ -256,27 +182,13 @@ class Directory:
         )
 
     # --- connections ----------------------------------------------------------------------
-    def _server(self) -> ldap3.Server:
-        settings = self.settings
-        tls = None
-        if settings.use_ssl or settings.use_tls:
-            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=settings.ca_certs_file)
-        return ldap3.Server(
-            settings.host,
-            port=settings.port,
-            use_ssl=settings.use_ssl,
-            get_info=ldap3.NONE,
-            connect_timeout=settings.connect_timeout,
-            tls=tls,
-        )
-
     def _open(self, user: str, password: str) -> ldap3.Connection:
         # Never log or format the connection: ldap3's repr of a Connection shows the password.
         conn = ldap3.Connection(
-            self._server(),
+            self.settings.server(),
             user=user,
             password=password,
-            receive_timeout=max(1, round(self.settings.timeout)),
+            receive_timeout=self.settings.receive_timeout,
             raise_exceptions=False,
             auto_referrals=False,
             read_only=True,
@@ -315,7 +227,7 @@ class Directory:
         if self._kept is not None and not self._kept.closed:
             return self._kept
         settings = self.settings
-        conn = self._open(settings.reader_dn, settings.reader_password)
+        conn = self._open(settings.bind_dn, settings.password)
         try:
             bound = conn.bind()
         except LDAPException as exc:
@@ -329,7 +241,7 @@ class Directory:
             with suppress(Exception):
                 conn.unbind()
             raise DirectoryUnavailable(
-                f"directory {settings.url} refused the reader {settings.reader_dn} "
+                f"directory {settings.url} refused the reader {settings.bind_dn} "
                 f"(connection {settings.conn_id!r}): {description}"
             )
         self._kept = conn
@@ -368,7 +280,7 @@ class Directory:
                 search_filter,
                 search_scope=ldap3.SUBTREE,
                 attributes=attributes,
-                time_limit=max(1, round(self.settings.timeout)),
+                time_limit=self.settings.receive_timeout,
             )
         except LDAPException as exc:
             raise DirectoryUnavailable(
@@ -434,7 +346,7 @@ def directory(conn_id: str = LOGIN_CONN_ID) -> Directory:
         raise DirectoryUnavailable(
             f"connection {conn_id!r} could not be read: {type(exc).__name__}"
         ) from None
-    found = Directory(DirectorySettings.from_connection(conn))
+    found = Directory(settings_from_connection(conn))
     with _lock:
         replaced, _cached = _cached, (time.monotonic(), found)
     if replaced is not None and replaced[1] is not found:

@@ -34,8 +34,10 @@ never logged nor put in an error. The hook is a :class:`~include.connectors.base
 each operation is one :meth:`~include.connectors.base.ConnectorHook.call` (rate limit and retry
 policy from the extras), and only a directory that cannot be reached or answered (connection
 errors, timeouts, ``busy``/``unavailable``) is retried; a retried operation starts over with a
-fresh read on a new connection. Without ``use_tls`` the bind
-password would cross the network in clear: the hook refuses that for any host but loopback.
+fresh read on a new connection. Without ``use_ssl`` (LDAPS) or ``use_tls`` (StartTLS) the
+bind password would cross the network in clear: :class:`LdapSettings`, the one reading of an
+LDAP connection (this hook's and the login's, include/auth/directory.py), refuses that for any
+host but loopback.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
@@ -73,6 +75,126 @@ NAME_MAX = 64
 TITLE_MAX = 128
 PASSWORD_MIN = 12
 PASSWORD_MAX = 256
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    """Where a directory is and who binds to it, from an Airflow connection of ``conn_type`` ldap.
+
+    One reading of the connection for both of the directory's clients: :class:`DirectoryHook`
+    (the HR workflows, as the admin) and :mod:`include.auth.directory` (the login, as the
+    read-only account). The password is never in ``repr``.
+
+    :param conn_id: the Airflow connection it was read from (named in errors).
+    :param host: the directory's host.
+    :param port: its port (389, or 636 with ``use_ssl``, when the connection has none).
+    :param bind_dn: the DN that binds (the connection's ``login``).
+    :param password: that DN's password.
+    :param base_dn: extra ``base_dn``.
+    :param people_ou: extra ``people_ou`` (``ou=people``).
+    :param groups_ou: extra ``groups_ou`` (``ou=groups``).
+    :param use_ssl: extra ``use_ssl``: LDAPS.
+    :param use_tls: extra ``use_tls``: StartTLS.
+    :param ca_certs_file: extra ``ca_certs_file``: the CA bundle the server's certificate is checked with.
+    :param connect_timeout: extra ``connect_timeout_seconds``.
+    :param timeout: extra ``timeout_seconds``: the longest wait for an answer.
+    """
+
+    conn_id: str
+    host: str
+    port: int
+    bind_dn: str
+    password: str = field(repr=False)
+    base_dn: str
+    people_ou: str = "ou=people"
+    groups_ou: str = "ou=groups"
+    use_ssl: bool = False
+    use_tls: bool = False
+    ca_certs_file: str | None = None
+    connect_timeout: float = 5.0
+    timeout: float = 30.0
+
+    @classmethod
+    def from_connection(
+        cls, conn: Any, conn_id: str, *, connect_timeout: float = 5.0, timeout: float = 30.0
+    ) -> LdapSettings:
+        """The settings of ``conn`` (an Airflow ``Connection``).
+
+        :param conn: the connection.
+        :param conn_id: its id, for the messages.
+        :param connect_timeout: the default of extra ``connect_timeout_seconds``.
+        :param timeout: the default of extra ``timeout_seconds``.
+        :raises ValueError: a setting is missing (every missing one is named), or clear text
+            would carry the password to a host that is not loopback.
+        """
+        extra = conn.extra_dejson or {}
+        missing = [
+            name
+            for name, value in (
+                ("host", conn.host),
+                ("login", conn.login),
+                ("password", conn.password),
+                ("extra.base_dn", extra.get("base_dn")),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"connection {conn_id!r} lacks {', '.join(missing)}")
+        use_ssl = _flag(extra.get("use_ssl", False))
+        return cls(
+            conn_id=conn_id,
+            host=str(conn.host),
+            port=int(conn.port or (636 if use_ssl else 389)),
+            bind_dn=str(conn.login),
+            password=str(conn.password),
+            base_dn=str(extra["base_dn"]),
+            people_ou=str(extra.get("people_ou", "ou=people")),
+            groups_ou=str(extra.get("groups_ou", "ou=groups")),
+            use_ssl=use_ssl,
+            use_tls=_flag(extra.get("use_tls", False)),
+            ca_certs_file=extra.get("ca_certs_file") or None,
+            connect_timeout=float(extra.get("connect_timeout_seconds", connect_timeout)),
+            timeout=float(extra.get("timeout_seconds", timeout)),
+        )
+
+    def __post_init__(self) -> None:
+        if not (self.use_ssl or self.use_tls) and not _is_loopback(self.host):
+            raise ValueError(
+                f"refusing to send passwords in clear to {self.host}: set use_ssl (LDAPS) or "
+                f"use_tls (StartTLS) in connection {self.conn_id!r}"
+            )
+
+    @property
+    def url(self) -> str:
+        return f"{'ldaps' if self.use_ssl else 'ldap'}://{self.host}:{self.port}"
+
+    @property
+    def people_dn(self) -> str:
+        return f"{self.people_ou},{self.base_dn}"
+
+    @property
+    def groups_dn(self) -> str:
+        return f"{self.groups_ou},{self.base_dn}"
+
+    @property
+    def receive_timeout(self) -> int:
+        """:attr:`timeout` in whole seconds: ldap3 packs it into SO_RCVTIMEO as an integer."""
+        return max(1, round(self.timeout))
+
+    def server(self) -> ldap3.Server:
+        """The ldap3 server: certificate required with LDAPS or StartTLS, no schema read."""
+        tls = None
+        if self.use_ssl or self.use_tls:
+            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self.ca_certs_file)
+        return ldap3.Server(
+            self.host,
+            port=self.port,
+            use_ssl=self.use_ssl,
+            get_info=ldap3.NONE,
+            connect_timeout=self.connect_timeout,
+            tls=tls,
+        )
+
 
 LOCKED_FOREVER = "000001010000Z"  # ppolicy: an administrative lock with no expiry
 PLACEHOLDER_MEMBER = ""  # keeps a groupOfNames valid once its last member has left
@@ -241,7 +363,7 @@ class DirectoryHook(ConnectorHook):
     """Provision people and group memberships in the LDAP directory (see the module docstring).
 
     :param conn_id: the Airflow connection of the directory (host, port, admin bind DN and
-        password; extras ``base_dn``, ``people_ou``, ``groups_ou``, ``use_tls``, ``ca_certs_file``,
+        password; extras ``base_dn``, ``people_ou``, ``groups_ou``, ``use_ssl``, ``use_tls``, ``ca_certs_file``,
         ``connect_timeout_seconds``, ``timeout_seconds``, ``retry_*``); default ``ldap_default``.
     :param tenant: the tenant the calls are made for (its rate-limit bucket); default the staff
         tenant, whose directory this is.
@@ -257,38 +379,31 @@ class DirectoryHook(ConnectorHook):
 
     # --- lazily built from the connection ----------------------------------------------------
     @cached_property
+    def settings(self) -> LdapSettings:
+        """The directory's settings from the connection (read once per hook).
+
+        :raises DirectoryError: a setting is missing, or the password would travel in clear.
+        """
+        try:
+            return LdapSettings.from_connection(self.connection, self.conn_id, timeout=self.timeout)
+        except ValueError as exc:
+            raise DirectoryError(str(exc), operation="connect") from None
+
+    @property
     def base_dn(self) -> str:
-        base = self.extras.get("base_dn")
-        if not base:
-            raise DirectoryError(f"connection {self.conn_id!r} has no extra 'base_dn'", operation="connect")
-        return str(base)
+        return self.settings.base_dn
 
-    @cached_property
+    @property
     def people_dn(self) -> str:
-        return f"{self.extras.get('people_ou', 'ou=people')},{self.base_dn}"
+        return self.settings.people_dn
 
-    @cached_property
+    @property
     def groups_dn(self) -> str:
-        return f"{self.extras.get('groups_ou', 'ou=groups')},{self.base_dn}"
+        return self.settings.groups_dn
 
-    @cached_property
-    def use_tls(self) -> bool:
-        value = self.extras.get("use_tls", False)
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-
-    @cached_property
+    @property
     def url(self) -> str:
-        conn = self.connection
-        return f"ldap://{conn.host}:{conn.port or 389}"
-
-    @cached_property
-    def connect_timeout(self) -> float:
-        return float(self.extras.get("connect_timeout_seconds", 5))
-
-    @cached_property
-    def receive_timeout(self) -> int:
-        # Whole seconds: ldap3 packs it into SO_RCVTIMEO as an integer.
-        return max(1, round(self.timeout))
+        return self.settings.url
 
     def user_dn(self, uid: str) -> str:
         """The DN of person ``uid``.
@@ -491,45 +606,26 @@ class DirectoryHook(ConnectorHook):
 
     @contextmanager
     def _session(self, operation: str) -> Iterator[ldap3.Connection]:
-        conn = self.connection
-        host = str(conn.host or "")
-        if not host:
-            raise DirectoryError(f"connection {self.conn_id!r} has no host", operation=operation)
-        if not self.use_tls and not _is_loopback(host):
-            raise DirectoryError(
-                f"refusing to send the bind password in clear to {host}: "
-                f"set use_tls in connection {self.conn_id!r}",
-                operation=operation,
-            )
-        tls = None
-        if self.use_tls:
-            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=self.extras.get("ca_certs_file"))
-        server = ldap3.Server(
-            host,
-            port=int(conn.port or 389),
-            get_info=ldap3.NONE,
-            connect_timeout=self.connect_timeout,
-            tls=tls,
-        )
+        settings = self.settings
         # Never log or format this object: ldap3's repr of a Connection shows the password.
         ldap_conn = ldap3.Connection(
-            server,
-            user=conn.login,
-            password=conn.password,
-            receive_timeout=self.receive_timeout,
+            settings.server(),
+            user=settings.bind_dn,
+            password=settings.password,
+            receive_timeout=settings.receive_timeout,
             raise_exceptions=False,
             auto_referrals=False,
             read_only=False,
         )
         try:
             ldap_conn.open()
-            if self.use_tls and not ldap_conn.start_tls():
+            if settings.use_tls and not settings.use_ssl and not ldap_conn.start_tls():
                 raise DirectoryError(
                     f"StartTLS with {self.url} failed: {_describe(ldap_conn)}", operation=operation
                 )
             if not ldap_conn.bind():
                 raise DirectoryError(
-                    f"bind as {conn.login} to {self.url} refused: {_describe(ldap_conn)}",
+                    f"bind as {settings.bind_dn} to {self.url} refused: {_describe(ldap_conn)}",
                     operation=operation,
                     result=ldap_conn.result.get("description") if ldap_conn.result else None,
                 )
@@ -791,3 +887,7 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _flag(value: object) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")

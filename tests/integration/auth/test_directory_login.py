@@ -30,11 +30,12 @@ from devstack.config import HOST, Profile
 from include.auth import directory as directory_module
 from include.auth.directory import (
     Directory,
-    DirectorySettings,
     DirectoryUnavailable,
     StandingCache,
     roles_for,
+    settings_from_connection,
 )
+from include.connectors.ldap import LdapSettings
 
 PROFILE = Profile(name="login-itest", api_port=0, pg_port=0, moto_port=0, smtp_port=0, ldap_port=23479)
 PEOPLE = f"{openldap.PEOPLE_OU},{openldap.SUFFIX}"
@@ -43,7 +44,7 @@ LEAD = directory_seed.SEEDED["lee-soclead"]  # soc-operator, soc-lead, soc-appro
 
 @dataclass
 class _Conn:
-    """What DirectorySettings reads of an Airflow Connection."""
+    """What LdapSettings reads of an Airflow Connection."""
 
     host: str
     port: int
@@ -53,7 +54,7 @@ class _Conn:
     conn_id: str = "ldap_login"
 
 
-def _settings(**extra: Any) -> DirectorySettings:
+def _settings(**extra: Any) -> LdapSettings:
     definition = directory_seed.login_connection(PROFILE)
     conn = _Conn(
         host=str(definition["host"]),
@@ -62,7 +63,7 @@ def _settings(**extra: Any) -> DirectorySettings:
         password=str(definition["password"]),
         extra_dejson={**definition["extra"], **extra},  # type: ignore[dict-item]
     )
-    return DirectorySettings.from_connection(conn)
+    return settings_from_connection(conn)
 
 
 @pytest.fixture(scope="module")
@@ -179,12 +180,12 @@ def test_reader_cannot_read_passwords_nor_write(slapd: Profile, person: tuple[st
 
 def test_unreachable_directory_raises_and_the_leaver_check_fails_closed(slapd: Profile) -> None:
     settings = _settings()
-    dead = Directory(DirectorySettings(**{**settings.__dict__, "port": 1, "connect_timeout": 1.0}))
+    dead = Directory(LdapSettings(**{**settings.__dict__, "port": 1, "connect_timeout": 1.0}))
     with pytest.raises(DirectoryUnavailable, match="unreachable"):
         dead.lookup("p.anyone")
     cache = StandingCache(30, lookup_person=dead.lookup)
     assert cache.allows("p.anyone") is False
-    wrong_reader = Directory(DirectorySettings(**{**settings.__dict__, "reader_password": "not-it"}))
+    wrong_reader = Directory(LdapSettings(**{**settings.__dict__, "password": "not-it"}))
     with pytest.raises(DirectoryUnavailable, match="refused the reader") as caught:
         wrong_reader.lookup("p.anyone")
     assert "not-it" not in str(caught.value)
@@ -192,8 +193,13 @@ def test_unreachable_directory_raises_and_the_leaver_check_fails_closed(slapd: P
 
 def test_clear_text_to_a_remote_host_is_refused() -> None:
     settings = _settings()
-    with pytest.raises(DirectoryUnavailable, match="use_ssl"):
-        Directory(DirectorySettings(**{**settings.__dict__, "host": "ldap.example.com"}))
+    with pytest.raises(ValueError, match="use_ssl"):
+        LdapSettings(**{**settings.__dict__, "host": "ldap.example.com"})
+    conn = _Conn(
+        host="ldap.example.com", port=389, login="cn=reader", password="pw", extra_dejson={"base_dn": "dc=x"}
+    )
+    with pytest.raises(DirectoryUnavailable, match=r"in clear to ldap\.example\.com"):
+        settings_from_connection(conn)
 
 
 def test_connection_from_the_secrets_path(
@@ -205,7 +211,7 @@ def test_connection_from_the_secrets_path(
     directory_module.reset()
     try:
         assert directory_module.authenticate(uid, password) is not None
-        assert "password" not in repr(directory_module.directory().settings).lower().replace("reader_dn", "")
+        assert "password" not in repr(directory_module.directory().settings).lower().replace("bind_dn", "")
     finally:
         directory_module.reset()
 
@@ -256,10 +262,10 @@ def test_lookups_share_one_reader_bind(
     try:
         for _ in range(5):
             assert source.lookup(uid) is not None
-        assert opened == [source.settings.reader_dn]
+        assert opened == [source.settings.bind_dn]
         # A person's own bind (the login) is a connection of its own, never the reader's.
         assert source.authenticate(uid, person[1]) is not None
-        assert opened == [source.settings.reader_dn, f"uid={uid},{PEOPLE}"]
+        assert opened == [source.settings.bind_dn, f"uid={uid},{PEOPLE}"]
         assert source.lookup(uid) is not None
         assert len(opened) == 2
     finally:
