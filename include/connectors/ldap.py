@@ -363,8 +363,9 @@ class DirectoryHook(ConnectorHook):
     """Provision people and group memberships in the LDAP directory (see the module docstring).
 
     :param conn_id: the Airflow connection of the directory (host, port, admin bind DN and
-        password; extras ``base_dn``, ``people_ou``, ``groups_ou``, ``use_ssl``, ``use_tls``, ``ca_certs_file``,
-        ``connect_timeout_seconds``, ``timeout_seconds``, ``retry_*``); default ``ldap_default``.
+        password; extras ``base_dn``, ``people_ou``, ``groups_ou``, ``use_ssl``, ``use_tls``,
+        ``ca_certs_file``, ``connect_timeout_seconds``, ``timeout_seconds``, ``retry_*``); default
+        ``ldap_default``.
     :param tenant: the tenant the calls are made for (its rate-limit bucket); default the staff
         tenant, whose directory this is.
     """
