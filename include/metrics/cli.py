@@ -39,9 +39,9 @@ def _handle_report(args: argparse.Namespace) -> int:
     from sqlalchemy import create_engine
 
     from include.audit.cli import redact
+    from include.metrics.aggregate import kpi_summary
     from include.metrics.kpi import sla_table
-    from include.metrics.measure import task_measurements
-    from include.metrics.report import ReportScope, render_report
+    from include.metrics.report import ReportScope, render_summary
 
     now = datetime.now(UTC)
     try:
@@ -59,17 +59,18 @@ def _handle_report(args: argparse.Namespace) -> int:
     if not dsn:
         print(f"kpi report: give --dsn or set {DSN_ENV}", file=sys.stderr)
         return 2
+    scope = ReportScope(since=since, until=until, domain=args.domain, tenant=args.tenant)
     try:
         engine = create_engine(dsn)
         with engine.connect() as connection:
-            tasks = task_measurements(connection, since, until)
+            summary = kpi_summary(
+                connection, since, until, sla_table(), now=now, domain=args.domain, tenant=args.tenant
+            )
     except Exception as error:  # connection and SQL errors alike: report without the secret
         print(f"kpi report: reading the metadata DB failed: {redact(str(error), dsn)}", file=sys.stderr)
         return 2
-    scope = ReportScope(since=since, until=until, domain=args.domain, tenant=args.tenant)
-    args.out.write_text(render_report(tasks, scope, sla_table(), now=now), encoding="utf-8")
-    runs = len({(t.dag_id, t.run_id) for t in tasks if scope.keeps(t)})
-    print(f"kpi report: {runs} runs from {since.isoformat()} to {until.isoformat()} -> {args.out}")
+    args.out.write_text(render_summary(summary, scope), encoding="utf-8")
+    print(f"kpi report: {summary.runs} runs from {since.isoformat()} to {until.isoformat()} -> {args.out}")
     return 0
 
 

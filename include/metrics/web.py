@@ -1,9 +1,10 @@
 """The KPI report as a FastAPI app, mounted in the API server by ``plugins/kpi_report.py``.
 
-``GET /?since=24h&until=&domain=&tenant=`` renders :func:`include.metrics.report.render_report`
-from the metadata DB. The caller must be logged in (the UI's ``_token`` cookie or a bearer token,
-as for the REST API) and the report counts only the DAGs the auth manager lets that user read,
-so a domain's operators see their domain's KPIs and nothing else (SEC-4).
+``GET /?since=24h&until=&domain=&tenant=`` renders :func:`include.metrics.report.render_summary`
+of the figures PostgreSQL aggregates (:func:`include.metrics.aggregate.kpi_summary`). The caller
+must be logged in (the UI's ``_token`` cookie or a bearer token, as for the REST API) and the
+report counts only the DAGs the auth manager lets that user read (the DAG ids go into the SQL as
+a filter), so a domain's operators see their domain's KPIs and nothing else (SEC-4).
 
 Imported on the first request only (FastAPI, the API server's security module, matplotlib).
 """
@@ -20,10 +21,10 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
+from include.metrics.aggregate import kpi_summary
 from include.metrics.cli import parse_moment
 from include.metrics.kpi import sla_table
-from include.metrics.measure import task_measurements
-from include.metrics.report import ReportScope, render_report
+from include.metrics.report import ReportScope, render_summary
 
 MOMENT_HELP = "ISO-8601 time or a duration ago (90m, 7d)"
 
@@ -40,11 +41,19 @@ def render_for(user: Any, since: str, until: str | None, domain: str | None, ten
     if start >= end:
         raise HTTPException(status_code=400, detail="since must be before until")
     allowed = get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
-    with create_session() as session:
-        tasks = task_measurements(session.connection(), start, end)
-    tasks = [t for t in tasks if t.dag_id in allowed]
     scope = ReportScope(since=start, until=end, domain=domain or None, tenant=tenant or None)
-    return render_report(tasks, scope, sla_table(), now=now)
+    with create_session() as session:
+        summary = kpi_summary(
+            session.connection(),
+            start,
+            end,
+            sla_table(),
+            now=now,
+            domain=scope.domain,
+            tenant=scope.tenant,
+            dag_ids=allowed,
+        )
+    return render_summary(summary, scope)
 
 
 def create_app() -> FastAPI:

@@ -4,10 +4,16 @@ Customers (``tenants``) and the company's own accounts run like tenants (``inter
 AWS account of its own, and the platform's account that the capability roles trust. The file is
 validated by ``schema/tenants.schema.json`` plus the rule a schema cannot express: no two tenants,
 and no tenant and the platform, share an account (a shared account would void the isolation).
+
+``ORCH_TENANTS_FILE`` (read here only, by :func:`tenants_file`) points the loader at another
+tenants file: the tenant-scale benchmark (``bench/scale_tenants.py``) runs the DAGs and the seeding
+against hundreds of generated tenants with it. A deployment never sets it; whoever can set a
+component's environment can change far more than the tenant list.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -16,6 +22,7 @@ from typing import Any
 from include.policies.loader import POLICY_DIR, PolicyError, PolicyFile
 
 TENANTS_FILE = POLICY_DIR / "tenants.yaml"
+TENANTS_FILE_ENV = "ORCH_TENANTS_FILE"
 NAMESPACE = "orchestrator"
 STAFF_TENANT = "secops"  # the internal account of the staff identities (HR workflows)
 SECTIONS = ("tenants", "internal")
@@ -112,10 +119,16 @@ def load_tenants_file(path: Path) -> TenantPolicy:
     return TENANTS.load(path)
 
 
+def tenants_file() -> Path:
+    """``tenants.yaml`` beside this module, or the file ``ORCH_TENANTS_FILE`` names."""
+    override = os.environ.get(TENANTS_FILE_ENV, "").strip()
+    return Path(override) if override else TENANTS_FILE
+
+
 @cache
 def load_tenants() -> TenantPolicy:
-    """The deployed tenants (``tenants.yaml``), loaded once per process."""
-    return TENANTS.load(TENANTS_FILE)
+    """The deployed tenants (``tenants.yaml``, or ``ORCH_TENANTS_FILE``), loaded once per process."""
+    return TENANTS.load(tenants_file())
 
 
 @cache
