@@ -19,7 +19,9 @@ from include.connectors.errors import PermanentError, TransientError
 from include.connectors.ratelimit import (
     RateLimitSettings,
     SharedRateLimiter,
+    StoreError,
     bucket_key,
+    creation_lock,
     store_dsn,
 )
 from include.connectors.retry import RetryPolicy, call_with_retries, parse_retry_after
@@ -176,17 +178,43 @@ class ConnectorHook(BaseHook):
             on_retry=self._log_retry,
         )
 
-    def create_once(self, find: Callable[[], T | None], create: Callable[[], T], *, operation: str) -> T:
+    def create_once(
+        self,
+        find: Callable[[], T | None],
+        create: Callable[[], T],
+        *,
+        operation: str,
+        key: str | None = None,
+    ) -> T:
         """Search-before-create, repeated before every retry of the create.
 
         A create whose response was lost (timeout, reset, 5xx after the service committed) must not
         be sent again blindly: the next attempt first looks for the object by its idempotency key.
         ``create`` must call :meth:`call` (or :meth:`HttpConnectorHook.request`) with ``retry=False``.
+
+        :param find: the search by idempotency key; None when there is nothing yet.
+        :param create: the create (one attempt).
+        :param operation: the name of the call in errors, logs and rate-limit accounting.
+        :param key: the idempotency key when runs other than this one may share it (one ticket per
+            alert): each attempt's search and create then hold a lock on the key in the shared store
+            (:func:`~include.connectors.ratelimit.creation_lock`), so two runs cannot both find
+            nothing and both create. None: only this run uses the key; no lock.
         """
 
         def attempt() -> T:
-            existing = find()
-            return existing if existing is not None else create()
+            if key is None:
+                existing = find()
+                return existing if existing is not None else create()
+            name = f"{self.system}:{self.tenant}:{key}"
+            try:
+                with creation_lock(
+                    self.rate_limit_store, name, wait_seconds=self.timeout, hold_seconds=2 * self.timeout + 30
+                ):
+                    existing = find()
+                    return existing if existing is not None else create()
+            except StoreError as exc:
+                error = TransientError if exc.transient else PermanentError
+                raise error(str(exc), system=self.system, operation=operation) from None
 
         return call_with_retries(
             attempt, self.retry_policy, system=self.system, operation=operation, on_retry=self._log_retry

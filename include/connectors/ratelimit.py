@@ -467,3 +467,66 @@ class SharedRateLimiter:
         waited = time.monotonic() - started
         self.waited_seconds += waited
         return waited
+
+
+# --- one creator at a time per idempotency key --------------------------------------------------
+# Search-before-create (ConnectorHook.create_once) is idempotent for one run retrying, but two runs
+# sharing a key (one SOC ticket per alert, two triggers of one alert a second apart) could both
+# search, both find nothing and both create. The lock below makes the search and the create one
+# step per key across every worker, in the store the rate limiter already shares (PostgreSQL or
+# Redis): no second service to run. pyrate-limiter has no lock; redis-py's Lock and PostgreSQL's
+# advisory locks are what each store offers, wrapped so both behave alike.
+CREATION_LOCK_PREFIX = "create:"
+
+
+@contextlib.contextmanager
+def creation_lock(url: str, name: str, *, wait_seconds: float, hold_seconds: float) -> Iterator[None]:
+    """Hold the lock ``name`` in the store at ``url`` for the block; wait at most ``wait_seconds``.
+
+    PostgreSQL: a transaction-level advisory lock (``pg_advisory_xact_lock`` on a 64-bit hash of the
+    name) under ``lock_timeout``: released when the block's transaction ends, also when the
+    process dies (the session ends). Redis: redis-py's ``Lock`` (``SET NX PX`` with a token, released
+    only by its holder), which expires after ``hold_seconds`` if its holder dies.
+
+    :param url: the store's URL (:func:`store_url`; a secret: never logged).
+    :param name: what is created once (e.g. ``create:request_tracker:acme:idem-...``).
+    :param wait_seconds: how long to wait for another holder.
+    :param hold_seconds: Redis only: how long a dead holder keeps the lock.
+    :raises StoreError: the store failed (transient: retry), or the lock was not free in time
+        (transient: the holder is still creating; the retry's search will find its object).
+    """
+    where = store_label(url)
+    busy = f"creation lock at {where} still held after {wait_seconds:g} s"
+    if _split(url).scheme in REDIS_SCHEMES:
+        from redis.exceptions import LockError
+
+        with _redis_errors(where):
+            lock = redis_client(url).lock(
+                REDIS_KEY_PREFIX + CREATION_LOCK_PREFIX + name,
+                timeout=hold_seconds,
+                sleep=0.05,
+                blocking_timeout=wait_seconds,
+            )
+            if not lock.acquire():
+                raise StoreError(busy, transient=True)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(LockError), _redis_errors(where):
+                lock.release()  # expired meanwhile: nothing to release
+        return
+    import psycopg
+
+    with connection_pool(url).connection() as conn:
+        try:
+            conn.execute(f"SET LOCAL lock_timeout = '{int(wait_seconds * 1000)}ms'")
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (CREATION_LOCK_PREFIX + name,)
+            )
+        except psycopg.errors.LockNotAvailable:
+            raise StoreError(busy, transient=True) from None
+        except psycopg.OperationalError as exc:
+            raise StoreError(
+                f"rate-limit store {where} unavailable: {type(exc).__name__}", transient=True
+            ) from None
+        yield  # the transaction, and with it the lock, ends with the block

@@ -55,3 +55,23 @@ def dag_folder(tmp_path: Path) -> Callable[..., Path]:
         return folder.resolve()
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def creation_locks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No shared store offline: ConnectorHook.create_once's lock (include/connectors/ratelimit.py
+    ``creation_lock``) only records the names it would lock. The lock itself is tested against a
+    real PostgreSQL and Redis (tests/integration/connectors/test_creation_lock.py)."""
+    from contextlib import contextmanager
+
+    import include.connectors.base as base
+
+    names: list[str] = []
+
+    @contextmanager
+    def recorded(url: str, name: str, **_: Any) -> Any:
+        names.append(name)
+        yield
+
+    monkeypatch.setattr(base, "creation_lock", recorded)
+    return names

@@ -641,7 +641,7 @@ class BusinessCentralHook(HttpConnectorHook):
             )
             return invoice, True
 
-        invoice, created = self.create_once(find, create, operation="create_invoice")
+        invoice, created = self.create_once(find, create, operation="create_invoice", key=external_reference)
         self._check_found(invoice, customer_number, currency)
         added = self._complete_lines(invoice, payloads)
         final = self.get_invoice(invoice.id)

@@ -281,7 +281,10 @@ class JiraServiceManagementHook(HttpConnectorHook, TicketingHook):
             return dataclasses.replace(self.get_ticket(key), created=True)
 
         return self.create_once(
-            lambda: self._find_by_key(queue, idempotency_key), create, operation="create_ticket"
+            lambda: self._find_by_key(queue, idempotency_key),
+            create,
+            operation="create_ticket",
+            key=idempotency_key,  # shared by the runs of one alert or request: one ticket
         )
 
     def _comment_with_key(self, ticket_id: str, idempotency_key: str) -> str | None:

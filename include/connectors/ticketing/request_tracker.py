@@ -159,7 +159,10 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
             return Ticket(ticket_id, subject, "new", queue, dict(custom_fields), created=True)
 
         return self.create_once(
-            lambda: self._find_by_key(queue, idempotency_key), create, operation="create_ticket"
+            lambda: self._find_by_key(queue, idempotency_key),
+            create,
+            operation="create_ticket",
+            key=idempotency_key,  # shared by the runs of one alert or request: one ticket
         )
 
     def _entry_with_key(self, ticket_id: str, idempotency_key: str, kind: str) -> str | None:

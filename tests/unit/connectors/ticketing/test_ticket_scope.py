@@ -142,7 +142,7 @@ def test_get_tickets_refuses_an_id_that_is_not_a_number_before_any_request(
 
 
 def test_request_tracker_searches_the_key_in_the_queue_and_tenant_only(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, creation_locks: list[str]
 ) -> None:
     recorder = Recorder([])  # nothing found (a planted key elsewhere is not asked for): created
     recorder.install(monkeypatch)
@@ -156,6 +156,8 @@ def test_request_tracker_searches_the_key_in_the_queue_and_tenant_only(
         ("POST", f"{API}/ticket"),
     ]
     assert (ticket.id, ticket.created) == ("99", True)
+    # The search and the create held the key's lock: runs sharing the key cannot both create.
+    assert creation_locks == ["request_tracker:acme:idem-1"]
 
 
 def jira_hook(extras: dict[str, Any] | None = None) -> JiraServiceManagementHook:
