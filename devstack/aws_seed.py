@@ -111,7 +111,46 @@ def seed_capability_roles(endpoint_url: str, region: str) -> list[str]:
                 name = capability_secret_name(capability, tenant)
                 _ensure_secret(secrets_manager, name)
                 seeded.append(name)
+        seeded += seed_perimeter_blocklists(tenant, endpoint_url, region)
     return seeded
+
+
+def seed_perimeter_blocklists(tenant: str, endpoint_url: str, region: str) -> list[str]:
+    """The tenant's WAF block lists (``perimeter-block``): an empty REGIONAL IPv4 and IPv6 IP set,
+    each with its id in the SSM parameter the perimeter roles read it from.
+
+    In production they are provisioned with the tenant (Terraform) and referenced by a block rule of
+    the tenant's web ACLs; here created idempotently (an existing list keeps its entries). Returns
+    their ARNs.
+    """
+    from include.connectors.perimeter import BLOCKLIST_NAME, BLOCKLIST_PARAMETER, SCOPE
+
+    account_id = tenant_account_id(tenant)
+    wafv2 = account_client("wafv2", account_id, endpoint_url, region)
+    ssm = account_client("ssm", account_id, endpoint_url, region)
+    existing = {s["Name"]: s for s in wafv2.list_ip_sets(Scope=SCOPE, Limit=100)["IPSets"]}
+    arns = []
+    for version in (4, 6):
+        name = BLOCKLIST_NAME.format(tenant=tenant, version=version)
+        if name not in existing:
+            existing[name] = wafv2.create_ip_set(
+                Name=name,
+                Scope=SCOPE,
+                IPAddressVersion=f"IPV{version}",
+                Addresses=[],
+                Description=f"Perimeter blocks of {tenant} (orchestrator, soc_block_indicator)",
+                Tags=[{"Key": "tenant", "Value": tenant}, {"Key": "capability", "Value": "perimeter-block"}],
+            )["Summary"]
+        summary = existing[name]
+        ssm.put_parameter(
+            Name=BLOCKLIST_PARAMETER.format(tenant=tenant, version=version),
+            Value=summary["Id"],
+            Type="String",
+            Overwrite=True,
+            Description=f"Id of WAF IP set {name} ({SCOPE})",
+        )
+        arns.append(summary["ARN"])
+    return arns
 
 
 def seed_identity_center(endpoint_url: str, region: str) -> list[str]:

@@ -5,10 +5,10 @@ credentials come from the functions and hooks that take a capability name
 (:data:`CAPABILITY_FUNCTIONS`): ``capability_client`` and ``capability_session``
 (:mod:`include.connectors.aws`) and ``capability_environment`` (:mod:`include.connectors.terraform`)
 take it as their first argument; the AWS hooks (``AwsCapabilityHook`` and one per system: ``Ec2Hook``,
-``IamHook``, ``IdentityCenterHook``) as their keyword ``capability=``. Called from anywhere else, they
-would pass every check. This module finds the calls in the source (``ast``, nothing is imported), by
-the called name: imported as a name, aliased (``import ... as``, ``from ... import ... as``) or
-through a module attribute.
+``IamHook``, ``IdentityCenterHook``, ``PerimeterHook``) as their keyword ``capability=``. Called
+from anywhere else, they would pass every check. This module finds the calls in the source (``ast``,
+nothing is imported), by the called name: imported as a name, aliased (``import ... as``,
+``from ... import ... as``) or through a module attribute.
 
 - DAG files (every module under the DAG folder) may call them only with a literal, non-privileged
   capability granted to the DAG's domain. A privileged step belongs in its operator, behind its
@@ -48,12 +48,13 @@ CAPABILITY_FUNCTIONS: dict[str, str] = {
     "Ec2Hook": "include/connectors/ec2.py",
     "IamHook": "include/connectors/iam.py",
     "IdentityCenterHook": "include/connectors/identity_center.py",
+    "PerimeterHook": "include/connectors/perimeter.py",
 }
 DEFINING_MODULES = frozenset(CAPABILITY_FUNCTIONS.values())
 # The functions take the capability first, or as ``capability=``; the hooks as ``capability=`` only
 # (their first parameter is the connection id).
 CAPABILITY_PARAMETER = "capability"
-KEYWORD_ONLY = frozenset({"AwsCapabilityHook", "Ec2Hook", "IamHook", "IdentityCenterHook"})
+KEYWORD_ONLY = frozenset({"AwsCapabilityHook", "Ec2Hook", "IamHook", "IdentityCenterHook", "PerimeterHook"})
 APPROVAL_MIXIN = "RequiresApproval"
 APPROVAL_MIXIN_MODULE = "include/approvals/verify.py"
 # Tests are not the product (local-only code lives outside include/ and plugins/, in devstack/).

@@ -247,6 +247,9 @@ def test_json_summary(v1_to_v2: dict[str, Any], change_repo: dict[str, Any]) -> 
         "added": {},
         "removed": {},
         "changed": {
+            "soc_block_indicator.approve_perimeter_block": {
+                "response_timeout": {"old": "0:15:00", "new": "0:20:00"}
+            },
             "soc_contain_host.approve_isolation": {"response_timeout": {"old": "0:15:00", "new": "0:20:00"}},
             "soc_disable_account.approve_identity_disable": {
                 "response_timeout": {"old": "0:15:00", "new": "0:20:00"}
@@ -285,7 +288,7 @@ def test_markdown_header_names_both_commits(v1_to_v2: dict[str, Any], change_rep
         f"Base `{change_repo['v1'][:12]}`, head `{change_repo['v2'][:12]}`.",
         "",
         "### DAGs",
-        f"{count} in base, {count} in head: 1 added, 1 removed, 4 changed.",
+        f"{count} in base, {count} in head: 1 added, 1 removed, 5 changed.",
     ]
 
 

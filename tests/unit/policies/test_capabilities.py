@@ -31,7 +31,14 @@ from tests.support.documents import set_at as _set
 REGION = "eu-west-1"
 RAW = yaml.safe_load(CAPABILITIES_FILE.read_text(encoding="utf-8"))
 CAPABILITIES = sorted(RAW["capabilities"])
-PRIVILEGED = {"terraform-apply", "identity-admin", "identity-disable", "host-isolate", "invoice-post"}
+PRIVILEGED = {
+    "terraform-apply",
+    "identity-admin",
+    "identity-disable",
+    "host-isolate",
+    "perimeter-block",
+    "invoice-post",
+}
 INLINE_POLICY_LIMIT = 10_240  # characters, AWS's limit for a role's inline policies
 
 
@@ -78,6 +85,8 @@ def test_real_policy_declares_the_capabilities():
         "identity-inspect",
         "host-inspect",
         "host-isolate",
+        "perimeter-inspect",
+        "perimeter-block",
         "invoice-post",
     }
     assert {n for n, c in policy.capabilities.items() if c.privileged} == PRIVILEGED
@@ -181,6 +190,7 @@ def test_read_only_capabilities_only_get_list_describe():
         "compliance-export-readonly",
         "host-inspect",
         "identity-inspect",
+        "perimeter-inspect",
         "terraform-plan",
     }
     for capability in read_only:

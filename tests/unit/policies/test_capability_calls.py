@@ -35,7 +35,8 @@ UNAPPROVED = (
 COMPUTED = "with a computed capability: name it literally so the policy can check it"
 DECLARED_CAPABILITIES = (
     "audit-seal, compliance-export-readonly, host-inspect, host-isolate, identity-admin, identity-disable, "
-    "identity-inspect, invoice-post, terraform-apply, terraform-plan, ticket-create, ticket-update"
+    "identity-inspect, invoice-post, perimeter-block, perimeter-inspect, terraform-apply, terraform-plan, "
+    "ticket-create, ticket-update"
 )
 
 
@@ -550,7 +551,8 @@ def test_every_aws_capability_hook_is_known_to_the_rule():
     """A new AWS hook missing from CAPABILITY_FUNCTIONS would be a blind spot of the rule."""
     import include.connectors.ec2
     import include.connectors.iam
-    import include.connectors.identity_center  # noqa: F401 - they define the subclasses
+    import include.connectors.identity_center
+    import include.connectors.perimeter  # noqa: F401 - they define the subclasses
     from include.connectors.aws import AwsCapabilityHook
     from include.policies.capability_calls import CAPABILITY_FUNCTIONS, KEYWORD_ONLY
 
@@ -743,12 +745,14 @@ def test_real_repository_passes_the_capability_rules():
 
 
 PRIVILEGED_OPERATORS = [
+    "BlockIndicatorOperator",
     "DisableAccountOperator",
     "DisableIdentityCenterUserOperator",
     "EnsureIdentityCenterUserOperator",
     "IsolateHostOperator",
     "RevokeTenantAccessKeysOperator",
     "TerraformApplyOperator",
+    "UnblockIndicatorOperator",
 ]
 
 

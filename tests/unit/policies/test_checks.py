@@ -766,7 +766,8 @@ containment()
 '''
 CAPABILITIES = (
     "audit-seal, compliance-export-readonly, host-inspect, host-isolate, identity-admin, identity-disable, "
-    "identity-inspect, invoice-post, terraform-apply, terraform-plan, ticket-create, ticket-update"
+    "identity-inspect, invoice-post, perimeter-block, perimeter-inspect, terraform-apply, terraform-plan, "
+    "ticket-create, ticket-update"
 )
 
 

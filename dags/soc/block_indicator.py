@@ -1,0 +1,128 @@
+"""
+### SOC: block an indicator at the perimeter, with an expiry
+
+From an alert (indicator = a public IPv4/IPv6 address or CIDR, tenant, expiry, alert id): check
+the input and read the tenant's WAF block list (read-only), open a SOC ticket, ask SOC on-call or
+the SOC lead to approve (the domain's ladder), then add the network to the tenant's WAF IP set and
+record its expiry, put the evidence on the ticket, wait (deferred, no worker held) until the
+expiry, remove the block by itself, and resolve the ticket.
+
+A re-run for the same indicator extends, never duplicates: one entry in the IP set, the later
+expiry kept; the earlier run's wait sees the later expiry and waits again (or hands the removal
+to the later run when that lies beyond its own run time), so exactly one removal happens, at the
+latest expiry. Domains, malformed, too wide (wider than /16 v4, /48 v6) or non-public ranges, an
+expiry in the past or beyond the policy maximum (the SOC run limit less the approval chain) and an
+unknown tenant are refused before anything is created.
+"""
+
+from airflow.sdk import Param
+
+from include.operators.perimeter import (
+    BlockIndicatorOperator,
+    InspectIndicatorOperator,
+    UnblockIndicatorOperator,
+    WaitForBlockExpiryOperator,
+    max_block_duration,
+)
+from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator, UpdateTicketOperator
+from include.policies.tenants import tenant_ids
+from include.workflows import domain_workflow
+from include.workflows.approval import approval_gate
+
+TENANT = "{{ params.tenant }}"
+INDICATOR = "{{ params.indicator }}"
+EXPIRES_AT = "{{ params.expires_at }}"
+ALERT = "{{ params.alert_id }}"
+TICKET_ID = "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"
+BLOCK = "ti.xcom_pull(task_ids='block_indicator')"
+UNBLOCK = "ti.xcom_pull(task_ids='unblock_indicator')"
+STEP = {"tenant": TENANT, "indicator": INDICATOR, "expires_at": EXPIRES_AT}
+MAXIMUM = max_block_duration()
+
+
+@domain_workflow(
+    domain="soc",
+    kind="infrastructure_change",
+    doc_md=__doc__,
+    params={
+        "indicator": Param(
+            type="string",
+            minLength=2,
+            maxLength=64,
+            description="Public IPv4/IPv6 address or CIDR to block (at most /16 for IPv4, /48 for IPv6)",
+        ),
+        "tenant": Param(type="string", enum=tenant_ids(), description="Customer tenant"),
+        "expires_at": Param(
+            type="string",
+            pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$",
+            description=f"When the block ends: ISO 8601 with a time zone, at most {MAXIMUM} from now",
+        ),
+        "alert_id": Param(
+            type="string",
+            pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$",
+            description="The alert's id in the SIEM/EDR: one ticket per alert",
+        ),
+        "summary": Param("", type="string", maxLength=500, description="What the alert says"),
+    },
+)
+def block_indicator() -> None:
+    inspect = InspectIndicatorOperator(task_id="inspect_indicator", **STEP)
+    ticket = CreateTicketOperator(
+        task_id="open_ticket",
+        tenant=TENANT,
+        ticket_queue="soc",
+        subject="Block " + INDICATOR + " at the perimeter (alert " + ALERT + ")",
+        body="Alert " + ALERT + ": {{ params.summary }}\n\n"
+        "{{ ti.xcom_pull(task_ids='inspect_indicator')['markdown'] }}",
+        idempotency_basis=ALERT,
+    )
+    gate = approval_gate(
+        "perimeter-block",
+        subject="Block " + INDICATOR + " for " + TENANT + " until " + EXPIRES_AT,
+        body="{{ ti.xcom_pull(task_ids='inspect_indicator')['markdown'] }}",
+        tenant=TENANT,
+        ticket_id=TICKET_ID,
+        artifact_params=("indicator", "tenant", "expires_at"),
+    )
+    block = BlockIndicatorOperator(task_id="block_indicator", **STEP)
+    blocked = CommentTicketOperator(
+        task_id="block_evidence",
+        tenant=TENANT,
+        ticket_id=TICKET_ID,
+        body="{{ " + BLOCK + "['indicator'] }} is in WAF IP set {{ " + BLOCK + "['ip_set'] }} until "
+        "{{ " + BLOCK + "['expires_at'] }} (requested {{ " + BLOCK + "['requested_expires_at'] }}; "
+        "{{ 'added' if " + BLOCK + "['added'] else 'already there: no second entry' }}). Approved by "
+        "{{ ti.xcom_pull(task_ids='approve_perimeter_block', key='approval')['responded_by']['name'] }}.",
+        idempotency_basis=ALERT + ":block:" + INDICATOR + ":" + EXPIRES_AT,
+    )
+    wait = WaitForBlockExpiryOperator(task_id="wait_for_expiry", **STEP)
+    unblock = UnblockIndicatorOperator(task_id="unblock_indicator", **STEP)
+    expired = CommentTicketOperator(
+        task_id="expiry_evidence",
+        tenant=TENANT,
+        ticket_id=TICKET_ID,
+        body="Block of {{ " + UNBLOCK + "['indicator'] }} in {{ " + UNBLOCK + "['ip_set'] }}: "
+        "{{ {'removed': 'removed at its expiry', 'already-removed': 'removed already by another run',"
+        " 'extended': 'extended to ' ~ " + UNBLOCK + "['expires_at'] ~ '; the extending run removes it'}"
+        "[" + UNBLOCK + "['outcome']] }}.",
+        # One comment per fact: the removal and "removed already" are different evidence.
+        idempotency_basis=ALERT
+        + ":expiry:"
+        + INDICATOR
+        + ":"
+        + EXPIRES_AT
+        + ":{{ "
+        + UNBLOCK
+        + "['outcome'] }}",
+    )
+    resolve = UpdateTicketOperator(
+        task_id="resolve_ticket",
+        tenant=TENANT,
+        ticket_id=TICKET_ID,
+        status="{{ 'open' if " + UNBLOCK + "['outcome'] == 'extended' else 'resolved' }}",
+        idempotency_basis=ALERT,
+    )
+    inspect >> ticket >> gate >> block >> blocked >> wait >> unblock >> expired >> resolve
+
+
+block_indicator()

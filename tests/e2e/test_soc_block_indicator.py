@@ -1,0 +1,187 @@
+"""SOC perimeter block end to end: an indicator blocked in the tenant's WAF IP set (moto, the
+tenant's own account) after a SOC lead's approval through the REST API, a deferred wait, and the
+block removed by the run itself at its expiry; evidence and resolution in Request Tracker.
+
+Checked in the target systems: the IP set's addresses in WAF, the expiry record in SSM, the
+ticket's entries. Five runs for one indicator leave one entry; a sixth run with a later expiry
+extends it: the five earlier waits wake at the first expiry, see the later one and wait again, and
+exactly one removal happens, after the later expiry. The other tenant's block list is untouched.
+Bad input is refused by the trigger form's schema or by the first (read-only) step, before any
+ticket, record or entry exists.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from devstack.api_client import AirflowApi, ApiError
+from devstack.aws_seed import account_client
+from devstack.config import REGION
+from devstack.stack import Stack
+from include.connectors.perimeter import BLOCKLIST_NAME, SCOPE
+from include.connectors.ticketing.request_tracker import RequestTrackerHook
+from include.policies.tenants import tenant_account_id
+from tests.e2e.conftest import sign_up, ticket_texts
+
+DAG = "soc_block_indicator"
+GATE = "approve_perimeter_block"
+USERS = {"pia_soc_op": ["soc_operator"], "pete_soc_lead": ["soc_lead"]}
+INDICATOR = "45.155.205.0/24"
+PARAMETER = "/orchestrator/globex/perimeter-block/45.155.205.0_24"
+
+
+@pytest.fixture(scope="module")
+def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
+    api.wait_for_dags({DAG})
+    return sign_up(stack, USERS, backup_tokens=3)
+
+
+def _at(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0).isoformat()
+
+
+def _addresses(stack: Stack, tenant: str, version: int = 4) -> list[str]:
+    wafv2 = account_client("wafv2", tenant_account_id(tenant), stack.profile.moto_url, REGION)
+    name = BLOCKLIST_NAME.format(tenant=tenant, version=version)
+    (summary,) = [s for s in wafv2.list_ip_sets(Scope=SCOPE)["IPSets"] if s["Name"] == name]
+    return sorted(wafv2.get_ip_set(Name=name, Scope=SCOPE, Id=summary["Id"])["IPSet"]["Addresses"])
+
+
+def _parameters(stack: Stack, tenant: str) -> list[str]:
+    ssm = account_client("ssm", tenant_account_id(tenant), stack.profile.moto_url, REGION)
+    found = ssm.get_parameters_by_path(Path=f"/orchestrator/{tenant}/perimeter-block/", Recursive=True)
+    return sorted(p["Name"] for p in found["Parameters"])
+
+
+def _conf(expires_at: str, alert_id: str) -> dict[str, Any]:
+    return {
+        "indicator": INDICATOR,
+        "tenant": "globex",
+        "expires_at": expires_at,
+        "alert_id": alert_id,
+        "summary": "Sentinel: password spraying from this range",
+    }
+
+
+def _approve(users: dict[str, AirflowApi], run_id: str) -> None:
+    users["pete_soc_lead"].wait_for_request(DAG, run_id, GATE)
+    users["pete_soc_lead"].answer(DAG, run_id, GATE, "Approve", comment="block it")
+
+
+def _wait_for_task(api: AirflowApi, run_id: str, task_id: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while api.task_states(DAG, run_id).get(task_id) != "success":
+        assert time.monotonic() < deadline, f"{task_id} of {run_id}: {api.task_states(DAG, run_id)}"
+        time.sleep(1)
+
+
+def test_five_runs_one_entry_a_re_run_extends_and_one_removal_at_the_later_expiry(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+) -> None:
+    first_expiry = datetime.fromisoformat(_at(90))
+    later = first_expiry + timedelta(seconds=25)
+    conf = _conf(first_expiry.isoformat(), "SENT-9001")
+    # The first run's ticket first: the ticket operators' search-before-create is not atomic, so runs
+    # of one alert that create its ticket at the same moment could open two.
+    runs = [users["pia_soc_op"].trigger(DAG, conf)]
+    _wait_for_task(api, runs[0], "open_ticket")
+    runs += [users["pia_soc_op"].trigger(DAG, conf) for _ in range(4)]
+    # An analyst's re-run with a later expiry; approved once the five blocks are in place.
+    extension = users["pia_soc_op"].trigger(DAG, _conf(later.isoformat(), "SENT-9001"))
+    everything = [*runs, extension]
+    for run_id in runs:
+        _approve(users, run_id)
+    for run_id in runs:
+        _wait_for_task(api, run_id, "block_indicator")
+    assert _addresses(stack, "globex") == [INDICATOR]
+    assert _parameters(stack, "globex") == [PARAMETER]
+    blocks = [api.xcom(DAG, r, "block_indicator") for r in runs]
+    assert sorted(b["added"] for b in blocks) == [False, False, False, False, True]
+    assert {b["expires_at"] for b in blocks} == {first_expiry.isoformat()}
+
+    _approve(users, extension)
+    _wait_for_task(api, extension, "block_indicator")
+    extended = api.xcom(DAG, extension, "block_indicator")
+    assert datetime.now(UTC) < first_expiry, "too slow: the extension came after the first expiry"
+    assert (extended["added"], extended["extended"], extended["expires_at"]) == (
+        False,
+        True,
+        later.isoformat(),
+    )
+
+    # Past the first expiry: every wait woke, saw the later one and waits again; the entry stays.
+    while datetime.now(UTC) < first_expiry + timedelta(seconds=10):
+        time.sleep(1)
+    assert _addresses(stack, "globex") == [INDICATOR]
+    assert [api.task_states(DAG, r)["unblock_indicator"] for r in everything] == [None] * 6
+
+    for run_id in everything:
+        assert api.wait_for_run(DAG, run_id, timeout=180)["state"] == "success"
+    assert _addresses(stack, "globex") == []
+    assert _parameters(stack, "globex") == []
+    unblocks = {r: api.xcom(DAG, r, "unblock_indicator") for r in everything}
+    assert sorted(u["outcome"] for u in unblocks.values()) == ["already-removed"] * 5 + ["removed"]
+    (remover,) = [r for r, u in unblocks.items() if u["removed"]]
+    (removal,) = [t for t in api.task_instances(DAG, remover) if t["task_id"] == "unblock_indicator"]
+    assert datetime.fromisoformat(removal["start_date"]) >= later  # one removal, at the later expiry
+    waits = [api.xcom(DAG, r, "wait_for_expiry") for r in everything]
+    assert {w["outcome"] for w in waits} <= {"expired", "no-block"}
+    assert {w["expires_at"] for w in waits if w["outcome"] == "expired"} == {later.isoformat()}
+
+    # One ticket for the alert; its evidence names the block and the removal; resolved.
+    tickets = {str(api.xcom(DAG, r, "open_ticket")["id"]) for r in everything}
+    assert len(tickets) == 1
+    (ticket_id,) = tickets
+    texts = "\n".join(ticket_texts(rt, ticket_id))
+    assert f"{INDICATOR} is in WAF IP set orchestrator-globex-blocklist-ipv4" in texts
+    assert "removed at its expiry" in texts
+    assert api.xcom(DAG, extension, "resolve_ticket")["status"] == "resolved"
+    # The other tenant's account: nothing blocked, nothing recorded.
+    assert _addresses(stack, "acme") == []
+    assert _parameters(stack, "acme") == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tenant": "initech"},  # unknown tenant
+        {"expires_at": "2026-12-07 08:00"},  # not ISO 8601 with a time zone
+        {"alert_id": ""},
+        {"indicator": "x"},
+    ],
+)
+def test_malformed_input_is_refused_by_the_trigger(users: dict[str, AirflowApi], bad: dict[str, Any]) -> None:
+    with pytest.raises(ApiError) as refused:
+        users["pia_soc_op"].trigger(DAG, {**_conf(_at(600), "SENT-9002"), **bad})
+    assert refused.value.status_code == 400
+
+
+def test_bad_input_fails_the_read_only_step_before_any_side_effect(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+) -> None:
+    cases = {
+        "SENT-9101": {"indicator": "45.155.205.300"},
+        "SENT-9102": {"indicator": "evil.example.com"},
+        "SENT-9103": {"indicator": "45.0.0.0/8"},
+        "SENT-9104": {"indicator": "10.20.30.40"},
+        "SENT-9105": {"indicator": "45.155.205.7/24"},
+        "SENT-9106": {"expires_at": _at(-60)},
+        "SENT-9107": {"expires_at": _at(5 * 24 * 3600)},
+    }
+    runs = {
+        alert: users["pia_soc_op"].trigger(DAG, {**_conf(_at(600), alert), **change})
+        for alert, change in cases.items()
+    }
+    for alert, run_id in runs.items():
+        assert api.wait_for_run(DAG, run_id, timeout=180)["state"] == "failed", alert
+        states = api.task_states(DAG, run_id)
+        assert states["inspect_indicator"] == "failed", alert
+        assert states["open_ticket"] == "upstream_failed", alert
+        assert rt._search(f"Subject LIKE '{alert}'", "test_search") == [], alert
+    assert _addresses(stack, "globex") == []
+    assert _addresses(stack, "globex", 6) == []
+    assert _parameters(stack, "globex") == []
