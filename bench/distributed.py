@@ -1,45 +1,91 @@
-"""Throughput of the distributed setup on 1 and on 2 Celery workers (issue 9).
+"""The distributed setup against the embedded one, on the same burst, in one run (issues 9, 26).
 
-``python -m bench.distributed`` (19 minutes on 2 cores with 15 runs per domain) starts the
-distributed stack on a profile of its own (``bench-celery``: CeleryExecutor, Redis, two workers;
-ports 800 above the test profile's, ``.local/bench-celery``), then runs the same burst twice: with
-worker-1 stopped (one worker: worker-2, which serves both queues), and with both. The burst is
-``--runs-per-domain`` runs of every domain's ``<domain>_service_check`` at once, so the work
-spreads over every domain pool (support 8, hr 4, invoicing 4, implementation 6, soc 6, platform 2
-slots) rather than stopping at one pool's quota. It prints runs/minute and run duration p50/p95
-for each and writes ``bench/results/distributed-<timestamp>.json``. The figures are as good as the
-machine is quiet.
+``python -m bench.distributed`` starts the embedded default on a profile of its own
+(``bench-embedded``: the LocalExecutor, as ``make run`` and the tests use it; ``.local/bench-embedded``)
+and runs the burst on it; stops it; starts the distributed setup (``bench-celery``: CeleryExecutor,
+Redis, two workers; ``.local/bench-celery``) and runs the same burst with worker-1 stopped (one
+worker: worker-2, which serves every queue), then with both. One stack runs at a time, so each
+side has the whole machine. The burst is ``--runs-per-domain`` runs of every domain's
+``<domain>_service_check`` triggered at once, so the work spreads over every domain pool (support 8,
+hr 4, invoicing 4, implementation 6, soc 6, platform 2 slots) rather than stopping at one pool's
+quota. Before each measured burst a two-runs-per-domain burst warms the stack (first task start-ups,
+connection caches); it is not measured.
+
+It prints runs/minute, run duration p50/p95, CPU seconds per component (``bench/cpu.py``; with
+Celery a worker's figure includes its pool and task processes, with the LocalExecutor those are
+``tasks``) and CPU seconds per run for each side, and the ratios; the load average before each
+burst is recorded with it (the figures are as good as the machine is quiet). Writes
+``bench/results/distributed-<timestamp>.json``. ``--api-workers N`` runs both stacks with
+``[api] workers = N`` (the API server's uvicorn workers) instead of the stack's setting.
+
+:func:`run` returns flat keys, for ``bench/suite.py`` (``SIDES`` below name the sides):
+
+- ``runs_per_burst``, ``api_workers``, ``wall_seconds`` (the whole run);
+- ``<side>_runs_per_minute``, ``<side>_wall_seconds``, ``<side>_run_seconds_p50``/``_p95``,
+  ``<side>_states`` (end state -> count), ``<side>_cpu`` (component -> CPU seconds, with
+  ``machine`` and ``other``), ``<side>_cpu_seconds_per_run`` (machine CPU / runs),
+  ``<side>_stack_cpu_seconds_per_run`` (the components' CPU, not ``other``, / runs),
+  ``<side>_loadavg_before`` (1, 5, 15 min); ``<side>_error`` instead where that side failed;
+- ``embedded_stack_start_seconds``, ``celery_stack_start_seconds``;
+- ``ratio_celery_1_to_embedded`` (the issue's goal: >= 0.9), ``ratio_celery_2_to_1``,
+  ``ratio_celery_2_to_embedded`` (runs/minute); ``cpu_ratio_celery_1_to_embedded``,
+  ``cpu_ratio_celery_2_to_embedded`` (runs per stack CPU-second: embedded's stack CPU per run over
+  Celery's; what a run costs the host, less exposed to whatever else the machine runs).
+
+Runtime on the 2 cores with the default 10 runs per domain (60 runs a burst): 6 minutes (346 s)
+with the machine at load 7 to 11, 9.5 minutes at load 10 to 17; most of it is starting the two
+stacks (50 to 150 s each) and the warm-up bursts. Figures and what they led to: docs/deployment.md
+("Performance against the embedded setup").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from bench.burst import burst, percentile
+from bench.cpu import CpuMeter
+from bench.cpu import line as cpu_line
 from devstack.config import Profile
 from include.policies.loader import load_domain_policy
 
 RESULTS = Path(__file__).parent / "results"
-PROFILE = Profile(
+CELERY_PROFILE = Profile(
     name="bench-celery",
-    api_port=18880,  # RT +10, log servers +13/+14/+16, scheduler health +15, ERP +20, Redis +30
+    api_port=18880,  # RT +10, log servers +13/+14/+16, scheduler health +15, ERP +20, Redis +30, MFA +40
     pg_port=26242,
     moto_port=15850,
     smtp_port=13325,
     ldap_port=14189,
     executor="celery",
 )
+EMBEDDED_PROFILE = Profile(
+    name="bench-embedded",
+    api_port=18980,
+    pg_port=26342,
+    moto_port=15950,
+    smtp_port=13425,
+    ldap_port=14289,
+)
+PROFILE = CELERY_PROFILE  # the name this module had for it before issue 26
+SIDES: Final = ("embedded", "celery_1", "celery_2")
+DEFAULT_RUNS_PER_DOMAIN: Final = 10
+WARM_UP_RUNS_PER_DOMAIN: Final = 2
 
 
 def _log(message: str) -> None:
     print(f"[bench-distributed {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def mixed_burst(api: Any, runs_per_domain: int) -> dict[str, Any]:
@@ -65,63 +111,160 @@ def mixed_burst(api: Any, runs_per_domain: int) -> dict[str, Any]:
         "run_seconds_p50": percentile(seconds, 50),
         "run_seconds_p95": percentile(seconds, 95),
         "states": states,
-        "per_dag": {r.dag_id: {k: v for k, v in asdict(r).items() if k != "run_seconds"} for r in results},
     }
 
 
-def run(runs_per_domain: int) -> dict[str, Any]:
-    from devstack import directory_seed, processes
-    from devstack.api_client import AirflowApi
+def measured_burst(stack: Any, api: Any, runs_per_domain: int, side: str) -> dict[str, Any]:
+    """:func:`mixed_burst` with the CPU per component over it, as ``<side>_<key>`` keys."""
+    load = _load()
+    with CpuMeter(stack.status) as meter:
+        figures = mixed_burst(api, runs_per_domain)
+    machine = meter.seconds.get("machine", 0.0)
+    stack_cpu = sum(v for k, v in meter.seconds.items() if k not in ("machine", "other"))
+    figures["cpu"] = meter.seconds
+    figures["cpu_seconds_per_run"] = round(machine / figures["runs"], 2) if figures["runs"] else None
+    # The stack's own CPU (every component and the bench client, not "other": whatever else the
+    # machine ran), per run: what a run costs the host, less exposed to a noisy machine.
+    figures["stack_cpu_seconds_per_run"] = round(stack_cpu / figures["runs"], 2) if figures["runs"] else None
+    figures["loadavg_before"] = load
+    _log(f"{side}: {_summary(figures)}")
+    return {f"{side}_{key}": value for key, value in figures.items()}
+
+
+def _side(out: dict[str, Any], side: str, measure: Callable[[], dict[str, Any]]) -> None:
+    """One side's figures into ``out``; a side that fails (the API server timing out a trigger)
+    leaves ``<side>_error`` instead, and the other sides still run."""
+    try:
+        out.update(measure())
+    except Exception as error:
+        out[f"{side}_error"] = f"{type(error).__name__}: {error}"[:500]
+        _log(f"{side} FAILED: {out[f'{side}_error']}")
+
+
+def _stack(profile: Profile, api_workers: int | None) -> Any:
     from devstack.stack import Stack
 
-    stack = Stack(PROFILE)
-    out: dict[str, Any] = {"runs_per_domain": runs_per_domain}
+    class BenchStack(Stack):
+        @property
+        def env(self) -> dict[str, str]:
+            env = super().env
+            if api_workers is not None:
+                env["AIRFLOW__API__WORKERS"] = str(api_workers)
+            return env
+
+    return BenchStack(profile)
+
+
+def _started(stack: Any) -> tuple[Any, float]:
+    from devstack import directory_seed
+    from devstack.api_client import AirflowApi
+
+    began = time.monotonic()
+    stack.start(fresh=True)
+    seconds = round(time.monotonic() - began, 1)
+    api = AirflowApi(stack.profile.api_url, *directory_seed.admin_login(stack.profile), timeout=60)
+    api.wait_for_dags({f"{domain}_service_check" for domain in load_domain_policy().domains}, timeout=300)
+    mixed_burst(api, WARM_UP_RUNS_PER_DOMAIN)
+    return api, seconds
+
+
+def run(
+    runs_per_domain: int = DEFAULT_RUNS_PER_DOMAIN,
+    *,
+    api_workers: int | None = None,
+    embedded_profile: Profile = EMBEDDED_PROFILE,
+    celery_profile: Profile = CELERY_PROFILE,
+) -> dict[str, Any]:
+    """The three bursts (embedded, one Celery worker, two), each stack started fresh and stopped;
+    flat keys as the module says. A side that fails gives ``<side>_error`` (and None for the
+    ratios it is in); a stack that does not start raises, after it is stopped."""
+    from devstack import processes
+
+    if embedded_profile.distributed or not celery_profile.distributed:
+        raise ValueError("run(): embedded_profile must use the LocalExecutor and celery_profile Celery")
+    began = time.monotonic()
+    runs = runs_per_domain * len(load_domain_policy().domains)
+    out: dict[str, Any] = {"runs_per_burst": runs, "api_workers": api_workers}
+
+    stack = _stack(embedded_profile, api_workers)
     try:
-        began = time.monotonic()
-        stack.start(fresh=True)
-        out["stack_start_seconds"] = round(time.monotonic() - began, 1)
-        api = AirflowApi(stack.profile.api_url, *directory_seed.admin_login(stack.profile), timeout=60)
-        dag_ids = {f"{domain}_service_check" for domain in load_domain_policy().domains}
-        api.wait_for_dags(dag_ids, timeout=300)
-        mixed_burst(api, 2)  # warm-up: first task start-ups, connection caches
-        # worker-2 stays: it is the one that also serves `soc` (worker-1 serves `default` only).
+        api, out["embedded_stack_start_seconds"] = _started(stack)
+        _side(out, "embedded", lambda: measured_burst(stack, api, runs_per_domain, "embedded"))
+    finally:
+        stack.stop(quiet=True)
+
+    stack = _stack(celery_profile, api_workers)
+    try:
+        api, out["celery_stack_start_seconds"] = _started(stack)
+        # worker-2 stays: it is the one that also serves `soc` (worker-1: default and platform).
         processes.stop("celery-worker-1", pids_dir=stack.profile.pids)
-        _log("worker-1 stopped: one worker (worker-2, queues default and soc)")
-        out["one_worker"] = mixed_burst(api, runs_per_domain)
-        _log(f"one worker: {_summary(out['one_worker'])}")
+        _log("worker-1 stopped: one worker (worker-2, every queue)")
+        _side(out, "celery_1", lambda: measured_burst(stack, api, runs_per_domain, "celery_1"))
         stack.start_worker("worker-1")
         processes.wait_until(lambda: stack.worker_ready("celery-worker-1"), what="worker-1 back", timeout=120)
-        out["two_workers"] = mixed_burst(api, runs_per_domain)
-        _log(f"two workers: {_summary(out['two_workers'])}")
-        out["ratio"] = round(out["two_workers"]["runs_per_minute"] / out["one_worker"]["runs_per_minute"], 2)
+        _side(out, "celery_2", lambda: measured_burst(stack, api, runs_per_domain, "celery_2"))
     finally:
-        stack.stop()
+        stack.stop(quiet=True)
+
+    def ratio(a: str, b: str, key: str = "runs_per_minute") -> float | None:
+        """a / b of ``key``; None where a side failed."""
+        x, y = out.get(f"{a}_{key}"), out.get(f"{b}_{key}")
+        return round(x / y, 2) if x and y else None
+
+    out["ratio_celery_1_to_embedded"] = ratio("celery_1", "embedded")
+    out["ratio_celery_2_to_1"] = ratio("celery_2", "celery_1")
+    out["ratio_celery_2_to_embedded"] = ratio("celery_2", "embedded")
+    # Runs per stack CPU-second, Celery against embedded: the per-host cost, less exposed to noise.
+    out["cpu_ratio_celery_1_to_embedded"] = ratio("embedded", "celery_1", "stack_cpu_seconds_per_run")
+    out["cpu_ratio_celery_2_to_embedded"] = ratio("embedded", "celery_2", "stack_cpu_seconds_per_run")
+    out["wall_seconds"] = round(time.monotonic() - began, 1)
     return out
 
 
 def _summary(figures: dict[str, Any]) -> str:
     return (
         f"{figures['runs']} runs in {figures['wall_seconds']}s = {figures['runs_per_minute']} runs/min, "
-        f"run p50 {figures['run_seconds_p50']}s p95 {figures['run_seconds_p95']}s, states {figures['states']}"
+        f"run p50 {figures['run_seconds_p50']}s p95 {figures['run_seconds_p95']}s, "
+        f"states {figures['states']}, "
+        f"load before {figures['loadavg_before']}; "
+        f"CPU per run: stack {figures['stack_cpu_seconds_per_run']} s, "
+        f"machine {figures['cpu_seconds_per_run']} s; "
+        f"{cpu_line(figures['cpu'], top=9)}"
     )
+
+
+def report(result: dict[str, Any]) -> str:
+    """The lines ``main`` prints: one per side, then the ratios."""
+    lines = []
+    for side in SIDES:
+        if f"{side}_error" in result:
+            lines.append(f"{side:9} FAILED: {result[f'{side}_error']}")
+            continue
+        figures = {k.removeprefix(f"{side}_"): v for k, v in result.items() if k.startswith(f"{side}_")}
+        figures["runs"] = result["runs_per_burst"]
+        lines.append(f"{side:9} {_summary(figures)}")
+    lines.append(
+        f"celery 1 worker / embedded: {result['ratio_celery_1_to_embedded']}x (goal >= 0.9); "
+        f"2 workers / 1: {result['ratio_celery_2_to_1']}x; "
+        f"2 workers / embedded: {result['ratio_celery_2_to_embedded']}x; runs per stack CPU-second, "
+        f"celery 1 / embedded {result['cpu_ratio_celery_1_to_embedded']}x, "
+        f"celery 2 / embedded {result['cpu_ratio_celery_2_to_embedded']}x "
+        f"(api workers: {result['api_workers'] or 'stack default'}; run took {result['wall_seconds']}s)"
+    )
+    return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs-per-domain", type=int, default=20)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs-per-domain", type=int, default=DEFAULT_RUNS_PER_DOMAIN)
+    parser.add_argument("--api-workers", type=int, default=None, help="[api] workers for both stacks")
     args = parser.parse_args()
-    import os
-
-    result = run(args.runs_per_domain)
-    result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
+    result = run(args.runs_per_domain, api_workers=args.api_workers)
+    result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": _load()}
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"distributed-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(result, indent=2))
-    print(
-        f"\none worker:  {_summary(result['one_worker'])}\n"
-        f"two workers: {_summary(result['two_workers'])}\n"
-        f"two / one: {result['ratio']}x runs/min -> {out}"
-    )
+    print(f"\n{report(result)}\n-> {out}")
 
 
 if __name__ == "__main__":

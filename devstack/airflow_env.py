@@ -118,8 +118,14 @@ def celery_settings(profile: Profile) -> dict[str, str]:
         # CeleryExecutor minus the 3.3.2 resume race (include/executors/stale_events.py).
         "AIRFLOW__CORE__EXECUTOR": "include.executors.celery.ResumeSafeCeleryExecutor",
         "AIRFLOW__CELERY__BROKER_URL": redis.url(profile, redis.BROKER_DB),
-        # Per worker process; 2 workers x 8 on 2 cores (tasks are I/O-bound API calls).
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "8",
+        # Airflow's Celery defaults, plus the LocalExecutor's warm-up in each worker before its
+        # pool forks (issue 26): without it every Celery task process imported boto3, Great
+        # Expectations and the workflow helpers again (include/executors/celery_worker.py).
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "include.executors.celery_worker.CELERY_CONFIG",
+        # Task slots per worker: 2 workers x 16 on one host = the embedded setup's parallelism (32).
+        # At 8, one worker had 8 tasks running on a host that was not busy (1.6 of 2 cores; the
+        # embedded setup filled up to 30 slots): 0.46x the embedded runs/min (issue 26).
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "16",
         # One message at a time per process: a long task never holds a short one hostage on a
         # busy worker while the other one idles.
         "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
@@ -129,6 +135,24 @@ def celery_settings(profile: Profile) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
     }
+
+
+# The API server's database connections beyond [database] sql_alchemy_pool_size (10). Airflow
+# 3.3.2's action log (`log_action`, api_fastapi/logging/decorators.py) is an async dependency that
+# commits with the synchronous session on the event loop: once the sync endpoints in the thread
+# pool hold every pooled connection (pool 10 + overflow 10), and release them only when the loop
+# runs their teardown, the loop waits [database] sql_alchemy_pool_timeout (30 s) for one and the
+# whole API server stops, REST and execution API alike (issue 26: a 60-run burst on two Celery
+# workers stopped it for 60 s in 4 of 5 runs; py-spy showed the loop in pool checkout under
+# log_action and 20 sessions idle in transaction). With more overflow than the thread pool has
+# threads (AnyIO's 40) plus the requests waiting for their teardown, the loop gets a connection at
+# once; the extra connections are closed when given back. The cluster allows 300.
+API_SERVER_MAX_OVERFLOW = 100
+
+
+def api_server_env(profile: Profile) -> dict[str, str]:
+    """What the API server's process gets on top of :func:`airflow_env` (see above)."""
+    return {"AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": str(API_SERVER_MAX_OVERFLOW)}
 
 
 def celery_worker_env(profile: Profile, index: int) -> dict[str, str]:

@@ -33,7 +33,7 @@ from devstack import (
     redis,
     request_tracker,
 )
-from devstack.airflow_env import ADMIN_USER, airflow_env, celery_worker_env
+from devstack.airflow_env import ADMIN_USER, airflow_env, api_server_env, celery_worker_env
 from devstack.config import (
     CELERY_WORKERS,
     HOST,
@@ -191,7 +191,8 @@ class Stack:
     def _start_process(self, name: str, argv: list[str]) -> None:
         if processes.running_pid(name, pids_dir=self.profile.pids):
             return
-        processes.start(name, argv, pids_dir=self.profile.pids, logs_dir=self.profile.logs, env=self.env)
+        env = {**self.env, **api_server_env(self.profile)} if name == "api-server" else self.env
+        processes.start(name, argv, pids_dir=self.profile.pids, logs_dir=self.profile.logs, env=env)
 
     def start_component(self, name: str) -> None:
         """Start one Airflow component again (``scheduler``...), e.g. after a fault test killed it."""

@@ -1,4 +1,5 @@
-"""Heavy third-party modules, imported once by the scheduler before the LocalExecutor forks.
+"""Heavy third-party modules, imported once by the scheduler before the LocalExecutor forks (and
+by each Celery worker before its pool forks: :mod:`include.executors.celery_worker`).
 
 With the ``fork`` start method the LocalExecutor forks its worker processes at start, and each
 worker forks one process per task (the Task SDK supervisor). A module already imported in the
@@ -238,8 +239,8 @@ def drop_stale_platform_modules() -> list[str]:
         sys.modules.pop(name, None)
     _WARMED.clear()
     log.warning(
-        "include/ changed since the scheduler started: %d warmed modules dropped; tasks import "
-        "them afresh until the scheduler restarts",
+        "include/ changed since the warm-up (scheduler or Celery worker start): %d warmed modules "
+        "dropped; tasks import them afresh until that process restarts",
         len(dropped),
     )
     return dropped
@@ -248,8 +249,9 @@ def drop_stale_platform_modules() -> list[str]:
 def guard_task_launches() -> bool:
     """Make the executor's workers call :func:`drop_stale_platform_modules` before each workload.
 
-    The LocalExecutor's worker loop calls ``BaseExecutor.run_workload`` (a staticmethod) for each
-    task; it is wrapped in this process, before the workers fork. False if it is not there."""
+    The LocalExecutor's worker loop and the Celery provider's ``execute_workload`` (in each pool
+    process of a Celery worker) call ``BaseExecutor.run_workload`` (a staticmethod) for each task;
+    it is wrapped in this process, before the workers fork. False if it is not there."""
     from airflow.executors.base_executor import BaseExecutor
 
     original = BaseExecutor.__dict__.get("run_workload")

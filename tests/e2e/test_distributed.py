@@ -10,12 +10,15 @@ is started again, a stopped service too.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import os
 import signal
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -133,7 +136,9 @@ def test_worker_killed_mid_task_the_retry_runs_on_the_other_worker(
     victim = _worker_of(stack, ti["pid"])
     assert victim in stack.workers, f"task pid {ti['pid']} is under no worker"
     survivor = next(w for w in stack.workers if w != victim)
-    killed = _kill_tree(processes.running_pid(victim, pids_dir=stack.profile.pids))
+    victim_pid = processes.running_pid(victim, pids_dir=stack.profile.pids)
+    assert victim_pid is not None, f"{victim} is not running"
+    killed = _kill_tree(victim_pid)
     assert ti["pid"] in killed
 
     run = api.wait_for_run(FAULT, run_id, timeout=300)
@@ -283,6 +288,40 @@ def test_the_shared_rate_limit_holds_across_both_workers(api: AirflowApi, stack:
     span = max(r.arrived for r in received) - min(r.arrived for r in received)
     # A limiter that works (rather than one that merely blocks) keeps close to the allowed rate.
     assert (tasks * calls - limit) / span >= 0.6 * limit / window, f"{tasks * calls} calls took {span:.1f}s"
+
+
+def test_a_merged_change_to_include_reaches_the_next_task(api: AirflowApi, stack: Stack) -> None:
+    """The LocalExecutor's warm-up and its guard, on Celery (issue 26; the mechanism's own tests are
+    in tests/unit/executors): each worker warmed include/ before its pool forked, and once a warmed
+    module's file changes, the pool process that takes the next task drops the warmed modules
+    before it forks the task, which then imports the changed code from disk."""
+    for service in stack.workers:
+        log = (stack.profile.logs / f"{service}.log").read_text(errors="replace")
+        assert "Celery worker warmed before its pool forks" in log, service
+        assert "(guarded: True)" in log, service
+    spec = importlib.util.find_spec("include.workflows.service_check")  # warmed: the DAG files import it
+    assert spec is not None
+    assert spec.origin is not None
+    module = Path(spec.origin)
+    offsets = {w: (stack.profile.logs / f"{w}.log").stat().st_size for w in stack.workers}
+    stamp = module.stat()
+    try:
+        # A merge rewrites the file: a new mtime (content left as it is: other stacks share the tree).
+        os.utime(module, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+        run_id, _ = _trigger(api, FAULT)
+        run = api.wait_for_run(FAULT, run_id, timeout=300)
+    finally:
+        os.utime(module, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert run["state"] == "success"
+    ran_on = {}
+    for service, offset in offsets.items():
+        with (stack.profile.logs / f"{service}.log").open("rb") as handle:
+            handle.seek(offset)
+            ran_on[service] = handle.read().decode(errors="replace")
+    mine = [text for text in ran_on.values() if run_id in text]
+    assert mine, f"{run_id} in no worker's log"
+    # The pool process that took the run's first task dropped the warmed modules before running it.
+    assert any("include/ changed since the warm-up" in text for text in mine), [t[-3000:] for t in mine]
 
 
 def test_the_redis_password_is_in_no_log(stack: Stack) -> None:

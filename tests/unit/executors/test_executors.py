@@ -101,7 +101,7 @@ def test_warmed_platform_modules_are_dropped_once_include_changes(
     with caplog.at_level(logging.WARNING, logger=warm.__name__):
         assert warm.drop_stale_platform_modules() == warmed
     assert "include.policies.hr_roles" not in sys.modules
-    assert "include/ changed since the scheduler started" in caplog.text
+    assert "include/ changed since the warm-up" in caplog.text
     assert warm.drop_stale_platform_modules() == []  # once
     importlib.import_module("include.policies.hr_roles")  # a task imports it afresh
 
