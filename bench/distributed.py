@@ -15,8 +15,9 @@ It prints runs/minute, run duration p50/p95, CPU seconds per component (``bench/
 Celery a worker's figure includes its pool and task processes, with the LocalExecutor those are
 ``tasks``) and CPU seconds per run for each side, and the ratios; the load average before each
 burst is recorded with it (the figures are as good as the machine is quiet). Writes
-``bench/results/distributed-<timestamp>.json``. ``--api-workers N`` runs both stacks with
-``[api] workers = N`` (the API server's uvicorn workers) instead of the stack's setting.
+``bench/results/distributed-<UTC timestamp>.json`` (committed: the figures docs/benchmarks.md
+quotes). ``--api-workers N`` runs both stacks with ``[api] workers = N`` (the API server's uvicorn
+workers) instead of the stack's setting.
 
 :func:`run` returns flat keys, for ``bench/suite.py`` (``SIDES`` below name the sides):
 
@@ -262,7 +263,7 @@ def main() -> None:
     result = run(args.runs_per_domain, api_workers=args.api_workers)
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": _load()}
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"distributed-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    out = RESULTS / f"distributed-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"\n{report(result)}\n-> {out}")
 
