@@ -7,6 +7,10 @@ signatures are checked with public keys only: ``--public-key FILE`` (PEM, repeat
 keys; published next to the export as ``audit/public-keys/<key id>.pem``). Without one it refuses
 (exit 2): a chain without checked signatures is what anyone who can write the tables can rebuild.
 ``--no-signatures`` checks the chain alone and says so instead of "intact".
+The log is streamed (memory bounded by a sealed segment); ``--after-checkpoint N`` verifies only the
+records after checkpoint N (incremental; the checkpoint chain is still checked whole).
+``audit verify-export`` verifies the exported segments on their own: ``--bucket`` (and ``--prefix``)
+or ``--dir`` (a local copy), with the same ``--public-key`` files; no database needed.
 ``--legacy-hmac-key-file`` (``{"<key_id>": "<hex key>"}``) checks checkpoints signed with HMAC
 before the upgrade (not needed once an asymmetric checkpoint follows them).
 
@@ -99,10 +103,72 @@ def _handle_verify(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"audit verify: {error}", file=sys.stderr)
         return 2
-    with AuditStore(args.dsn) as store:
-        report = store.verify(keys)
+    from include.audit.verify import IncrementalBaseError
+
+    try:
+        with AuditStore(args.dsn) as store:
+            report = (
+                store.verify(keys, after_checkpoint=args.after_checkpoint)
+                if args.after_checkpoint
+                else store.verify(keys)
+            )
+    except IncrementalBaseError as error:
+        print(f"audit verify: {error}", file=sys.stderr)
+        return 1
     print(report)
     return 0 if report.ok else 1
+
+
+def _handle_verify_export(args: argparse.Namespace) -> int:
+    from include.audit.export import AuditExportError, verify_export
+
+    if not args.public_key and not args.no_signatures:
+        print(NO_KEY_MESSAGE.replace("audit verify", "audit verify-export", 1), file=sys.stderr)
+        return 2
+    if (args.bucket is None) == (args.dir is None):
+        print("audit verify-export: give exactly one of --bucket and --dir", file=sys.stderr)
+        return 2
+    try:
+        keys = _verify_keys(args)
+    except (OSError, ValueError) as error:
+        print(f"audit verify-export: {error}", file=sys.stderr)
+        return 2
+    if args.dir is not None:
+        if not args.dir.is_dir():
+            print(f"audit verify-export: --dir {args.dir}: not a folder", file=sys.stderr)
+            return 2
+        s3, location = None, str(args.dir)
+    else:
+        import boto3
+
+        s3, location = boto3.client("s3", region_name=args.region), args.bucket
+    try:
+        report = verify_export(s3, location, keys, prefix=args.prefix)
+    except AuditExportError as error:
+        print(f"audit verify-export: {error}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _add_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="PEM public key of a checkpoint signing key (repeat for rotated keys)",
+    )
+    parser.add_argument(
+        "--no-signatures",
+        action="store_true",
+        help="check the chain without checkpoint signatures (the report then never says intact)",
+    )
+    parser.add_argument(
+        "--legacy-hmac-key-file",
+        type=Path,
+        help='JSON {"<key_id>": "<hex key>"} of retired HMAC keys, for checkpoints sealed before the upgrade',
+    )
 
 
 def redact(text: str, dsn: str | None) -> str:
@@ -194,24 +260,27 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_dsn(verify, required=True)
+    _add_key_options(verify)
     verify.add_argument(
-        "--public-key",
-        type=Path,
-        action="append",
-        default=[],
-        help="PEM public key of a checkpoint signing key (repeat for rotated keys)",
-    )
-    verify.add_argument(
-        "--no-signatures",
-        action="store_true",
-        help="check the chain without checkpoint signatures (the report then never says intact)",
-    )
-    verify.add_argument(
-        "--legacy-hmac-key-file",
-        type=Path,
-        help='JSON {"<key_id>": "<hex key>"} of retired HMAC keys, for checkpoints sealed before the upgrade',
+        "--after-checkpoint",
+        type=int,
+        default=0,
+        metavar="N",
+        help="incremental: only the records after checkpoint N (signed), checkpoint chain in full",
     )
     verify.set_defaults(handler=_handle_verify)
+    export = commands.add_parser(
+        "verify-export",
+        help="verify the exported segments on their own (bucket or local copy); exit 1 on damage",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--bucket", help="the export bucket (AWS credentials from the environment)")
+    export.add_argument("--prefix", default="audit/", help="key prefix of the segments (default: audit/)")
+    export.add_argument("--region", default=None, help="the bucket's region")
+    export.add_argument("--dir", type=Path, help="a local copy of the prefix instead (aws s3 sync)")
+    _add_key_options(export)
+    export.set_defaults(handler=_handle_verify_export)
     trace = commands.add_parser(
         "trace",
         help="the whole story of one ticket / run / cloud resource; exit 1 when nothing matches",

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from botocore.exceptions import ClientError
 
 from include.audit.records import AT_FORMAT, GENESIS_HASH, canonical_json, record_hash
-from include.audit.signing import PublicKey, key_fingerprint, load_public_key
+from include.audit.signing import CheckpointKeys, PublicKey, key_fingerprint, load_public_key
+from include.audit.verify import VerifyReport, verify_stream
 
 KEY_PREFIX: Final = "audit/"
 DEFAULT_RETENTION_DAYS: Final = 7 * 366
@@ -283,3 +285,55 @@ def read_exported_segments(
         [record for _, records, _ in segments for record in records],
         [checkpoint for _, _, checkpoint in segments],
     )
+
+
+def _segment_names(s3: Any | None, location: str, prefix: str) -> list[tuple[int, str]]:
+    """``(first_seq, key or path)`` of every segment under ``location``, in log order."""
+    found: list[tuple[int, str]] = []
+    if s3 is None:
+        for path in Path(location).rglob("*.jsonl"):
+            name = _SEGMENT_NAME.search(path.name)
+            if name is not None:
+                found.append((int(name.group(1)), str(path)))
+    else:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location, Prefix=prefix):
+            for item in page.get("Contents", []):
+                name = _SEGMENT_NAME.search(item["Key"])
+                if name is not None and not item["Key"].startswith(f"{prefix}{PUBLIC_KEYS_FOLDER}"):
+                    found.append((int(name.group(1)), item["Key"]))
+    return sorted(found)
+
+
+def iter_exported_segments(
+    s3: Any | None, location: str, prefix: str = KEY_PREFIX
+) -> Iterator[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
+    """``(key, records, checkpoint)`` of each exported segment in log order, one at a time.
+
+    :param s3: a boto3 S3 client, or ``None`` to read a local copy (``aws s3 sync`` of the prefix).
+    :param location: the bucket, or the local folder.
+    :raises AuditExportError: a segment that does not end with its checkpoint (named).
+    """
+    for _, key in _segment_names(s3, location, prefix):
+        body = (
+            Path(key).read_bytes() if s3 is None else s3.get_object(Bucket=location, Key=key)["Body"].read()
+        )
+        try:
+            records, checkpoint = parse_segment(body)
+        except (AuditExportError, ValueError) as error:
+            raise AuditExportError(f"{key}: {error}") from None
+        yield key, records, checkpoint
+
+
+def verify_export(
+    s3: Any | None, location: str, keys: CheckpointKeys | None, prefix: str = KEY_PREFIX
+) -> VerifyReport:
+    """Verify an export on its own (the bucket, or a local copy of it, and the public keys).
+
+    Two passes, one segment in memory at a time: the checkpoints (each segment's last line), then
+    the records through :func:`include.audit.verify.verify_stream`, which classifies damage as the
+    database verify does (a segment object missing shows as its records deleted and its checkpoint
+    missing; a segment replaced by a forger fails its checkpoint's signature).
+    """
+    checkpoints = [checkpoint for _, _, checkpoint in iter_exported_segments(s3, location, prefix)]
+    records = (record for _, segment, _ in iter_exported_segments(s3, location, prefix) for record in segment)
+    return verify_stream(records, checkpoints, keys)

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
+import queue
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -56,7 +58,7 @@ from include.audit.records import (
     validate_event,
 )
 from include.audit.signing import CheckpointKeys, CheckpointSigner
-from include.audit.verify import VerifyReport, verify
+from include.audit.verify import HashedRecord, VerifyReport, hash_record, verify, verify_stream_hashed
 
 CHAIN_LOCK: Final = 0x6175646974636861
 """``pg_advisory_xact_lock`` key of the chain head (ASCII "auditcha"); appends and seals take it."""
@@ -89,10 +91,13 @@ _SCHEMA: Final = (
     # accessor reads a NUL as U+FFFD instead (a ``\\u0000`` that is an escaped backslash followed
     # by "u0000" stays valid JSON after the replacement, only that string changes), and answers
     # NULL for text that does not parse at all (a row tampered in SQL). E'' literals: the same
-    # whatever the session's standard_conforming_strings.
+    # whatever the session's standard_conforming_strings. PARALLEL UNSAFE: the EXCEPTION block is
+    # a subtransaction, which PostgreSQL refuses in a parallel plan ("cannot start subtransactions
+    # during a parallel operation": a trace over 3 million records hit it); the lookups are index
+    # scans, which need no parallel workers.
     """
     CREATE OR REPLACE FUNCTION audit_details_field(details text, field text) RETURNS text
-        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+        LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $$
     BEGIN
         RETURN replace(details, E'\\\\u0000', E'\\\\ufffd')::json ->> field;
     EXCEPTION WHEN data_exception THEN
@@ -184,6 +189,28 @@ _SELECT_CHECKPOINTS_SQL: Final = f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_check
 _SNAPSHOT_SQL: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 _FETCH_ROWS: Final = 5000
 _MAX_SEQ: Final = 2**63 - 1
+# The verify read: ``at`` formatted by the server as :func:`include.audit.records.format_at` formats it
+# (the same text for years 1000-9999; any other instant comes as a timestamp and is formatted here).
+_AT_IN_RANGE: Final = "at >= '1000-01-01 00:00:00+00' AND at < '10000-01-01 00:00:00+00'"
+_VERIFY_COLUMNS: Final = ", ".join(
+    f"CASE WHEN {_AT_IN_RANGE} THEN to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END,"
+    f" CASE WHEN {_AT_IN_RANGE} THEN NULL ELSE at END"
+    if name == "at"
+    else name
+    for name in RECORD_FIELDS
+)
+_VERIFY_RECORDS_SQL: Final = (
+    f"SELECT {_VERIFY_COLUMNS} FROM audit_record WHERE seq >= %s AND seq <= %s ORDER BY seq"  # noqa: S608
+)
+_VERIFY_FETCH_ROWS: Final = 5_000
+_PARALLEL_MIN_RECORDS: Final = 50_000
+"""A verify reading at least this many records hashes them in reading processes (:data:`_READERS`)."""
+_BATCH: Final = 2_000
+_READERS: Final = 2
+"""Reading processes of a parallel verify (reading and hashing is about three times the classifying)."""
+_READ_CHUNK: Final = 10_000
+"""Records per seq range a reading process takes in turn."""
+_QUEUED_BATCHES: Final = 8  # at most this many batches in flight: memory stays bounded
 
 MATCH_CORRELATION_ID: Final = "correlation id"
 MATCH_RUN_ID: Final = "run id"
@@ -282,6 +309,90 @@ def _row_to_record(row: tuple[Any, ...]) -> dict[str, Any]:
     with contextlib.suppress(TypeError, ValueError):
         record["details"] = json.loads(record["details"])
     return record
+
+
+def _verify_row_to_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A row of :data:`_VERIFY_RECORDS_SQL` as :func:`_row_to_record` reads the stored row."""
+    seq, at_text, at, *rest = row
+    record = dict(zip(RECORD_FIELDS, (seq, at_text if at_text is not None else at, *rest), strict=True))
+    if at_text is None and isinstance(at, datetime):
+        record["at"] = format_at(at)
+    with contextlib.suppress(TypeError, ValueError):
+        record["details"] = json.loads(record["details"])
+    return record
+
+
+def _hashed_rows(cursor: psycopg.ServerCursor[tuple[Any, ...]]) -> Iterator[HashedRecord]:
+    while rows := cursor.fetchmany(_VERIFY_FETCH_ROWS):
+        for row in rows:
+            yield hash_record(_verify_row_to_record(row))
+
+
+def _verify_reader(
+    dsn: str, connect_timeout: int, snapshot: str, chunks: list[tuple[int, int]], out: Any
+) -> None:
+    """A reading process of a parallel verify: in snapshot ``snapshot``, hash the records of each
+    ``(first, last)`` seq range of ``chunks``, in order.
+
+    Puts lists of :func:`include.audit.verify.hash_record` results on ``out`` and ``None`` after each
+    chunk; on an error, its type and message (never the DSN) instead, and stops.
+    """
+    try:
+        with (
+            psycopg.connect(
+                dsn, autocommit=True, connect_timeout=connect_timeout, application_name="audit-verify"
+            ) as conn,
+            conn.transaction(),
+        ):
+            conn.execute(_SNAPSHOT_SQL)
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            for number, (first, last) in enumerate(chunks):
+                with conn.cursor(name=f"audit_verify_{number}") as cursor:
+                    cursor.execute(_VERIFY_RECORDS_SQL, (first, last))
+                    batch: list[HashedRecord] = []
+                    for hashed in _hashed_rows(cursor):
+                        batch.append(hashed)
+                        if len(batch) >= _BATCH:
+                            out.put(batch)
+                            batch = []
+                    if batch:
+                        out.put(batch)
+                out.put(None)
+    except Exception as exc:  # handed to the parent, which raises it
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def _cores_to_spare() -> bool:
+    """More than one CPU, and a process that may start children (a daemonic one may not)."""
+    return (os.cpu_count() or 1) > 1 and not multiprocessing.current_process().daemon
+
+
+def _chunks(first: int, last: int, size: int) -> list[tuple[int, int]]:
+    """``(first, last)`` seq ranges of ``size`` covering ``first``..``last``; the final one open-ended."""
+    bounds = list(range(first, max(last, first) + 1, size))
+    return [(low, low + size - 1) for low in bounds[:-1]] + [(bounds[-1], _MAX_SEQ)]
+
+
+def _received(outs: list[Any], readers: list[Any], chunks: int) -> Iterator[HashedRecord]:
+    """What the readers put on their queues, chunk ``i`` from reader ``i % len(readers)``: the
+    records in ``seq`` order, as one reader would have read them."""
+    for number in range(chunks):
+        out, reader = outs[number % len(outs)], readers[number % len(readers)]
+        while True:
+            try:
+                item = out.get(timeout=5)
+            except queue.Empty:
+                if not reader.is_alive():
+                    raise RuntimeError(
+                        "audit verify: a reading process ended without finishing "
+                        f"(exit code {reader.exitcode})"
+                    ) from None
+                continue
+            if item is None:
+                break
+            if isinstance(item, str):
+                raise RuntimeError(f"audit verify: a reading process failed: {item}")
+            yield from item
 
 
 def _row_to_checkpoint(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -559,7 +670,88 @@ class AuditStore:
                 checkpoints = [_row_to_checkpoint(row) for row in conn.execute(_SELECT_CHECKPOINTS_SQL)]
                 return self._read(conn, 1, None), checkpoints
 
-    def verify(self, keys: CheckpointKeys | None) -> VerifyReport:
-        """Verify the whole log against its checkpoints (see :func:`include.audit.verify.verify`)."""
+    def verify(
+        self, keys: CheckpointKeys | None, *, after_checkpoint: int = 0, parallel: bool | None = None
+    ) -> VerifyReport:
+        """Verify the log against its checkpoints, streamed (:func:`include.audit.verify.verify_stream`).
+
+        One snapshot; records come through a server-side cursor in ``seq`` order, so memory is
+        bounded by the largest sealed segment, not by the log. Hashing each record (decoding,
+        canonical JSON, SHA-256) is about three quarters of the work: for a large read two reading
+        processes do it, taking seq ranges in turn from the same snapshot (``pg_export_snapshot``),
+        while this one classifies the records in ``seq`` order through bounded queues; the
+        verdicts are the same either way.
+
+        :param after_checkpoint: 0: every record (a full verify). N: only the records after
+            checkpoint N's ``last_seq`` (an incremental verify, anchored by N's signed hash; every
+            checkpoint's place in the chain is still checked, signatures from N on).
+        :param parallel: ``None``: reading processes when at least 50,000 records are to be read,
+            more than one CPU is there and this process may start children (on a saturated
+            machine they can cost more than they save: ``False`` then); ``True``/``False``: force.
+        :raises include.audit.verify.IncrementalBaseError: checkpoint N is missing or not trusted.
+        :raises RuntimeError: the second process failed (its error named).
+        """
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute(_SNAPSHOT_SQL)
+                checkpoints = [_row_to_checkpoint(row) for row in conn.execute(_SELECT_CHECKPOINTS_SQL)]
+                first = 1
+                if after_checkpoint:
+                    sealed = [
+                        cp["last_seq"] for cp in checkpoints if cp["checkpoint_seq"] == after_checkpoint
+                    ]
+                    first = (sealed[0] + 1) if len(sealed) == 1 else _MAX_SEQ  # else: refused below
+                if parallel is None:
+                    row = conn.execute("SELECT max(seq) FROM audit_record").fetchone()
+                    to_read = (row[0] if row and row[0] is not None else 0) - first + 1
+                    parallel = to_read >= _PARALLEL_MIN_RECORDS and _cores_to_spare()
+                if parallel:
+                    return self._verify_parallel(conn, checkpoints, keys, first, after_checkpoint)
+                with conn.cursor(name="audit_verify") as cursor:
+                    cursor.execute(_VERIFY_RECORDS_SQL, (first, _MAX_SEQ))
+                    return verify_stream_hashed(
+                        _hashed_rows(cursor), checkpoints, keys, after_checkpoint=after_checkpoint
+                    )
+
+    def _verify_parallel(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        checkpoints: list[dict[str, Any]],
+        keys: CheckpointKeys | None,
+        first: int,
+        after_checkpoint: int,
+    ) -> VerifyReport:
+        row = conn.execute("SELECT pg_export_snapshot(), max(seq) FROM audit_record").fetchone()
+        assert row is not None
+        snapshot, last = row[0], row[1] if row[1] is not None else first
+        chunks = _chunks(first, last, _READ_CHUNK)
+        spawn = multiprocessing.get_context("spawn")
+        outs = [spawn.Queue(maxsize=_QUEUED_BATCHES) for _ in range(_READERS)]
+        readers = [
+            spawn.Process(
+                target=_verify_reader,
+                args=(self.dsn, self.connect_timeout, snapshot, chunks[number::_READERS], outs[number]),
+                name=f"audit-verify-reader-{number}",
+                daemon=True,
+            )
+            for number in range(_READERS)
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            return verify_stream_hashed(
+                _received(outs, readers, len(chunks)), checkpoints, keys, after_checkpoint=after_checkpoint
+            )
+        finally:
+            for reader, out in zip(readers, outs, strict=True):
+                if reader.is_alive():
+                    reader.terminate()
+                reader.join(10)
+                out.close()
+                out.cancel_join_thread()
+
+    def verify_in_memory(self, keys: CheckpointKeys | None) -> VerifyReport:
+        """The whole log read into memory, then :func:`include.audit.verify.verify` (the reference)."""
         records, checkpoints = self.snapshot()
         return verify(records, checkpoints, keys)

@@ -10,14 +10,16 @@ this project does, so the figures are the lock-and-round-trip cost, not a disk f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
+import random
 import re
 import statistics
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,8 @@ def _database(profile: Profile, name: str) -> str:
 @pytest.fixture
 def store(cluster: Profile, request: pytest.FixtureRequest) -> Iterator[AuditStore]:
     """An empty audit store in a database of the test's own."""
-    name = "audit_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    digest = hashlib.sha256(request.node.name.encode()).hexdigest()[:8]  # parametrized ids differ at the end
+    name = "audit_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:32] + "_" + digest
     with AuditStore(_database(cluster, name)) as audit:
         audit.ensure_schema()
         audit.ensure_schema()  # idempotent
@@ -491,8 +494,19 @@ def test_a_seal_pass_drains_the_spool_seals_exports_once_and_verifies(
     assert [(s["first_seq"], s["last_seq"]) for s in second["exported"]] == [(28, 32)]
     assert seal_and_export(store, s3, settings, SIGNER, KEYS)["exported"] == []
 
+    # Damage in an old segment: the incremental pass (records after the checkpoint before the
+    # newest) does not read it; the scheduled full verify names it.
     _tamper(store.dsn, "UPDATE audit_record SET actor = 'mallory' WHERE seq = 3")
+    _fill(store, 2)
+    incremental = seal_and_export(store, s3, settings, SIGNER, KEYS)
+    assert (incremental["verified_after_checkpoint"], incremental["verified_records"]) == (2, 2)
     with pytest.raises(AuditDamaged, match="record 3"):
+        seal_and_export(store, s3, settings, SIGNER, KEYS, full_verify=True)
+    # Damage in the newest segment: the very next pass names it (the export's own check of the
+    # segment it is about to copy sees it first; the incremental verify would too).
+    _fill(store, 3)
+    _tamper(store.dsn, "UPDATE audit_record SET actor = 'mallory' WHERE seq = 36")
+    with pytest.raises((AuditDamaged, AuditExportError), match="record 36"):
         seal_and_export(store, s3, settings, SIGNER, KEYS)
 
 
@@ -559,3 +573,168 @@ def test_upgrade_keeps_hmac_checkpoints_and_the_first_new_seal_pins_them(cluster
         report = audit.verify(KEYS)
         assert report.ok, str(report)
         assert str(report).startswith("audit log intact: 7 records (last seq 7), 3 checkpoints")
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["one-process", "reader-process"])
+def test_streamed_verify_names_what_the_in_memory_verify_names(
+    store: AuditStore, parallel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's verify (server-side cursor, segment by segment; records hashed in this process
+    or by reading processes that share its snapshot, in chunks of 7 here) against the reference."""
+    monkeypatch.setattr("include.audit.store._READ_CHUNK", 7)
+    _fill(store, 120, seal_every=25)
+    assert store.verify(KEYS).ok
+    _tamper(store.dsn, "UPDATE audit_record SET actor = 'mallory' WHERE seq = 30")
+    _tamper(store.dsn, "DELETE FROM audit_record WHERE seq BETWEEN 49 AND 52")  # across checkpoint 2
+    _tamper(store.dsn, "UPDATE audit_record SET seq = 1000 WHERE seq = 75")  # at checkpoint 3's end
+    _tamper(store.dsn, "UPDATE audit_record SET details = 'not json' WHERE seq = 110")  # unsealed
+    streamed, reference = store.verify(KEYS, parallel=parallel), store.verify_in_memory(KEYS)
+    assert streamed.damage() == reference.damage(), f"{streamed}\n---\n{reference}"
+    assert (streamed.records, streamed.last_seq) == (reference.records, reference.last_seq)
+    assert streamed.checkpoint_damage() == reference.checkpoint_damage()
+    assert {(30, MODIFIED), (49, DELETED), (52, DELETED), (110, MODIFIED)} <= streamed.damage()
+
+
+def test_the_verify_read_formats_at_exactly_as_format_at_does(store: AuditStore) -> None:
+    """The server formats ``at`` for the verify read; the hash needs the very text format_at gives."""
+    from include.audit.records import RECORD_FIELDS, format_at
+    from include.audit.store import _VERIFY_RECORDS_SQL, _verify_row_to_record
+
+    rng = random.Random(24)
+    kathmandu = timezone(timedelta(hours=5, minutes=45))
+    instants = [
+        datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # outside the server's range
+        datetime(1000, 1, 1, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2026, 3, 4, 5, 6, 7, 120000, tzinfo=kathmandu),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        *(
+            datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randrange(10**17))
+            for _ in range(200)
+        ),
+    ]
+    columns = ", ".join(RECORD_FIELDS)
+    marks = ", ".join(["%s"] * len(RECORD_FIELDS))
+    with psycopg.connect(store.dsn, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'Asia/Kathmandu'")  # the session's zone must not matter
+        conn.execute("CREATE TEMP TABLE audit_record (LIKE audit_record)")  # shadows the real one
+        for seq, at in enumerate(instants, 1):
+            values: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
+            values.update(seq=seq, at=at, kind="k", actor="a", details="{}", prev_hash="p", hash="h")
+            conn.execute(
+                f"INSERT INTO audit_record ({columns}) VALUES ({marks})",  # noqa: S608
+                tuple(values[name] for name in RECORD_FIELDS),
+            )
+        rows = conn.execute(_VERIFY_RECORDS_SQL, (1, 2**63 - 1)).fetchall()
+        conn.execute("SET TimeZone = 'UTC'")  # Python's datetime ends at 9999 in the session's zone
+        stored = [row[0] for row in conn.execute("SELECT at FROM audit_record ORDER BY seq")]
+    assert [_verify_row_to_record(row)["at"] for row in rows] == [format_at(at) for at in stored]
+    assert [row[1] is None for row in rows[:3]] == [True, False, False]  # server-formatted in range
+
+
+def test_a_failing_reader_process_is_named_without_the_dsn(store: AuditStore) -> None:
+    _fill(store, 5)
+    assert store.verify(KEYS, parallel=True).ok
+    password = psycopg.conninfo.conninfo_to_dict(store.dsn)["password"]
+    store.verify(KEYS)  # this process is connected; the reader connects anew, to a closed port
+    store.dsn = store.dsn.replace(f":{PROFILE.pg_port}/", ":1/")
+    with pytest.raises(RuntimeError, match="a reading process failed: OperationalError") as caught:
+        store.verify(KEYS, parallel=True)
+    assert str(password) not in str(caught.value)
+
+
+def test_incremental_verify_reads_only_after_the_checkpoint_and_refuses_a_bad_start(
+    store: AuditStore,
+) -> None:
+    from include.audit.verify import IncrementalBaseError
+
+    _fill(store, 100, seal_every=25)  # checkpoints 1-4, sealing 25, 50, 75, 100
+    _fill(store, 10)
+    report = store.verify(KEYS, after_checkpoint=3)
+    assert report.ok, report
+    assert (report.records, report.after_checkpoint, report.last_seq) == (35, 3, 110)
+    _tamper(store.dsn, "UPDATE audit_record SET actor = 'mallory' WHERE seq = 10")
+    assert store.verify(KEYS, after_checkpoint=3).ok  # old damage: only the full verify reads it
+    assert (10, MODIFIED) in store.verify(KEYS).damage()
+    _tamper(store.dsn, "UPDATE audit_record SET actor = 'mallory' WHERE seq = 80")
+    assert store.verify(KEYS, after_checkpoint=3).damage() == {(80, MODIFIED)}
+    # A checkpoint row rewritten to skip ahead fails its signature: no incremental start from it.
+    _tamper(store.dsn, "UPDATE audit_checkpoint SET last_seq = 105 WHERE checkpoint_seq = 3")
+    with pytest.raises(IncrementalBaseError, match="checkpoint 3"):
+        store.verify(KEYS, after_checkpoint=3)
+    with pytest.raises(IncrementalBaseError, match="checkpoint 9"):
+        store.verify(KEYS, after_checkpoint=9)
+
+
+@pytest.mark.parametrize(
+    ("matched_as", "index"),
+    [
+        ("correlation id", "audit_record_correlation_id"),
+        ("run id", "audit_record_run_id"),
+        ("ticket id", "audit_record_ticket_id"),
+        ("object id", "audit_record_object_id"),
+    ],
+)
+def test_trace_lookups_use_their_index(store: AuditStore, matched_as: str, index: str) -> None:
+    """EXPLAIN with sequential scans off-limits: each lookup the trace makes is an index scan."""
+    from include.audit.store import _MATCH_CONDITIONS, _MATCH_SQL, _RECORDS_FOR_SQL, TICKETING_SYSTEMS
+
+    _fill(store, 50)
+    database = psycopg.conninfo.conninfo_to_dict(store.dsn)["dbname"]
+    with psycopg.connect(postgres.admin_dsn(PROFILE, str(database)), autocommit=True) as conn:
+        # Enough rows for the planner to prefer an index on its own (no enable_seqscan games):
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO audit_record SELECT n + 1000, now(), 'side_effect', 'w', 'd', 't', 'c' || n,"
+            " 'dag', 'run' || n, 'task', 's',"
+            " json_build_object('object_id', 'sg-' || n, 'system', 'jira', 'ticket_id', 'T-' || n)::text,"
+            " md5(n::text) || md5('p' || n), md5(n::text) || md5('h' || n)"
+            " FROM generate_series(1, 20000) AS n"
+        )
+        conn.execute("ANALYZE audit_record")
+        query = _MATCH_SQL.format(condition=_MATCH_CONDITIONS[matched_as], filters="")
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                f"EXPLAIN {query}", {"id": "T-77", "ticketing": list(TICKETING_SYSTEMS)}
+            ).fetchall()
+        )
+        assert "Seq Scan" not in plan, plan
+        assert index in plan, plan
+        records_plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                f"EXPLAIN {_RECORDS_FOR_SQL.format(filters='')}",
+                {"correlation_ids": ["c77"], "dag_ids": ["dag"], "run_ids": ["run77"]},
+            ).fetchall()
+        )
+        assert "Seq Scan" not in records_plan, records_plan
+
+
+def test_trace_works_in_a_parallel_plan_and_an_older_schema_is_brought_in_line(store: AuditStore) -> None:
+    """audit_details_field has an EXCEPTION block (a subtransaction), which a parallel plan refuses:
+    it is PARALLEL UNSAFE, and ensure_schema re-marks a function created SAFE before."""
+    _fill(store, 30)
+    database = psycopg.conninfo.conninfo_to_dict(store.dsn)["dbname"]
+    forced = psycopg.conninfo.make_conninfo(
+        store.dsn,
+        options="-c force_parallel_mode=on -c parallel_setup_cost=0 -c parallel_tuple_cost=0"
+        " -c min_parallel_table_scan_size=0 -c enable_indexscan=off -c enable_bitmapscan=off",
+    )
+    with psycopg.connect(postgres.admin_dsn(PROFILE, str(database)), autocommit=True) as conn:
+        conn.execute("ALTER FUNCTION audit_details_field(text, text) PARALLEL SAFE")
+    with AuditStore(forced) as parallel, pytest.raises(psycopg.errors.InvalidTransactionState):
+        parallel.trace("no-such-ticket")  # tried as a ticket id: the function, in a parallel plan
+    store.ensure_schema()
+    with psycopg.connect(store.dsn) as conn:
+        marked = conn.execute(
+            "SELECT proparallel FROM pg_proc WHERE proname = 'audit_details_field'"
+        ).fetchone()
+    assert marked == ("u",)
+    with AuditStore(forced) as parallel:
+        assert parallel.trace("no-such-ticket") == ([], [])
+        matches, records = parallel.trace(store.records(1, 1)[0]["run_id"])
+        assert matches
+        assert records

@@ -99,3 +99,24 @@ def test_only_the_audit_seal_capability_reaches_the_signing_key() -> None:
     assert json.dumps(document["Statement"][0]["Resource"]) == json.dumps(
         [f"arn:aws:secretsmanager:eu-west-1:{account}:secret:orchestrator/secops/audit-seal/*"]
     )
+
+
+def test_full_verify_is_due_on_a_manual_run_and_the_days_first_pass() -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from include.audit.seal import full_verify_due
+
+    def context(run_type: str, hour: int, minute: int) -> dict[str, object]:
+        return {
+            "dag_run": SimpleNamespace(run_type=run_type),
+            "data_interval_end": datetime(2026, 12, 6, hour, minute, tzinfo=UTC),
+        }
+
+    assert full_verify_due(context("manual", 13, 40))
+    assert full_verify_due(context("scheduled", 0, 0))
+    assert full_verify_due(context("scheduled", 0, 14))
+    assert not full_verify_due(context("scheduled", 0, 15))
+    assert not full_verify_due(context("scheduled", 23, 59))
+    assert not full_verify_due(context("asset_triggered", 12, 0))
+    assert not full_verify_due({})
