@@ -24,7 +24,14 @@
    RT's rate limit); ratio flood / quiet (goal <= 1.2). Last, because the flood outlasts the
    flooded round (it must) and stopping the stack ends it; RT counts what it had updated by then;
 
-then stops the stack, prints the table and writes the run's figures to
+then stops the stack and, on services of their own (issue 24):
+
+7. **scale / audit** (``bench/scale_audit.py``): the audit log grown to ``--audit-sizes`` records
+   (chained and sealed with the production code): full and incremental verify, trace, append;
+8. **scale / KPIs** (``bench/scale_kpi.py``): the KPI report over 30 days of 300,000 task instances;
+9. **scale / tenants** (``bench/scale_tenants.py``): 3, 100 and 300 tenants against their budgets;
+
+then prints the table and writes the run's figures to
 ``bench/results/<UTC timestamp>.json`` (:func:`write_results`; the latest run's table is in
 ``docs/benchmarks.md``). Every part's wall time is in the table. The figures are as good as the
 machine is quiet: run it with nothing else busy.
@@ -50,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from bench import approval_resume, ratelimit
+from bench import approval_resume, ratelimit, scale_audit, scale_kpi, scale_tenants
 from bench.burst import burst, percentile
 from bench.cpu import CpuMeter
 from bench.cpu import line as cpu_line
@@ -168,7 +175,20 @@ generated()
 '''
 # Isolation last: its flood is still running when the flooded round ends (as it must be), and
 # stopping the stack ends it, rather than a part after it measuring its tail.
-PARTS = ("parse", "fast_path", "approval_resume", "ratelimit", "throughput", "isolation")
+PARTS = (
+    "parse",
+    "fast_path",
+    "approval_resume",
+    "ratelimit",
+    "throughput",
+    "isolation",
+    "scale_audit",
+    "scale_kpi",
+    "scale_tenants",
+)
+# After the stack is stopped, each on services of its own (issue 24): the audit log at three sizes,
+# the KPI report over 30 days of 300,000 task instances, and 3/100/300 tenants.
+OFF_STACK_PARTS = ("scale_audit", "scale_kpi", "scale_tenants")
 GENERATED_DOMAINS = ("support", "hr", "soc", "invoicing", "implementation")
 
 
@@ -647,9 +667,6 @@ def _timed(results: dict[str, Any], walls: dict[str, float], name: str, fn: Call
 
 
 def run_suite(args: argparse.Namespace) -> dict[str, Any]:
-    from devstack import directory_seed
-    from devstack.api_client import AirflowApi
-
     results: dict[str, Any] = {}
     walls: dict[str, float] = {}
     suite_began = time.monotonic()
@@ -659,6 +676,31 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--parts: unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
     if "parse" in parts:
         _timed(results, walls, "parse", measure_parse)
+    on_stack_parts = parts - {"parse", *OFF_STACK_PARTS}
+    if on_stack_parts:
+        _stack_parts(args, parts, results, walls)
+    off_stack: dict[str, Callable[[], Any]] = {
+        "scale_audit": lambda: scale_audit.run(tuple(args.audit_sizes)),
+        "scale_kpi": lambda: scale_kpi.run(),
+        "scale_tenants": lambda: scale_tenants.run(),
+    }
+    for name in OFF_STACK_PARTS:
+        if name in parts:
+            _timed(results, walls, name, off_stack[name])
+    walls["total"] = round(time.monotonic() - suite_began, 1)
+    results["wall_seconds"] = walls
+    results["settings"] = vars(args)
+    results["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
+    return results
+
+
+def _stack_parts(
+    args: argparse.Namespace, parts: set[str], results: dict[str, Any], walls: dict[str, float]
+) -> None:
+    """The parts measured on the bench stack (started fresh, stopped at the end)."""
+    from devstack import directory_seed
+    from devstack.api_client import AirflowApi
+
     flood = args.flood_tickets if "isolation" in parts else 0
     stack = bench_stack(flood)
     try:
@@ -724,11 +766,6 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         began = time.monotonic()
         stack.stop()
         walls["stack_stop"] = round(time.monotonic() - began, 1)
-    walls["total"] = round(time.monotonic() - suite_began, 1)
-    results["wall_seconds"] = walls
-    results["settings"] = vars(args)
-    results["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
-    return results
 
 
 def _get(data: Mapping[str, Any], *path: str) -> Any:
@@ -822,7 +859,86 @@ def figures(r: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             )
             for side in ("platform", "bare")
         ),
+        *_scale_rows(r),
     ]
+    return rows
+
+
+def _scale_rows(r: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The rows of the off-stack scale parts (issue 24), for the sizes the run measured."""
+    rows: list[tuple[str, str, str]] = []
+    audit = r.get("scale_audit")
+    if isinstance(audit, dict) and "error" not in audit:
+        rows.append(
+            (
+                "audit: append p50, 8 writers, empty table (ms)",
+                str(audit.get("empty_append_8_writers_p50_ms")),
+                "",
+            )
+        )
+        for size in r.get("settings", {}).get("audit_sizes", scale_audit.DEFAULT_SIZES):
+            at = scale_audit.label(size)
+
+            def a(key: str, at: str = at) -> Any:
+                return audit.get(f"{at}_{key}", "n/a")
+
+            rows += [
+                (
+                    f"audit {at}: full verify s, records/s, peak RSS MB",
+                    f"{a('verify_full_s')} s, {a('verify_records_per_s')}/s, {a('verify_peak_rss_mb')} MB",
+                    ">= 100k records/s, constant memory",
+                ),
+                (
+                    f"audit {at}: incremental verify after 1,000 new (s)",
+                    str(a("verify_incremental_s")),
+                    "< 1 s",
+                ),
+                (
+                    f"audit {at}: trace p50 (ms), index only",
+                    f"{a('trace_p50_ms')}, {'yes' if a('trace_index_only') == 1 else 'NO'}",
+                    "< 1 s",
+                ),
+                (
+                    f"audit {at}: append p50, 8 writers (ms)",
+                    str(a("append_8_writers_p50_ms")),
+                    "<= empty table",
+                ),
+            ]
+    kpi = r.get("scale_kpi")
+    if isinstance(kpi, dict) and "error" not in kpi:
+        k = kpi.get
+        rows.append(
+            (
+                f"KPI report over 30 days, {k('kpi_task_instances')} task instances: p50 / max (s)",
+                f"{k('kpi_report_p50_s')} / {k('kpi_report_max_s')} (SQL {k('kpi_query_p50_s')} s, "
+                f"its PostgreSQL CPU {k('kpi_query_cpu_p50_s')} s; render {k('kpi_render_p50_s')} s)",
+                "< 5 s",
+            )
+        )
+    tenants = r.get("scale_tenants")
+    if isinstance(tenants, dict) and "error" not in tenants:
+        sizes = sorted({int(key.split("_")[1]) for key in tenants if key.split("_")[1].isdigit()})
+
+        def t(key: str) -> str:
+            return " / ".join(str(tenants.get(f"tenants_{n}_{key}", "n/a")) for n in sizes)
+
+        at = "/".join(str(n) for n in sizes)
+        rows += [
+            (f"tenants {at}: parse dags/ total (s)", t("parse_total_s"), "<= 10 s"),
+            (f"tenants {at}: largest serialized DAG (KB)", t("serialized_max_kb"), "<= 128 KB"),
+            (
+                f"tenants {at}: policy-check / policy-sync (s)",
+                f"{t('policy_check_s')}; {t('policy_sync_s')}",
+                "<= 60 s; 30 s",
+            ),
+            (f"tenants {at}: devstack seeding (s)", t("seed_s"), "<= 900 s"),
+            (
+                "tenants: budgets met at the largest size",
+                ("yes" if tenants.get("tenants_budgets_met") == 1 else "NO")
+                + f" (missed: {tenants.get('tenants_budgets_missed')})",
+                "",
+            ),
+        ]
     return rows
 
 
@@ -917,6 +1033,13 @@ def main() -> None:
         "--parts",
         default=",".join(PARTS),
         help=f"comma-separated subset of {','.join(PARTS)} (before/after runs)",
+    )
+    parser.add_argument(
+        "--audit-sizes",
+        type=int,
+        nargs="+",
+        default=list(scale_audit.DEFAULT_SIZES),
+        help="audit log sizes of the scale_audit part (it grows in place, smallest first)",
     )
     parser.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
