@@ -23,11 +23,13 @@ from urllib.parse import urlsplit
 import pytest
 from airflow.sdk import Connection
 
-from devstack import postgres, redis
+from devstack import postgres
 from devstack.config import Profile
 from include.connectors.base import ConnectorHook
 from include.connectors.errors import RetryBudgetExhausted
 from include.connectors.ratelimit import creation_lock
+from tests.support import stores
+from tests.support.stores import postgres_database
 
 PROFILE = Profile(name="lock-itest", api_port=0, pg_port=25482, moto_port=0, smtp_port=0)
 REDIS_PROFILE = Profile(
@@ -38,24 +40,12 @@ PAUSE = 0.4  # between the search and the create
 
 @contextlib.contextmanager
 def postgres_store() -> Iterator[str]:
-    postgres.ensure_installed()
-    postgres.initialise(PROFILE, fresh=True)
-    postgres.start(PROFILE)
-    try:
-        postgres.create_database(PROFILE, "ratelimit")
+    with postgres_database(PROFILE, "ratelimit"):
         yield postgres.admin_dsn(PROFILE, "ratelimit")
-    finally:
-        postgres.stop(PROFILE)
 
 
-@contextlib.contextmanager
-def redis_store() -> Iterator[str]:
-    redis.ensure_installed()
-    redis.start(REDIS_PROFILE, fresh=True)
-    try:
-        yield redis.url(REDIS_PROFILE, redis.RATELIMIT_DB)
-    finally:
-        redis.stop(REDIS_PROFILE)
+def redis_store() -> contextlib.AbstractContextManager[str]:
+    return stores.redis_store(REDIS_PROFILE)
 
 
 STORES = {"postgresql": postgres_store, "redis": redis_store}

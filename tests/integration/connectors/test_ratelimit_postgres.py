@@ -17,10 +17,11 @@ from collections.abc import Iterator
 import pytest
 
 from bench import ratelimit as bench
-from devstack import postgres, redis
 from devstack.config import Profile
 from include.connectors.errors import RateLimitBackpressure
 from include.connectors.ratelimit import DEFAULT_SAFETY_MARGIN, RateLimitSettings, SharedRateLimiter
+from tests.support import stores
+from tests.support.stores import postgres_database
 
 PROFILE = Profile(name="ratelimit-itest", api_port=0, pg_port=25462, moto_port=0, smtp_port=0)
 # Redis listens on api_port + 30 (nothing runs on the API port itself).
@@ -36,24 +37,12 @@ MAX_429S = 10
 
 @contextlib.contextmanager
 def postgres_store() -> Iterator[str]:
-    postgres.ensure_installed()
-    postgres.initialise(PROFILE, fresh=True)
-    postgres.start(PROFILE)
-    try:
-        postgres.create_database(PROFILE, bench.DATABASE)
+    with postgres_database(PROFILE, bench.DATABASE):
         yield bench.store_dsn(PROFILE)
-    finally:
-        postgres.stop(PROFILE)
 
 
-@contextlib.contextmanager
-def redis_store() -> Iterator[str]:
-    redis.ensure_installed()
-    redis.start(REDIS_PROFILE, fresh=True)
-    try:
-        yield redis.url(REDIS_PROFILE, redis.RATELIMIT_DB)
-    finally:
-        redis.stop(REDIS_PROFILE)
+def redis_store() -> contextlib.AbstractContextManager[str]:
+    return stores.redis_store(REDIS_PROFILE)
 
 
 STORES = {"postgresql": postgres_store, "redis": redis_store}
