@@ -17,6 +17,7 @@ from airflow.sdk.bases.hook import BaseHook
 
 from include.connectors.errors import PermanentError, TransientError
 from include.connectors.ratelimit import (
+    RATELIMIT_STORE_CONN_ID,
     RateLimitSettings,
     SharedRateLimiter,
     StoreError,
@@ -145,6 +146,23 @@ class ConnectorHook(BaseHook):
         )
 
     @cached_property
+    def creation_store(self) -> str | None:
+        """Where :meth:`create_once` locks a shared key: the rate-limit store, or None (logged) when
+        this installation has none (no ``rate_limit_store_dsn`` extra, no ``ratelimit_store``
+        connection; every deployment of the platform has one)."""
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            return self.rate_limit_store
+        except AirflowNotFoundException:
+            self.log.warning(
+                "%s: no shared store (connection %r): creates are not locked across runs",
+                self.system,
+                RATELIMIT_STORE_CONN_ID,
+            )
+            return None
+
+    @cached_property
     def rate_limit_store(self) -> str:
         """The shared rate-limit store's URL (a secret when it holds a password: never log it)."""
         return str(self.extras.get("rate_limit_store_dsn") or store_dsn())
@@ -201,15 +219,16 @@ class ConnectorHook(BaseHook):
             nothing and both create. None: only this run uses the key; no lock.
         """
 
+        store = None if key is None else self.creation_store
+
         def attempt() -> T:
-            if key is None:
+            if key is None or store is None:
                 existing = find()
                 return existing if existing is not None else create()
             name = f"{self.system}:{self.tenant}:{key}"
             try:
-                with creation_lock(
-                    self.rate_limit_store, name, wait_seconds=self.timeout, hold_seconds=2 * self.timeout + 30
-                ):
+                hold = 2 * self.timeout + 30
+                with creation_lock(store, name, wait_seconds=self.timeout, hold_seconds=hold):
                     existing = find()
                     return existing if existing is not None else create()
             except StoreError as exc:

@@ -228,3 +228,24 @@ def test_jira_finds_the_key_only_on_an_issue_of_its_tenant(
     assert [(a["jql"][0], a["fields"][0]) for a in asked] == [
         ('project = "SOC" AND labels = "idem-1"', fields_asked)
     ]
+
+
+def test_without_a_shared_store_the_create_is_not_locked_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, creation_locks: list[str]
+) -> None:
+    Recorder([]).install(monkeypatch)
+    extras = {k: v for k, v in EXTRAS.items() if "rate_limit" not in k}
+    hook = rt_hook(extras)  # no limits, no store: and no `ratelimit_store` connection offline
+    log = mock.Mock()
+    monkeypatch.setattr(RequestTrackerHook, "log", log)
+
+    ticket = hook.create_ticket(
+        queue="soc", subject="s", body="b", idempotency_key="idem-2", correlation_id="c"
+    )
+
+    assert ticket.created
+    assert creation_locks == []
+    warned = [call.args[0] % call.args[1:] for call in log.warning.call_args_list]
+    assert warned == [
+        "request_tracker: no shared store (connection 'ratelimit_store'): creates are not locked across runs"
+    ]
