@@ -264,7 +264,7 @@ def main() -> None:
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": _load()}
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"distributed-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{report(result)}\n-> {out}")
 
 
