@@ -107,11 +107,7 @@ def _handle_verify(args: argparse.Namespace) -> int:
 
     try:
         with AuditStore(args.dsn) as store:
-            report = (
-                store.verify(keys, after_checkpoint=args.after_checkpoint)
-                if args.after_checkpoint
-                else store.verify(keys)
-            )
+            report = store.verify(keys, after_checkpoint=args.after_checkpoint)
     except IncrementalBaseError as error:
         print(f"audit verify: {error}", file=sys.stderr)
         return 1
