@@ -43,6 +43,7 @@ MAXIMUM = max_block_duration()
 @domain_workflow(
     domain="soc",
     kind="infrastructure_change",
+    hold_until="expires_at",  # the SLA counts from the block's end (include/workflows/holds.py)
     doc_md=__doc__,
     params={
         "indicator": Param(

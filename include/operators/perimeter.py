@@ -10,8 +10,9 @@ trail as side effects (indicator, IP set, expiry, role, correlation id).
 The wait holds no worker: :class:`WaitForBlockExpiryOperator` defers to a
 :class:`~airflow.providers.standard.triggers.temporal.DateTimeTrigger` at the recorded expiry and,
 when it wakes, reads the record again: a later expiry (a re-run extended the block) means wait again,
-or, if that is beyond what this run may still wait (its ``dagrun_timeout``), hand the removal over to
-the run that set it.
+or, if that is beyond what this run may still wait (its ``dagrun_timeout``, or its SLA, which counts
+from the expiry it asked for: :mod:`include.workflows.holds`), hand the removal over to the run that
+set it.
 
 The longest block (:func:`max_block_duration`) follows from the SOC policy: the run must outlast its
 block, so it is the domain's ``dagrun_timeout`` for the workflow's kind, less its approval chain and
@@ -217,13 +218,25 @@ class WaitForBlockExpiryOperator(_PerimeterStep):
         return self.wait_or_finish(context)
 
     def latest_wake(self, context: Any) -> datetime | None:
-        """The last moment this run may wake and still finish: start + ``dagrun_timeout`` - :data:`TAIL`."""
+        """The last moment this run may wake and still finish in time, less :data:`TAIL`.
+
+        In time: before its hard end (start + ``dagrun_timeout``) and before its SLA deadline, which
+        counts from the expiry it asked for (the DAG's ``hold_until``, :mod:`include.workflows.holds`):
+        an extension by another run must not make this run late.
+        """
+        from include.policies.loader import load_domain_policy
+        from include.workflows.holds import hold_end
+
+        limits = []
         dag_run = context.get("dag_run")
         start = getattr(dag_run, "start_date", None)
         timeout = getattr(getattr(self, "dag", None), "dagrun_timeout", None)
-        if start is None or timeout is None:
-            return None
-        return start.astimezone(UTC) + timeout - TAIL
+        if start is not None and timeout is not None:
+            limits.append(start.astimezone(UTC) + timeout)
+        asked = hold_end({"expires_at": self.expires_at}, "expires_at")
+        if asked is not None:
+            limits.append(asked + load_domain_policy().domain(DOMAIN).sla[KIND])
+        return min(limits) - TAIL if limits else None
 
     def wait_or_finish(self, context: Any) -> dict[str, Any] | None:
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger

@@ -20,6 +20,7 @@ from include.connectors.context import CORRELATION_CONF_KEY, CORRELATION_PATTERN
 from include.connectors.smtp import ALERT_FROM, ALERT_SMTP_CONN_ID
 from include.policies.loader import KIND_TAG_PREFIX, DomainPolicy, WorkflowKind, load_domain_policy
 from include.workflows.alerts import SlaMissNotifier
+from include.workflows.holds import HoldEndDeadline
 
 WORKFLOW_START = datetime(2026, 1, 1)
 
@@ -55,6 +56,18 @@ def _check_params(dag_id: str, params: Mapping[str, Any] | None) -> dict[str, Pa
     return checked
 
 
+def _check_hold(dag_id: str, hold_until: str | None, params: Mapping[str, Any] | None) -> str | None:
+    """``hold_until`` must name a required string param (the hold's end) of the workflow."""
+    if hold_until is None:
+        return None
+    param = (params or {}).get(hold_until)
+    if not isinstance(param, Param) or param.schema.get("type") != "string" or param.has_value:
+        raise WorkflowDefinitionError(
+            f"DAG {dag_id}: hold_until={hold_until!r} must name a required string param (the hold's end)"
+        )
+    return hold_until
+
+
 def correlation_param() -> Param:
     """Every workflow's optional ``correlation_id``: a bad one is refused (HTTP 400) before the run exists."""
     return Param(
@@ -67,11 +80,22 @@ def correlation_param() -> Param:
     )
 
 
-def sla_deadline(domain: DomainPolicy, kind: WorkflowKind) -> DeadlineAlert:
-    """A Deadline Alert that emails the domain's alert list when a run outlives its SLA."""
+def sla_deadline(domain: DomainPolicy, kind: WorkflowKind, hold_until: str | None = None) -> DeadlineAlert:
+    """A Deadline Alert that emails the domain's alert list when a run outlives its SLA.
+
+    :param domain: the workflow's domain policy.
+    :param kind: which of the domain's SLAs applies.
+    :param hold_until: for a workflow that holds a change until a time given in this param, the SLA
+        counts from that time (:class:`include.workflows.holds.HoldEndDeadline`), else from the
+        run's queue time.
+    """
     sla = domain.sla[kind]
+    reference: Any = DeadlineReference.DAGRUN_QUEUED_AT
+    if hold_until is not None:
+        longest = domain.timeouts[kind].dagrun_timeout.total_seconds()
+        reference = HoldEndDeadline(param=hold_until, longest_seconds=longest)
     return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        reference=reference,
         interval=sla,
         callback=AsyncCallback(
             SlaMissNotifier,
@@ -82,6 +106,7 @@ def sla_deadline(domain: DomainPolicy, kind: WorkflowKind) -> DeadlineAlert:
                 "domain": domain.name,
                 "kind": kind,
                 "sla_seconds": sla.total_seconds(),
+                "digest_window_seconds": domain.alert_digest_window.total_seconds(),
                 "base_url": conf.get("api", "base_url", fallback="http://localhost:8080"),
             },
         ),
@@ -111,6 +136,7 @@ def workflow_dag_kwargs(
     kind: WorkflowKind = "fast_path",
     params: Mapping[str, Any] | None = None,
     tags: tuple[str, ...] = (),
+    hold_until: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """The keyword arguments for ``DAG``/``@dag`` with the domain policy applied."""
@@ -141,7 +167,7 @@ def workflow_dag_kwargs(
         "params": _check_params(dag_id, params),
         "max_active_runs": domain_policy.max_active_runs,
         "max_active_tasks": domain_policy.max_active_tasks,
-        "deadline": sla_deadline(domain_policy, kind),
+        "deadline": sla_deadline(domain_policy, kind, _check_hold(dag_id, hold_until, params)),
         # The hard end of a run (the SLA above only alerts); longer than any approval chain of the
         # domain (policy-check, run-timeouts).
         "dagrun_timeout": limits.dagrun_timeout,
@@ -173,6 +199,7 @@ def domain_workflow(
     kind: WorkflowKind = "fast_path",
     params: Mapping[str, Any] | None = None,
     tags: tuple[str, ...] = (),
+    hold_until: str | None = None,
     **overrides: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., DAG]]:
     """Decorate a function that builds the tasks, like ``@dag``, with the domain policy applied.
@@ -182,6 +209,8 @@ def domain_workflow(
     :param dag_id: defaults to ``<domain>_<function name>``.
     :param kind: which SLA and timeouts of the domain apply: ``fast_path`` or ``infrastructure_change``.
     :param params: typed :class:`airflow.sdk.Param` objects for the trigger form.
+    :param hold_until: for a workflow that holds a change until a time the trigger form gives (a
+        required param with a date-time), that param's name: the SLA counts from that time.
     """
 
     def decorator(func: Callable[..., Any]) -> Callable[..., DAG]:
@@ -192,6 +221,7 @@ def domain_workflow(
             kind=kind,
             params=params,
             tags=tags,
+            hold_until=hold_until,
             **overrides,
         )
         return dag(**kwargs)(func)  # noqa: AIR002 - schedule is in kwargs (default None)

@@ -24,6 +24,7 @@ from devstack.config import REGION
 from devstack.stack import Stack
 from include.connectors.perimeter import BLOCKLIST_NAME, SCOPE
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
+from include.policies.loader import load_domain_policy
 from include.policies.tenants import tenant_account_id
 from tests.e2e.conftest import sign_up, ticket_texts
 
@@ -99,6 +100,12 @@ def test_five_runs_one_entry_a_re_run_extends_and_one_removal_at_the_later_expir
         _wait_for_task(api, run_id, "block_indicator")
     assert _addresses(stack, "globex") == [INDICATOR]
     assert _parameters(stack, "globex") == [PARAMETER]
+    # The SLA counts from the block's end (include/workflows/holds.py), not from the trigger: a block
+    # longer than the SOC's 30 minutes is not late.
+    sla = load_domain_policy().domain("soc").sla["infrastructure_change"]
+    for run_id in runs:
+        found = api.request("GET", f"dags/{DAG}/dagRuns/{run_id}/deadlines", api="ui")["deadlines"]
+        assert [datetime.fromisoformat(d["deadline_time"]) for d in found] == [first_expiry + sla], run_id
     blocks = [api.xcom(DAG, r, "block_indicator") for r in runs]
     assert sorted(b["added"] for b in blocks) == [False, False, False, False, True]
     assert {b["expires_at"] for b in blocks} == {first_expiry.isoformat()}

@@ -167,9 +167,11 @@ def _wait_context(start: datetime = NOW) -> dict[str, Any]:
     return {**CONTEXT, "dag_run": mock.Mock(start_date=start)}
 
 
-def _wait(dagrun_timeout: timedelta = timedelta(hours=4)) -> WaitForBlockExpiryOperator:
+def _wait(
+    dagrun_timeout: timedelta = timedelta(hours=4), expires_at: str = EXPIRES
+) -> WaitForBlockExpiryOperator:
     with DAG("soc_block_indicator_test", schedule=None, dagrun_timeout=dagrun_timeout):
-        return WaitForBlockExpiryOperator(task_id="wait_for_expiry", **STEP)
+        return WaitForBlockExpiryOperator(task_id="wait_for_expiry", **{**STEP, "expires_at": expires_at})
 
 
 def test_the_wait_defers_to_the_recorded_expiry_holding_no_worker() -> None:
@@ -193,8 +195,9 @@ def test_woken_at_the_expiry_it_finishes() -> None:
     assert result == {"outcome": "expired", "expires_at": T1.isoformat(), "run_id": "manual__1"}
 
 
-def test_woken_to_a_later_expiry_it_waits_again() -> None:
-    later = T1 + timedelta(hours=1)
+def test_woken_to_a_later_expiry_within_its_own_sla_it_waits_again() -> None:
+    # SOC infrastructure_change SLA 30 min, counted from the expiry this run asked for (T1), less TAIL.
+    later = T1 + timedelta(minutes=30) - TAIL
     with _hook(WaitForBlockExpiryOperator) as prop, mock.patch.object(module, "utcnow", return_value=T1):
         prop.return_value.expiry.return_value = _expiry(later, "manual__2")
         with pytest.raises(TaskDeferred) as deferred:
@@ -203,11 +206,24 @@ def test_woken_to_a_later_expiry_it_waits_again() -> None:
     assert deferred.value.trigger.moment == later
 
 
-def test_a_later_expiry_beyond_this_runs_time_is_handed_over() -> None:
-    later = NOW + timedelta(hours=4) - TAIL + timedelta(seconds=1)
+def test_a_later_expiry_beyond_its_own_sla_is_handed_over() -> None:
+    """The SLA counts from the expiry the run asked for: waiting for an extension would make it late."""
+    later = T1 + timedelta(minutes=30) - TAIL + timedelta(seconds=1)
     with _hook(WaitForBlockExpiryOperator) as prop, mock.patch.object(module, "utcnow", return_value=T1):
         prop.return_value.expiry.return_value = _expiry(later, "manual__2")
         result = _wait().execute_complete(_wait_context(), event=None)
+
+    assert result == {"outcome": "handed-over", "expires_at": later.isoformat(), "run_id": "manual__2"}
+
+
+def test_a_later_expiry_beyond_this_runs_time_is_handed_over() -> None:
+    # An expiry asked for late in the run: its hard end (start + dagrun_timeout) binds before its SLA.
+    asked = NOW + timedelta(hours=3, minutes=35)
+    later = NOW + timedelta(hours=4) - TAIL + timedelta(seconds=1)
+    assert later < asked + timedelta(minutes=30) - TAIL  # the SLA alone would let it wait
+    with _hook(WaitForBlockExpiryOperator) as prop, mock.patch.object(module, "utcnow", return_value=asked):
+        prop.return_value.expiry.return_value = _expiry(later, "manual__2")
+        result = _wait(expires_at=asked.isoformat()).execute_complete(_wait_context(), event=None)
 
     assert result == {"outcome": "handed-over", "expires_at": later.isoformat(), "run_id": "manual__2"}
 

@@ -70,7 +70,12 @@ def loaded() -> dict:
 
 def test_the_plugins_load_without_errors(loaded: dict) -> None:
     assert loaded["errors"] == {}
-    assert loaded["plugins"] == ["orchestrator_audit", "orchestrator_kpi_report", "orchestrator_metrics"]
+    assert loaded["plugins"] == [
+        "orchestrator_audit",
+        "orchestrator_deadlines",
+        "orchestrator_kpi_report",
+        "orchestrator_metrics",
+    ]
 
 
 def test_every_source_file_is_one_module(loaded: dict) -> None:
@@ -83,7 +88,7 @@ def test_every_source_file_is_one_module(loaded: dict) -> None:
 
 def test_plugins_holds_only_plugin_modules() -> None:
     modules = sorted(p.relative_to(REPO / "plugins").as_posix() for p in (REPO / "plugins").rglob("*.py"))
-    assert modules == ["audit_listener.py", "kpi_report.py", "metrics_listener.py"]
+    assert modules == ["audit_listener.py", "deadlines.py", "kpi_report.py", "metrics_listener.py"]
     assert (REPO / "plugins" / ".airflowignore").is_file()
 
 
