@@ -176,3 +176,13 @@ def seed_identity_center(endpoint_url: str, region: str) -> list[str]:
                 IdentityStoreId=STAFF_IDENTITY_STORE_ID, DisplayName=name, Description=group.description
             )
     return sorted(groups)
+
+
+def seed_intake_queues(endpoint_url: str, region: str) -> dict[str, str]:
+    """The intake queues of ``intake.yaml`` (each source's queue and its dead-letter queue, with the
+    RedrivePolicy) in the platform account; idempotent. Returns queue name -> URL."""
+    from include.intake.policy import load_intake
+    from include.intake.queues import ensure_queues
+
+    client = account_client("sqs", platform_account_id(), endpoint_url, region)
+    return ensure_queues(load_intake(), client)

@@ -31,6 +31,7 @@ from devstack.invoicing import erp_connection, psa_connection
 from devstack.openldap import ldap_connection
 from devstack.privacyidea import mfa_connection
 from devstack.request_tracker import rt_connection
+from devstack.standins import webhooks
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import STAFF_TENANT, secret_name, tenant_ids
 
@@ -129,6 +130,9 @@ def platform_connections(profile: Profile) -> dict[str, dict[str, object]]:
             "login": VERIFIER_USER,
             "password": profile.local_secret(VERIFIER_LOCAL_NAME),
         },
+        # The approval channels (devstack/standins/webhooks.py): each domain's Teams webhook and the
+        # SOC's PagerDuty service, named in domains.yaml (alerts.teams_channel, alerts.pagerduty).
+        **webhooks.connections(profile),
         "smtp_alerts": {
             "conn_type": "smtp",
             "host": HOST,
@@ -160,6 +164,28 @@ def seed_audit_signing_key(profile: Profile) -> str:
     return AUDIT_SIGNING_SECRET
 
 
+def seed_microsoft_connections(profile: Profile) -> list[str]:
+    """Each customer's Entra app connections, one per capability, in the customer's own account under
+    the capability's path (``orchestrator/<tenant>/<capability>/msgraph``, ``.../defender``): only that
+    capability's role in that account reads it (include/connectors/microsoft.py). Returns the names."""
+    from devstack.aws_seed import account_client
+    from devstack.standins import microsoft
+    from include.policies.tenants import tenant_account_id
+
+    names = []
+    for tenant in microsoft.entra_tenants():
+        client = account_client("secretsmanager", tenant_account_id(tenant), profile.moto_url, REGION)
+        for capability in microsoft.CAPABILITY_ROLES:
+            name = f"orchestrator/{tenant}/{capability}/msgraph"
+            _put(client, name, json.dumps(microsoft.connection(profile, tenant, capability)))
+            names.append(name)
+        for capability in microsoft.DEFENDER_CAPABILITY_ROLES:
+            name = f"orchestrator/{tenant}/{capability}/defender"
+            _put(client, name, json.dumps(microsoft.connection(profile, tenant, capability, defender=True)))
+            names.append(name)
+    return names
+
+
 def _put(client: object, name: str, value: str) -> None:
     try:
         client.create_secret(Name=name, SecretString=value)  # type: ignore[attr-defined]
@@ -177,6 +203,7 @@ def seed(profile: Profile) -> list[str]:
         _put(client, name, json.dumps(connection))
         names.append(name)
     names.append(seed_audit_signing_key(profile))
+    names.extend(seed_microsoft_connections(profile))
     for tenant in tenant_ids():
         for domain in load_domain_policy().domains:
             name = secret_name(tenant, domain)

@@ -46,9 +46,18 @@ from devstack.config import (
 )
 from devstack.processes import ServiceError
 from devstack.request_tracker import RequestTracker
+from devstack.standins import microsoft as microsoft_standin
+from devstack.standins import webhooks
 
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
-AUX_SERVICES = ("moto", "smtp-sink", "request-tracker", invoicing.ERP_SERVICE)
+AUX_SERVICES = (
+    "moto",
+    "smtp-sink",
+    "request-tracker",
+    invoicing.ERP_SERVICE,
+    microsoft_standin.SERVICE,
+    webhooks.SERVICE,
+)
 # The distributed setup's Celery workers: worker-1 serves `default` and `platform`, worker-2
 # `default`, `platform` and `soc` (as docker/docker-compose.yml), so SOC tasks run on worker-2 only
 # and a default-queue task whose worker dies is retried on the other one. (Production gives `soc`
@@ -160,6 +169,8 @@ class Stack:
         self._start_moto()
         self._start_smtp_sink()
         self._start_erp_standin()
+        self._start_webhooks_standin()
+        self._start_microsoft_standin()
         if self.profile.distributed:
             redis.ensure_installed()
             redis.start(self.profile, fresh=fresh)
@@ -250,6 +261,7 @@ class Stack:
         names = moto_seed.seed(self.profile)
         tenant_items = aws_seed.seed_capability_roles(self.profile.moto_url, REGION)
         aws_seed.seed_identity_center(self.profile.moto_url, REGION)
+        aws_seed.seed_intake_queues(self.profile.moto_url, REGION)
         self._log(
             f"moto server on {self.profile.moto_url}, {len(names)} secrets seeded, "
             f"{len(tenant_items)} capability roles/secrets in tenant accounts"
@@ -317,6 +329,31 @@ class Stack:
             f"Business Central stand-in on {invoicing.erp_base_url(self.profile)}; PSA exports in "
             f"s3://{bucket} (sample {invoicing.SAMPLE_EXPORT_KEY})"
         )
+
+    def _start_microsoft_standin(self) -> None:
+        """Entra ID / Graph / Defender of the customer tenants over HTTPS (devstack/standins/microsoft.py):
+        its CA and certificate are made in the profile's run folder, its tenants' app connections are in
+        moto (devstack/moto_seed.py)."""
+        microsoft_standin.ensure_certificates(microsoft_standin.tls_dir(self.profile))
+        self._start_process(microsoft_standin.SERVICE, microsoft_standin.standin_argv(self.profile))
+        processes.wait_until(
+            lambda: processes.port_open(HOST, microsoft_standin.port(self.profile)),
+            what="Microsoft stand-in",
+            timeout=30,
+            log=self.profile.logs / f"{microsoft_standin.SERVICE}.log",
+        )
+        self._log(f"Entra ID / Graph / Defender stand-in on {microsoft_standin.base_url(self.profile)}")
+
+    def _start_webhooks_standin(self) -> None:
+        """The Teams webhook + PagerDuty Events v2 stand-in of the approval channels."""
+        self._start_process(webhooks.SERVICE, webhooks.standin_argv(self.profile))
+        processes.wait_until(
+            lambda: processes.port_open(HOST, webhooks.port(self.profile)),
+            what="Teams/PagerDuty stand-in",
+            timeout=30,
+            log=self.profile.logs / f"{webhooks.SERVICE}.log",
+        )
+        self._log(f"Teams/PagerDuty stand-in on {webhooks.base_url(self.profile)} (records: /_records)")
 
     def _prepare_airflow(self) -> None:
         airflow = str(VENV_BIN / "airflow")

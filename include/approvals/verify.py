@@ -8,7 +8,11 @@ metadata database, read through Airflow's REST API, never an XCom and never a ta
 - the request of every gate step this change needs was answered ``Approve`` by a person (a
   timeout's default has no responder);
 - each request was asked of exactly the approver groups the policy names for the step, excluding
-  the user who triggered the run (``assigned_users``);
+  the user who triggered the run (``assigned_users``), and of exactly the action's escalation
+  groups (``escalate_to``) from exactly the request's creation time plus the gate's
+  ``escalate_after`` (within :data:`ESCALATION_SKEW`: a crafted earlier time is refused);
+- an escalation group's member answered at or after that time (the auth manager refuses earlier
+  answers; the check is made again here on ``responded_at``);
 - each responder is not the triggering user, not the responder of an earlier step, and is a member
   of one of the step's groups (the auth manager checked that when the answer arrived; the check is
   made again here, so someone removed from the group since no longer carries the approval);
@@ -38,11 +42,12 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from include.approvals.respondents import EXCLUDE_PREFIX, ROLE_PREFIX
+from include.approvals.respondents import AFTER_PREFIX, EXCLUDE_PREFIX, ROLE_PREFIX, parse_escalation
 
 APPROVE = "Approve"
 DRILL_PARAM = "approval_drill"
@@ -52,6 +57,10 @@ _BINDING = re.compile(r"^- \*\*Binding:\*\* `(?P<json>\{[^`\n]*\})`$")
 # What may be bound: a hash, a host or account name; never a backtick or a line break, which would
 # let a rendered value forge or break the binding line.
 ARTIFACT_PATTERN = re.compile(r"^[^`\r\n]{1,512}$")
+# How far an escalation entry's time may lie from the request's creation time (Airflow's
+# ``created_at``, set when the gate's request is stored) plus ``escalate_after``: the gate takes its
+# time just before storing the request and rounds it up to the second.
+ESCALATION_SKEW = timedelta(seconds=10)
 
 
 class ApprovalVerificationError(AirflowFailException):
@@ -151,6 +160,8 @@ class Approver:
     name: str
     id: str
     responded_at: str | None
+    # The escalation group the answer was accepted for (after escalation), or None.
+    escalation_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +179,17 @@ class VerifiedApproval:
             "destructive": self.destructive,
             "privileged": self.privileged,
             "approvers": [
-                {"step": a.step, "name": a.name, "id": a.id, "responded_at": a.responded_at}
+                {
+                    "step": a.step,
+                    "name": a.name,
+                    "id": a.id,
+                    "responded_at": a.responded_at,
+                    **(
+                        {"after_escalation": True, "escalation_group": a.escalation_group}
+                        if a.escalation_group
+                        else {}
+                    ),
+                }
                 for a in self.approvers
             ],
         }
@@ -180,6 +201,8 @@ class GateRef:
 
     task_id: str
     step: int
+    # The gate's own ladder step (a workflow may tighten the policy's); ``None``: the policy's.
+    escalate_after: timedelta | None = None
 
 
 def _refuse(rule: str, message: str) -> ApprovalVerificationError:
@@ -240,23 +263,84 @@ def _check_request(where: str, detail: Mapping[str, Any], expected: Mapping[str,
         raise _refuse("artifact", f"{where}: approved artifact differs from step 1's")
 
 
+def _time(value: Any) -> datetime | None:
+    """An aware UTC time from Airflow's record (ISO text), or None."""
+    if isinstance(value, datetime):
+        at = value
+    else:
+        try:
+            at = datetime.fromisoformat(str(value))
+        except ValueError:
+            return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def _check_assignment(
-    where: str, detail: Mapping[str, Any], any_of: Sequence[str], triggered_by: str | None
-) -> None:
-    """The request was asked of exactly the step's groups, never of named people, not of the trigger."""
+    where: str,
+    detail: Mapping[str, Any],
+    any_of: Sequence[str],
+    triggered_by: str | None,
+    escalate_to: Sequence[str] = (),
+    escalate_after: timedelta | None = None,
+) -> dict[str, datetime]:
+    """The request was asked of exactly the step's groups, never of named people, not of the trigger,
+    and of exactly the escalation groups from exactly the escalation time.
+
+    :returns: escalation group -> the time from which it may answer.
+    """
     assigned = {str(u.get("id")) for u in detail.get("assigned_users") or ()}
     asked = {a[len(ROLE_PREFIX) :] for a in assigned if a.startswith(ROLE_PREFIX)}
     if asked != set(any_of):
         raise _refuse(
             "approver-group", f"{where}: asked of {sorted(asked)}, but the policy asks {sorted(any_of)}"
         )
-    people = sorted(a for a in assigned if not a.startswith((ROLE_PREFIX, EXCLUDE_PREFIX)))
+    people = sorted(a for a in assigned if not a.startswith((ROLE_PREFIX, EXCLUDE_PREFIX, AFTER_PREFIX)))
     if people:
         raise _refuse("approver-group", f"{where}: assigned to individual users {people}, not to groups")
     if triggered_by and f"{EXCLUDE_PREFIX}{triggered_by}" not in assigned:
         raise _refuse(
             "four-eyes", f"{where}: the request did not exclude {triggered_by}, who triggered the run"
         )
+    return _check_escalation(where, detail, assigned, escalate_to, escalate_after)
+
+
+def _check_escalation(
+    where: str,
+    detail: Mapping[str, Any],
+    assigned: set[str],
+    escalate_to: Sequence[str],
+    escalate_after: timedelta | None,
+) -> dict[str, datetime]:
+    entries = sorted(a for a in assigned if a.startswith(AFTER_PREFIX))
+    opens: dict[str, datetime] = {}
+    for entry in entries:
+        parsed = parse_escalation(entry)
+        if parsed is None:
+            raise _refuse("escalation", f"{where}: malformed escalation entry {entry[:80]!r}")
+        at, group = parsed
+        if group in opens:
+            raise _refuse("escalation", f"{where}: escalation group {group!r} asked twice")
+        opens[group] = at
+    if set(opens) != set(escalate_to):
+        raise _refuse(
+            "escalation",
+            f"{where}: escalates to {sorted(opens)}, but the policy escalates to {sorted(escalate_to)}",
+        )
+    if not opens:
+        return opens
+    created = _time(detail.get("created_at")) if detail.get("created_at") else None
+    if created is None or escalate_after is None:
+        raise _refuse("escalation", f"{where}: no request time to check the escalation time against")
+    expected = created + escalate_after
+    for group, at in sorted(opens.items()):
+        if abs(at - expected) > ESCALATION_SKEW:
+            said = "earlier" if at < expected else "later"
+            raise _refuse(
+                "escalation",
+                f"{where}: {group!r} may answer from {at.isoformat()}, {said} than the policy's "
+                f"escalation at {expected.isoformat()} (request at {created.isoformat()} + {escalate_after})",
+            )
+    return opens
 
 
 def _check_answer(
@@ -266,6 +350,7 @@ def _check_answer(
     any_of: Sequence[str],
     walk: _Walk,
     records: ApprovalRecords,
+    escalation: Mapping[str, datetime] | None = None,
 ) -> Approver:
     """An explicit Approve by a person allowed to give it."""
     if not detail.get("response_received"):
@@ -282,14 +367,45 @@ def _check_answer(
             "four-eyes", f"{where}: answered by {name}, who triggered the run or answered an earlier step"
         )
     roles = records.roles_of(name)
+    via = None
     if not roles & set(any_of):
-        raise _refuse(
-            "approver-group", f"{where}: {name} is in none of {sorted(any_of)} (roles: {sorted(roles)})"
-        )
+        via = _escalated_answer(where, name, roles, any_of, detail.get("responded_at"), escalation or {})
     walk.excluded.add(name)
     return Approver(
-        step=step, name=name, id=str(responder.get("id") or ""), responded_at=detail.get("responded_at")
+        step=step,
+        name=name,
+        id=str(responder.get("id") or ""),
+        responded_at=detail.get("responded_at"),
+        escalation_group=via,
     )
+
+
+def _escalated_answer(
+    where: str,
+    name: str,
+    roles: set[str],
+    any_of: Sequence[str],
+    responded_at: Any,
+    escalation: Mapping[str, datetime],
+) -> str:
+    """The escalation group an answer by someone outside ``any_of`` counts for: answered at or
+    after that group's time; refuses otherwise."""
+    groups = sorted(roles & set(escalation))
+    if not groups:
+        allowed = sorted({*any_of, *escalation})
+        raise _refuse("approver-group", f"{where}: {name} is in none of {allowed} (roles: {sorted(roles)})")
+    at = _time(responded_at) if responded_at else None
+    if at is None:
+        raise _refuse("escalation", f"{where}: answered by {name} of {groups} at no recorded time")
+    opened = [group for group in groups if at >= escalation[group]]
+    if not opened:
+        first = min(escalation[group] for group in groups)
+        raise _refuse(
+            "escalation",
+            f"{where}: {name} answered at {at.isoformat()} as {', '.join(groups)}, before escalation "
+            f"at {first.isoformat()}",
+        )
+    return opened[0]
 
 
 def check_answers(
@@ -333,8 +449,15 @@ def check_answers(
             raise _refuse("no-answer", f"{ref.task_id}: no approval request recorded in Airflow for this run")
         expected = {"action": action, "step": number, "steps": len(needed), "drill": drill, **flags}
         _check_request(ref.task_id, detail, expected, walk)
-        _check_assignment(ref.task_id, detail, step.any_of, triggered_by)
-        approvers.append(_check_answer(ref.task_id, detail, number, step.any_of, walk, records))
+        escalation = _check_assignment(
+            ref.task_id,
+            detail,
+            step.any_of,
+            triggered_by,
+            rule.escalate_to,
+            _escalate_after(ref, rule.ladder.escalate_after, drill=drill),
+        )
+        approvers.append(_check_answer(ref.task_id, detail, number, step.any_of, walk, records, escalation))
     if artifact is not None and walk.artifact != artifact:
         raise _refuse(
             "artifact",
@@ -343,6 +466,19 @@ def check_answers(
     if artifact is None and not walk.artifact:
         raise _refuse("artifact", f"the approval of {action!r} names no artifact; this step needs one")
     return VerifiedApproval(action=action, artifact=walk.artifact, approvers=tuple(approvers), **flags)
+
+
+def _escalate_after(ref: GateRef, policy: timedelta, *, drill: bool) -> timedelta:
+    """When the gate escalated, after its request: its own ladder step (never later than the
+    policy's), at drill pace in a drill (as the gate's :meth:`ladder_for`)."""
+    from include.policies.approvals import load_approvals
+
+    after = policy if ref.escalate_after is None else ref.escalate_after
+    if after > policy:
+        raise _refuse(
+            "escalation", f"{ref.task_id}: escalates after {after}, later than the policy's {policy}"
+        )
+    return min(after, load_approvals().drill_ladder["escalate_after"]) if drill else after
 
 
 # Verified approvals of this process, by (task instance id, capability): the capability roles
@@ -363,7 +499,11 @@ def require_verified(ti_id: str, capability: str) -> VerifiedApproval:
 def gates_upstream(task: Any, action: str) -> list[GateRef]:
     """The approval gate steps of ``action`` upstream of ``task`` in its DAG."""
     return [
-        GateRef(task_id=t.task_id, step=int(getattr(t, "step", 1)))
+        GateRef(
+            task_id=t.task_id,
+            step=int(getattr(t, "step", 1)),
+            escalate_after=getattr(getattr(t, "ladder", None), "escalate_after", None),
+        )
         for t in task.get_flat_relatives(upstream=True)
         if getattr(t, "approval_action", None) == action and hasattr(t, "earlier_steps")
     ]
@@ -433,7 +573,11 @@ def verify_approval(
     task.log.info(
         "approval of %s verified in Airflow's record: %s; artifact %s",
         capability,
-        ", ".join(f"step {a.step} by {a.name} at {a.responded_at}" for a in approval.approvers),
+        ", ".join(
+            f"step {a.step} by {a.name} at {a.responded_at}"
+            + (f" (escalation group {a.escalation_group})" if a.escalation_group else "")
+            for a in approval.approvers
+        ),
         approval.artifact,
     )
     _audit(context, APPROVAL_VERIFIED, tenant, {"capability": capability, **approval.as_details()})

@@ -62,8 +62,20 @@ AUTH_BREAK_GLASS: Final = "auth.break_glass"
 """The break-glass local admin logged in (UI or token): who, how (include/auth/security.py)."""
 AUTH_LOGIN_REFUSED: Final = "auth.login_refused"
 """A login a leaver or an attacker would make: a locked directory account, a wrong break-glass password."""
+INTAKE_STARTED: Final = "intake.started"
+"""An event from a queue (include/intake/) started a workflow run: source, event id, message id."""
+INTAKE_DUPLICATE: Final = "intake.duplicate"
+"""An event whose run already exists (sent twice, or redelivered): nothing new was started."""
+INTAKE_REJECTED: Final = "intake.rejected"
+"""An event refused before any run (invalid, unknown kind, params refused): dead-lettered, with the reason."""
+NOTIFICATION_FAILED: Final = "notification.failed"
+"""A Teams card or PagerDuty event that still failed after the connector's retries (approvals/channels.py)."""
 KNOWN_KINDS: Final = frozenset(
     {
+        NOTIFICATION_FAILED,
+        INTAKE_STARTED,
+        INTAKE_DUPLICATE,
+        INTAKE_REJECTED,
         RUN_TRIGGERED,
         APPROVAL_REQUESTED,
         APPROVAL_ANSWERED,
@@ -109,6 +121,10 @@ CHECKPOINT_FIELDS: Final = (
     "prev_checkpoint_signature",
     "signature",
 )
+CHECKPOINT_OPTIONAL_FIELDS: Final = ("tenant_root",)
+"""Signed when present, left out of the message when absent (``None``): ``tenant_root`` is the root of
+the per-tenant commitment tree of the checkpoint's segment (issue 25, :mod:`include.evidence.proof`);
+checkpoints sealed before it carry none and their signatures stay what they were."""
 
 # A details key whose last word names a credential ("password", "db_password", "apiKey"); a key
 # ending in another word ("token_name", "secret_arn", "password_rotated_at") names a reference or
@@ -191,6 +207,8 @@ class Checkpoint:
     :ivar algorithm: ``ed25519`` or ``ecdsa-p256-sha256`` (``hmac-sha256``: a legacy checkpoint).
     :ivar prev_checkpoint_signature: the previous checkpoint's signature (genesis: 64 zeros).
     :ivar signature: the signature (hex) over :func:`checkpoint_message`.
+    :ivar tenant_root: root (hex) of the per-tenant commitments of the records sealed by this
+        checkpoint (:mod:`include.evidence.proof`); ``None`` for a checkpoint sealed before them.
     """
 
     checkpoint_seq: int
@@ -202,10 +220,14 @@ class Checkpoint:
     algorithm: str
     prev_checkpoint_signature: str
     signature: str
+    tenant_root: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The checkpoint as a plain mapping (the form that is signed, stored and exported)."""
-        return {name: getattr(self, name) for name in CHECKPOINT_FIELDS}
+        """The checkpoint as a plain mapping (the form that is signed, stored and exported); an
+        optional field that is ``None`` is left out."""
+        body = {name: getattr(self, name) for name in CHECKPOINT_FIELDS}
+        body.update({n: getattr(self, n) for n in CHECKPOINT_OPTIONAL_FIELDS if getattr(self, n) is not None})
+        return body
 
 
 def canonical_json(value: Any) -> str:
@@ -231,7 +253,8 @@ def checkpoint_message(checkpoint: Mapping[str, Any]) -> bytes:
     """What a checkpoint's signature covers: the canonical JSON (UTF-8) of every field but ``signature``.
 
     A legacy HMAC checkpoint (``algorithm`` ``hmac-sha256`` or absent) was signed before the
-    ``algorithm`` field existed, so its message leaves that field out too.
+    ``algorithm`` field existed, so its message leaves that field out too. An optional field
+    (:data:`CHECKPOINT_OPTIONAL_FIELDS`) that is ``None`` is left out as if absent.
 
     :raises ValueError, TypeError: content that is not JSON.
     """
@@ -239,7 +262,9 @@ def checkpoint_message(checkpoint: Mapping[str, Any]) -> bytes:
     body = {
         name: value
         for name, value in checkpoint.items()
-        if name != "signature" and not (legacy and name == "algorithm")
+        if name != "signature"
+        and not (legacy and name == "algorithm")
+        and not (name in CHECKPOINT_OPTIONAL_FIELDS and value is None)
     }
     return canonical_json(body).encode("utf-8")
 
@@ -425,8 +450,11 @@ def build_checkpoint(
     at: str,
     prev_checkpoint_signature: str,
     signer: CheckpointSigner,
+    tenant_root: str | None = None,
 ) -> Checkpoint:
     """Sign a checkpoint with ``signer``; it records the signer's ``key_id`` and ``algorithm``.
+
+    :param tenant_root: the segment's per-tenant commitment root (signed when given).
 
     :raises ValueError: a signer without a key id.
     """
@@ -443,4 +471,8 @@ def build_checkpoint(
         "algorithm": algorithm,
         "prev_checkpoint_signature": prev_checkpoint_signature,
     }
+    if tenant_root is not None:
+        if not _HEX64.fullmatch(tenant_root):
+            raise ValueError("tenant_root: must be 64 lower-case hex digits")
+        body["tenant_root"] = tenant_root
     return Checkpoint(**body, signature=signer.sign(checkpoint_message(body)).hex())

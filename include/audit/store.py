@@ -47,6 +47,7 @@ from psycopg import sql
 
 from include.audit.records import (
     CHECKPOINT_FIELDS,
+    CHECKPOINT_OPTIONAL_FIELDS,
     GENESIS_HASH,
     RECORD_FIELDS,
     AuditRecord,
@@ -59,6 +60,7 @@ from include.audit.records import (
 )
 from include.audit.signing import CheckpointKeys, CheckpointSigner
 from include.audit.verify import HashedRecord, VerifyReport, hash_record, verify, verify_stream_hashed
+from include.evidence.proof import TenantCommitment, commit_segment, covering_checkpoints
 
 CHAIN_LOCK: Final = 0x6175646974636861
 """``pg_advisory_xact_lock`` key of the chain head (ASCII "auditcha"); appends and seals take it."""
@@ -161,6 +163,37 @@ _SCHEMA: Final = (
     CREATE OR REPLACE TRIGGER audit_checkpoint_no_truncate BEFORE TRUNCATE ON audit_checkpoint
         FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()
     """,
+    # Per-tenant commitments (issue 25, include/evidence/proof.py): a checkpoint signs the root of a
+    # tree with one leaf per tenant; each tenant's leaf and inclusion path are kept here for its
+    # evidence packs (the other slots of the tree are random and kept nowhere). Checkpoints sealed
+    # before have no tenant_root (NULL) and no rows here.
+    "ALTER TABLE audit_checkpoint ADD COLUMN IF NOT EXISTS tenant_root char(64)",
+    """
+    CREATE TABLE IF NOT EXISTS audit_tenant_commitment (
+        checkpoint_seq bigint NOT NULL CHECK (checkpoint_seq >= 1),
+        leaf_index integer NOT NULL CHECK (leaf_index >= 0),
+        tenant text,
+        count bigint NOT NULL CHECK (count >= 0),
+        digest char(64) NOT NULL,
+        since bigint NOT NULL,
+        salt char(64) NOT NULL,
+        path text NOT NULL,
+        PRIMARY KEY (checkpoint_seq, leaf_index)
+    )
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS audit_tenant_commitment_tenant
+        ON audit_tenant_commitment (tenant, checkpoint_seq)
+    """,
+    """
+    CREATE OR REPLACE TRIGGER audit_tenant_commitment_append_only
+        BEFORE UPDATE OR DELETE ON audit_tenant_commitment
+        FOR EACH ROW EXECUTE FUNCTION audit_refuse_change()
+    """,
+    """
+    CREATE OR REPLACE TRIGGER audit_tenant_commitment_no_truncate BEFORE TRUNCATE ON audit_tenant_commitment
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()
+    """,
 )
 _LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(%s)"
 # A statement of its own after the lock: its snapshot includes the previous holder's commit.
@@ -176,8 +209,32 @@ _LAST_CHECKPOINT_SQL: Final = (
     "SELECT checkpoint_seq, last_seq, count, signature FROM audit_checkpoint "
     "ORDER BY checkpoint_seq DESC LIMIT 1"
 )
-_CHECKPOINT_COLUMNS: Final = ", ".join(CHECKPOINT_FIELDS)
-_CHECKPOINT_VALUES: Final = ", ".join(["%s"] * len(CHECKPOINT_FIELDS))
+_CHECKPOINT_ALL_FIELDS: Final = (*CHECKPOINT_FIELDS, *CHECKPOINT_OPTIONAL_FIELDS)
+_CHECKPOINT_COLUMNS: Final = ", ".join(_CHECKPOINT_ALL_FIELDS)
+_CHECKPOINT_VALUES: Final = ", ".join(["%s"] * len(_CHECKPOINT_ALL_FIELDS))
+# The seal's per-tenant commitments (include/evidence/proof.py).
+_SEGMENT_ROWS_SQL: Final = (
+    "SELECT seq, hash, tenant FROM audit_record WHERE seq > %s AND seq <= %s ORDER BY seq"
+)
+_LATEST_COMMITTED_SQL: Final = """
+    SELECT c.checkpoint_seq, c.last_seq FROM audit_checkpoint c
+    WHERE c.tenant_root IS NOT NULL ORDER BY c.checkpoint_seq DESC LIMIT 1
+"""
+_KNOWN_TENANTS_SQL: Final = "SELECT tenant, since FROM audit_tenant_commitment WHERE checkpoint_seq = %s"
+_TENANTS_IN_SQL: Final = "SELECT DISTINCT tenant FROM audit_record WHERE seq > %s AND seq <= %s"
+_COMMITMENT_COLUMNS: Final = "checkpoint_seq, leaf_index, tenant, count, digest, since, salt, path"
+_INSERT_COMMITMENT_SQL: Final = (
+    f"INSERT INTO audit_tenant_commitment ({_COMMITMENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"  # noqa: S608
+)
+_TENANT_COMMITMENTS_SQL: Final = (
+    f"SELECT {_COMMITMENT_COLUMNS} FROM audit_tenant_commitment"  # noqa: S608 - fixed column list
+    " WHERE {tenant} AND checkpoint_seq >= %s AND checkpoint_seq <= %s ORDER BY checkpoint_seq, leaf_index"
+)
+_TENANT_RECORDS_SQL: Final = (
+    f"SELECT {_RECORD_COLUMNS} FROM audit_record"  # noqa: S608 - the schema's own column list
+    " WHERE seq > %s AND seq <= %s AND {tenant} ORDER BY seq"
+)
+_UNSEALED_BEFORE_SQL: Final = "SELECT count(*) FROM audit_record WHERE seq > %s AND at < %s"
 _INSERT_CHECKPOINT_SQL: Final = (
     f"INSERT INTO audit_checkpoint ({_CHECKPOINT_COLUMNS}) VALUES ({_CHECKPOINT_VALUES})"  # noqa: S608
 )
@@ -396,7 +453,10 @@ def _received(outs: list[Any], readers: list[Any], chunks: int) -> Iterator[Hash
 
 
 def _row_to_checkpoint(row: tuple[Any, ...]) -> dict[str, Any]:
-    checkpoint = dict(zip(CHECKPOINT_FIELDS, row, strict=True))
+    checkpoint = dict(zip(_CHECKPOINT_ALL_FIELDS, row, strict=True))
+    for name in CHECKPOINT_OPTIONAL_FIELDS:  # absent, not null: the form that was signed
+        if checkpoint[name] is None:
+            del checkpoint[name]
     if isinstance(checkpoint["at"], datetime):
         checkpoint["at"] = format_at(checkpoint["at"])
     return checkpoint
@@ -525,21 +585,62 @@ class AuditStore:
                 number, last_seq, count, prev_signature = last or (0, 0, 0, GENESIS_HASH)
                 if head_seq is None or head_seq == last_seq:
                     return None
-                added = conn.execute(
-                    "SELECT count(*) FROM audit_record WHERE seq > %s AND seq <= %s", (last_seq, head_seq)
-                ).fetchone()
+                rows = conn.execute(_SEGMENT_ROWS_SQL, (last_seq, head_seq)).fetchall()
+                root, commitments = commit_segment(
+                    number + 1, rows, self._known_tenants(conn, number, last_seq)
+                )
                 checkpoint = build_checkpoint(
                     checkpoint_seq=number + 1,
                     last_seq=head_seq,
                     last_hash=head_hash,
-                    count=count + (added[0] if added else 0),
+                    count=count + len(rows),
                     at=format_at(now),
                     prev_checkpoint_signature=prev_signature,
                     signer=signer,
+                    tenant_root=root,
                 )
                 values = {**checkpoint.to_dict(), "at": now}
-                conn.execute(_INSERT_CHECKPOINT_SQL, tuple(values[name] for name in CHECKPOINT_FIELDS))
+                conn.execute(
+                    _INSERT_CHECKPOINT_SQL, tuple(values.get(name) for name in _CHECKPOINT_ALL_FIELDS)
+                )
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        _INSERT_COMMITMENT_SQL,
+                        [
+                            (
+                                c.checkpoint_seq,
+                                c.index,
+                                c.tenant,
+                                c.count,
+                                c.digest,
+                                c.since,
+                                c.salt,
+                                json.dumps(c.path),
+                            )
+                            for c in commitments
+                        ],
+                    )
         return checkpoint
+
+    @staticmethod
+    def _known_tenants(
+        conn: psycopg.Connection[tuple[Any, ...]], number: int, last_seq: int
+    ) -> dict[Any, int]:
+        """``{tenant: since}`` of every tenant with a leaf so far (every checkpoint carries each one on).
+
+        The latest checkpoint with commitments names them; the tenants of records sealed after it
+        by checkpoints without commitments (sealed before them: a one-time scan at the upgrade)
+        join them as new.
+        """
+        latest = conn.execute(_LATEST_COMMITTED_SQL).fetchone()
+        committed, committed_last_seq = latest if latest else (0, 0)
+        known: dict[Any, int] = (
+            dict(conn.execute(_KNOWN_TENANTS_SQL, (committed,)).fetchall()) if latest else {}
+        )
+        if committed != number and last_seq > committed_last_seq:
+            for (tenant,) in conn.execute(_TENANTS_IN_SQL, (committed_last_seq, last_seq)).fetchall():
+                known.setdefault(tenant, number + 1)
+        return known
 
     def head(self) -> tuple[int, str]:
         """``(seq, hash)`` of the last record, ``(0, GENESIS_HASH)`` for an empty log."""
@@ -654,6 +755,54 @@ class AuditStore:
                 correlation_ids = list(dict.fromkeys(m.correlation_id for m in matches if m.correlation_id))
                 runs = list(dict.fromkeys((m.dag_id, m.run_id) for m in matches if m.run_id is not None))
                 return matches, self._records_for(conn, correlation_ids, runs, domain, tenant)
+
+    def tenant_evidence(
+        self, tenant: str | None, *, start: datetime, end: datetime
+    ) -> tuple[list[dict[str, Any]], list[TenantCommitment], list[dict[str, Any]], int]:
+        """What an evidence pack of ``tenant`` for ``start`` <= at < ``end`` is built from, one snapshot.
+
+        :returns: every checkpoint; the tenant's commitments and its records in the segments that
+            cover the period (:func:`include.evidence.proof.covering_checkpoints`); and how many
+            records (any tenant's) in the period are not sealed yet.
+        """
+        condition = "tenant IS NULL" if tenant is None else "tenant = %s"
+        extra: tuple[Any, ...] = () if tenant is None else (tenant,)
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute(_SNAPSHOT_SQL)
+                checkpoints = [_row_to_checkpoint(row) for row in conn.execute(_SELECT_CHECKPOINTS_SQL)]
+                newest = checkpoints[-1]["last_seq"] if checkpoints else 0
+                row = conn.execute(_UNSEALED_BEFORE_SQL, (newest, end)).fetchone()
+                unsealed = int(row[0]) if row else 0
+                cover = covering_checkpoints(checkpoints, start=format_at(start), end=format_at(end))
+                if cover is None:
+                    return checkpoints, [], [], unsealed
+                first, last = cover
+                last_seqs = {cp["checkpoint_seq"]: cp["last_seq"] for cp in checkpoints}
+                first_seq, last_seq = last_seqs.get(first - 1, 0), last_seqs[last]
+                commitments = [
+                    TenantCommitment(
+                        checkpoint_seq=r[0],
+                        index=r[1],
+                        tenant=r[2],
+                        count=r[3],
+                        digest=r[4],
+                        since=r[5],
+                        salt=r[6],
+                        path=tuple(json.loads(r[7])),
+                    )
+                    for r in conn.execute(
+                        _TENANT_COMMITMENTS_SQL.format(tenant=condition), (*extra, first, last)
+                    )
+                ]
+                with conn.cursor(name="audit_evidence") as cursor:
+                    cursor.itersize = _FETCH_ROWS
+                    cursor.execute(
+                        _TENANT_RECORDS_SQL.format(tenant=condition), (first_seq, last_seq, *extra)
+                    )
+                    records = [_row_to_record(row) for row in cursor]
+                return checkpoints, commitments, records, unsealed
 
     def checkpoints(self) -> list[dict[str, Any]]:
         """Every checkpoint in ``checkpoint_seq`` order, as stored."""

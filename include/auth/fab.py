@@ -18,6 +18,7 @@ syncing DAG access_control to roles, by looking for that string in the configure
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
@@ -79,11 +80,30 @@ class ApprovalAwareFabAuthManager(FabAuthManager):
                 user.get_name(), roles, assigned_users, rule="directory-locked", message=standing_problem
             )
             return False
-        allowed = may_answer(assigned_users, user_id=str(user.id), username=user.get_name(), roles=roles)
+        now = datetime.now(UTC)
+        # ``now``: escalation groups' entries (``after:<time>:role:<group>``) open at their time; the
+        # answer's responded_at, set by Airflow after this check, is never earlier than this.
+        allowed = may_answer(
+            assigned_users, user_id=str(user.id), username=user.get_name(), roles=roles, now=now
+        )
         if allowed and not load_access().is_local_account(user.get_name()):
             _store_roles(user.id, roles)
         if not allowed:
-            _audit_refusal(user.get_name(), roles, assigned_users)
+            pending = _pending_escalation(assigned_users, roles, now)
+            _audit_refusal(
+                user.get_name(),
+                roles,
+                assigned_users,
+                **(
+                    {
+                        "rule": "escalation-pending",
+                        "message": f"{user.get_name()} may answer as {', '.join(pending[1])} only after "
+                        f"escalation at {pending[0].isoformat()}",
+                    }
+                    if pending and f"not:{user.get_name()}" not in assigned_users
+                    else {}
+                ),
+            )
         return allowed
 
 
@@ -164,3 +184,14 @@ def _audit_refusal(
             },
         }
     )
+
+
+def _pending_escalation(
+    assigned: set[str], roles: set[str], now: datetime
+) -> tuple[datetime, list[str]] | None:
+    """The earliest time and the groups by which a refused user could answer later (escalation)."""
+    from include.approvals.respondents import AFTER_PREFIX, parse_escalation
+
+    parsed = [parse_escalation(entry) for entry in assigned if entry.startswith(AFTER_PREFIX)]
+    pending = sorted((at, role) for at, role in filter(None, parsed) if role in roles and now < at)
+    return (pending[0][0], sorted({role for _, role in pending})) if pending else None

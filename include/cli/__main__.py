@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "include.audit.cli",
     "include.metrics.cli",
     "include.cli.mfa",
+    "include.evidence.cli",
+    "include.intake.cli",
 )
 
 

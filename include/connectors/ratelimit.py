@@ -163,9 +163,14 @@ def store_url(conn_id: str = RATELIMIT_STORE_CONN_ID) -> str:
     log it.
     """
     from airflow.sdk import BaseHook
+
+    return url_of_connection(BaseHook.get_connection(conn_id))
+
+
+def url_of_connection(conn: Any) -> str:
+    """:func:`store_url` of a connection already read (the triggerer reads it asynchronously)."""
     from airflow.sdk.log import mask_secret
 
-    conn = BaseHook.get_connection(conn_id)
     password = quote(conn.password or "", safe="")
     if password:
         mask_secret(password)  # Airflow masks the password as stored; this is how the URL spells it

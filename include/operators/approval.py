@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.configuration import conf
@@ -42,9 +42,10 @@ from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 from airflow.sdk.timezone import utcnow
 
 from include.approvals import messages
+from include.approvals.channels import notify as notify_channels
 from include.approvals.messages import RequestFacts
 from include.approvals.notify import send_email
-from include.approvals.respondents import assigned_respondents
+from include.approvals.respondents import assigned_respondents, escalation_respondents, escalation_time
 from include.approvals.second_factor import OTP_FIELD
 from include.approvals.verify import ARTIFACT_PATTERN, binding, params_artifact
 from include.audit.emit import emit as audit_emit
@@ -215,7 +216,11 @@ class ApprovalGateOperator(ApprovalOperator):
         earlier = [self._respondent_of(ti, task_id) for task_id in self.earlier_steps]
         excluded = sorted({name for name in (triggered_by, *earlier) if name})
         requested_at = utcnow()
-        self.assigned_users = assigned_respondents(self._step.any_of, excluded)
+        # The escalation groups may answer too, from request time + escalate_after (this request's
+        # ladder: a drill's is shorter), never before (include/approvals/respondents.py).
+        self.assigned_users = assigned_respondents(self._step.any_of, excluded) + escalation_respondents(
+            self.rule.escalate_to, requested_at + ladder.escalate_after
+        )
         facts = self._facts(context, requested_at, excluded, triggered_by, ladder, drill=drill)
         facts = replace(
             facts,
@@ -254,6 +259,10 @@ class ApprovalGateOperator(ApprovalOperator):
             *messages.request_email(facts),
             headers=messages.mail_headers(facts),
             log=self.log,
+        )
+        # The domain's Teams channel too (include/approvals/channels.py): never raises, never blocks.
+        sent["channels"] = notify_channels(
+            "requested", facts, target=_gate(ti), tenant=self.tenant or None, log=self.log, now=requested_at
         )
         ti.xcom_push(
             key=LADDER_XCOM_KEY, value=[{"step": "requested", "at": requested_at.isoformat(), **sent}]
@@ -442,6 +451,17 @@ class ApprovalGateOperator(ApprovalOperator):
                 log=self.log,
             )
             ladder.append({"step": "timeout", "at": utcnow().isoformat(), **sent})
+        # The outcome to the domain's Teams channel; the page (if it escalated) resolved.
+        channels = notify_channels(
+            "timed_out" if timed_out else "answered",
+            facts,
+            target=_gate(ti),
+            tenant=self.tenant or None,
+            log=self.log,
+            now=utcnow(),
+            outcome={"approved": approved, "responded_by": (responder or {}).get("name")},
+            escalated=any(entry.get("step") == "escalation" for entry in ladder),
+        )
         record = {
             **self._base_record(),
             "outcome": "approved" if approved else ("timed_out" if timed_out else "rejected"),
@@ -456,6 +476,7 @@ class ApprovalGateOperator(ApprovalOperator):
             "ladder": ladder,
             "skipped": skipped,
             "drill": facts.drill,
+            "channels": channels,
         }
         ti.xcom_push(key=XCOM_KEY, value=record)
         if timed_out:
@@ -474,6 +495,7 @@ class ApprovalGateOperator(ApprovalOperator):
                     "comment": record["comment"],
                     "responded_at": record["responded_at"],
                     "responder_id": (responder or {}).get("id"),
+                    **self._escalation_answer(facts, responded_at, timed_out),
                     "skipped": skipped,
                     **({"drill": True} if facts.drill else {}),
                 },
@@ -493,6 +515,22 @@ class ApprovalGateOperator(ApprovalOperator):
         self.skip(ti=ti, tasks=[context["task"].dag.get_task(t) for t in skipped])
         return record
 
+    def _escalation_answer(self, facts: RequestFacts, responded_at: Any, timed_out: bool) -> dict[str, Any]:
+        """For a request with escalation groups: whether the answer came after escalation (then
+        the escalation groups could answer too; the verifier names the group that did)."""
+        if not self.rule.escalate_to or timed_out:
+            return {}
+        at = datetime.fromisoformat(responded_at) if isinstance(responded_at, str) else responded_at
+        if isinstance(at, datetime) and at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)  # Airflow's times are UTC
+        opened = escalation_time(facts.escalate_at)
+        after = isinstance(at, datetime) and at >= opened
+        return {
+            "after_escalation": after,
+            "escalation_groups": list(self.rule.escalate_to),
+            "escalated_at": opened.isoformat(),
+        }
+
     def _downstream_to_skip(self, context: Any) -> list[str]:
         task = context["task"]
         if self.ignore_downstream_trigger_rules:
@@ -511,3 +549,8 @@ class ApprovalGateOperator(ApprovalOperator):
             self.log.warning("ignoring unknown answer fields %s", unknown)
         comment = params_input.get("comment", "")
         return comment if isinstance(comment, str) else str(comment)
+
+
+def _gate(ti: Any) -> dict[str, Any]:
+    """The gate's address: its XCom, and the PagerDuty dedup key of its request."""
+    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}

@@ -97,6 +97,9 @@ class ApprovalRule:
     destroy_steps: tuple[ApprovalStep, ...] = ()
     # The stricter steps when what is granted is privileged (e.g. an HR role with admin groups).
     privileged_steps: tuple[ApprovalStep, ...] = ()
+    # Approver groups that may answer too once the ladder escalates (``escalate_after``), never
+    # before; their e-mail is in ``ladder.escalate_to``.
+    escalate_to: tuple[str, ...] = ()
 
     def steps_for(self, *, destructive: bool, privileged: bool = False) -> tuple[ApprovalStep, ...]:
         if destructive and self.destroy_steps:
@@ -167,6 +170,36 @@ def _check_groups(document: dict[str, Any], domains: Policy) -> list[str]:
     return problems
 
 
+def _check_escalation(where: str, domain: str, raw: dict[str, Any], document: dict[str, Any]) -> list[str]:
+    """Escalation groups exist, approve in the domain, and do not loosen four-eyes.
+
+    Four-eyes across steps means each step is answered by a *different group*'s member; an
+    escalation group that could answer two steps (or a step whose own group it is) would let one
+    group approve twice, so escalation is for single-step actions, with groups no step names.
+    """
+    problems = []
+    named = {role for key in STEP_KEYS for step in raw.get(key, []) for role in step["any_of"]}
+    longest = max(len(raw.get(key, [])) for key in STEP_KEYS)
+    if raw.get("escalate_to") and longest > 1:
+        problems.append(
+            f"{where}.escalate_to: escalation groups only on a one-step action: with {longest} steps "
+            "one escalation group could approve two of them (four-eyes)"
+        )
+    for position, role in enumerate(raw.get("escalate_to", [])):
+        at = f"{where}.escalate_to.{position}"
+        group = document["groups"].get(role)
+        if group is None:
+            problems.append(f"{at}: {role!r} is not a declared group")
+        elif domain not in group["domains"]:
+            problems.append(f"{at}: group {role!r} does not approve in {domain!r}")
+        if role in named:
+            problems.append(
+                f"{at}: {role!r} already answers a step of this action; an escalation group must be "
+                "another group (four-eyes)"
+            )
+    return problems
+
+
 def _check_action(
     domain: str, action: str, raw: dict[str, Any], document: dict[str, Any], capabilities: CapabilityPolicy
 ) -> list[str]:
@@ -174,7 +207,7 @@ def _check_action(
     capability = capabilities.capabilities.get(action)
     if capability is None:
         return [f"{where}: {action!r} is not a declared capability (capabilities.yaml)"]
-    problems = []
+    problems = _check_escalation(where, domain, raw, document)
     if domain not in capability.domains:
         problems.append(f"{where}: capability {action!r} is not granted to domain {domain!r}")
     for key in STEP_KEYS:
@@ -193,9 +226,16 @@ def _drill_steps(raw: dict[str, str]) -> dict[str, timedelta]:
     return {key: parse_duration(raw[key]) for key in LADDER_KEYS}
 
 
-def _ladder(domains: Policy, domain: str, raw: dict[str, Any]) -> Ladder:
+def _ladder(
+    domains: Policy, domain: str, raw: dict[str, Any], group_emails: Mapping[str, str] | None = None
+) -> Ladder:
+    """The domain's ladder, tightened by the action; the escalation mail also goes to the action's
+    escalation groups (their ``email``), after the domain's addresses, once each."""
     approval = domains.domains[domain].approval
-    base = Ladder(approval.remind_after, approval.escalate_after, approval.timeout, approval.escalate_to)
+    emails = group_emails or {}
+    extra = [emails[role] for role in raw.get("escalate_to", []) if role in emails]
+    escalate_to = tuple(dict.fromkeys([*approval.escalate_to, *extra]))
+    base = Ladder(approval.remind_after, approval.escalate_after, approval.timeout, escalate_to)
     return base.tightened(**{key: parse_duration(raw[key]) for key in LADDER_KEYS if key in raw})
 
 
@@ -239,8 +279,15 @@ def _build(document: dict[str, Any], source: Path, *, domains: Policy, **_: obje
                 )
                 for key in STEP_KEYS
             )
+            emails = {name: group.email for name, group in groups.items()}
             rules[(domain, action)] = ApprovalRule(
-                domain, action, steps, _ladder(domains, domain, raw), destroy_steps, privileged_steps
+                domain,
+                action,
+                steps,
+                _ladder(domains, domain, raw, emails),
+                destroy_steps,
+                privileged_steps,
+                escalate_to=tuple(raw.get("escalate_to", [])),
             )
     return ApprovalPolicy(
         source=source, groups=groups, rules=rules, drill_ladder=_drill_steps(document["drill_ladder"])

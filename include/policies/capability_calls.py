@@ -49,12 +49,26 @@ CAPABILITY_FUNCTIONS: dict[str, str] = {
     "IamHook": "include/connectors/iam.py",
     "IdentityCenterHook": "include/connectors/identity_center.py",
     "PerimeterHook": "include/connectors/perimeter.py",
+    "GraphHook": "include/connectors/microsoft.py",
+    "DefenderHook": "include/connectors/microsoft.py",
+    "MicrosoftTenantHook": "include/connectors/microsoft.py",
 }
 DEFINING_MODULES = frozenset(CAPABILITY_FUNCTIONS.values())
 # The functions take the capability first, or as ``capability=``; the hooks as ``capability=`` only
 # (their first parameter is the connection id).
 CAPABILITY_PARAMETER = "capability"
-KEYWORD_ONLY = frozenset({"AwsCapabilityHook", "Ec2Hook", "IamHook", "IdentityCenterHook", "PerimeterHook"})
+KEYWORD_ONLY = frozenset(
+    {
+        "AwsCapabilityHook",
+        "Ec2Hook",
+        "IamHook",
+        "IdentityCenterHook",
+        "PerimeterHook",
+        "GraphHook",
+        "DefenderHook",
+        "MicrosoftTenantHook",
+    }
+)
 APPROVAL_MIXIN = "RequiresApproval"
 APPROVAL_MIXIN_MODULE = "include/approvals/verify.py"
 # Tests are not the product (local-only code lives outside include/ and plugins/, in devstack/).

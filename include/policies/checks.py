@@ -531,9 +531,81 @@ def check_access_policy(context: CheckContext) -> list[Violation]:
     return [Violation("access-policy", v.location, v.message) for v in found]
 
 
+def _route_problems(route: Any, dag: Any) -> list[str]:
+    declared = set((dag.params or {}).keys())
+    problems = [
+        f"param {name!r} is not a param of {dag.dag_id} (its params: {', '.join(sorted(declared))})"
+        for name in route.params
+        if name not in declared
+    ]
+    for name in sorted(set(declared) - set(route.params)):
+        param = dag.params.get_param(name)
+        nullable = "null" in (param.schema.get("type") or [])
+        if not param.has_value and not nullable:
+            problems.append(f"{dag.dag_id} requires param {name!r}, which the route does not map")
+    return problems
+
+
+def check_intake_routes(context: CheckContext) -> list[Violation]:
+    """``intake.yaml`` (next to the domain policy) is valid, and, in a folder holding the intake DAGs
+    (``dags/intake/``), each route fits its workflow: the workflow is a DAG of the folder, every
+    mapped param is one of its params and every param it requires (no default) is mapped
+    (:mod:`include.intake.policy`)."""
+    from include.intake.policy import load_intake_file
+
+    intake, invalid = _load_next_to(context, "intake.yaml", load_intake_file)
+    if intake is None:
+        return [Violation("intake-routes", v.location, v.message) for v in invalid]
+    dags = {dag.dag_id: dag for dag in context.dag_scan.dags}
+    if not any(source.dag_id in dags for source in intake.sources.values()):
+        return []  # a folder without the intake DAGs (a subset checked on its own) deploys no routes
+    location = display_path(intake.source_file)
+    violations = []
+    for source in intake.sources.values():
+        for kind, routes in source.events.items():
+            for index, route in enumerate(routes):
+                where = f"sources.{source.name}.events.{kind}[{index}]"
+                dag = dags.get(route.workflow)
+                if dag is None:
+                    folder = display_path(context.dags_folder)
+                    message = f"{where}: workflow {route.workflow!r} is not a DAG in {folder}"
+                    violations.append(Violation("intake-routes", location, message))
+                    continue
+                violations += [
+                    Violation("intake-routes", location, f"{where}: {problem}")
+                    for problem in _route_problems(route, dag)
+                ]
+    return violations
+
+
+def check_retention_policy(context: CheckContext) -> list[Violation]:
+    """``retention.yaml`` (next to the domain policy) is valid, names only declared tenants, keeps no
+    kind shorter than its minimum nor longer than its maximum (``LEGAL_MINIMUMS`` and ``MAXIMUMS`` in
+    :mod:`include.policies.retention`), and ``invoicing.yaml``'s archive retention covers every
+    tenant's invoice retention."""
+    from include.policies.invoicing import load_invoicing_file
+    from include.policies.retention import cross_file_problems, load_retention_file
+    from include.policies.tenants import load_tenants_file
+
+    tenants, invalid = _load_next_to(context, "tenants.yaml", load_tenants_file)
+    names = None if tenants is None or invalid else sorted(tenants.tenants)
+    retention, found = _load_next_to(context, "retention.yaml", partial(load_retention_file, tenants=names))
+    violations = [Violation("retention-minimum", v.location, v.message) for v in found]
+    if retention is None or names is None:
+        return violations
+    invoicing, invalid = _load_next_to(context, "invoicing.yaml", partial(load_invoicing_file, tenants=names))
+    archive_days = None if invoicing is None or invalid else invoicing.archive_retention_days
+    for name, problem in cross_file_problems(retention, invoice_archive_days=archive_days, tenants=names):
+        where = context.policy_file.with_name(name) if "/" not in name else REPO_ROOT / name
+        violations.append(Violation("retention-minimum", display_path(where), problem))
+    return violations
+
+
 RULES: list[Rule] = [
     check_policy_valid,
+    check_retention_policy,
     check_access_policy,
+    check_intake_routes,
     check_dag_imports,
     check_dag_serializes,
     check_known_domain,

@@ -231,6 +231,11 @@ class DomainPolicy:
     approver_role: str
     # The Celery queue of the domain's tasks in the distributed setup (ignored by LocalExecutor).
     queue: str = DEFAULT_QUEUE
+    # SLA misses after the domain's first within this window go into one digest mail.
+    alert_digest_window: timedelta = timedelta(minutes=10)
+    # Airflow connection ids of the domain's Teams webhook and PagerDuty service (alerts.*); None: none.
+    teams_channel: str | None = None
+    pagerduty: str | None = None
 
     @property
     def pool(self) -> str:
@@ -357,6 +362,11 @@ def _build(document: dict[str, Any], source: Path) -> Policy:
             operator_role=raw["roles"]["operator"],
             approver_role=raw["roles"]["approver"],
             queue=raw.get("queue", DEFAULT_QUEUE),
+            alert_digest_window=parse_duration(
+                raw["alerts"].get("digest_window", defaults.get("sla_digest_window", "10m"))
+            ),
+            teams_channel=raw["alerts"].get("teams_channel"),
+            pagerduty=raw["alerts"].get("pagerduty"),
         )
     return Policy(
         source=source,

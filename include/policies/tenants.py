@@ -34,6 +34,12 @@ class Tenant:
     display_name: str
     aws_account_id: str
     internal: bool
+    security_contact: str | None = None
+    """Who receives the tenant's evidence packs (tenants.yaml ``security_contact``)."""
+    entra_tenant_id: str | None = None
+    """The customer's Microsoft Entra tenant (tenants.yaml ``entra_tenant_id``)."""
+    entra_domains: tuple[str, ...] = ()
+    """Its verified Entra domains (tenants.yaml ``entra_domains``)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,15 @@ def _rules(document: dict[str, Any]) -> list[str]:
 
 def _build(document: dict[str, Any], source: Path) -> TenantPolicy:
     tenants = {
-        name: Tenant(name, entry["display_name"], entry["aws_account_id"], internal=section == "internal")
+        name: Tenant(
+            name,
+            entry["display_name"],
+            entry["aws_account_id"],
+            internal=section == "internal",
+            security_contact=entry.get("security_contact"),
+            entra_tenant_id=entry.get("entra_tenant_id"),
+            entra_domains=tuple(entry.get("entra_domains", ())),
+        )
         for section, name, entry in _entries(document)
     }
     return TenantPolicy(source, document["platform"]["aws_account_id"], tenants)
@@ -177,3 +191,14 @@ def tenant_account_id(tenant: str) -> str:
 def platform_account_id() -> str:
     """The orchestrator's own AWS account: the only principal the capability roles trust."""
     return load_tenants().platform_account_id
+
+
+def entra_tenant_id(tenant: str) -> str:
+    """The Entra tenant id of ``tenant`` (tenants.yaml ``entra_tenant_id``).
+
+    :raises PolicyError: the tenant is not declared, or has no Entra tenant.
+    """
+    declared = load_tenants().tenant(tenant)
+    if not declared.entra_tenant_id:
+        raise PolicyError(f"tenant {tenant!r} has no entra_tenant_id in {load_tenants().source}")
+    return declared.entra_tenant_id

@@ -27,6 +27,7 @@ from airflow.triggers.base import TriggerEvent
 from asgiref.sync import sync_to_async
 
 from include.approvals import messages
+from include.approvals.channels import anotify as anotify_channels
 from include.approvals.messages import RequestFacts
 from include.approvals.notify import asend_email, comment_on_ticket
 from include.audit.emit import aemit
@@ -110,6 +111,15 @@ class ApprovalLadderTrigger(HITLTrigger):
                 outcome["ticket"] = await sync_to_async(comment_on_ticket)(
                     run, self.ticket["system"], self.ticket["ticket_id"], text
                 )
+        # The domain's Teams channel; at escalation the on-call's page (include/approvals/channels.py).
+        outcome["channels"] = await anotify_channels(
+            "reminder" if step == "reminder" else "escalation",
+            facts,
+            target=self.target,
+            tenant=self.tenant,
+            log=self.log,
+            now=now,
+        )
         self.log.info("approval %s: %s sent to %s", facts.action, step, ", ".join(outcome["to"]))
         return {"step": step, "at": now.isoformat(), **outcome}
 

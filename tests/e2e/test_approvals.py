@@ -19,6 +19,7 @@ from bench.approval_resume import measure, report
 from devstack.api_client import AirflowApi, ApiError
 from devstack.stack import Stack
 from devstack.standins.smtp import StoredMessage, read_messages
+from include.approvals.respondents import AFTER_PREFIX, parse_escalation
 from include.connectors.context import RunContext
 from include.connectors.idempotency import idempotency_key
 from include.connectors.ticketing.request_tracker import API as RT_API
@@ -79,7 +80,10 @@ def test_allowed_approver_approves_and_the_privileged_step_runs(
     assert "Isolate host **ws-0042** of tenant **acme**" in request["body"]
     assert "`corr-e2e-approve`" in request["body"]
     assert "**Triggered by:** lea" in request["body"]
-    assert respondents(request) == {"role:soc_lead", "role:soc_oncall", "not:lea"}
+    # The SOC ladder's escalation group may answer from the escalation on (approvals.yaml escalate_to).
+    escalation = {r for r in respondents(request) if r.startswith(AFTER_PREFIX)}
+    assert respondents(request) - escalation == {"role:soc_lead", "role:soc_oncall", "not:lea"}
+    assert [parse_escalation(e)[1] for e in escalation] == ["security_officer"]  # type: ignore[index]
     assert request["response_received"] is False
 
     answer = users["sam"].answer(SOC, run_id, GATE, "Approve", "EDR alert confirmed")

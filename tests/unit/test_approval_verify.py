@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
 from include.approvals import verify
-from include.approvals.respondents import assigned_respondents
+from include.approvals.respondents import assigned_respondents, escalation_respondents
 from include.approvals.verify import (
     ApprovalVerificationError,
     GateRef,
@@ -41,6 +42,12 @@ TF_GATES = [
 ]
 
 
+# The SOC requests below were created at CREATED; the policy's SOC ladder escalates 10 min later,
+# to security_officer (approvals.yaml), so the gate's entry opens at ESCALATED.
+CREATED = "2026-12-06T06:55:00Z"
+ESCALATED = datetime(2026, 12, 6, 7, 5, tzinfo=UTC)
+
+
 def exactly(text: str) -> str:
     return f"^{re.escape(text)}$"
 
@@ -59,7 +66,14 @@ def request(
     privileged: bool = False,
     drill: bool = False,
     body: str = "Isolate host ws-1.",
+    escalate_to: list[str] | None = None,
+    escalate_at: datetime = ESCALATED,
+    responded_at: str = "2026-12-06T07:00:00Z",
 ) -> dict[str, Any]:
+    """A HITL detail as the gate makes it; SOC requests (``soc_lead`` asked) escalate to
+    ``security_officer`` at ``escalate_at`` unless ``escalate_to`` says otherwise."""
+    if escalate_to is None:
+        escalate_to = ["security_officer"] if "soc_lead" in roles else []
     bound = binding(
         action=action,
         step=step,
@@ -74,11 +88,15 @@ def request(
         "subject": "Approve",
         "body": f"{body}\n\n---\n- **Run:** http://x\n{binding_line(bound)}",
         "options": ["Approve", "Reject"],
-        "assigned_users": list(assigned_respondents(roles, excluded)),
+        "assigned_users": [
+            *assigned_respondents(roles, excluded),
+            *escalation_respondents(escalate_to, escalate_at),
+        ],
+        "created_at": CREATED,
         "response_received": answered,
         "chosen_options": [answer] if answered else None,
         "responded_by_user": {"id": "7", "name": by} if answered and by else None,
-        "responded_at": "2026-12-06T07:00:00Z" if answered else None,
+        "responded_at": responded_at if answered else None,
     }
 
 
@@ -160,7 +178,8 @@ def test_an_approval_by_an_allowed_person_for_this_artifact_is_verified() -> Non
         pytest.param(
             request(**SOC, by="mallory"),
             {},
-            "approve_host_isolate: mallory is in none of ['soc_lead', 'soc_oncall'] (roles: [])",
+            "approve_host_isolate: mallory is in none of ['security_officer', 'soc_lead', 'soc_oncall'] "
+            "(roles: [])",
             id="responder-not-in-group",
         ),
         pytest.param(
@@ -511,3 +530,223 @@ def test_outside_a_task_nothing_is_checked() -> None:
     assert assume_role_request("host-isolate", "acme", _run())["RoleArn"].endswith(
         "orchestrator-host-isolate"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Escalation: security_officer may answer a SOC request from created_at + escalate_after on
+
+
+def _entry(at: str, group: str = "security_officer") -> dict[str, str]:
+    return {"id": f"after:{at}:role:{group}", "name": "crafted"}
+
+
+def _with_escalation(entries: list[dict[str, str]], **kwargs: Any) -> dict[str, Any]:
+    detail = request(**SOC, escalate_to=[], **kwargs)
+    return {**detail, "assigned_users": [*detail["assigned_users"], *entries]}
+
+
+def test_an_escalation_groups_answer_after_escalation_is_verified_and_named() -> None:
+    approval = soc(request(**SOC, by="seb", responded_at="2026-12-06T07:05:00.000001Z"))
+
+    (approver,) = approval.approvers
+    assert (approver.name, approver.escalation_group) == ("seb", "security_officer")
+    assert approval.as_details()["approvers"] == [
+        {
+            "step": 1,
+            "name": "seb",
+            "id": "7",
+            "responded_at": "2026-12-06T07:05:00.000001Z",
+            "after_escalation": True,
+            "escalation_group": "security_officer",
+        }
+    ]
+    # At exactly the escalation time too; a regular approver's answer names no escalation.
+    assert soc(request(**SOC, by="seb", responded_at="2026-12-06T07:05:00Z")).approvers[0].escalation_group
+    assert soc(request(**SOC)).as_details()["approvers"][0].keys() == {"step", "name", "id", "responded_at"}
+
+
+def test_the_escalation_time_may_differ_from_created_at_only_within_the_skew() -> None:
+    # The gate takes its time just before Airflow stores the request, and rounds up to the second.
+    for at in (ESCALATED - verify.ESCALATION_SKEW, ESCALATED + verify.ESCALATION_SKEW):
+        detail = request(**SOC, by="seb", escalate_at=at, responded_at="2026-12-06T07:05:10Z")
+        assert soc(detail).approvers[0].escalation_group == "security_officer"
+
+
+ESCALATION_REFUSALS = [
+    pytest.param(
+        request(**SOC, by="seb", responded_at="2026-12-06T07:04:59.999999Z"),
+        {},
+        "approve_host_isolate: seb answered at 2026-12-06T07:04:59.999999+00:00 as security_officer, "
+        "before escalation at 2026-12-06T07:05:00+00:00",
+        id="answered-before-escalation",
+    ),
+    pytest.param(
+        request(**SOC, by="seb", escalate_at=datetime(2026, 12, 6, 6, 55, tzinfo=UTC)),
+        {},
+        "approve_host_isolate: 'security_officer' may answer from 2026-12-06T06:55:00+00:00, earlier than "
+        "the policy's escalation at 2026-12-06T07:05:00+00:00 (request at 2026-12-06T06:55:00+00:00 + "
+        "0:10:00)",
+        id="crafted-earlier-time",
+    ),
+    pytest.param(
+        request(**SOC, escalate_at=ESCALATED - verify.ESCALATION_SKEW - timedelta(seconds=1)),
+        {},
+        "approve_host_isolate: 'security_officer' may answer from 2026-12-06T07:04:49+00:00, earlier than "
+        "the policy's escalation at 2026-12-06T07:05:00+00:00 (request at 2026-12-06T06:55:00+00:00 + "
+        "0:10:00)",
+        id="just-beyond-the-skew-even-if-a-regular-approver-answered",
+    ),
+    pytest.param(
+        request(**SOC, escalate_at=datetime(2026, 12, 6, 9, 0, tzinfo=UTC)),
+        {},
+        "approve_host_isolate: 'security_officer' may answer from 2026-12-06T09:00:00+00:00, later than "
+        "the policy's escalation at 2026-12-06T07:05:00+00:00 (request at 2026-12-06T06:55:00+00:00 + "
+        "0:10:00)",
+        id="not-the-policys-time",
+    ),
+    pytest.param(
+        request(**SOC, escalate_to=["hr_lead"]),
+        {},
+        "approve_host_isolate: escalates to ['hr_lead'], but the policy escalates to ['security_officer']",
+        id="unknown-escalation-group",
+    ),
+    pytest.param(
+        request(**SOC, escalate_to=["security_officer", "soc_lead"]),
+        {},
+        "approve_host_isolate: escalates to ['security_officer', 'soc_lead'], but the policy escalates to "
+        "['security_officer']",
+        id="extra-escalation-group",
+    ),
+    pytest.param(
+        request(**SOC, escalate_to=[]),
+        {},
+        "approve_host_isolate: escalates to [], but the policy escalates to ['security_officer']",
+        id="escalation-missing",
+    ),
+    pytest.param(
+        _with_escalation([_entry("2026-12-06T07:05:00Z"), _entry("2026-12-06T07:05:01Z")]),
+        {},
+        "approve_host_isolate: escalation group 'security_officer' asked twice",
+        id="escalation-group-twice",
+    ),
+    pytest.param(
+        _with_escalation([_entry("2026-12-06T07:05:00+00:00")]),
+        {},
+        "approve_host_isolate: malformed escalation entry "
+        "'after:2026-12-06T07:05:00+00:00:role:security_officer'",
+        id="malformed-time-offset",
+    ),
+    pytest.param(
+        _with_escalation([_entry("2026-13-06T07:05:00Z")]),
+        {},
+        "approve_host_isolate: malformed escalation entry 'after:2026-13-06T07:05:00Z:role:security_officer'",
+        id="malformed-time-month-13",
+    ),
+    pytest.param(
+        _with_escalation([{"id": "after:2026-12-06T07:05:00Z:security_officer", "name": "x"}]),
+        {},
+        "approve_host_isolate: malformed escalation entry 'after:2026-12-06T07:05:00Z:security_officer'",
+        id="malformed-no-role-prefix",
+    ),
+    pytest.param(
+        {**request(**SOC), "created_at": None},
+        {},
+        "approve_host_isolate: no request time to check the escalation time against",
+        id="no-created-at",
+    ),
+    pytest.param(
+        request(**SOC, by="hana", responded_at="2026-12-06T07:06:00Z"),
+        {},
+        "approve_host_isolate: hana is in none of ['security_officer', 'soc_lead', 'soc_oncall'] "
+        "(roles: ['hr_lead'])",
+        id="other-domains-group-after-escalation",
+    ),
+    pytest.param(
+        request(**SOC, by="dora", responded_at="2026-12-06T07:06:00Z"),
+        {},
+        "approve_host_isolate: answered by dora, who triggered the run or answered an earlier step",
+        id="trigger-in-the-escalation-group-after-escalation",
+    ),
+    pytest.param(
+        request(**SOC, by="seb", responded_at="yesterday"),
+        {},
+        "approve_host_isolate: answered by seb of ['security_officer'] at no recorded time",
+        id="unreadable-answer-time",
+    ),
+    pytest.param(
+        request(**SOC, by="seb", responded_at="2026-12-06T07:06:00Z"),
+        {"gates": [GateRef("approve_host_isolate", 1, escalate_after=timedelta(minutes=11))]},
+        "approve_host_isolate: escalates after 0:11:00, later than the policy's 0:10:00",
+        id="gate-ladder-looser-than-policy",
+    ),
+]
+
+
+@pytest.mark.parametrize(("detail", "kwargs", "message"), ESCALATION_REFUSALS)
+def test_escalation_refused(detail: Mapping[str, Any], kwargs: dict[str, Any], message: str) -> None:
+    roles = {**ROLES, "dora": {"security_officer"}}
+    arguments: dict[str, Any] = {
+        "dag_id": "soc_contain_host",
+        "run_id": "r1",
+        "domain": "soc",
+        "action": "host-isolate",
+        "gates": ONE_GATE,
+        "triggered_by": "dora",
+        "artifact": PLAN,
+        **kwargs,
+    }
+    with pytest.raises(ApprovalVerificationError, match=exactly(message)) as refused:
+        check_answers(records=Records({"approve_host_isolate": detail}, roles), **arguments)
+    assert refused.value.rule in {"escalation", "approver-group", "four-eyes"}  # type: ignore[attr-defined]
+
+
+def test_a_gates_tighter_ladder_and_a_drill_move_the_escalation_time() -> None:
+    created = datetime(2026, 12, 6, 6, 55, tzinfo=UTC)
+    tight = [GateRef("approve_host_isolate", 1, escalate_after=timedelta(minutes=2))]
+    detail = request(
+        **SOC, by="seb", escalate_at=created + timedelta(minutes=2), responded_at="2026-12-06T06:57:00Z"
+    )
+    assert soc(detail, gates=tight).approvers[0].escalation_group == "security_officer"
+    # The same entry against the policy's ladder (the gate's own ladder unknown) is a crafted time.
+    with pytest.raises(ApprovalVerificationError, match="earlier than the policy's escalation"):
+        soc(detail)
+    # A drill escalates at the drill ladder's 20 s.
+    drill = request(
+        **SOC,
+        by="seb",
+        drill=True,
+        escalate_at=created + timedelta(seconds=20),
+        responded_at="2026-12-06T06:55:20Z",
+    )
+    assert soc(drill, drill=True).approvers[0].escalation_group == "security_officer"
+    early = {**drill, "responded_at": "2026-12-06T06:55:19Z"}
+    with pytest.raises(ApprovalVerificationError, match="before escalation at 2026-12-06T06:55:20"):
+        soc(early, drill=True)
+
+
+def test_a_request_escalating_where_the_policy_does_not_is_refused() -> None:
+    crafted = request(
+        **HR, roles=["hr_lead"], excluded=["harriet"], by="hana", escalate_to=["security_officer"]
+    )
+    with pytest.raises(
+        ApprovalVerificationError,
+        match=exactly(
+            "approve_identity_disable.step_1_hr_lead: escalates to ['security_officer'], but the policy "
+            "escalates to []"
+        ),
+    ):
+        hr(crafted, request(**HR, step=2, roles=["security_officer"], excluded=["hana", "harriet"], by="seb"))
+
+
+def test_gates_upstream_carry_the_gates_own_escalate_after() -> None:
+    gate = SimpleNamespace(
+        task_id="approve_host_isolate",
+        approval_action="host-isolate",
+        step=1,
+        earlier_steps=[],
+        ladder=SimpleNamespace(escalate_after=timedelta(minutes=3)),
+    )
+    task = SimpleNamespace(get_flat_relatives=lambda upstream: [gate])
+    assert verify.gates_upstream(task, "host-isolate") == [
+        GateRef("approve_host_isolate", 1, escalate_after=timedelta(minutes=3))
+    ]

@@ -33,8 +33,10 @@ def test_deployed_policy_rules():
         timedelta(minutes=5),
         timedelta(minutes=10),
         timedelta(minutes=15),
-        ("soc-oncall@secops.example", "soc-lead@secops.example"),
+        # The domain's addresses, then the escalation group's (security_officer's email).
+        ("soc-oncall@secops.example", "soc-lead@secops.example", "security-officer@secops.example"),
     )
+    assert soc.escalate_to == ("security_officer",)
     hr = policy.rule("hr", "identity-disable")
     assert [step.any_of for step in hr.steps] == [("hr_lead",), ("security_officer",)]
     assert hr.steps_for(destructive=True) == hr.steps  # no destroy_steps: the same either way

@@ -333,3 +333,54 @@ def test_approval_answer_judged_by_fresh_directory_roles(
 
 def test_policy_is_the_deployed_one() -> None:
     assert load_access().break_glass == "admin"
+
+
+def test_an_escalation_group_may_answer_only_after_escalation(
+    manager: Any, source: FakeDirectory, monkeypatch: pytest.MonkeyPatch, audit: list[dict[str, Any]]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from include.approvals.respondents import escalation_entry
+    from include.auth import fab
+
+    monkeypatch.setattr("include.approvals.door.mark_refusal_recorded", lambda: {})
+    monkeypatch.setattr(fab, "_store_roles", lambda user_id, roles: None)
+    source.people["seb.officer"] = _person("seb.officer", "security-officer")
+    source.people["hank.hr"] = _person("hank.hr", "hr-lead")
+    seb = User(id=4, username="seb.officer", active=True)
+    hank = User(id=5, username="hank.hr", active=True)
+    now = datetime.now(UTC)
+
+    def asked(escalate_at: datetime, *extra: str) -> set[str]:
+        return {
+            "role:soc_lead",
+            "role:soc_oncall",
+            "not:dora",
+            escalation_entry("security_officer", escalate_at),
+            *extra,
+        }
+
+    # Before the escalation time: refused, with its own rule and the time in the record.
+    assert not manager.is_authorized_hitl_task(assigned_users=asked(now + timedelta(minutes=5)), user=seb)
+    refusal = audit[-1]
+    assert (refusal["kind"], refusal["actor"], refusal["details"]["rule"]) == (
+        "policy.violation",
+        "seb.officer",
+        "escalation-pending",
+    )
+    assert refusal["details"]["message"].startswith(
+        "seb.officer may answer as security_officer only after escalation at "
+    )
+    # After it: allowed.
+    assert manager.is_authorized_hitl_task(assigned_users=asked(now - timedelta(seconds=1)), user=seb)
+    # Four-eyes stays: excluded whatever the time or the group.
+    assert not manager.is_authorized_hitl_task(
+        assigned_users=asked(now - timedelta(seconds=1), "not:seb.officer"), user=seb
+    )
+    assert audit[-1]["details"]["rule"] == "four-eyes"
+    # Another domain's approver group: never, before or after.
+    assert not manager.is_authorized_hitl_task(assigned_users=asked(now - timedelta(hours=1)), user=hank)
+    assert audit[-1]["details"]["rule"] == "approver-group"
+    # The auditor: never.
+    ava = User(id=6, username="ava.auditor", active=True)
+    assert not manager.is_authorized_hitl_task(assigned_users=asked(now - timedelta(hours=1)), user=ava)

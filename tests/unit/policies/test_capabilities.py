@@ -38,6 +38,9 @@ PRIVILEGED = {
     "host-isolate",
     "perimeter-block",
     "invoice-post",
+    "entra-user-disable",
+    "entra-user-enable",
+    "device-isolate",
 }
 INLINE_POLICY_LIMIT = 10_240  # characters, AWS's limit for a role's inline policies
 
@@ -88,6 +91,11 @@ def test_real_policy_declares_the_capabilities():
         "perimeter-inspect",
         "perimeter-block",
         "invoice-post",
+        "entra-user-inspect",
+        "entra-user-disable",
+        "entra-user-enable",
+        "device-inspect",
+        "device-isolate",
     }
     assert {n for n, c in policy.capabilities.items() if c.privileged} == PRIVILEGED
     assert policy.capability("ticket-create").role_name == "orchestrator-ticket-create"
@@ -188,6 +196,8 @@ def test_read_only_capabilities_only_get_list_describe():
 
     assert {c.name for c in read_only} == {
         "compliance-export-readonly",
+        "device-inspect",
+        "entra-user-inspect",
         "host-inspect",
         "identity-inspect",
         "perimeter-inspect",

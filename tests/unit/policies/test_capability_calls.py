@@ -34,7 +34,9 @@ UNAPPROVED = (
 )
 COMPUTED = "with a computed capability: name it literally so the policy can check it"
 DECLARED_CAPABILITIES = (
-    "audit-seal, compliance-export-readonly, host-inspect, host-isolate, identity-admin, identity-disable, "
+    "audit-seal, compliance-export-readonly, device-inspect, device-isolate, entra-user-disable, "
+    "entra-user-enable, entra-user-inspect, "
+    "host-inspect, host-isolate, identity-admin, identity-disable, "
     "identity-inspect, invoice-post, perimeter-block, perimeter-inspect, terraform-apply, terraform-plan, "
     "ticket-create, ticket-update"
 )
@@ -554,12 +556,18 @@ def test_every_aws_capability_hook_is_known_to_the_rule():
     import include.connectors.identity_center
     import include.connectors.perimeter  # noqa: F401 - they define the subclasses
     from include.connectors.aws import AwsCapabilityHook
+    from include.connectors.microsoft import MicrosoftTenantHook
     from include.policies.capability_calls import CAPABILITY_FUNCTIONS, KEYWORD_ONLY
 
     def family(cls: type) -> set[type]:
         return {cls}.union(*(family(sub) for sub in cls.__subclasses__()))
 
-    hooks = {cls for cls in family(AwsCapabilityHook) if cls.__module__.startswith("include.")}
+    # and the hooks that read a capability's credential as its role (Microsoft Graph / Defender)
+    hooks = {
+        cls
+        for cls in family(AwsCapabilityHook) | family(MicrosoftTenantHook)
+        if cls.__module__.startswith("include.")
+    }
     assert {cls.__name__ for cls in hooks} == KEYWORD_ONLY
     assert {cls.__name__: CAPABILITY_FUNCTIONS[cls.__name__] for cls in hooks} == {
         cls.__name__: cls.__module__.replace(".", "/") + ".py" for cls in hooks
@@ -747,7 +755,9 @@ def test_real_repository_passes_the_capability_rules():
 PRIVILEGED_OPERATORS = [
     "BlockIndicatorOperator",
     "DisableAccountOperator",
+    "DisableEntraUserOperator",
     "DisableIdentityCenterUserOperator",
+    "EnableEntraUserOperator",
     "EnsureIdentityCenterUserOperator",
     "IsolateHostOperator",
     "RevokeTenantAccessKeysOperator",

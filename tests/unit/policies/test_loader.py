@@ -281,7 +281,9 @@ def test_every_policy_file_is_known():
         "capabilities",
         "domains",
         "hr_roles",
+        "intake",
         "invoicing",
+        "retention",
         "support_triage",
         "tenants",
     ]

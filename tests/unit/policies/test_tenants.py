@@ -12,7 +12,6 @@ from include.policies.loader import PolicyError
 from include.policies.tenants import (
     STAFF_TENANT,
     TENANTS_FILE,
-    Tenant,
     all_tenant_ids,
     internal_tenant_ids,
     load_tenants,
@@ -46,7 +45,16 @@ def test_deployed_tenants_and_helpers():
     assert platform_account_id() == "123456789012"
     assert secret_name("acme", "support") == "orchestrator/acme/support/service-check"
     assert secret_name("globex", "soc", "edr") == "orchestrator/globex/soc/edr"
-    assert load_tenants().tenant("acme") == Tenant("acme", "ACME Corp", "111111111111", internal=False)
+    acme = load_tenants().tenant("acme")
+    assert (acme.name, acme.display_name, acme.aws_account_id, acme.internal) == (
+        "acme",
+        "ACME Corp",
+        "111111111111",
+        False,
+    )
+    # who receives the evidence packs (platform_evidence_packs); internal accounts have none
+    assert acme.security_contact == "security@acme.example"
+    assert load_tenants().tenant("secops").security_contact is None
     assert load_tenants().source == TENANTS_FILE
 
 
@@ -98,6 +106,12 @@ def test_unknown_tenant_has_no_account(tenant: Any):
             _set("tenants/acme/region", "eu-west-1"),
             "tenants.acme: Additional properties are not allowed ('region' was unexpected)",
             id="unknown-key",
+        ),
+        pytest.param(
+            _set("tenants/acme/security_contact", "security@acme.example, attacker@evil.example"),
+            "tenants.acme.security_contact: 'security@acme.example, attacker@evil.example' "
+            "is not one email address",
+            id="security-contact-two-addresses",
         ),
         pytest.param(
             _delete("tenants/globex/display_name"),

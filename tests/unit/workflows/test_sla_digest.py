@@ -1,0 +1,203 @@
+"""SLA digest: the messages, the flush's send/done/release protocol, and the SLA callback's use of
+the store (an in-memory store here; the real PostgreSQL and Redis stores, concurrency and the
+SMTP sink are in tests/integration/test_sla_digest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from include.policies.loader import DOMAINS_FILE, PolicyError, load_domain_policy, load_policy_file
+from include.workflows import alerts, sla_digest
+from include.workflows.sla_digest import BATCH_CHANNELS, Batch, LateRun, digest_message, flush
+
+NOW = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+
+
+def late(n: int, domain: str = "support", run_id: str | None = None) -> LateRun:
+    return LateRun(
+        miss_id=f"d-{n}",
+        domain=domain,
+        dag_id="support_triage",
+        run_id=run_id or f"scheduled__{n}",
+        correlation_id=f"RT-{n}",
+        kind="fast_path",
+        sla_seconds=120,
+        deadline_at=(NOW - timedelta(minutes=n)).isoformat(),
+        url=f"http://airflow.example/dags/support_triage/runs/scheduled__{n}",
+    )
+
+
+class MemoryStore:
+    """The store's contract in memory: record opens a window or joins it; claim/done/release."""
+
+    def __init__(self) -> None:
+        self.window: dict[str, datetime] = {}
+        self.misses: dict[str, tuple[str, datetime, LateRun]] = {}
+        self.claimed: set[str] = set()
+        self.sent: set[str] = set()
+        self.released: list[str] = []
+        self.now = NOW
+
+    def record(self, miss: LateRun, window: timedelta) -> str:
+        if miss.miss_id in self.misses:
+            return "duplicate"
+        closes = self.window.get(miss.domain)
+        if closes is None or closes <= self.now:
+            self.window[miss.domain] = self.now + window
+            self.misses[miss.miss_id] = (f"immediate:{miss.miss_id}", self.now, miss)
+            return "immediate"
+        self.misses[miss.miss_id] = (f"digest:{miss.domain}:{closes.isoformat()}", closes, miss)
+        return "digest"
+
+    def claim(
+        self, lease: timedelta = sla_digest.CLAIM_LEASE, horizon: timedelta = timedelta(0)
+    ) -> list[Batch]:
+        batches: dict[str, list[LateRun]] = {}
+        for miss_id, (key, due, miss) in self.misses.items():
+            if due <= self.now + horizon and miss_id not in self.claimed and miss_id not in self.sent:
+                self.claimed.add(miss_id)
+                batches.setdefault(key, []).append(miss)
+        return [Batch(k, runs[0].domain, tuple(runs), "token") for k, runs in sorted(batches.items())]
+
+    def done(self, batch: Batch) -> None:
+        for run in batch.runs:
+            self.sent.add(run.miss_id)
+
+    def release(self, batch: Batch) -> None:
+        self.released.append(batch.key)
+        for run in batch.runs:
+            self.claimed.discard(run.miss_id)
+
+
+class Channel:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.sent: list[Batch] = []
+
+    def send(self, batch: Batch, now: datetime) -> None:
+        if self.fail:
+            raise ConnectionError("relay down")
+        self.sent.append(batch)
+
+    async def asend(self, batch: Batch, now: datetime) -> None:
+        self.send(batch, now)
+
+
+def test_the_digest_names_each_late_run_once_with_how_late_and_its_correlation_id() -> None:
+    runs = tuple(late(n) for n in range(1, 4))
+    subject, html, headers = digest_message(Batch("digest:support:x", "support", runs), NOW)
+    assert subject.startswith("[SLA digest][support] 3 more run(s) missed their SLA")
+    for n in range(1, 4):
+        assert html.count(f">scheduled__{n}<") == 1
+        assert html.count(f">RT-{n}<") == 1
+        assert f"<td>{n}m 00s</td>" in html  # late by, at the time of the mail
+    assert headers["X-Orchestrator-Runs"] == ", ".join(f"support_triage/scheduled__{n}" for n in range(1, 4))
+    assert headers["X-Orchestrator-Alert"] == "sla-digest/support"
+
+
+def test_the_digest_escapes_what_it_quotes_and_its_id_follows_its_content() -> None:
+    batch = Batch("digest:support:x", "support", (late(1, run_id="<script>x</script>"),))
+    _, html, headers = digest_message(batch, NOW)
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    again = digest_message(Batch("digest:support:x", "support", batch.runs), NOW)[2]["Message-ID"]
+    other = digest_message(Batch("digest:support:x", "support", (late(2),)), NOW)[2]["Message-ID"]
+    assert headers["Message-ID"] == again != other
+
+
+def test_first_miss_at_once_the_rest_when_the_window_closes() -> None:
+    store, channel = MemoryStore(), Channel()
+    assert [store.record(late(n), timedelta(minutes=10)) for n in range(4)] == [
+        "immediate",
+        "digest",
+        "digest",
+        "digest",
+    ]
+    assert store.record(late(2), timedelta(minutes=10)) == "duplicate"
+    [first] = flush(store, channel)  # type: ignore[arg-type]
+    assert first.immediate
+    assert [r.miss_id for r in first.runs] == ["d-0"]
+    store.now = NOW + timedelta(minutes=10)
+    [digest] = flush(store, channel)  # type: ignore[arg-type]
+    assert [r.miss_id for r in digest.runs] == ["d-1", "d-2", "d-3"]
+    assert flush(store, channel) == []  # type: ignore[arg-type]
+    # The window closed: the next miss opens a new one and is mailed at once.
+    assert store.record(late(9), timedelta(minutes=10)) == "immediate"
+
+
+def test_a_failed_mail_is_released_not_marked_sent_and_extra_channels_never_decide(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MemoryStore()
+    store.record(late(1), timedelta(minutes=10))
+    assert flush(store, Channel(fail=True)) == []  # type: ignore[arg-type]
+    assert store.released == ["immediate:d-1"]
+    assert store.sent == set()
+    teams = Channel(fail=True)
+    monkeypatch.setattr(sla_digest, "BATCH_CHANNELS", [teams])
+    [batch] = flush(store, Channel())  # type: ignore[arg-type]
+    assert store.sent == {"d-1"}
+    assert batch.key == "immediate:d-1"
+    assert BATCH_CHANNELS == []  # the module's list is untouched outside the patch
+
+
+def test_the_callback_records_and_mails_only_what_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, mailed = MemoryStore(), []
+
+    class Relay:
+        async def asend(self, to: Any, subject: str, html: str, *, headers: Any = None) -> list[str]:
+            mailed.append((list(to), subject, headers["Message-ID"]))
+            return list(to)
+
+    async def opened() -> MemoryStore:
+        return store
+
+    monkeypatch.setattr(alerts, "adefault_store", opened)
+    monkeypatch.setattr(sla_digest.MailChannel, "_relay", lambda self: Relay())
+    notifier = alerts.SlaMissNotifier(
+        domain="support",
+        kind="fast_path",
+        sla_seconds=120,
+        base_url="http://airflow.example",
+        to=["support-alerts@secops.example"],
+        smtp_conn_id="smtp_alerts",
+    )
+    for n in range(3):
+        context = {
+            "dag_run": {"dag_id": "support_triage", "dag_run_id": f"scheduled__{n}", "conf": {}},
+            "deadline": {"id": f"dl-{n}", "deadline_time": NOW.isoformat()},
+        }
+        asyncio.run(notifier.async_notify(context))
+    [(to, subject, message_id)] = mailed
+    assert to == ["support-alerts@secops.example"]
+    assert subject.startswith("[SLA miss][support] support_triage run scheduled__0 exceeded")
+    assert message_id == "<sla-miss-dl-0@orchestrator.secops.example>"
+    # The others wait for the window: the domain policy's (10 minutes by default).
+    assert {key for key, _, _ in store.misses.values()} == {
+        "immediate:dl-0",
+        f"digest:support:{(NOW + timedelta(minutes=10)).isoformat()}",
+    }
+
+
+def test_the_digest_window_is_policy(tmp_path: Path) -> None:
+    assert load_domain_policy().domain("soc").alert_digest_window == timedelta(minutes=10)
+    text = DOMAINS_FILE.read_text(encoding="utf-8")
+    custom = tmp_path / "domains.yaml"
+    custom.write_text(
+        text.replace(
+            "      email: [soc-alerts@secops.example]",
+            "      email: [soc-alerts@secops.example]\n      digest_window: 3m",
+        ),
+        encoding="utf-8",
+    )
+    policy = load_policy_file(custom)
+    assert policy.domain("soc").alert_digest_window == timedelta(minutes=3)
+    assert policy.domain("hr").alert_digest_window == timedelta(minutes=10)
+    custom.write_text(text.replace("  sla_digest_window: 10m", "  sla_digest_window: soon"), encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"defaults\.sla_digest_window: 'soon' does not match"):
+        load_policy_file(custom)
