@@ -54,8 +54,14 @@ def window(api: AirflowApi) -> dict[str, Any]:
     until = datetime.now(UTC) + timedelta(seconds=1)
     # Scheduled platform runs (audit sealing, SLA digests) may be queued in the window too: the report
     # counts every run queued in it, so the expected count is what the API lists for the window.
-    listed = api.get("dags/~/dagRuns", start_date_gte=(since - timedelta(minutes=10)).isoformat(), limit=1000)
-    queued = [_iso(r.get("queued_at")) or _iso(r.get("start_date")) for r in listed["dag_runs"]]
+    queued: list[datetime | None] = []
+    while True:  # every page: the API returns at most [api] maximum_page_limit (100) runs per call
+        page = api.get(
+            "dags/~/dagRuns", start_date_gte=since.isoformat(), order_by="id", limit=100, offset=len(queued)
+        )["dag_runs"]
+        queued += [_iso(r.get("queued_at")) or _iso(r.get("start_date")) for r in page]
+        if len(page) < 100:
+            break
     in_window = sum(1 for q in queued if q is not None and since <= q < until)
     assert in_window >= len(RUNS)
     return {"since": since, "until": until, "runs": runs, "in_window": in_window}
