@@ -260,10 +260,9 @@ class ApprovalGateOperator(ApprovalOperator):
             headers=messages.mail_headers(facts),
             log=self.log,
         )
-        # The domain's Teams channel too (include/approvals/channels.py): never raises, never blocks.
-        sent["channels"] = notify_channels(
-            "requested", facts, target=_gate(ti), tenant=self.tenant or None, log=self.log, now=requested_at
-        )
+        # The domain's Teams channel gets the request from the ladder's trigger, as soon as it runs
+        # (include/triggers/approval.py): posting it here would delay the deferral, and so the
+        # request's visibility, by a connection lookup and a webhook round trip.
         ti.xcom_push(
             key=LADDER_XCOM_KEY, value=[{"step": "requested", "at": requested_at.isoformat(), **sent}]
         )

@@ -89,6 +89,9 @@ class ApprovalLadderTrigger(HITLTrigger):
 
     async def _record(self, ladder: list[dict[str, Any]], entry: dict[str, Any]) -> None:
         ladder.append(entry)
+        await self._save(ladder)
+
+    async def _save(self, ladder: list[dict[str, Any]]) -> None:
         await sync_to_async(XCom.set)(LADDER_XCOM_KEY, ladder, **self._xcom_address())
 
     async def _climb(self, step: str, facts: RequestFacts, now: datetime) -> dict[str, Any]:
@@ -146,9 +149,26 @@ class ApprovalLadderTrigger(HITLTrigger):
             }
         )
 
+    async def _announce(self, facts: RequestFacts, ladder: list[dict[str, Any]]) -> None:
+        """The request's card to the domain's Teams channel, once (the gate records the request
+        step; a restarted trigger finds ``channels`` on it and does not post again)."""
+        requested = next((entry for entry in ladder if entry.get("step") == "requested"), None)
+        if requested is None or "channels" in requested:
+            return
+        requested["channels"] = await anotify_channels(
+            "requested",
+            facts,
+            target=self.target,
+            tenant=self.tenant,
+            log=self.log,
+            now=facts.requested_at,
+        )
+        await self._save(ladder)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         facts = RequestFacts.from_dict(self.facts)
         ladder = await self._recorded()
+        await self._announce(facts, ladder)
         done = {entry["step"] for entry in ladder}
         due = [(step, at) for step, at in (("reminder", facts.remind_at), ("escalation", facts.escalate_at))]
         while True:

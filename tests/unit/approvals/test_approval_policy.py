@@ -346,8 +346,12 @@ def ladder_trigger(monkeypatch):
         async def timeout():
             return "timed out"
 
+        async def save(ladder):
+            stored.append(list(ladder))
+
         trigger._recorded = recorded_steps
         trigger._record = record
+        trigger._save = save
         trigger._handle_response = response
         trigger._handle_timeout = timeout
         return trigger
