@@ -29,12 +29,46 @@ ALERT_SMTP_CONN_ID = "smtp_alerts"
 ALERT_FROM = "orchestrator@secops.example"
 NOOP_TIMEOUT_SECONDS = 10
 NOOP_OK = 250
+# RFC 5322 2.1.1: a header line should not exceed 78 characters and must not exceed 998; relays
+# refuse longer lines ("500 Line too long"). The provider sends ``as_string()``, which never folds.
+HEADER_LINE_SOFT = 78
+HEADER_LINE_HARD = 998
 
 
 def recipients_of(to: str | Iterable[str]) -> list[str]:
     """The addresses of ``to`` (a list, or a string separated by ``,``/``;``), de-duplicated, order kept."""
     addresses = re.split(r"\s*[,;]\s*", to) if isinstance(to, str) else list(to)
     return list(dict.fromkeys(addresses))
+
+
+def folded_header(name: str, value: str) -> str:
+    """``value`` folded at its ``", "`` separators so no line of the header exceeds 78 characters
+    where it can (a list of runs or correlation ids may be thousands of characters long).
+
+    The SMTP provider renders the message with ``as_string()`` (no folding), and a relay refuses a
+    line over 998 characters, so the whole mail would be lost: fold here, before any send.
+
+    :raises ValueError: a header line that cannot be folded under 998 characters (a value with a
+        line break of its own, or one separator-free part that long); nothing is sent.
+    """
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"mail header {name}: the value holds a line break")
+    lines: list[str] = []
+    line = f"{name}: "
+    parts = value.split(", ")
+    for index, part in enumerate(parts):
+        piece = part + ("," if index < len(parts) - 1 else "")
+        if index and len(line) + 1 + len(piece) > HEADER_LINE_SOFT:
+            lines.append(line)
+            line = " " + piece
+        else:
+            line += (" " if index else "") + piece
+    lines.append(line)
+    if any(len(x) > HEADER_LINE_HARD for x in lines):
+        raise ValueError(
+            f"mail header {name}: a part longer than {HEADER_LINE_HARD} characters cannot be folded"
+        )
+    return "\n".join(lines)[len(name) + 2 :]
 
 
 class SharedTlsSmtpClient(SmtpHook):
@@ -132,7 +166,7 @@ class SmtpRelayHook(ConnectorHook):
             "subject": subject,
             "html_content": html,
             "from_email": self.from_email,
-            "custom_headers": dict(headers or {}),
+            "custom_headers": {k: folded_header(k, v) for k, v in (headers or {}).items()},
         }
 
     def send(

@@ -449,7 +449,7 @@ def digest_message(batch: Batch, now: datetime) -> tuple[str, str, dict[str, str
     identity = "|".join([batch.key, *(r.miss_id for r in runs)])
     headers = {
         "X-Orchestrator-Alert": f"sla-digest/{batch.domain}",
-        "X-Orchestrator-Correlation-Id": ",".join(r.correlation_id for r in runs),
+        "X-Orchestrator-Correlation-Id": ", ".join(r.correlation_id for r in runs),
         # Machine-readable: every late run of the digest, dag_id/run_id, once each.
         "X-Orchestrator-Runs": ", ".join(f"{r.dag_id}/{r.run_id}" for r in runs),
         # Same batch, same misses: same id (a re-send after a lost "done" folds into the first).

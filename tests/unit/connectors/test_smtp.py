@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 from unittest import mock
@@ -23,7 +24,13 @@ from aiosmtpd.controller import Controller
 from airflow.sdk import Connection
 
 from include.approvals.notify import asend_email, send_email
-from include.connectors.smtp import ALERT_FROM, SharedTlsSmtpClient, SmtpRelayHook, recipients_of
+from include.connectors.smtp import (
+    ALERT_FROM,
+    SharedTlsSmtpClient,
+    SmtpRelayHook,
+    folded_header,
+    recipients_of,
+)
 from include.workflows.alerts import SlaMissNotifier
 
 HOST = "127.0.0.1"
@@ -152,6 +159,57 @@ def test_asend_delivers_through_the_async_client(smtp: tuple[Sink, Lookups]) -> 
     assert (sender, recipients) == ("alerts@secops.example", ["ops@acme.example"])
     assert (message["Subject"], message["X-A"]) == ("SLA miss", "1")
     assert body_of(message) == "<b>late</b>"
+
+
+@pytest.mark.parametrize("mode", ["send", "asend"])
+def test_a_digest_of_200_runs_is_folded_and_accepted(smtp: tuple[Sink, Lookups], mode: str) -> None:
+    """The relay refuses header lines over 998 characters ("500 Line too long"); the provider does
+    not fold: a late burst's digest (CI: 40-odd runs) was refused and its runs never mailed."""
+    from include.workflows.sla_digest import Batch, LateRun, MailChannel
+
+    sink, _ = smtp
+    runs = tuple(
+        LateRun(
+            miss_id=f"d-{n}",
+            domain="support",
+            dag_id="support_service_check",
+            run_id=f"manual__2026-12-07T04:33:{n // 100:02d}.{n:06d}+00:00",
+            correlation_id=f"support_service_check.manual__2026-12-07T04:33:{n:06d}",
+            kind="fast_path",
+            sla_seconds=120,
+            deadline_at=f"2026-12-07T04:35:{n // 100:02d}+00:00",
+        )
+        for n in range(200)
+    )
+    batch = Batch("digest:support:2026-12-07T04:45:00+00:00", "support", runs)
+    channel = MailChannel({"support": ["support-alerts@secops.example"]})
+    now = datetime(2026, 12, 7, 5, tzinfo=UTC)
+    if mode == "send":
+        channel.send(batch, now)
+    else:
+        asyncio.run(channel.asend(batch, now))
+
+    [(_, _, message)] = sink.mails
+    assert message["X-Orchestrator-Runs"].split(", ") == [f"{r.dag_id}/{r.run_id}" for r in runs]
+    assert message["X-Orchestrator-Correlation-Id"].split(", ") == [r.correlation_id for r in runs]
+    assert max(len(line) for line in message.as_string().splitlines()) <= 998
+
+
+def test_folded_header_keeps_short_values_and_refuses_line_breaks() -> None:
+    assert folded_header("X-A", "RT-1, RT-2") == "RT-1, RT-2"
+    folded = folded_header("X-Runs", ", ".join(["a" * 30] * 5))
+    assert [len(line) for line in f"X-Runs: {folded}".split("\n")] == [71, 64, 31]
+    with pytest.raises(ValueError, match="X-Bad: the value holds a line break"):
+        folded_header("X-Bad", "RT-1\r\nBcc: eve@evil.example")
+    with pytest.raises(ValueError, match="X-Long: a part longer than 998"):
+        folded_header("X-Long", "x" * 1000)
+
+
+def test_a_header_with_a_line_break_sends_nothing(smtp: tuple[Sink, Lookups]) -> None:
+    sink, _ = smtp
+    with pytest.raises(ValueError, match="X-Orchestrator-Correlation-Id"):
+        SmtpRelayHook().send("a@x", "s", "<p>b</p>", headers={"X-Orchestrator-Correlation-Id": "a\nBcc: e@x"})
+    assert sink.mails == []
 
 
 def test_noop_asks_the_relay(smtp: tuple[Sink, Lookups]) -> None:
