@@ -3,10 +3,12 @@
 
 On the first of each month (04:00 UTC, after the night's audit seals) builds every customer
 tenant's evidence pack of the previous month: the tenant's audit records, the proofs that none is
-missing or altered, and a readable report (`include/evidence`). Each pack is stored write-once in
-the evidence bucket next to the audit export (S3 Object Lock, COMPLIANCE mode, kept for the
-`evidence_pack` period of `include/policies/retention.yaml`) and the tenant's security contact
-(`include/policies/tenants.yaml`) is mailed where it is and its manifest's SHA-256.
+missing or altered, and a readable report (HTML and PDF, `include/evidence`); should the month's
+last records not be sealed yet (a quiet month end), it runs the platform's audit seal first. Each
+pack is stored write-once in the evidence bucket next to the audit export (S3 Object Lock,
+COMPLIANCE mode, kept for the `evidence_pack` period of `include/policies/retention.yaml`) and the
+tenant's security contact (`include/policies/tenants.yaml`) is mailed where it is and its
+manifest's SHA-256.
 
 **On demand** (trigger form): one tenant, a period (first and last day, or two instants) and
 optionally an area (domain, for an internal audit) and a ticket of that tenant to post the notice

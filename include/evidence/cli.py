@@ -119,6 +119,7 @@ def _handle_build(args: argparse.Namespace) -> int:
                 out_dir=args.out,
                 parallel=None,
                 report=not args.no_report,
+                pdf=not args.no_pdf,
             )
     except (EvidencePackError, ValueError, OSError) as error:
         print(f"evidence build: {redact(str(error), args.dsn)}", file=sys.stderr)
@@ -136,6 +137,8 @@ def _handle_build(args: argparse.Namespace) -> int:
     )
     for warning in result.warnings:
         print(f"WARNING: {warning}")
+    if result.report_pdf_absent and not args.no_pdf:
+        print(f"note: no report.pdf: {result.report_pdf_absent}")
     print(
         f"chain verified in {result.verify_seconds:.2f}s, "
         f"pack written and checked in {result.write_seconds:.2f}s"
@@ -180,7 +183,8 @@ def register(subparsers: Any) -> None:
     build.add_argument("--end", type=_instant, required=True, help="end, exclusive")
     build.add_argument("--out", type=Path, required=True, help="a new or empty directory")
     build.add_argument("--zip", action="store_true", help="also write OUT.zip")
-    build.add_argument("--no-report", action="store_true", help="no report.html")
+    build.add_argument("--no-report", action="store_true", help="no report.html (and no report.pdf)")
+    build.add_argument("--no-pdf", action="store_true", help="no report.pdf (headless Chromium not run)")
     build.add_argument(
         "--public-key",
         type=Path,

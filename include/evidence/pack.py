@@ -18,6 +18,8 @@ Pack layout (a directory; ``python -m include.cli evidence build --zip`` also zi
                            the platform publishes, not these)
     summary.json           figures of the period
     report.html            the readable report (include/evidence/report.py), when the tenant is one
+    report.pdf             report.html printed by headless Chromium (include/evidence/pdf.py); absent
+                           where Chromium is not installed (summary.json ``report_pdf`` says why)
     manifest.json          sha256 of every file above; SHA256SUMS the same for ``sha256sum -c``
     manifest.sig           (when built with a signer) signature over manifest.json's bytes
 """
@@ -28,9 +30,10 @@ import hashlib
 import importlib
 import json
 import shutil
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +41,8 @@ from typing import Any, Final
 
 from include.audit.records import canonical_json, checkpoint_message, format_at, record_hash
 from include.audit.signing import CheckpointKeys, CheckpointSigner, load_public_key, public_key_pem
+from include.evidence.pdf import BINARY as CHROMIUM
+from include.evidence.pdf import PDF_FILE, PdfRenderError, PdfUnavailable, render_pdf
 from include.evidence.proof import TenantCommitment, covering_checkpoints, tenant_digest
 from include.evidence.verify import (
     MANIFEST_FILE,
@@ -55,6 +60,9 @@ from include.evidence.verify import (
 )
 
 COMMITTED: Final = "committed"
+PDF_DETAIL_RUNS: Final = 100
+"""report.pdf details at most this many runs (report.html all of them): printing is linear in
+the page's length (measured: ~0.1 s a run), and a PDF of a thousand pages is read by nobody."""
 NOT_COMMITTED: Final = "sealed before per-tenant commitments"
 
 
@@ -76,6 +84,9 @@ class PackResult:
     :ivar warnings: what the pack cannot prove, worded for the reader.
     :ivar files: ``{name: sha256}`` as in the manifest. :ivar manifest_sha256: of manifest.json.
     :ivar verify_seconds: :ivar write_seconds: time spent on the chain check and on writing.
+    :ivar report_pdf: report.pdf is in the pack. :ivar report_pdf_absent: why not (``None``: it is,
+        or the pack has no report at all).
+    :ivar sealed_first: the platform's seal ran before the build (the period's end was not sealed).
     """
 
     path: Path
@@ -93,6 +104,9 @@ class PackResult:
     manifest_sha256: str
     verify_seconds: float
     write_seconds: float
+    report_pdf: bool = False
+    report_pdf_absent: str | None = None
+    sealed_first: bool = False
 
 
 def key_file_name(key_id: str) -> str:
@@ -189,7 +203,13 @@ def _summary(
 
 
 def _render_report(
-    records: Sequence[Mapping[str, Any]], *, tenant: str, start: datetime, end: datetime, domain: str | None
+    records: Sequence[Mapping[str, Any]],
+    *,
+    tenant: str,
+    start: datetime,
+    end: datetime,
+    domain: str | None,
+    detail_limit: int | None = None,
 ) -> str:
     """H2's renderer (include/evidence/report.py); a pack for a tenant is not built without it."""
     try:
@@ -198,7 +218,9 @@ def _render_report(
         raise EvidencePackError(
             f"include/evidence/report.py cannot be imported ({error}): no report.html"
         ) from None
-    html: str = report.render(records, tenant=tenant, start=start, end=end, domain=domain)
+    html: str = report.render(
+        records, tenant=tenant, start=start, end=end, domain=domain, detail_limit=detail_limit
+    )
     return html
 
 
@@ -295,8 +317,38 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _write_contents(out_dir: Path, evidence: _Evidence, keys: CheckpointKeys, report: bool) -> None:
-    """Everything but the manifest: records, proof, checkpoint twins, keys, summary, report."""
+def _write_pdf(out_dir: Path, chromium: Path, evidence: _Evidence, runs: int) -> str | None:
+    """report.pdf from report.html (a period of more than :data:`PDF_DETAIL_RUNS` runs: from a copy
+    detailing the first of them, printed from outside the pack); ``None`` when written, else why
+    not (the pack builds on)."""
+    try:
+        if runs <= PDF_DETAIL_RUNS:
+            render_pdf(out_dir / REPORT_FILE, out_dir / PDF_FILE, binary=chromium, dated=evidence.end)
+            return None
+        assert evidence.tenant is not None
+        printed = _render_report(
+            evidence.in_period,
+            tenant=evidence.tenant,
+            start=evidence.start,
+            end=evidence.end,
+            domain=evidence.domain,
+            detail_limit=PDF_DETAIL_RUNS,
+        )
+        with tempfile.TemporaryDirectory(prefix="evidence-print-") as scratch:
+            source = Path(scratch) / REPORT_FILE
+            source.write_text(printed, encoding="utf-8")
+            render_pdf(source, out_dir / PDF_FILE, binary=chromium, dated=evidence.end)
+    except (PdfUnavailable, PdfRenderError) as error:
+        return str(error)
+    return None
+
+
+def _write_contents(
+    out_dir: Path, evidence: _Evidence, keys: CheckpointKeys, report: bool, pdf: Path | None
+) -> str | None:
+    """Everything but the manifest: records, proof, checkpoint twins, keys, report (and its PDF
+    with ``pdf``, Chromium's path), summary. Returns why report.pdf is absent (``None``: it is
+    there, or no report was asked for)."""
     _write(out_dir / RECORDS_FILE, "".join(canonical_json(r) + "\n" for r in evidence.shown).encode("utf-8"))
     used = evidence.used_checkpoints()
     for checkpoint in used:
@@ -322,9 +374,7 @@ def _write_contents(out_dir: Path, evidence: _Evidence, keys: CheckpointKeys, re
         "withheld": evidence.withheld,
     }
     _write(out_dir / PROOF_FILE, _json_bytes(proof))
-    figures = _summary(evidence.shown, evidence.in_period, evidence.segments)
-    summary = {"tenant": evidence.tenant, "domain": evidence.domain, "period": evidence.period, **figures}
-    _write(out_dir / SUMMARY_FILE, _json_bytes(summary))
+    absent: str | None = None
     if report and evidence.tenant is not None:
         html = _render_report(
             evidence.in_period,
@@ -334,6 +384,26 @@ def _write_contents(out_dir: Path, evidence: _Evidence, keys: CheckpointKeys, re
             domain=evidence.domain,
         )
         _write(out_dir / REPORT_FILE, html.encode("utf-8"))
+    figures = _summary(evidence.shown, evidence.in_period, evidence.segments)
+    runs = int(figures["runs_in_period"])
+    if report and evidence.tenant is not None:
+        absent = "not asked for (built without a PDF)"
+        if pdf is not None:
+            absent = _write_pdf(out_dir, pdf, evidence, runs)
+    summary: dict[str, Any] = {
+        "tenant": evidence.tenant,
+        "domain": evidence.domain,
+        "period": evidence.period,
+        **figures,
+    }
+    if report and evidence.tenant is not None:
+        summary["report_pdf"] = PDF_FILE if absent is None else None
+        if absent is not None:
+            summary["report_pdf_absent"] = absent
+        elif runs > PDF_DETAIL_RUNS:
+            summary["report_pdf_details_runs"] = PDF_DETAIL_RUNS
+    _write(out_dir / SUMMARY_FILE, _json_bytes(summary))
+    return absent
 
 
 def _write_manifest(
@@ -365,6 +435,13 @@ def _write_manifest(
     return files, manifest_bytes
 
 
+def _end_not_sealed(store: Any, end: datetime) -> bool:
+    """No checkpoint at or after ``end``: records of the period may be unsealed, and nothing
+    pins the period's end (what a seal before the build fixes)."""
+    checkpoints = store.checkpoints()
+    return not checkpoints or str(checkpoints[-1]["at"]) < format_at(end)
+
+
 def build_pack(
     store: Any,
     *,
@@ -377,6 +454,9 @@ def build_pack(
     signer: CheckpointSigner | None = None,
     parallel: bool | None = False,
     report: bool = True,
+    pdf: bool = True,
+    chromium: Path = CHROMIUM,
+    seal: Callable[[], object] | None = None,
 ) -> PackResult:
     """Build ``tenant``'s evidence pack for ``start`` <= at < ``end`` into ``out_dir``.
 
@@ -391,6 +471,12 @@ def build_pack(
     :param signer: signs manifest.json when given (docs/evidence.md: what that adds).
     :param parallel: passed to :meth:`AuditStore.verify` (``False`` inside an Airflow task).
     :param report: write report.html (``False``: records and proofs only).
+    :param pdf: also print it to report.pdf with ``chromium`` (headless); where that binary is
+        missing or fails, the pack is built without report.pdf and summary.json says why.
+    :param seal: the platform's seal (e.g. :func:`include.audit.seal.run_seal` inside a task),
+        called once before anything is read when the newest checkpoint is older than ``end`` (the
+        period's last records are not sealed yet, or nothing shows the period's end complete:
+        a quiet month end between two seals). ``None``: such a period fails as below.
     :raises EvidencePackError: damage in the store, records of the period not sealed yet, nothing
         sealed in the period, or a pack that would not verify (the message says which).
     :raises ValueError: naive datetimes, ``start`` >= ``end``, a non-empty ``out_dir``.
@@ -399,13 +485,17 @@ def build_pack(
         raise ValueError(f"period: start {format_at(start)} is not before end {format_at(end)}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir}: not empty; a pack is written into a new or empty directory")
+    sealed_first = seal is not None and _end_not_sealed(store, end)
+    if sealed_first:
+        assert seal is not None
+        seal()
     evidence = _read_evidence(
         store, tenant=tenant, start=start, end=end, keys=keys, domain=domain, parallel=parallel
     )
     began = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        _write_contents(out_dir, evidence, keys, report)
+        absent = _write_contents(out_dir, evidence, keys, report, chromium if pdf else None)
         files, manifest_bytes = _write_manifest(out_dir, evidence, signer)
         write_seconds = time.monotonic() - began
         trusted = [*keys.public.values(), *([load_public_key(signer.public_key_pem())] if signer else [])]
@@ -431,4 +521,7 @@ def build_pack(
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
         verify_seconds=evidence.verify_seconds,
         write_seconds=write_seconds,
+        report_pdf=PDF_FILE in files,
+        report_pdf_absent=absent,
+        sealed_first=sealed_first,
     )

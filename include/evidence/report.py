@@ -22,6 +22,7 @@ also counts the time a run waited in the queue, so its figures may be a few seco
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,12 +69,28 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;bor
 h3{font-size:1rem;margin:1.4rem 0 .3rem}h4{font-size:.9rem;margin:.8rem 0 .2rem;color:#2d3748}
 table{border-collapse:collapse;font-size:.85rem;margin:.3rem 0}
 th,td{border:1px solid #cbd5e0;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#edf2f7}td.n{text-align:right}.meta{color:#4a5568;font-size:.85rem}
+th{background:#edf2f7}td.n{text-align:right}td.when{white-space:nowrap}.meta{color:#4a5568;font-size:.85rem}
 .run{border:1px solid #e2e8f0;border-radius:6px;padding:.2rem 1rem .8rem;margin:1rem 0}
 .bad{color:#c53030;font-weight:600}.ok{color:#276749}.quote{font-style:italic}
 .figures{display:flex;flex-wrap:wrap;gap:1rem}.figure{border:1px solid #e2e8f0;padding:.5rem}
 code{font-size:.8rem;word-break:break-all}ul{margin:.2rem 0}
+@media print{body{margin:0;max-width:none;font-size:10.5pt}tr,li,.figure,.meta{break-inside:avoid}
+h2,h3,h4{break-after:avoid}.run{break-inside:auto}}
 """
+_FOOTER_UNSAFE = re.compile(r"[^0-9A-Za-z .,:()/&+_-]")
+
+
+def print_css(display_name: str, start: Any, end: Any) -> str:
+    """The printed page (report.pdf): A4, and a footer on every page naming the tenant, the period
+    and "page N of M", so a printed sheet that goes astray still says what it belongs to. The
+    footer is a CSS string: the name keeps only characters that cannot end it (no quote, backslash
+    or angle bracket)."""
+    label = _FOOTER_UNSAFE.sub("", f"{TITLE}: {display_name}, {when(start)} to {when(end)}")[:150]
+    small = "font-family:system-ui,'Liberation Sans',sans-serif;font-size:8pt;color:#4a5568"
+    return (
+        f'@page{{size:A4;margin:15mm 14mm 16mm;@bottom-left{{content:"{label}";{small}}}'
+        f'@bottom-right{{content:"Page " counter(page) " of " counter(pages);{small}}}}}'
+    )
 
 
 def text(value: Any, limit: int = 160) -> str:
@@ -318,7 +335,7 @@ def runs_per_day_svg(runs: Sequence[Run]) -> str:
         f'role="img" aria-label="Runs per day"><title>Runs per day</title>',
         f'<line x1="{pad}" y1="{height}" x2="{width - pad}" y2="{height}" stroke="#4a5568"/>',
         f'<text x="4" y="{pad - 8}" font-size="11" fill="#4a5568">'
-        f"{top} run{'' if top == 1 else 's'} a day</text>",
+        f"Runs started per day (at most {top}); blue: ran without failing, red: failed</text>",
     ]
     for index, (day, (ok, bad)) in enumerate(ordered):
         x = pad + index * step
@@ -468,7 +485,8 @@ def _change_row(record: Mapping[str, Any]) -> str:
         notes.append(text(details["summary"], 200))
     kind = "ticket" if is_ticketing(details) else "change"
     return (
-        f"<tr><td>{when(record.get('at'))}</td><td>{kind}</td><td>{system}: {operation}</td><td>{what}</td>"
+        f'<tr><td class="when">{when(record.get("at"))}</td><td>{kind}</td>'
+        f"<td>{system}: {operation}</td><td>{what}</td>"
         f"<td><code>{text(record.get('correlation_id') or '-', 80)}</code></td>"
         f"<td>{'; '.join(notes)}</td></tr>"
     )
@@ -604,6 +622,7 @@ def render(
     workflow_kinds: Mapping[str, str] | None = None,
     display_name: str | None = None,
     generated_at: datetime | None = None,
+    detail_limit: int | None = None,
 ) -> str:
     """The report of ``tenant``'s records for the period ``[start, end)`` as one HTML document.
 
@@ -617,6 +636,8 @@ def render(
     :param display_name: the tenant's name for the title (default: from ``tenants.yaml``, else the id).
     :param generated_at: the time shown as "prepared" (default: none shown, so the same records
         give the same bytes and a rebuilt pack the same manifest).
+    :param detail_limit: detail only the first this many runs (the summary still counts them all)
+        and say where the others are: the printed copy of a busy period (report.pdf).
     :raises ValueError: a record of another tenant or domain is among ``records`` (naming its seq).
     """
     rows = list(records)
@@ -652,15 +673,30 @@ def render(
         "in the same evidence pack.</p>",
         _summary(runs, figures),
         "<h2>Runs</h2>",
-        "".join(_run_html(run, index) for index, run in enumerate(runs, start=1))
+        _cut_note(len(runs), detail_limit),
+        "".join(_run_html(run, index) for index, run in enumerate(runs[:detail_limit], start=1))
         or "<p>No workflow run touched this tenant in the period.</p>",
+        _cut_note(len(runs), detail_limit),
         _loose_html(loose),
     ]
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{title}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>\n"
+        f"<title>{title}</title><style>{CSS}{print_css(display_name, start, end)}</style></head><body>"
+        + "".join(body)
+        + "</body></html>\n"
+    )
+
+
+def _cut_note(total: int, limit: int | None) -> str:
+    """Where the runs a shortened (printed) copy leaves out are; empty when none is left out."""
+    if limit is None or total <= limit:
+        return ""
+    return (
+        f'<p class="meta"><strong>This printed copy details the first {limit} of the {total} runs</strong> '
+        "(the summary above counts them all). Every run is detailed in report.html, and every record is "
+        "in records.jsonl, in the same evidence pack.</p>"
     )
 
 

@@ -57,6 +57,8 @@ class PackRequest:
     """One pack to build: whose, which period ``[start, end)`` (UTC), which domain, told where.
 
     :ivar ticket_id: the tenant's ticket to comment on; ``None``: mail the security contact.
+    :ivar seal_first: the monthly run's pack: when the period's end is not sealed yet (a quiet
+        month end), the platform's seal runs before the build instead of the build failing.
     """
 
     tenant: str
@@ -64,6 +66,7 @@ class PackRequest:
     end: datetime
     domain: str | None = None
     ticket_id: str | None = None
+    seal_first: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,7 @@ class PackRequest:
             "end": self.end.isoformat(),
             "domain": self.domain,
             "ticket_id": self.ticket_id,
+            "seal_first": self.seal_first,
         }
 
     @classmethod
@@ -84,6 +88,7 @@ class PackRequest:
                 end=_utc(datetime.fromisoformat(str(value["end"]))),
                 domain=value.get("domain") or None,
                 ticket_id=value.get("ticket_id") or None,
+                seal_first=value.get("seal_first") is True,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise EvidenceRequestError(
@@ -162,7 +167,7 @@ def pack_requests(
     """
     if not manual:
         start, end = previous_month(run_after)
-        return [PackRequest(tenant, start, end) for tenant in sorted(customers)]
+        return [PackRequest(tenant, start, end, seal_first=True) for tenant in sorted(customers)]
     tenant = params.get("tenant")
     if not isinstance(tenant, str) or tenant not in known_tenants:
         raise EvidenceRequestError(
@@ -267,6 +272,8 @@ def store_pack(
         body = file.read_bytes()
         key = f"{prefix}{name}"
         content_type = "text/html" if name.endswith(".html") else "application/octet-stream"
+        if name.endswith(".pdf"):
+            content_type = "application/pdf"
         if name.endswith((".json", ".jsonl")):
             content_type = "application/json"
         version = _put_segment(s3, bucket, key, body, retain_until, content_type=content_type)
@@ -291,7 +298,8 @@ def notice(request: PackRequest, display_name: str, location: str, digest: str) 
 class EvidencePackOperator(BaseOperator):
     """Build one tenant's evidence pack, store it under Object Lock, tell the tenant (module doc).
 
-    XCom: ``{"tenant", "start", "end", "bucket", "prefix", "manifest_sha256", "objects", "notice"}``.
+    XCom: ``{"tenant", "start", "end", "bucket", "prefix", "manifest_sha256", "objects", "notice",
+    "report_pdf", "sealed_first"}`` (the request's fields too).
 
     :param request: a :meth:`PackRequest.as_dict` (templated: the plan task's output, mapped).
     :param audit_conn_id: the audit store's connection (its extras name the buckets and region).
@@ -334,8 +342,18 @@ class EvidencePackOperator(BaseOperator):
         ).get_conn()
         return extras, s3, store()
 
+    def seal(self) -> object:
+        """The platform's seal (:func:`include.audit.seal.run_seal`, the ``platform_audit_seal``
+        task body: this DAG is of the ``platform`` domain, the one the ``audit-seal`` capability
+        allows); a pass overlapping the scheduled one is harmless (every step is idempotent)."""
+        from include.audit.seal import run_seal
+
+        self.log.info("the period's end is not sealed yet: running the platform's seal before the build")
+        return run_seal()
+
     def build(self, store: Any, request: PackRequest, keys: Any, out_dir: Path) -> Any:
-        """:func:`include.evidence.pack.build_pack` (it verifies the pack it wrote, or raises)."""
+        """:func:`include.evidence.pack.build_pack` (it verifies the pack it wrote, or raises); a
+        monthly request seals first when its period's end is not sealed (:attr:`PackRequest.seal_first`)."""
         from include.evidence.pack import build_pack
 
         return build_pack(
@@ -347,6 +365,7 @@ class EvidencePackOperator(BaseOperator):
             domain=request.domain,
             out_dir=out_dir,
             parallel=False,  # inside an Airflow task: no reader processes
+            seal=self.seal if request.seal_first else None,
         )
 
     def tell(self, context: Any, request: PackRequest, text: str) -> dict[str, Any]:
@@ -432,6 +451,9 @@ class EvidencePackOperator(BaseOperator):
             )
         with tempfile.TemporaryDirectory(prefix=f"evidence-{request.tenant}-") as folder:
             result = self.build(store, request, keys, Path(folder) / "pack")
+            pdf_absent = getattr(result, "report_pdf_absent", None)
+            if pdf_absent:  # the pack is whole without it (docs/evidence.md, "The PDF")
+                self.log.warning("evidence pack of %s has no report.pdf: %s", request.tenant, pdf_absent)
             files = pack_files(Path(result.path))
             named = manifest_tenant(json.loads(dict(files)["manifest.json"].read_text("utf-8")))
             if result.tenant != request.tenant or named != request.tenant:
@@ -474,4 +496,6 @@ class EvidencePackOperator(BaseOperator):
             "manifest_sha256": digest,
             "objects": objects,
             "notice": told,
+            "report_pdf": bool(getattr(result, "report_pdf", False)),
+            "sealed_first": bool(getattr(result, "sealed_first", False)),
         }

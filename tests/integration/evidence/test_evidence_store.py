@@ -107,6 +107,7 @@ def _mixed_day(store: AuditStore) -> tuple[datetime, datetime]:
 
 
 def _build(store: AuditStore, tmp_path: Path, start: datetime, end: datetime, **kwargs: Any) -> Any:
+    kwargs.setdefault("pdf", False)  # report.pdf: the CLI test here, tests/unit/evidence/test_evidence_pdf.py
     return build_pack(
         store, tenant="acme", start=start, end=end, keys=KEYS, out_dir=tmp_path / "pack", **kwargs
     )
@@ -228,6 +229,30 @@ def test_records_of_the_period_not_sealed_refuse_the_build(store: AuditStore, tm
         _build(store, tmp_path, start, _now(store))
 
 
+def test_a_month_end_not_sealed_yet_is_sealed_before_the_build(store: AuditStore, tmp_path: Path) -> None:
+    store.append(_event("acme", 0))
+    store.seal(SIGNER)
+    start = _now(store)
+    store.append(_event("acme", 1))
+    store.append(_event("globex", 2))
+    end = _now(store)
+    seals: list[Any] = []
+
+    def seal() -> None:  # the platform's seal (run_seal in the DAG), on this store
+        seals.append(store.seal(SIGNER))
+
+    result = _build(store, tmp_path, start, end, seal=seal)
+    assert result.sealed_first
+    assert len(seals) == 1
+    assert seals[0] is not None
+    assert result.complete, result.warnings
+    assert result.records_in_period == 1
+    assert verify_pack(result.path, KEYS).complete
+    again = _build(store, tmp_path / "again", start, end, seal=seal)
+    assert not again.sealed_first, "sealed already: no second seal"
+    assert len(seals) == 1
+
+
 def _legacy_append(store: AuditStore, events: list[dict[str, Any]]) -> None:
     """Records and an old-style checkpoint (no tenant_root), as a store before the upgrade wrote."""
     records = store.records()
@@ -303,6 +328,8 @@ def test_the_cli_builds_zips_and_verifies(
     argv += ["--start", start.isoformat(), "--end", end.isoformat(), "--public-key", str(key)]
     assert cli_main(argv) == 0, capsys.readouterr()
     assert "9 records in the period" in capsys.readouterr().out
+    # with Chromium on the machine the pack carries report.pdf, and verify checks it like any file
+    assert (out / "report.pdf").exists() == Path("/usr/bin/chromium").exists()
     assert cli_main(["evidence", "verify", str(out) + ".zip", "--public-key", str(key)]) == 0
     assert "VERIFIED: intact and complete" in capsys.readouterr().out
     (out / "records.jsonl").write_text("")

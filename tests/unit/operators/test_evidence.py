@@ -312,3 +312,33 @@ def test_only_auditors_may_trigger_the_dag() -> None:
     assert "platform_operator" in others
     for role, grants in others.items():
         assert grants == {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}, role
+
+
+# --- seal before build (a quiet month end) ------------------------------------------------------
+
+
+def test_only_the_monthly_run_seals_before_building() -> None:
+    assert all(r.seal_first for r in plan({}, manual=False))
+    [by_hand] = plan({"tenant": "acme", "seal_first": True})  # not a param: a conf key changes nothing
+    assert not by_hand.seal_first
+    monthly = PackRequest("acme", D(2026, 11, 1), D(2026, 12, 1), seal_first=True)
+    assert PackRequest.from_dict(monthly.as_dict()) == monthly
+    assert not PackRequest.from_dict({**monthly.as_dict(), "seal_first": "yes"}).seal_first
+
+
+@pytest.mark.parametrize("seal_first", [True, False])
+def test_build_passes_the_platforms_seal_only_for_the_monthly_run(seal_first: bool, tmp_path: Path) -> None:
+    request = PackRequest("acme", D(2026, 11, 1), D(2026, 12, 1), seal_first=seal_first)
+    operator = EvidencePackOperator(task_id="pack", request=request.as_dict())
+    with (
+        mock.patch("include.evidence.pack.build_pack") as build_pack,
+        mock.patch("include.audit.seal.run_seal", return_value={"checkpoint_seq": 7}) as run_seal,
+    ):
+        operator.build(mock.sentinel.store, request, mock.sentinel.keys, tmp_path / "pack")
+        seal = build_pack.call_args.kwargs["seal"]
+        if seal_first:
+            assert seal() == {"checkpoint_seq": 7}
+            run_seal.assert_called_once_with()
+        else:
+            assert seal is None
+    assert build_pack.call_args.kwargs["parallel"] is False
