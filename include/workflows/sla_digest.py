@@ -26,8 +26,11 @@ The store is the connectors' shared store (``ratelimit_store``; :mod:`include.co
 PostgreSQL tables ``sla_digest_window`` and ``sla_digest_miss``, or Redis keys under
 ``{sladigest}:`` (one hash slot, Lua scripts). Both use the store's clock.
 
-Teams (issue 22 item 3) is not built: :data:`BATCH_CHANNELS` is the seam; a channel is an object
-with ``send(batch, now)`` (and ``asend``) and gets every batch the mail channel gets.
+The same alerts go to the domain's Teams channel (``alerts.teams_channel`` in ``domains.yaml``):
+:class:`TeamsChannel`, in :data:`BATCH_CHANNELS`, posts one card per batch the mail channel sent (the
+immediate miss, or the digest), after the mail and only for a domain with a channel. A post that
+still fails after the connection's retries is a ``notification.failed`` audit record and metric
+(:func:`include.approvals.channels.post_domain_card`), never a reason to send the mail again.
 """
 
 from __future__ import annotations
@@ -490,9 +493,63 @@ class BatchChannel(Protocol):
     async def asend(self, batch: Batch, now: datetime) -> None: ...
 
 
-# The seam for more channels (Teams, issue 22 item 3): each gets every batch; only the mail
-# channel decides whether a batch counts as sent (a failing extra channel is logged, not retried).
-BATCH_CHANNELS: list[BatchChannel] = []
+# A Teams card lists at most this many runs (the webhook refuses a message over 28 KB); the mail
+# names every one.
+MAX_CARD_RUNS = 40
+
+
+def teams_card(batch: Batch, now: datetime) -> dict[str, Any]:
+    """The Adaptive Card of one batch: the immediate miss's facts, or the digest's late runs (how
+    late, correlation id), the same as the mail says."""
+    from include.approvals.channels import text_card
+
+    if batch.immediate:
+        late = batch.runs[0]
+        subject, _, _ = immediate_message(late, now)
+        deadline_at = as_moment(late.deadline_at)
+        lines = [
+            f"Run {late.run_id} of {late.dag_id} (state {late.state or '?'})",
+            f"Correlation id: {late.correlation_id}",
+            f"Late by: {_waited_between(deadline_at, now) if deadline_at else 'unknown'}",
+        ]
+        return text_card(subject, lines, links={"Open the run": late.url})
+    subject, _, _ = digest_message(batch, now)
+    shown = batch.runs[:MAX_CARD_RUNS]
+    lines = [f"{r.dag_id} {r.run_id} · {r.correlation_id} · late by {_waited(r.late_by(now))}" for r in shown]
+    if len(batch.runs) > len(shown):
+        lines.append(f"... and {len(batch.runs) - len(shown)} more: the digest mail names every run.")
+    return text_card(subject, lines)
+
+
+class TeamsChannel:
+    """The domain's Teams channel (``alerts.teams_channel``): one card per batch; none without a
+    channel. Never raises: a failed post is a ``notification.failed`` record (stage ``sla_alert``)."""
+
+    stage = "sla_alert"
+
+    def send(self, batch: Batch, now: datetime) -> None:
+        from include.approvals.channels import post_domain_card
+
+        post_domain_card(
+            batch.domain,
+            teams_card(batch, now),
+            what=self.stage,
+            log=log,
+            correlation_id=batch.runs[0].correlation_id if batch.immediate else None,
+        )
+
+    async def asend(self, batch: Batch, now: datetime) -> None:
+        """:meth:`send` for the triggerer: the connection lookup and the post run in a worker thread
+        of their own (not asgiref's one shared thread, which the approval triggers' polls use)."""
+        await asyncio.to_thread(self.send, batch, now)
+
+    def __repr__(self) -> str:
+        return "TeamsChannel()"
+
+
+# More channels than the mail: each gets every batch the mail channel sent; only the mail channel
+# decides whether a batch counts as sent (a failing extra channel is recorded, not retried).
+BATCH_CHANNELS: list[BatchChannel] = [TeamsChannel()]
 
 
 def domain_recipients() -> dict[str, Sequence[str]]:

@@ -63,6 +63,15 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(autouse=True)
+def mail_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mail path only: the Teams channel (no connection here) is tested on its own against the
+    webhook stand-in (tests/integration/test_sla_digest_teams.py)."""
+    from include.workflows import sla_digest
+
+    monkeypatch.setattr(sla_digest, "BATCH_CHANNELS", [])
+
+
 def late(n: int, domain: str, prefix: str) -> LateRun:
     return LateRun(
         miss_id=f"{prefix}-{domain}-{n}",

@@ -13,9 +13,38 @@ import pytest
 
 from include.policies.loader import DOMAINS_FILE, PolicyError, load_domain_policy, load_policy_file
 from include.workflows import alerts, sla_digest
-from include.workflows.sla_digest import BATCH_CHANNELS, Batch, LateRun, digest_message, flush
+from include.workflows.sla_digest import (
+    BATCH_CHANNELS,
+    MAX_CARD_RUNS,
+    Batch,
+    LateRun,
+    TeamsChannel,
+    aflush,
+    digest_message,
+    flush,
+)
 
 NOW = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any], str]]:
+    """What the Teams channel posts (domain, card, stage), offline; the post itself is tested against
+    the webhook stand-in (tests/integration/test_sla_digest_teams.py)."""
+    from include.approvals import channels
+
+    cards: list[tuple[str, dict[str, Any], str]] = []
+
+    def post(domain: str, card: dict[str, Any], *, what: str, **_: Any) -> dict[str, Any]:
+        cards.append((domain, card, what))
+        return {"conn_id": f"teams_{domain}", "status": 202, "retries": 0}
+
+    monkeypatch.setattr(channels, "post_domain_card", post)
+    return cards
+
+
+def _texts(card: dict[str, Any]) -> list[str]:
+    return [block["text"] for block in card["body"]]
 
 
 def late(n: int, domain: str = "support", run_id: str | None = None) -> LateRun:
@@ -143,7 +172,7 @@ def test_a_failed_mail_is_released_not_marked_sent_and_extra_channels_never_deci
     [batch] = flush(store, Channel())  # type: ignore[arg-type]
     assert store.sent == {"d-1"}
     assert batch.key == "immediate:d-1"
-    assert BATCH_CHANNELS == []  # the module's list is untouched outside the patch
+    assert [type(c) for c in BATCH_CHANNELS] == [TeamsChannel]  # the module's list, untouched by the patch
 
 
 def test_the_callback_records_and_mails_only_what_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,3 +230,65 @@ def test_the_digest_window_is_policy(tmp_path: Path) -> None:
     custom.write_text(text.replace("  sla_digest_window: 10m", "  sla_digest_window: soon"), encoding="utf-8")
     with pytest.raises(PolicyError, match=r"defaults\.sla_digest_window: 'soon' does not match"):
         load_policy_file(custom)
+
+
+def test_teams_gets_one_card_per_batch_sent_after_its_mail(posted: list[Any]) -> None:
+    store, mail = MemoryStore(), Channel()
+    for n in range(4):
+        store.record(late(n), timedelta(minutes=10))
+    flush(store, mail, now=store.now)  # type: ignore[arg-type]
+    store.now = NOW + timedelta(minutes=10)
+    flush(store, mail, now=store.now)  # type: ignore[arg-type]
+    assert [(domain, what) for domain, _, what in posted] == [("support", "sla_alert")] * 2
+    first, digest = (card for _, card, _ in posted)
+    assert _texts(first)[0].startswith("[SLA miss][support] support_triage run scheduled__0 exceeded")
+    assert "Correlation id: RT-0" in _texts(first)
+    assert first["actions"] == [
+        {"type": "Action.OpenUrl", "title": "Open the run", "url": late(0).url},
+    ]
+    assert _texts(digest)[0].startswith("[SLA digest][support] 3 more run(s) missed their SLA")
+    assert _texts(digest)[1:] == [
+        f"support_triage scheduled__{n} · RT-{n} · late by {n + 10}m 00s" for n in (1, 2, 3)
+    ]
+
+
+def test_no_mail_no_card(posted: list[Any]) -> None:
+    store = MemoryStore()
+    store.record(late(1), timedelta(minutes=10))
+    flush(store, Channel(fail=True))  # type: ignore[arg-type]
+    assert posted == []
+
+
+def test_a_large_digest_card_stays_under_the_webhook_limit_and_says_the_mail_has_all(
+    posted: list[Any],
+) -> None:
+    import json
+
+    from include.workflows.sla_digest import teams_card
+
+    runs = tuple(late(n, run_id=f"scheduled__2026-12-07T01:{n:02d}:00+00:00_{'x' * 40}") for n in range(200))
+    card = teams_card(Batch("digest:support:x", "support", runs), NOW)
+    texts = _texts(card)
+    assert len(texts) == 1 + MAX_CARD_RUNS + 1
+    assert texts[-1] == f"... and {200 - MAX_CARD_RUNS} more: the digest mail names every run."
+    assert len(json.dumps(card).encode()) < 20 * 1024  # Teams refuses a message over 28 KB
+
+
+def test_the_triggerer_path_posts_too_and_a_failing_card_does_not_unsend_the_mail(
+    monkeypatch: pytest.MonkeyPatch, posted: list[Any]
+) -> None:
+    store, mail = MemoryStore(), Channel()
+    store.record(late(1), timedelta(minutes=10))
+    [batch] = asyncio.run(aflush(store, mail))  # type: ignore[arg-type]
+    assert [domain for domain, _, _ in posted] == ["support"]
+    assert store.sent == {"d-1"}
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("policy unreadable")
+
+    monkeypatch.setattr(sla_digest, "teams_card", broken)
+    store.now = NOW + timedelta(minutes=20)
+    store.record(late(2), timedelta(minutes=10))
+    assert [b.key for b in asyncio.run(aflush(store, mail))] == ["immediate:d-2"]  # type: ignore[arg-type]
+    assert store.sent == {"d-1", "d-2"}
+    assert [b.key for b in mail.sent] == [batch.key, "immediate:d-2"]
