@@ -28,6 +28,7 @@ defers once and is resumed once, with the answer or the timeout.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -187,6 +188,9 @@ class ApprovalGateOperator(ApprovalOperator):
         self.artifact_params = tuple(artifact_params)
         self.destructive = destructive
         self.privileged = privileged
+        # Set by the answer (_decide), sent by announce_outcome after the gate's success is reported.
+        self._outcome_notice: dict[str, Any] | None = None
+        self.on_success_callback = [*self.on_success_callback, announce_outcome]
 
     # ---------------------------------------------------------------------------------------
     # The request
@@ -450,17 +454,18 @@ class ApprovalGateOperator(ApprovalOperator):
                 log=self.log,
             )
             ladder.append({"step": "timeout", "at": utcnow().isoformat(), **sent})
-        # The outcome to the domain's Teams channel; the page (if it escalated) resolved.
-        channels = notify_channels(
-            "timed_out" if timed_out else "answered",
-            facts,
-            target=_gate(ti),
-            tenant=self.tenant or None,
-            log=self.log,
-            now=utcnow(),
-            outcome={"approved": approved, "responded_by": (responder or {}).get("name")},
-            escalated=any(entry.get("step") == "escalation" for entry in ladder),
-        )
+        # The outcome to the domain's Teams channel and the page (if it escalated) resolved: not
+        # here, on the way from the answer to the privileged step, but by announce_outcome once the
+        # gate's success is reported (see there).
+        self._outcome_notice = {
+            "stage": "timed_out" if timed_out else "answered",
+            "facts": facts,
+            "target": _gate(ti),
+            "tenant": self.tenant or None,
+            "now": utcnow(),
+            "outcome": {"approved": approved, "responded_by": (responder or {}).get("name")},
+            "escalated": any(entry.get("step") == "escalation" for entry in ladder),
+        }
         record = {
             **self._base_record(),
             "outcome": "approved" if approved else ("timed_out" if timed_out else "rejected"),
@@ -475,7 +480,6 @@ class ApprovalGateOperator(ApprovalOperator):
             "ladder": ladder,
             "skipped": skipped,
             "drill": facts.drill,
-            "channels": channels,
         }
         ti.xcom_push(key=XCOM_KEY, value=record)
         if timed_out:
@@ -548,6 +552,30 @@ class ApprovalGateOperator(ApprovalOperator):
             self.log.warning("ignoring unknown answer fields %s", unknown)
         comment = params_input.get("comment", "")
         return comment if isinstance(comment, str) else str(comment)
+
+
+def announce_outcome(context: Any) -> None:
+    """The answer's (or timeout's) card to the domain's Teams channel, and the page's resolve if the
+    request was escalated (:func:`include.approvals.channels.notify`): the gate's
+    ``on_success_callback``.
+
+    Off the critical path: the task runner reports the gate's success first and runs the callbacks
+    after, so the scheduler may start the privileged step while the webhooks are still being called
+    (the answer's way to the next task carries no connection lookup and no HTTP round trip). Never
+    raises; a post that still fails after the connection's retries is a ``notification.failed``
+    audit record. The task process ends when this returns (within ``[core] task_success_overtime``,
+    20 s, or Airflow stops it: keep the channels' retry budgets below that).
+    """
+    task = context.get("task")
+    notice = getattr(task, "_outcome_notice", None)
+    if not notice:
+        return  # a step that was not required, or a gate that asked nothing
+    task._outcome_notice = None
+    log = getattr(task, "log", None) or logging.getLogger(__name__)
+    try:
+        notify_channels(log=log, **notice)
+    except Exception:  # notify never raises; an outcome card must never touch the gate's state
+        log.exception("approval outcome not announced to the domain's channels")
 
 
 def _gate(ti: Any) -> dict[str, Any]:
