@@ -258,6 +258,10 @@ class HttpConnectorHook(ConnectorHook):
     system: ClassVar[str] = "http"
     default_conn_name = "http_default"
     conn_type = "http"
+    # The service's public origin, for a connection that leaves ``host`` empty (PagerDuty's Events API).
+    default_host: ClassVar[str | None] = None
+    # The scheme of a ``host`` given without one, when the connection has no ``schema``.
+    default_scheme: ClassVar[str] = "https"
 
     def for_tenant(self, tenant: str) -> Self:
         other = super().for_tenant(tenant)
@@ -267,10 +271,27 @@ class HttpConnectorHook(ConnectorHook):
 
     @cached_property
     def base_url(self) -> str:
+        """The service's URL, from the connection (one implementation for every HTTP hook).
+
+        ``host`` is either an origin with its scheme (``https://events.pagerduty.com``, port and all,
+        as Airflow's UI takes a URL) or a bare host name, then ``schema`` (default
+        :attr:`default_scheme`) and ``port`` complete it; an empty ``host`` takes
+        :attr:`default_host`. The ``base_path`` extra is appended; no trailing slash.
+
+        :raises PermanentError: no host and no default, naming the connection.
+        """
         conn = self.connection
-        scheme = conn.schema or "https"
-        port = f":{conn.port}" if conn.port else ""
-        return f"{scheme}://{conn.host}{port}{self.extras.get('base_path', '')}".rstrip("/")
+        host = str(conn.host or self.default_host or "").strip().rstrip("/")
+        if not host:
+            raise PermanentError(
+                f"connection {self.conn_id!r}: host (the {self.system} service's address) is empty",
+                system=self.system,
+                operation="configure",
+            )
+        if "://" not in host:
+            port = f":{conn.port}" if conn.port else ""
+            host = f"{conn.schema or self.default_scheme}://{host}{port}"
+        return f"{host}{self.extras.get('base_path', '')}".rstrip("/")
 
     @cached_property
     def session(self) -> requests.Session:

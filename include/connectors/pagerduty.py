@@ -42,16 +42,7 @@ class PagerDutyEventsHook(HttpConnectorHook):
     system: ClassVar[str] = "pagerduty"
     default_conn_name = "pagerduty_default"
     hook_name = "PagerDuty Events API v2"
-
-    @cached_property
-    def base_url(self) -> str:
-        conn = self.connection
-        host = str(conn.host or "https://events.pagerduty.com").rstrip("/")
-        if "://" in host:
-            return host
-        scheme = conn.schema or "https"
-        port = f":{conn.port}" if conn.port else ""
-        return f"{scheme}://{host}{port}"
+    default_host = "https://events.pagerduty.com"  # the connection's host may stay empty
 
     @cached_property
     def routing_key(self) -> str:

@@ -44,22 +44,6 @@ class TeamsWebhookHook(HttpConnectorHook):
     hook_name = "Microsoft Teams webhook"
 
     @cached_property
-    def base_url(self) -> str:
-        conn = self.connection
-        host = str(conn.host or "").rstrip("/")
-        if not host:
-            raise PermanentError(
-                f"connection {self.conn_id!r}: host (the webhook's origin) is empty",
-                system=self.system,
-                operation="configure",
-            )
-        if "://" in host:
-            return host
-        scheme = conn.schema or "https"
-        port = f":{conn.port}" if conn.port else ""
-        return f"{scheme}://{host}{port}"
-
-    @cached_property
     def webhook_path(self) -> str:
         path = str(self.connection.password or "")
         if not path.startswith("/"):
