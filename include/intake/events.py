@@ -14,15 +14,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
-from jsonschema import Draft202012Validator, FormatChecker, ValidationError
+from jsonschema import Draft202012Validator, ValidationError
 
 from include.connectors.context import CORRELATION_CONF_KEY
 from include.intake.policy import ENVELOPE_SCHEMA, RUN_ID_PREFIX, Route, Source, kind_schema_path
-from include.policies.loader import parse_duration
+from include.policies.loader import parse_duration, schema_validator
 
 MAX_BODY_BYTES: Final = 256 * 1024
 """The SQS maximum; a larger body cannot have come through the queue."""
@@ -67,9 +66,9 @@ class Start:
     conf: dict[str, Any]
 
 
-@cache
 def _validator(path: Path) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(path.read_text(encoding="utf-8")), format_checker=FormatChecker())
+    """The event schema's validator, formats checked: the policies' loader builds and caches it."""
+    return schema_validator(path, check_formats=True)
 
 
 def _where(error: ValidationError, prefix: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 POLICY_DIR = Path(__file__).resolve().parent
@@ -68,9 +68,16 @@ def _key_path(parts: Any) -> str:
 
 
 @cache
-def _validator(schema_path: Path) -> Draft202012Validator:
-    # Once per schema and process: the DAG processor loads several policy files per parse loop.
-    return Draft202012Validator(json.loads(schema_path.read_text(encoding="utf-8")))
+def schema_validator(schema_path: Path, *, check_formats: bool = False) -> Draft202012Validator:
+    """The validator of a JSON schema file (draft 2020-12), built once per schema and process (the
+    DAG processor loads several policy files per parse loop; the intake validates every event).
+
+    :param schema_path: the schema file.
+    :param check_formats: also check ``format`` (``date-time``, ``email``, ...): the intake's event
+        schemas do; the policy schemas use patterns instead.
+    """
+    checker = FormatChecker() if check_formats else None
+    return Draft202012Validator(json.loads(schema_path.read_text(encoding="utf-8")), format_checker=checker)
 
 
 def _schema_message(error: ValidationError) -> str:
@@ -86,7 +93,7 @@ def schema_problems(document: Any, source: Path, schema_path: Path) -> list[str]
     :param schema_path: the JSON schema (draft 2020-12) to validate against.
     """
     errors = sorted(
-        _validator(schema_path).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
+        schema_validator(schema_path).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
     )
     messages = [f"{source}: {_key_path(e.absolute_path)}: {_schema_message(e)}" for e in errors]
     return list(dict.fromkeys(messages))  # one leaf can fail two keywords with one custom message
