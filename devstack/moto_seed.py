@@ -186,6 +186,28 @@ def seed_microsoft_connections(profile: Profile) -> list[str]:
     return names
 
 
+def seed_jira_connections(profile: Profile) -> list[str]:
+    """Each Jira tenant's connection to its own site (the Jira stand-in), in the tenant's own account
+    under both ticket capabilities' paths (``orchestrator/<tenant>/ticket-create/jira``,
+    ``.../ticket-update/jira``): only those roles in that account read it
+    (include/connectors/ticketing/mirror.py). Returns the names."""
+    from devstack.aws_seed import account_client
+    from devstack.standins import jira
+    from include.connectors.ticketing.mirror import CAPABILITIES, CREDENTIAL_LEAF
+    from include.policies.tenants import tenant_account_id, tenant_ticketing
+
+    names = []
+    for tenant in tenant_ids():
+        if tenant_ticketing(tenant).system != "jira":
+            continue
+        client = account_client("secretsmanager", tenant_account_id(tenant), profile.moto_url, REGION)
+        for capability in CAPABILITIES:
+            name = f"orchestrator/{tenant}/{capability}/{CREDENTIAL_LEAF}"
+            _put(client, name, json.dumps(jira.connection(profile, tenant)))
+            names.append(name)
+    return names
+
+
 def _put(client: object, name: str, value: str) -> None:
     try:
         client.create_secret(Name=name, SecretString=value)  # type: ignore[attr-defined]
@@ -204,6 +226,7 @@ def seed(profile: Profile) -> list[str]:
         names.append(name)
     names.append(seed_audit_signing_key(profile))
     names.extend(seed_microsoft_connections(profile))
+    names.extend(seed_jira_connections(profile))
     for tenant in tenant_ids():
         for domain in load_domain_policy().domains:
             name = secret_name(tenant, domain)

@@ -46,6 +46,7 @@ from devstack.config import (
 )
 from devstack.processes import ServiceError
 from devstack.request_tracker import RequestTracker
+from devstack.standins import jira as jira_standin
 from devstack.standins import microsoft as microsoft_standin
 from devstack.standins import webhooks
 
@@ -57,6 +58,7 @@ AUX_SERVICES = (
     invoicing.ERP_SERVICE,
     microsoft_standin.SERVICE,
     webhooks.SERVICE,
+    jira_standin.SERVICE,
 )
 # The distributed setup's Celery workers: worker-1 serves `default` and `platform`, worker-2
 # `default`, `platform` and `soc` (as docker/docker-compose.yml), so SOC tasks run on worker-2 only
@@ -171,6 +173,7 @@ class Stack:
         self._start_erp_standin()
         self._start_webhooks_standin()
         self._start_microsoft_standin()
+        self._start_jira_standin()
         if self.profile.distributed:
             redis.ensure_installed()
             redis.start(self.profile, fresh=fresh)
@@ -343,6 +346,20 @@ class Stack:
             log=self.profile.logs / f"{microsoft_standin.SERVICE}.log",
         )
         self._log(f"Entra ID / Graph / Defender stand-in on {microsoft_standin.base_url(self.profile)}")
+
+    def _start_jira_standin(self) -> None:
+        """The customers' Jira Service Management sites (devstack/standins/jira.py): one project and
+        account per customer; the Jira tenants' credentials are in their accounts (devstack/moto_seed.py)."""
+        self._start_process(jira_standin.SERVICE, jira_standin.standin_argv(self.profile))
+        processes.wait_until(
+            lambda: processes.port_open(HOST, jira_standin.port(self.profile)),
+            what="Jira stand-in",
+            timeout=30,
+            log=self.profile.logs / f"{jira_standin.SERVICE}.log",
+        )
+        self._log(
+            f"Jira Service Management stand-in on {jira_standin.base_url(self.profile)} (issues: /_issues)"
+        )
 
     def _start_webhooks_standin(self) -> None:
         """The Teams webhook + PagerDuty Events v2 stand-in of the approval channels."""

@@ -40,6 +40,16 @@ Built on :class:`devstack.standins.base.HttpStandIn` (127.0.0.1, a free port per
   (ISO 8601 timestamp, request time + Retry-After) and ``RateLimit-Reason`` (``jira-burst-based``,
   ``jira-quota-global-based``, ``jira-quota-tenant-based`` or ``jira-per-issue-on-write``).
 - Faults for the tests: :meth:`JiraStandIn.lose_responses` (POST carried out, then 503).
+- Sites: every customer has a Jira Cloud site of its own. ``accounts`` adds accounts (email, API
+  token, the project keys it may browse), one per customer site; each sees and writes only its own
+  projects (another project's issue is 404, a create there 400 "valid project is required", a
+  search never returns it). The ``email``/``api_token`` account sees every project (the tests').
+- Inspection (not Jira's; loopback only, like the other stand-ins' ``/_records``):
+  ``GET /_issues`` lists every issue (key, project, labels, status, comment and attachment
+  counts, attachment file names), never a body or a credential; requests are recorded with the
+  account's email that made them (:class:`JiraRequest`).
+- As a process of the local stack (service ``jira-standin``, :func:`port`): :func:`main` reads
+  the sites (accounts, tokens, projects) from a 0600 file, never from the command line.
 
 Not shown:
 
@@ -47,7 +57,9 @@ Not shown:
 - JQL beyond ``labels = "x"`` and ``project = X AND labels = "x"`` (anything else is 400, like a
   query Jira cannot parse);
 - eventual consistency (Jira's enhanced search lags; this one is immediately consistent);
-- permissions (one account with every permission), OAuth 2.0, Connect/Forge apps;
+- permissions beyond "an account browses and writes its site's projects" (no project roles,
+  no issue security levels), OAuth 2.0, Connect/Forge apps; one host for every site (a real
+  site is ``<name>.atlassian.net``);
 - 429s Jira sends on its own (only when :meth:`JiraStandIn.throttle` says so).
 
 Every request is recorded (method, path, query, status; no credentials, no bodies).
@@ -55,6 +67,7 @@ Every request is recorded (method, path, query, status; no credentials, no bodie
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import email.parser
@@ -64,7 +77,9 @@ import json
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from devstack.standins.base import (
@@ -78,7 +93,16 @@ from devstack.standins.base import (
     route,
 )
 
-__all__ = ["HOST", "JiraError", "JiraStandIn", "RecordedRequest", "Response", "adf_text", "is_adf"]
+__all__ = [
+    "HOST",
+    "JiraError",
+    "JiraRequest",
+    "JiraStandIn",
+    "RecordedRequest",
+    "Response",
+    "adf_text",
+    "is_adf",
+]
 
 API = "/rest/api/3"
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
@@ -141,7 +165,14 @@ def adf_text(doc: Mapping[str, Any]) -> str:
     return "\n\n".join(inline(block) for block in doc.get("content", []))
 
 
-class JiraStandIn(HttpStandIn[RecordedRequest]):
+@dataclass(frozen=True)
+class JiraRequest(RecordedRequest):
+    """A recorded request and the account (email) it authenticated as; ``""`` if none."""
+
+    account: str = ""
+
+
+class JiraStandIn(HttpStandIn[JiraRequest]):
     """The service: state, contract checks and one :meth:`handle` per request; :meth:`start` serves it."""
 
     server_version = "JiraStandIn/1.0"
@@ -157,11 +188,22 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
         issue_types: tuple[str, ...] = ("Task", "Incident", "Service Request"),
         custom_fields: tuple[str, ...] = ("customfield_10050", "customfield_10051", "customfield_10052"),
         page_size: int = 50,
+        accounts: Mapping[str, Mapping[str, Any]] | None = None,
+        port: int = 0,
+        max_recorded: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(port=port, max_recorded=max_recorded)
         self.email = email
         self.api_token = api_token or "ATATT3x" + secrets.token_urlsafe(24)  # a fresh secret per instance
         self.projects = dict(projects or {"SOC": "Security Operations", "HR": "People"})
+        # email -> (API token, the project keys it may browse); the main account browses all.
+        self.accounts: dict[str, tuple[str, frozenset[str]]] = {
+            str(mail): (str(spec["api_token"]), frozenset(spec["projects"]))
+            for mail, spec in (accounts or {}).items()
+        }
+        for mail, (_, keys) in self.accounts.items():
+            unknown = sorted(keys - set(self.projects))
+            assert not unknown, f"account {mail}: unknown project(s) {unknown}"
         self.issue_types = issue_types
         self.custom_fields = custom_fields
         self.page_size = page_size
@@ -196,10 +238,29 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return {"errorMessages": [message], "errors": {}}
 
-    def record(self, request: Request, response: Response) -> RecordedRequest:
-        return RecordedRequest.of(request, response)
+    def record(self, request: Request, response: Response) -> JiraRequest:
+        base = RecordedRequest.of(request, response)
+        account = self._account(request.header("authorization")) or ("", frozenset())
+        return JiraRequest(base.method, base.path, base.query, base.status, base.at, base.lost, account[0])
+
+    def issue_summaries(self) -> list[dict[str, Any]]:
+        """What ``GET /_issues`` shows: every issue, no bodies, no credentials."""
+        with self._lock:
+            return [
+                {
+                    "key": issue["key"],
+                    "project": issue["fields"]["project"]["key"],
+                    "labels": list(issue["fields"].get("labels") or []),
+                    "status": issue["status"],
+                    "comments": len(issue["comments"]),
+                    "attachments": [a["filename"] for a in issue["attachments"]],
+                }
+                for issue in self.issues.values()
+            ]
 
     def handle(self, request: Request) -> Response:
+        if request.path == "/_issues" and request.method == "GET":
+            return Response(200, {"issues": self.issue_summaries()})
         headers = {name.lower(): value for name, value in request.headers.items()}
         response = self._dispatch(request.method, request.path, request.query, headers, request.body)
         with self._lock:
@@ -211,14 +272,15 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
     def _dispatch(
         self, method: str, path: str, query: dict[str, list[str]], headers: Mapping[str, str], body: bytes
     ) -> Response:
-        if not self._authenticated(headers.get("authorization", "")):
+        account = self._account(headers.get("authorization", ""))
+        if account is None:
             raise JiraError(401, [NOT_AUTHENTICATED])
         if (throttled := self._throttled()) is not None:
             return throttled
         match route(self._routes(), method, path):
             case (action, groups):
                 with self._lock:
-                    return action(*groups, query=query, headers=headers, body=body)
+                    return action(*groups, query=query, headers=headers, body=body, visible=account[1])
             case 405:
                 return Response(405, {"message": f"Method {method} is not allowed", "status-code": 405})
             case _:
@@ -238,15 +300,22 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
             ("POST", issue + "/transitions", self._do_transition),
         ]
 
-    def _authenticated(self, header: str) -> bool:
+    def _account(self, header: str) -> tuple[str, frozenset[str]] | None:
+        """The account a basic-auth header authenticates and the projects it browses; None if none."""
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
-            return False
+            return None
         try:
             decoded = base64.b64decode(encoded, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            return False
-        return decoded == f"{self.email}:{self.api_token}"
+            return None
+        mail, _, token = decoded.partition(":")
+        if decoded == f"{self.email}:{self.api_token}":
+            return mail, frozenset(self.projects)
+        known = self.accounts.get(mail)
+        if known is not None and secrets.compare_digest(known[0], token):
+            return mail, known[1]
+        return None
 
     def _throttled(self) -> Response | None:
         with self._lock:
@@ -273,9 +342,11 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
             raise JiraError(400, ["The request body must be a JSON object."])
         return value
 
-    def _find(self, id_or_key: str) -> dict[str, Any]:
+    def _find(self, id_or_key: str, visible: frozenset[str] | None = None) -> dict[str, Any]:
         for issue in self.issues.values():
             if id_or_key in (issue["key"], issue["id"]):
+                if visible is not None and issue["fields"]["project"]["key"] not in visible:
+                    break  # another site's issue: as unknown as a missing one
                 return issue
         raise JiraError(404, [NOT_FOUND])
 
@@ -349,11 +420,11 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
         return [name.strip() for value in query["fields"] for name in value.split(",") if name.strip()]
 
     # --- issues -----------------------------------------------------------------------------
-    def _create_issue(self, *, body: bytes, **_: Any) -> Response:
+    def _create_issue(self, *, body: bytes, visible: frozenset[str], **_: Any) -> Response:
         fields = dict(self._json(body).get("fields") or {})
         errors = self._check_fields(fields, creating=True)
         project_key = str((fields.get("project") or {}).get("key", ""))
-        if project_key not in self.projects:
+        if project_key not in self.projects or project_key not in visible:
             errors["project"] = "valid project is required"
         if str((fields.get("issuetype") or {}).get("name", "")) not in self.issue_types:
             errors["issuetype"] = "Specify a valid issue type"
@@ -381,10 +452,10 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
         return Response(201, {"id": issue_id, "key": key, "self": f"{self.base_url}{API}/issue/{issue_id}"})
 
     def _get_issue(self, id_or_key: str, *, query: Mapping[str, list[str]], **_: Any) -> Response:
-        return Response(200, self._issue_json(self._find(id_or_key), self._wanted(query)))
+        return Response(200, self._issue_json(self._find(id_or_key, _["visible"]), self._wanted(query)))
 
     def _edit_issue(self, id_or_key: str, *, body: bytes, **_: Any) -> Response:
-        issue = self._find(id_or_key)
+        issue = self._find(id_or_key, _["visible"])
         fields = dict(self._json(body).get("fields") or {})
         if errors := self._check_fields(fields, creating=False):
             raise JiraError(400, [], errors)
@@ -392,7 +463,7 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
         issue["updated"] = _now()
         return Response(204)
 
-    def _search(self, *, query: Mapping[str, list[str]], **_: Any) -> Response:
+    def _search(self, *, query: Mapping[str, list[str]], visible: frozenset[str], **_: Any) -> Response:
         jql = (query.get("jql") or [""])[0]
         if not jql.strip():
             raise JiraError(400, [UNBOUNDED])
@@ -400,13 +471,14 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
         if match is None:
             raise JiraError(400, [f"Error in the JQL Query: the stand-in cannot parse '{jql}'."])
         project = match["project"]
-        if project is not None and project.upper() not in self.projects:
+        if project is not None and project.upper() not in (set(self.projects) & visible):
             raise JiraError(400, [f"The value '{project}' does not exist for the field 'project'."])
         label = re.sub(r"\\(.)", r"\1", match["label"])
         hits = [
             issue
             for issue in self.issues.values()
             if label in issue["fields"]["labels"]
+            and issue["fields"]["project"]["key"] in visible
             and (project is None or issue["fields"]["project"]["key"] == project.upper())
         ]
         start = int(base64.urlsafe_b64decode((query.get("nextPageToken") or ["MA=="])[0]).decode() or 0)
@@ -425,7 +497,7 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
         return {**visible, "properties": comment["properties"]} if expand else visible
 
     def _list_comments(self, id_or_key: str, *, query: Mapping[str, list[str]], **_: Any) -> Response:
-        comments = self._find(id_or_key)["comments"]
+        comments = self._find(id_or_key, _["visible"])["comments"]
         start = int((query.get("startAt") or ["0"])[0])
         size = min(int((query.get("maxResults") or ["5000"])[0]), self.page_size)
         expand = "properties" in ",".join(query.get("expand", [])).split(",")
@@ -433,7 +505,7 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
         return Response(200, {"startAt": start, "maxResults": size, "total": len(comments), "comments": page})
 
     def _add_comment(self, id_or_key: str, *, body: bytes, **_: Any) -> Response:
-        issue = self._find(id_or_key)
+        issue = self._find(id_or_key, _["visible"])
         request = self._json(body)
         if not is_adf(request.get("body")):
             raise JiraError(400, [], {"comment": NOT_ADF})
@@ -460,7 +532,7 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
     def _add_attachment(
         self, id_or_key: str, *, headers: Mapping[str, str], body: bytes, **_: Any
     ) -> Response:
-        issue = self._find(id_or_key)
+        issue = self._find(id_or_key, _["visible"])
         if headers.get("x-atlassian-token", "").lower() != "no-check":
             return Response(403, "XSRF check failed")
         content_type = headers.get("content-type", "")
@@ -517,12 +589,12 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
         }
 
     def _list_transitions(self, id_or_key: str, **_: Any) -> Response:
-        issue = self._find(id_or_key)
+        issue = self._find(id_or_key, _["visible"])
         transitions = [self._transition_json(*t) for t in WORKFLOW[issue["status"]]]
         return Response(200, {"expand": "transitions", "transitions": transitions})
 
     def _do_transition(self, id_or_key: str, *, body: bytes, **_: Any) -> Response:
-        issue = self._find(id_or_key)
+        issue = self._find(id_or_key, _["visible"])
         wanted = str((self._json(body).get("transition") or {}).get("id", ""))
         if not wanted:
             raise JiraError(400, ["Missing 'transition' identifier"])
@@ -532,3 +604,112 @@ class JiraStandIn(HttpStandIn[RecordedRequest]):
         issue["status"] = target
         issue["updated"] = _now()
         return Response(204)
+
+
+# --- the stand-in as a service of the local stack ------------------------------------------------------
+SERVICE = "jira-standin"
+PORT_OFFSET = (
+    48  # profile.api_port + 48 (RT +10, log servers +13.., ERP +20, Redis +30, MFA +40, MS +45, hooks +47)
+)
+CONFIG_LOCAL_NAME = "jira-standin.json"
+
+
+def port(profile: Any) -> int:
+    return int(profile.api_port) + PORT_OFFSET
+
+
+def base_url(profile: Any) -> str:
+    return f"http://{HOST}:{port(profile)}"
+
+
+def project_key(tenant: str) -> str:
+    """The project of a customer's site in the stand-in: its ``ticketing.project``, else its name."""
+    from include.policies.tenants import tenant_ticketing
+
+    return tenant_ticketing(tenant).project or re.sub(r"[^A-Z0-9_]", "", tenant.upper())[:10]
+
+
+def account_email(tenant: str) -> str:
+    return f"orchestrator@{tenant}.example"
+
+
+def api_token(profile: Any, tenant: str) -> str:
+    return str(
+        profile.local_secret(f"jira-{tenant}-api-token", lambda: "ATATT3x" + secrets.token_urlsafe(24))
+    )
+
+
+def standin_config(profile: Any) -> dict[str, Any]:
+    """One site per customer tenant (its project, its account): the Jira tenants' sites and, so a
+    test can see nothing lands there, every other customer's too."""
+    from include.policies.tenants import tenant_ids
+
+    return {
+        "projects": {project_key(t): f"{t} service desk" for t in tenant_ids()},
+        "accounts": {
+            account_email(t): {"api_token": api_token(profile, t), "projects": [project_key(t)]}
+            for t in tenant_ids()
+        },
+    }
+
+
+def connection(profile: Any, tenant: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Airflow connection of ``tenant``'s Jira site in the stand-in (its secret's value)."""
+    return {
+        "conn_type": "http",
+        "host": HOST,
+        "port": port(profile),
+        "schema": "http",
+        "login": account_email(tenant),
+        "password": api_token(profile, tenant),
+        "extra": {
+            # The customer's site, its own limits: one bucket per tenant (conn id jira:<tenant>).
+            "rate_limit_per_second": 10,
+            "rate_limit_burst": 20,
+            "retry_max_attempts": 4,
+            "timeout_seconds": 15,
+            **(extra or {}),
+        },
+    }
+
+
+def write_config(profile: Any) -> Path:
+    """The stand-in's sites (API tokens included) as a 0600 file of the profile."""
+    profile.local_secret(CONFIG_LOCAL_NAME, lambda: "{}")
+    path = Path(profile.root) / "secrets" / CONFIG_LOCAL_NAME
+    path.write_text(json.dumps(standin_config(profile)), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def standin_argv(profile: Any) -> list[str]:
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "devstack.standins.jira",
+        "--port",
+        str(port(profile)),
+        "--config-file",
+        str(write_config(profile)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve on 127.0.0.1 until SIGTERM or SIGINT: the customers' Jira sites of the local stack."""
+    parser = argparse.ArgumentParser(description="Jira Service Management stand-in (local stack)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--config-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    config = json.loads(args.config_file.read_text(encoding="utf-8"))
+    JiraStandIn(
+        projects=config["projects"],
+        accounts=config["accounts"],
+        port=args.port,
+        max_recorded=10_000,
+    ).serve_until_stopped()
+
+
+if __name__ == "__main__":
+    main()

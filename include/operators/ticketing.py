@@ -5,6 +5,15 @@ prepares its inputs, makes one hook call and returns ids for XCom (never credent
 keys come from the run, task and tenant, so a retried or re-run task finds what it already created.
 When the shared rate limit would keep the task waiting past its bound, the task defers (the
 triggerer sleeps, the worker slot is freed) and resumes with the same call.
+
+Customers' own ticketing (issue 22): in a support or SOC workflow, a tenant whose ``tenants.yaml``
+says ``ticketing: {system: jira, ...}`` gets each RT step mirrored to its Jira Service Management
+project after the RT call (create, comment, attach evidence, resolve;
+:mod:`include.connectors.ticketing.mirror`). The RT ticket stays the MSSP's record: a mirror that
+fails is logged, recorded
+(``ticket.mirror_failed``) and returned in the XCom's ``mirror``, and never fails the step; the
+next step or a re-run mirrors what is missing. A mirror held up by the tenant's Jira rate limit
+defers like the RT call (the RT call, idempotent, runs again on resume).
 """
 
 from __future__ import annotations
@@ -13,19 +22,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from include.audit.emit import emit as audit_emit
 from include.audit.emit import side_effect as audit_side_effect
+from include.audit.emit import task_event
 from include.connectors.context import RunContext
 from include.connectors.errors import RateLimitBackpressure
 from include.connectors.idempotency import idempotency_key
 from include.connectors.ticketing import SYSTEMS, ticketing_hook
 from include.connectors.ticketing.interface import RESERVED_FIELDS, Ticket, TicketingHook
+from include.policies.loader import domain_tags
+from include.policies.tenants import tenant_ticketing
 from include.triage.rules import BulkUpdateScope, load_rules
+
+if TYPE_CHECKING:  # the mirror (and the Jira adapter) is imported when a step mirrors, not at parse
+    from include.connectors.ticketing.mirror import MirrorResult, TicketMirror
 
 
 class TicketOperator(BaseOperator):
@@ -41,6 +57,8 @@ class TicketOperator(BaseOperator):
     :param idempotency_basis: what makes two runs "the same request" (e.g. the alert id): keys come
         from it instead of the run, so every run for the same alert finds the same ticket and
         comment (templated).
+    :param mirror: mirror the step to the tenant's own ticketing when ``tenants.yaml`` names one
+        (support and SOC workflows, RT steps only); ``False`` keeps this step in RT only.
     """
 
     template_fields: Sequence[str] = ("tenant", "idempotency_basis")
@@ -55,9 +73,11 @@ class TicketOperator(BaseOperator):
         system: str = "request_tracker",
         conn_id: str | None = None,
         idempotency_basis: str | None = None,
+        mirror: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.mirror = mirror
         if system not in SYSTEMS:
             raise ValueError(f"{self.task_id}: unknown ticketing system {system!r}")
         self.tenant = tenant
@@ -81,15 +101,118 @@ class TicketOperator(BaseOperator):
         run = RunContext.from_airflow_context(context, self.tenant)
         try:
             result = self.call(run)
+            self.audit(context, result)
+            mirrored = self.mirror_step(context, run, result)
         except RateLimitBackpressure as exc:
             self.log.info("rate limit: deferring %.1fs instead of holding a worker slot", exc.wait_seconds)
             self.defer(
                 trigger=TimeDeltaTrigger(timedelta(seconds=exc.wait_seconds)),
                 method_name="execute_complete",
             )
-        self.audit(context, result)
         retries = getattr(self.hook, "retry_count", 0)
+        if mirrored is not None:
+            result = {**result, "mirror": mirrored}
         return {**result, "correlation_id": run.correlation_id, "retries": retries}
+
+    # --- the mirror to the tenant's own ticketing ----------------------------------------------
+    def mirrors(self, context: Any) -> bool:
+        """Whether this step is mirrored: an RT step of a support or SOC DAG, for a tenant whose
+        ``tenants.yaml`` ticketing is not RT only, and ``mirror`` not switched off."""
+        from include.connectors.ticketing.mirror import mirrored_domain
+
+        if not self.mirror or self.system != "request_tracker":
+            return False
+        task = context.get("task")
+        dag = getattr(task, "dag", None)
+        if dag is None or not mirrored_domain(domain_tags(dag)):
+            return False
+        return tenant_ticketing(self.tenant).mirrored
+
+    def mirror_call(
+        self, mirror: TicketMirror, run: RunContext, result: Mapping[str, Any]
+    ) -> MirrorResult | None:
+        """This step on the tenant's own ticketing; ``None`` when the step has nothing to mirror.
+
+        :param mirror: the tenant's mirror.
+        :param run: the run.
+        :param result: what the RT call returned.
+        """
+        return None
+
+    def mirror_step(self, context: Any, run: RunContext, result: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Mirror the step; a failure is logged, recorded and returned, never raised (rate-limit
+        backpressure is raised: the step defers)."""
+        from include.connectors.ticketing.mirror import CREATE_CAPABILITY, UPDATE_CAPABILITY, TicketMirror
+
+        try:
+            if not self.mirrors(context):
+                return None
+            mirror = TicketMirror(self.tenant, run)
+            outcome = self.mirror_call(mirror, run, result)
+        except RateLimitBackpressure:
+            raise
+        except Exception as exc:
+            return self.mirror_failed(context, result, exc)
+        if outcome is None:
+            return None
+        rt_ticket = str(result.get("ticket_id") or result.get("id") or "")
+        self.log.info(
+            "mirrored %s of RT ticket %s to Jira %s (project %s, created %s)",
+            self.operation,
+            rt_ticket,
+            outcome.issue,
+            outcome.project,
+            outcome.created,
+        )
+        audit_side_effect(
+            context,
+            system=outcome.system,
+            operation=f"mirror_{self.operation}",
+            object_id=outcome.entry_id or outcome.issue,
+            tenant=self.tenant,
+            created=outcome.created,
+            ticket_id=rt_ticket,
+            issue=outcome.issue,
+            project=outcome.project,
+            capability=CREATE_CAPABILITY if self.operation == "create_ticket" else UPDATE_CAPABILITY,
+        )
+        return outcome.as_xcom()
+
+    def mirror_failed(self, context: Any, result: Mapping[str, Any], exc: Exception) -> dict[str, Any]:
+        """Log and record a failed mirror; the RT side is kept and the step goes on."""
+        from include.connectors.ticketing.mirror import MIRROR_FAILED
+
+        rt_ticket = str(result.get("ticket_id") or result.get("id") or "")
+        try:
+            ticketing = tenant_ticketing(self.tenant)
+            system, project = ticketing.system, ticketing.project or ""
+        except Exception:
+            system, project = "unknown", ""
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        self.log.error(
+            "ticket mirror FAILED: %s of RT ticket %s to %s project %r of tenant %r: %s. The RT ticket is "
+            "kept and this step goes on; the next step or a re-run of this one mirrors what is missing.",
+            self.operation,
+            rt_ticket,
+            system,
+            project,
+            self.tenant,
+            error,
+        )
+        details = {
+            "system": system,
+            "project": project,
+            "operation": self.operation,
+            "ticket_id": rt_ticket,
+            "error": error,
+        }
+        try:
+            audit_emit(
+                task_event(context, MIRROR_FAILED, details=details, tenant=self.tenant, subject=rt_ticket)
+            )
+        except Exception:
+            self.log.exception("the audit record of the failed mirror could not be written")
+        return {"system": system, "project": project, "status": "failed", "error": error}
 
     def audit(self, context: Any, result: Mapping[str, Any]) -> None:
         """Record the side effect (``side_effect``); a found-not-created object is recorded too."""
@@ -169,7 +292,17 @@ class CreateTicketOperator(TicketOperator):
             correlation_id=run.correlation_id,
             fields=self.fields,
         )
+        self.created_ticket = ticket
         return ticket.as_xcom()
+
+    def mirror_call(
+        self, mirror: TicketMirror, run: RunContext, result: Mapping[str, Any]
+    ) -> MirrorResult | None:
+        ticket = getattr(self, "created_ticket", None)
+        if not isinstance(ticket, Ticket):
+            ticket = self.hook.get_ticket(str(result["id"]))
+        issue = mirror.create(ticket, self.body)
+        return mirror.result(issue.id, issue.created)
 
 
 class CommentTicketOperator(TicketOperator):
@@ -193,6 +326,17 @@ class CommentTicketOperator(TicketOperator):
         post = self.hook.reply if self.public else self.hook.comment
         entry = post(str(self.ticket_id), self.body, idempotency_key=self.key(run))
         return {"ticket_id": entry.ticket_id, "entry_id": entry.entry_id, "created": entry.created}
+
+    def mirror_call(
+        self, mirror: TicketMirror, run: RunContext, result: Mapping[str, Any]
+    ) -> MirrorResult | None:
+        return mirror.comment(
+            str(self.ticket_id),
+            self.body,
+            idempotency_key=self.key(run),
+            public=self.public,
+            read_rt=self.hook.get_ticket,
+        )
 
 
 class AttachEvidenceOperator(TicketOperator):
@@ -225,6 +369,18 @@ class AttachEvidenceOperator(TicketOperator):
             idempotency_key=self.key(run),
         )
         return {"ticket_id": entry.ticket_id, "entry_id": entry.entry_id, "created": entry.created}
+
+    def mirror_call(
+        self, mirror: TicketMirror, run: RunContext, result: Mapping[str, Any]
+    ) -> MirrorResult | None:
+        return mirror.attach(
+            str(self.ticket_id),
+            filename=self.filename,
+            content=self.content.encode(),
+            content_type=self.content_type,
+            idempotency_key=self.key(run),
+            read_rt=self.hook.get_ticket,
+        )
 
 
 class UpdateTicketOperator(TicketOperator):
@@ -263,6 +419,16 @@ class UpdateTicketOperator(TicketOperator):
         if self.status:
             ticket = self.hook.set_status(str(self.ticket_id), self.status)
         return ticket.as_xcom()
+
+    def mirror_call(
+        self, mirror: TicketMirror, run: RunContext, result: Mapping[str, Any]
+    ) -> MirrorResult | None:
+        from include.connectors.ticketing.mirror import RESOLVED
+
+        # Fields are the MSSP's (its queue's custom fields); a resolve is the customer's business too.
+        if not self.status or self.status.casefold() != RESOLVED:
+            return None
+        return mirror.resolve(str(self.ticket_id), read_rt=self.hook.get_ticket)
 
 
 class BulkChangeRefused(AirflowFailException):

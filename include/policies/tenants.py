@@ -28,6 +28,26 @@ STAFF_TENANT = "secops"  # the internal account of the staff identities (HR work
 SECTIONS = ("tenants", "internal")
 
 
+TICKETING_SYSTEMS = ("request_tracker", "jira")
+"""The ticketing systems a tenant may name (tenants.yaml ``ticketing.system``)."""
+
+
+@dataclass(frozen=True)
+class Ticketing:
+    """A tenant's ticketing (tenants.yaml ``ticketing``): ``request_tracker`` (the MSSP's RT only, the
+    default) or ``jira`` (the customer's Jira Service Management project, mirrored from RT)."""
+
+    system: str = "request_tracker"
+    project: str | None = None
+    issue_type: str = "Task"
+    resolve_path: tuple[str, ...] = ("Done",)
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether support and SOC tickets are mirrored to the customer's system."""
+        return self.system != "request_tracker"
+
+
 @dataclass(frozen=True)
 class Tenant:
     name: str
@@ -40,6 +60,8 @@ class Tenant:
     """The customer's Microsoft Entra tenant (tenants.yaml ``entra_tenant_id``)."""
     entra_domains: tuple[str, ...] = ()
     """Its verified Entra domains (tenants.yaml ``entra_domains``)."""
+    ticketing: Ticketing = Ticketing()
+    """Where its tickets are mirrored (tenants.yaml ``ticketing``); RT only by default."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +124,31 @@ def _rules(document: dict[str, Any]) -> list[str]:
                 "a tenant's account must be separate from the orchestrator's"
             )
         owners.setdefault(account, name)
+        problems.extend(ticketing_problems(where, entry.get("ticketing")))
     return problems
+
+
+def ticketing_problems(where: str, ticketing: Any) -> list[str]:
+    """What is wrong with a tenant's ``ticketing`` entry beyond its schema: an unknown system, a Jira
+    tenant without its project, a project on the MSSP's own RT (which has queues, not projects)."""
+    if not isinstance(ticketing, dict):
+        return []
+    system = ticketing.get("system")
+    if system not in TICKETING_SYSTEMS:
+        return [
+            f"{where}.ticketing.system: unknown ticketing system {system!r}; "
+            f"use one of {', '.join(TICKETING_SYSTEMS)}"
+        ]
+    if system == "jira" and not ticketing.get("project"):
+        return [
+            f"{where}.ticketing.project: missing; a jira tenant names its Jira Service Management project key"
+        ]
+    if system == "request_tracker" and ({"project", "issue_type", "resolve_path"} & set(ticketing)):
+        extra = ", ".join(sorted({"project", "issue_type", "resolve_path"} & set(ticketing)))
+        return [
+            f"{where}.ticketing: {extra} only apply to system jira (request_tracker is the MSSP's own RT)"
+        ]
+    return []
 
 
 def _build(document: dict[str, Any], source: Path) -> TenantPolicy:
@@ -115,10 +161,22 @@ def _build(document: dict[str, Any], source: Path) -> TenantPolicy:
             security_contact=entry.get("security_contact"),
             entra_tenant_id=entry.get("entra_tenant_id"),
             entra_domains=tuple(entry.get("entra_domains", ())),
+            ticketing=_ticketing(entry.get("ticketing")),
         )
         for section, name, entry in _entries(document)
     }
     return TenantPolicy(source, document["platform"]["aws_account_id"], tenants)
+
+
+def _ticketing(entry: dict[str, Any] | None) -> Ticketing:
+    if not entry:
+        return Ticketing()
+    return Ticketing(
+        system=entry["system"],
+        project=entry.get("project"),
+        issue_type=entry.get("issue_type", "Task"),
+        resolve_path=tuple(entry.get("resolve_path", ("Done",))),
+    )
 
 
 TENANTS = PolicyFile("tenants", "tenant policy", build=_build, rules=_rules)
@@ -202,3 +260,11 @@ def entra_tenant_id(tenant: str) -> str:
     if not declared.entra_tenant_id:
         raise PolicyError(f"tenant {tenant!r} has no entra_tenant_id in {load_tenants().source}")
     return declared.entra_tenant_id
+
+
+def tenant_ticketing(tenant: str) -> Ticketing:
+    """Where ``tenant``'s tickets are mirrored (tenants.yaml ``ticketing``); RT only by default.
+
+    :raises PolicyError: the tenant is not declared.
+    """
+    return load_tenants().tenant(tenant).ticketing

@@ -214,6 +214,15 @@ class JiraServiceManagementHook(HttpConnectorHook, TicketingHook):
         mine = [ticket for ticket in found if ticket.fields.get(self.TENANT_FIELD) == self.tenant]
         return mine[0] if mine else None
 
+    def find_by_key(self, queue: str, idempotency_key: str) -> Ticket | None:
+        """The issue of project ``queue`` and this hook's tenant labelled ``idempotency_key``, if any
+        (what :meth:`create_ticket` searches before creating).
+
+        :param queue: the project key.
+        :param idempotency_key: the key label.
+        """
+        return self._find_by_key(queue, idempotency_key)
+
     # --- writing --------------------------------------------------------------------------
     def _traceability(self, idempotency_key: str, correlation_id: str) -> tuple[list[str], dict[str, str]]:
         """The labels and custom field values that make an issue findable and traceable."""
@@ -323,7 +332,8 @@ class JiraServiceManagementHook(HttpConnectorHook, TicketingHook):
             response = self.request("POST", path, operation=kind, json=payload, expect=(201,), retry=False)
             return TicketEntry(ticket_id=ticket_id, entry_id=str(response.json()["id"]), created=True)
 
-        return self.create_once(find, create, operation=kind)
+        # Keyed: runs of one alert share the key; the lock keeps two of them from both posting.
+        return self.create_once(find, create, operation=kind, key=idempotency_key)
 
     def comment(self, ticket_id: str, body: str, *, idempotency_key: str) -> TicketEntry:
         return self._post_comment(
@@ -361,7 +371,7 @@ class JiraServiceManagementHook(HttpConnectorHook, TicketingHook):
             self.log.info("attached %s to %s", stored_name, ticket_id)
             return TicketEntry(ticket_id=ticket_id, entry_id=str(response.json()[0]["id"]), created=True)
 
-        return self.create_once(find, create, operation="attach")
+        return self.create_once(find, create, operation="attach", key=idempotency_key)
 
     def set_fields(self, ticket_id: str, fields: Mapping[str, str]) -> Ticket:
         payload = {"fields": {self.field_ids.get(name, name): value for name, value in fields.items()}}
