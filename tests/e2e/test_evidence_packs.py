@@ -3,14 +3,16 @@ one tenant lands in the evidence bucket under Object Lock, verifies offline, hol
 another tenant, and its security contact gets the notice.
 
 A mixed window of two tenants (issue 25, "Done when"): ``e2e_ticket_lifecycle`` runs for acme and
-for globex (approval-free, real Request Tracker tickets), and records of an approved containment of
-acme and a run of globex are appended to the audit store (as the audit writer, the way every
+for globex (approval-free, real Request Tracker tickets), a containment of acme (``e2e_audit_story``:
+ticket, a real approval answered by a SOC lead through the REST API, the privileged step,
+evidence), and a record of globex appended to the audit store (as the audit writer, the way every
 component appends); ``platform_audit_seal`` seals, then an auditor triggers
 ``platform_evidence_packs`` for acme over exactly that window through the REST API. Acme's pack
-must list exactly the runs the REST API knows for acme in the window and exactly the tickets
-Request Tracker holds for acme since the window began, nothing of globex; ``evidence verify``
-passes, and names the record when one of acme's is deleted, one byte is altered or one of globex's
-is added; report.pdf is in the pack and reads as acme's.
+must list exactly the runs the REST API knows for acme in the window, exactly the approval answers
+the REST API's HITL details hold for them, and exactly the tickets Request Tracker holds for acme
+since the window began, nothing of globex; ``evidence verify`` passes, and names the record when
+one of acme's is deleted, one byte is altered or one of globex's is added; report.pdf is in the
+pack and reads as acme's.
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ DAG = "platform_evidence_packs"
 SEAL = "platform_audit_seal"
 TASK = "build_store_tell"
 LIFECYCLE = "e2e_ticket_lifecycle"
+STORY = "e2e_audit_story"
+GATE = "approve_host_isolate"
 TENANTS = ("acme", "globex")
 USERS = {
     "ada_evidence_auditor": ["auditor"],
     "pat_evidence_platform": ["platform_operator", "platform_approver"],
     "sam_evidence_soc": ["soc_operator"],
+    "lee_evidence_lead": ["soc_lead"],
 }
 ATTACK = "<script>document.title='pwned'</script>"
 SEVEN_YEARS = timedelta(days=2557)
@@ -55,7 +60,7 @@ SEVEN_YEARS = timedelta(days=2557)
 
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
-    api.wait_for_dags({DAG, SEAL, LIFECYCLE})
+    api.wait_for_dags({DAG, SEAL, LIFECYCLE, STORY})
     return sign_up(stack, USERS, backup_tokens=0)
 
 
@@ -114,25 +119,13 @@ def pack(
     """The on-demand pack of acme over a sealed window of workflows of acme and globex."""
     newest_ticket = _newest_ticket_id(rt)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-    lifecycle = {tenant: api.trigger(LIFECYCLE, {"tenant": tenant}) for tenant in TENANTS}
-    with AuditStore(stack.audit_dsn) as audit:
-        acme = [
-            audit.append(_event("run.triggered", "acme", "e2e-evidence-1", how="ui")),
-            audit.append(
-                _event(
-                    "approval.answered",
-                    "acme",
-                    "e2e-evidence-1",
-                    action="isolate host",
-                    outcome="approved",
-                    comment=ATTACK,
-                )
-            ),
-            audit.append(
-                _event("run.finished", "acme", "e2e-evidence-1", state="success", duration_seconds=42.0)
-            ),
-        ]
+    with AuditStore(stack.audit_dsn) as audit:  # first in the window: every record after it is newer
         globex = audit.append(_event("run.triggered", "globex", "e2e-evidence-2", how="ui"))
+    lifecycle = {tenant: api.trigger(LIFECYCLE, {"tenant": tenant}) for tenant in TENANTS}
+    story = users["sam_evidence_soc"].trigger(STORY, {"host": "ws-0042", "tenant": "acme"})
+    users["lee_evidence_lead"].wait_for_request(STORY, story, GATE)
+    users["lee_evidence_lead"].answer(STORY, story, GATE, "Approve", comment=ATTACK)
+    assert api.wait_for_run(STORY, story, timeout=240)["state"] == "success", api.task_states(STORY, story)
     for tenant, lifecycle_run in lifecycle.items():
         state = api.wait_for_run(LIFECYCLE, lifecycle_run, timeout=240)["state"]
         assert state == "success", (tenant, api.task_states(LIFECYCLE, lifecycle_run))
@@ -154,13 +147,15 @@ def pack(
         api.xcom(DAG, run_id, TASK, map_index=1)
     return {
         "result": result,
-        "acme": [r.seq for r in acme],
         "globex": globex.seq,
+        "story": story,
+        "answer": api.get(api.hitl_path(STORY, story, GATE)),
         "run_id": run_id,
         "start": start,
         "end": end,
         "lifecycle": lifecycle,
         "tickets": {t: str(api.xcom(LIFECYCLE, r, "create")["id"]) for t, r in lifecycle.items()},
+        "story_ticket": str(api.xcom(STORY, story, "open_ticket")["id"]),
         "newest_ticket": newest_ticket,
     }
 
@@ -228,7 +223,7 @@ def test_pack_verifies_offline_and_holds_only_acme(
     records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
     assert {r["tenant"] for r in records} == {"acme"}
     seqs = {r["seq"] for r in records}
-    assert set(pack["acme"]) <= seqs
+    assert {r.get("run_id") for r in records} >= {pack["story"], pack["lifecycle"]["acme"]}
     assert pack["globex"] not in seqs
     html = (folder / "report.html").read_text()
     assert "ACME Corp" in html
@@ -288,12 +283,10 @@ def test_the_pack_lists_exactly_acmes_runs_as_the_rest_api_knows_them(
 ) -> None:
     records = _records(folder)
     in_pack = {(r["dag_id"], r["run_id"]) for r in records if r.get("run_id")}
-    appended = {("soc_contain_host", "e2e-evidence-1")}  # the records appended as the audit writer
-    assert appended <= in_pack
     airflow = _window_runs(api, pack)
     acme = {(r["dag_id"], r["dag_run_id"]) for r in airflow if (r.get("conf") or {}).get("tenant") == "acme"}
-    assert acme == {(LIFECYCLE, pack["lifecycle"]["acme"])}
-    assert in_pack - appended == acme, "the pack's runs are the REST API's runs of acme in the window"
+    assert acme == {(LIFECYCLE, pack["lifecycle"]["acme"]), (STORY, pack["story"])}
+    assert in_pack == acme, "the pack's runs are the REST API's runs of acme in the window"
     globex = {
         (r["dag_id"], r["dag_run_id"]) for r in airflow if (r.get("conf") or {}).get("tenant") == "globex"
     }
@@ -309,9 +302,19 @@ def test_the_pack_lists_exactly_acmes_runs_as_the_rest_api_knows_them(
         "attach",
         "resolve",
     }
-    # approvals: exactly acme's (the appended containment's answer), none of globex
-    approvals = [r["seq"] for r in records if r["kind"].startswith("approval.")]
-    assert approvals == [pack["acme"][1]]
+    # approvals: exactly the answer the REST API holds for acme's containment, by whom, with what
+    answered = [r for r in records if r["kind"] == "approval.answered"]
+    assert [(r["dag_id"], r["run_id"], r["task_id"]) for r in answered] == [(STORY, pack["story"], GATE)]
+    hitl = pack["answer"]
+    assert hitl["chosen_options"] == ["Approve"]
+    assert answered[0]["actor"] == hitl["responded_by_user"]["name"] == "lee_evidence_lead"
+    assert answered[0]["details"]["comment"] == ATTACK
+    assert {r["run_id"] for r in records if r["kind"].startswith("approval.")} == {pack["story"]}
+    # the privileged step and its evidence are in the pack as the containment's own story
+    story = {
+        r["task_id"] for r in records if r.get("run_id") == pack["story"] and r["kind"] == "task.finished"
+    }
+    assert {"open_ticket", GATE, "isolate_host", "evidence"} <= story
 
 
 def _ticket_ids(records: list[dict[str, Any]]) -> dict[str, set[str]]:
@@ -331,7 +334,7 @@ def test_the_pack_lists_exactly_acmes_tickets_as_request_tracker_holds_them(
     in_pack = _ticket_ids(_records(folder))
     since = rt._search(f"id > {pack['newest_ticket']}", "search")
     of_acme = {t.id for t in since if t.fields.get("Tenant") == "acme"}
-    assert of_acme == {pack["tickets"]["acme"]}
+    assert of_acme == {pack["tickets"]["acme"], pack["story_ticket"]}
     assert set(in_pack) == of_acme, "every change on acme's tickets in the window, nothing else"
     for ticket in since:
         if ticket.id in in_pack:
@@ -394,7 +397,7 @@ def test_evidence_verify_passes_and_names_a_deleted_altered_or_foreign_record(
     with AuditStore(stack.audit_dsn) as audit:
         theirs = next(
             r
-            for r in audit.records(pack["acme"][0])
+            for r in audit.records(pack["globex"])
             if r["tenant"] == "globex" and r.get("run_id") == pack["lifecycle"]["globex"]
         )
     records = sorted([*(json.loads(line) for line in original.splitlines()), theirs], key=lambda r: r["seq"])
