@@ -41,7 +41,7 @@ import logging
 import os
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any, Literal, Protocol, cast
@@ -56,6 +56,8 @@ STORE_TIMEOUT_SECONDS = 5.0
 # Sent misses are kept this long, so a callback retried after the mail went out is recognised.
 KEEP_SENT = timedelta(days=2)
 Outcome = Literal["immediate", "digest", "duplicate"]
+# Runs named per digest mail (a larger digest goes out as several mails): about 35 KB of headers.
+MAX_MAIL_RUNS = 500
 
 
 @dataclass(frozen=True)
@@ -473,18 +475,25 @@ class MailChannel:
 
         return SmtpRelayHook(self.conn_id or ALERT_SMTP_CONN_ID)
 
-    def _message(self, batch: Batch, now: datetime) -> tuple[str, str, dict[str, str]]:
+    def _messages(self, batch: Batch, now: datetime) -> list[tuple[str, str, dict[str, str]]]:
+        """One mail per :data:`MAX_MAIL_RUNS` runs of a digest: relays cap a mail's header block
+        (Postfix: 100 KB by default), and a storm's digest names every run in a header. A re-send
+        after a part failed repeats the parts sent already with their own ``Message-ID``."""
         if batch.immediate:
-            return immediate_message(batch.runs[0], now)
-        return digest_message(batch, now)
+            return [immediate_message(batch.runs[0], now)]
+        runs = batch.runs
+        return [
+            digest_message(replace(batch, runs=runs[i : i + MAX_MAIL_RUNS]), now)
+            for i in range(0, len(runs), MAX_MAIL_RUNS)
+        ]
 
     def send(self, batch: Batch, now: datetime) -> None:
-        subject, html, headers = self._message(batch, now)
-        self._relay().send(list(self.recipients[batch.domain]), subject, html, headers=headers)
+        for subject, html, headers in self._messages(batch, now):
+            self._relay().send(list(self.recipients[batch.domain]), subject, html, headers=headers)
 
     async def asend(self, batch: Batch, now: datetime) -> None:
-        subject, html, headers = self._message(batch, now)
-        await self._relay().asend(list(self.recipients[batch.domain]), subject, html, headers=headers)
+        for subject, html, headers in self._messages(batch, now):
+            await self._relay().asend(list(self.recipients[batch.domain]), subject, html, headers=headers)
 
 
 class BatchChannel(Protocol):

@@ -292,3 +292,33 @@ def test_the_triggerer_path_posts_too_and_a_failing_card_does_not_unsend_the_mai
     assert [b.key for b in asyncio.run(aflush(store, mail))] == ["immediate:d-2"]  # type: ignore[arg-type]
     assert store.sent == {"d-1", "d-2"}
     assert [b.key for b in mail.sent] == [batch.key, "immediate:d-2"]
+
+
+@pytest.mark.parametrize("mode", ["send", "asend"])
+def test_a_storm_digest_goes_out_in_parts_naming_every_run_once(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """Relays cap a mail's header block: a digest names at most MAX_MAIL_RUNS runs per mail."""
+    sent: list[dict[str, str]] = []
+
+    class Relay:
+        def send(self, to: list[str], subject: str, html: str, *, headers: dict[str, str]) -> None:
+            sent.append(headers)
+
+        async def asend(self, to: list[str], subject: str, html: str, *, headers: dict[str, str]) -> None:
+            sent.append(headers)
+
+    monkeypatch.setattr(sla_digest.MailChannel, "_relay", lambda self: Relay())
+    count = 2 * sla_digest.MAX_MAIL_RUNS + 7
+    batch = Batch("digest:support:2026-12-07T05:00:00+00:00", "support", tuple(late(n) for n in range(count)))
+    channel = sla_digest.MailChannel({"support": ["support-alerts@secops.example"]})
+    now = datetime(2026, 12, 7, 5, 10, tzinfo=UTC)
+    if mode == "send":
+        channel.send(batch, now)
+    else:
+        asyncio.run(channel.asend(batch, now))
+
+    parts = [h["X-Orchestrator-Runs"].split(", ") for h in sent]
+    assert [len(p) for p in parts] == [sla_digest.MAX_MAIL_RUNS, sla_digest.MAX_MAIL_RUNS, 7]
+    assert [r for p in parts for r in p] == [f"{r.dag_id}/{r.run_id}" for r in batch.runs]
+    assert len({h["Message-ID"] for h in sent}) == 3
