@@ -13,6 +13,10 @@ to the later run when that lies beyond its own run time), so exactly one removal
 latest expiry. Domains, malformed, too wide (wider than /16 v4, /48 v6) or non-public ranges, an
 expiry in the past or beyond the policy maximum (the SOC run limit less the approval chain) and an
 unknown tenant are refused before anything is created.
+
+With an `incident_id` the Defender/Sentinel incident gets the run's outcome once the block is in
+place (a comment, and `inProgress` when done), also when the run is rejected or fails:
+include/workflows/incidents.py.
 """
 
 from airflow.sdk import Param
@@ -28,6 +32,7 @@ from include.operators.ticketing import CommentTicketOperator, CreateTicketOpera
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
+from include.workflows.incidents import incident_writeback
 
 TENANT = "{{ params.tenant }}"
 INDICATOR = "{{ params.indicator }}"
@@ -124,6 +129,11 @@ def block_indicator() -> None:
         idempotency_basis=ALERT,
     )
     inspect >> ticket >> gate >> block >> blocked >> wait >> unblock >> expired >> resolve
+    # Written when the block is in place, not at its expiry (which may be days later).
+    blocked >> incident_writeback(
+        "perimeter-block",
+        done=INDICATOR + " blocked at the perimeter until " + EXPIRES_AT + ", removed then.",
+    )
 
 
 block_indicator()

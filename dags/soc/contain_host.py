@@ -10,6 +10,9 @@ recording the previous groups on the instance for the release, and put the evide
 Same alert, same end state: the ticket and its evidence comment are keyed by the alert id, and an
 isolated host is left as it is (its recorded previous groups are kept). An unknown host or tenant,
 or a malformed alert, is refused before anything is created.
+
+With an `incident_id` the Defender/Sentinel incident gets the run's outcome (a comment, and
+`inProgress` when done), also when the run is rejected or fails: include/workflows/incidents.py.
 """
 
 from airflow.sdk import Param
@@ -19,6 +22,7 @@ from include.operators.ticketing import CommentTicketOperator, CreateTicketOpera
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
+from include.workflows.incidents import incident_writeback
 
 TENANT = "{{ params.tenant }}"
 HOST = "{{ params.host }}"
@@ -78,6 +82,9 @@ def contain_host() -> None:
         idempotency_basis=ALERT,
     )
     inspect >> ticket >> gate >> isolate >> evidence
+    evidence >> incident_writeback(
+        "host-isolate", done="Host " + HOST + " is in the quarantine security group."
+    )
 
 
 contain_host()

@@ -11,6 +11,9 @@ the ticket.
 Same alert, same end state: one ticket and one evidence comment per alert id, and an account that
 is already contained is left as it is. A service account (outside /staff/), an unknown account or
 tenant, or a malformed alert is refused before anything is created.
+
+With an `incident_id` the Defender/Sentinel incident gets the run's outcome (a comment, and
+`inProgress` when done), also when the run is rejected or fails: include/workflows/incidents.py.
 """
 
 from airflow.sdk import Param
@@ -20,6 +23,7 @@ from include.operators.ticketing import CommentTicketOperator, CreateTicketOpera
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
+from include.workflows.incidents import incident_writeback
 
 TENANT = "{{ params.tenant }}"
 ACCOUNT = "{{ params.account }}"
@@ -79,6 +83,9 @@ def disable_account() -> None:
         idempotency_basis=ALERT,
     )
     inspect >> ticket >> gate >> disable >> evidence
+    evidence >> incident_writeback(
+        "identity-disable", done="IAM user " + ACCOUNT + ": access keys inactive, console access removed."
+    )
 
 
 disable_account()

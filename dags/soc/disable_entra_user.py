@@ -5,8 +5,9 @@ From an alert (user = object id or user principal name, tenant, severity, alert 
 Defender/Sentinel incident id): inspect the user in the tenant's own Entra tenant (read-only app:
 sign-in state, sessions, MFA methods), open a SOC ticket, ask SOC on-call or the SOC lead to approve
 (the SOC ladder), then block sign-in and revoke every session, optionally delete the user's MFA
-methods (all but the password: the user re-registers after the investigation), comment on the
-incident, and put the evidence on the ticket.
+methods (all but the password: the user re-registers after the investigation), put the evidence
+on the ticket, and tell the incident (a comment, status `inProgress`; a rejected or failed run
+says so too: include/workflows/incidents.py).
 
 Same alert, same end state: one ticket and one evidence comment per alert id, one incident comment,
 and a user who is already blocked is left as it is. A user principal name outside the tenant's
@@ -21,6 +22,7 @@ from include.operators.ticketing import CommentTicketOperator, CreateTicketOpera
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
+from include.workflows.incidents import incident_param, incident_writeback
 
 TENANT = "{{ params.tenant }}"
 USER = "{{ params.user }}"
@@ -50,12 +52,7 @@ USER_PATTERN = (
         "reset_mfa": Param(
             "no", type="string", enum=["no", "yes"], description="Also delete the MFA methods"
         ),
-        "incident_id": Param(
-            "",
-            type="string",
-            pattern="^[0-9A-Za-z-]{0,64}$",
-            description="Defender/Sentinel incident to update",
-        ),
+        "incident_id": incident_param(),
         "summary": Param("", type="string", maxLength=500, description="What the alert says"),
     },
 )
@@ -83,14 +80,6 @@ def disable_entra_user() -> None:
         tenant=TENANT,
         user=USER,
         reset_mfa="{{ params.reset_mfa }}",
-        incident_id="{{ params.incident_id }}",
-        comment="Orchestrator: Entra user "
-        + USER
-        + " contained for alert "
-        + ALERT
-        + " (ticket "
-        + TICKET_ID
-        + ").",
     )
     evidence = CommentTicketOperator(
         task_id="evidence",
@@ -105,6 +94,11 @@ def disable_entra_user() -> None:
         idempotency_basis=ALERT,
     )
     inspect >> ticket >> gate >> disable >> evidence
+    evidence >> incident_writeback(
+        "entra-user-disable",
+        done="Entra user " + USER + ": sign-in blocked, sessions revoked{{ ', MFA methods deleted' if "
+        "(ti.xcom_pull(task_ids='disable_user') or {}).get('mfa_methods_deleted') }}.",
+    )
 
 
 disable_entra_user()

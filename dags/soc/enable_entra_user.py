@@ -9,7 +9,8 @@ registers new ones.
 
 A user already allowed to sign in is left as it is (one ticket and one evidence comment per alert
 id). A user principal name outside the tenant's Entra domains or an unknown user is refused before
-anything changes.
+anything changes. With an `incident_id` the incident gets a comment on the outcome (its status is
+left as it is): include/workflows/incidents.py.
 """
 
 from airflow.sdk import Param
@@ -19,6 +20,7 @@ from include.operators.ticketing import CommentTicketOperator, CreateTicketOpera
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
+from include.workflows.incidents import incident_writeback
 
 TENANT = "{{ params.tenant }}"
 USER = "{{ params.user }}"
@@ -78,6 +80,9 @@ def enable_entra_user() -> None:
         idempotency_basis="enable-" + ALERT,
     )
     inspect >> ticket >> gate >> enable >> evidence
+    evidence >> incident_writeback(
+        "entra-user-enable", done="Entra user " + USER + " may sign in again.", release=True
+    )
 
 
 enable_entra_user()

@@ -45,7 +45,8 @@ authentication methods, security incident; Defender for Endpoint machine and mac
   HTTPS only, with a certificate of a CA made by :func:`ensure_certificates` (cryptography; SAN
   ``IP:127.0.0.1``), kept in the stack's run folder, never committed.
 - **Request log**: method, path, query, status, the token's tenant and client id; never headers,
-  secrets, tokens or bodies.
+  secrets, tokens or bodies. ``GET /_records`` (for the stack's tests, not Microsoft's contract)
+  answers it with every tenant's machine actions and each machine's isolation.
 
 Assumed, not documented: the exact 429 budget (Graph's limits vary per resource; Defender documents
 100 calls per minute and 1,500 per hour per app: here one sliding window), the moment an isolation
@@ -53,10 +54,11 @@ takes effect (when its action succeeds), and the wording of a second isolate whi
 (``ActiveRequestAlreadyExists``).
 
 Not shown: delegated (user) tokens, certificates as client credentials, ``$select``/``$expand``/
-``$filter`` beyond ``machineId eq '...'`` on machine actions, paging, Conditional Access and
-continuous access evaluation (the ``claims`` challenge is accepted and ignored), the Graph
-``$batch`` endpoint, incidents' alerts, Defender's other actions (scan, restrict app execution,
-investigation package), state beyond the process (it lives in memory, like moto's).
+``$filter`` beyond ``machineId eq '...'`` on machine actions and
+``startswith(computerDnsName,'...')`` / ``computerDnsName eq '...'`` on machines, paging,
+Conditional Access and continuous access evaluation (the ``claims`` challenge is accepted and
+ignored), the Graph ``$batch`` endpoint, incidents' alerts, Defender's other actions (scan,
+restrict app execution, investigation package), state beyond the process (it lives in memory, like moto's).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ import datetime as dt
 import ipaddress
 import json
 import math
+import re
 import secrets
 import ssl
 import threading
@@ -364,6 +367,8 @@ class MicrosoftStandIn(HttpStandIn[MicrosoftRequest]):
     # --- dispatch ------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
         self._local.who = (None, None)
+        if request.path == "/_records" and request.method == "GET":
+            return Response(200, self.records())
         found = route(self._routes, request.method, request.path)
         if found == 404:
             raise self._error(404, "UnknownError", f"Resource not found for the segment '{request.path}'.")
@@ -636,11 +641,18 @@ class MicrosoftStandIn(HttpStandIn[MicrosoftRequest]):
     def _list_machines(self, request: Request, token: Token) -> Response:
         tenant = self._require(token, MACHINE_READ)
         self._settle(tenant)
+        machines = list(tenant.machines.values())
+        # $filter: startswith(computerDnsName,'x') or computerDnsName eq 'x' (case-insensitive)
+        clause = (request.query.get("$filter") or [""])[0].strip()
+        if match := re.fullmatch(r"startswith\(computerDnsName,\s*'([^']*)'\)", clause):
+            machines = [m for m in machines if m["computerDnsName"].lower().startswith(match[1].lower())]
+        elif match := re.fullmatch(r"computerDnsName eq '([^']*)'", clause):
+            machines = [m for m in machines if m["computerDnsName"].lower() == match[1].lower()]
         return Response(
             200,
             {
                 "@odata.context": "https://api.securitycenter.microsoft.com/api/$metadata#Machines",
-                "value": [self._machine_view(m) for m in tenant.machines.values()],
+                "value": [self._machine_view(m) for m in machines],
             },
         )
 
@@ -742,6 +754,36 @@ class MicrosoftStandIn(HttpStandIn[MicrosoftRequest]):
         return Response(200, self._action_view(action))
 
     # --- a view for tests ------------------------------------------------------------------------------
+    def records(self) -> dict[str, Any]:
+        """What ``GET /_records`` answers (the stack's tests read it; not part of the vendor's contract):
+        the request log (method, path, query, status, the token's tenant and client id: no headers,
+        bodies or tokens) and every tenant's machine actions and machines' isolation."""
+        with self._lock:
+            for tenant in self.tenants.values():
+                self._settle(tenant)
+            return {
+                "requests": [
+                    {
+                        "method": r.method,
+                        "path": r.path,
+                        "query": r.query,
+                        "status": r.status,
+                        "at": r.at,
+                        "tenant_id": r.tenant_id,
+                        "client_id": r.client_id,
+                    }
+                    for r in self._log
+                    if r.path != "/_records"
+                ],
+                "machine_actions": {
+                    tid: [self._action_view(a) for a in t.actions.values()] for tid, t in self.tenants.items()
+                },
+                "isolated": {
+                    tid: {m["id"]: bool(m["isolated"]) for m in t.machines.values()}
+                    for tid, t in self.tenants.items()
+                },
+            }
+
     def machine_isolated(self, tenant_id: str, machine_id: str) -> bool:
         with self._lock:
             tenant = self.tenants[tenant_id]
@@ -829,10 +871,12 @@ CAPABILITY_ROLES: dict[str, tuple[str, ...]] = {
     "entra-user-inspect": (USER_READ, AUTH_METHODS_READ, INCIDENTS_READ),
     "entra-user-disable": (USER_READ, USER_ENABLE_DISABLE, USER_REVOKE, AUTH_METHODS, INCIDENTS_WRITE),
     "entra-user-enable": (USER_READ, USER_ENABLE_DISABLE, INCIDENTS_WRITE),
+    "incident-writeback": (INCIDENTS_WRITE,),  # comments and status only (include/workflows/incidents.py)
 }
 DEFENDER_CAPABILITY_ROLES: dict[str, tuple[str, ...]] = {
     "device-inspect": (MACHINE_READ,),
     "device-isolate": (MACHINE_READ, MACHINE_ISOLATE),
+    "device-release": (MACHINE_READ, MACHINE_ISOLATE),  # Machine.Isolate covers unisolate too
 }
 # The demo directory of every customer tenant (UPNs in the tenant's first Entra domain).
 DEMO_USERS: tuple[tuple[str, str, list[str]], ...] = (

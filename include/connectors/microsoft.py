@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar, NoReturn, TypeVar
@@ -405,6 +405,23 @@ USER_KEY = re.compile(
 )
 
 
+# A Microsoft Graph security incident id (Defender XDR, Sentinel incidents included): a number.
+INCIDENT_ID_PATTERN = r"^[0-9]{1,19}$"
+_INCIDENT_ID = re.compile(INCIDENT_ID_PATTERN)
+# What an update may set (Graph's incidentStatus, less ``unknownFutureValue``).
+INCIDENT_STATUSES = ("active", "inProgress", "resolved", "redirected")
+
+
+def check_incident_id(value: object) -> str:
+    """``value`` if it is a Graph security incident id (1-19 digits), else :class:`MicrosoftInputError`."""
+    text = str(value)
+    if not _INCIDENT_ID.fullmatch(text):
+        raise MicrosoftInputError(
+            f"incident id {text[:80]!r} is not a Defender/Sentinel incident id (1-19 digits)"
+        )
+    return text
+
+
 class GraphHook(MicrosoftTenantHook):
     """Microsoft Graph v1.0 of one customer tenant: users, sign-in sessions, authentication methods,
     security incidents."""
@@ -494,10 +511,52 @@ class GraphHook(MicrosoftTenantHook):
 
     # --- security incidents -----------------------------------------------------------------------------
     def get_incident(self, incident_id: str) -> dict[str, Any]:
-        response = self.request(
-            "GET", "security/incidents/{id}", operation="get-incident", path_parameters={"id": incident_id}
-        )
+        """The incident (with its ``comments``) in this tenant's Defender/Sentinel; a malformed id is a
+        :class:`MicrosoftInputError` before any call, an id the tenant does not have (another tenant's)
+        one after the lookup, which used this tenant's credentials only."""
+        check_incident_id(incident_id)
+        try:
+            response = self.request(
+                "GET",
+                "security/incidents/{id}",
+                operation="get-incident",
+                path_parameters={"id": incident_id},
+            )
+        except PermanentError as error:
+            if error.status == 404:
+                raise MicrosoftInputError(
+                    f"incident {incident_id!r} not found in the Defender/Sentinel of tenant {self.tenant!r}"
+                ) from None
+            raise
         return dict(response.body)
+
+    def comment_incident_marked(self, incident_id: str, comment: str, *, marker: str) -> bool:
+        """Add ``comment`` unless a comment of the incident already holds ``marker`` (Graph comments
+        have no idempotency key: the marker is the key, and ``comment`` must contain it). The search
+        and the post hold the shared creation lock of the marker, so two runs of the same alert cannot
+        both find nothing and both post; a post whose answer was lost is searched for before a retry.
+        Returns whether it was added."""
+        if not marker or marker not in comment:
+            raise ValueError(f"incident comment: the marker {marker[:80]!r} must be part of the comment")
+
+        def find() -> bool | None:
+            comments = self.get_incident(incident_id).get("comments") or []
+            return False if any(marker in str(c.get("comment", "")) for c in comments) else None
+
+        def post() -> bool:
+            self.request(
+                "POST",
+                "security/incidents/{id}/comments",
+                operation="comment-incident",
+                path_parameters={"id": incident_id},
+                data={"@odata.type": "microsoft.graph.security.alertComment", "comment": comment},
+                retry=False,
+            )
+            return True
+
+        return self.create_once(
+            find, post, operation="comment-incident", key=f"incident:{incident_id}:{marker}"
+        )
 
     def comment_incident_once(self, incident_id: str, comment: str) -> bool:
         """Add ``comment`` unless the incident already has it (a re-run adds nothing); returns whether
@@ -515,6 +574,9 @@ class GraphHook(MicrosoftTenantHook):
         return True
 
     def set_incident_status(self, incident_id: str, status: str) -> bool:
+        """Set the incident's ``status`` unless it has it already; returns whether it changed."""
+        if status not in INCIDENT_STATUSES:
+            raise MicrosoftInputError(f"incident status {status!r}: one of {', '.join(INCIDENT_STATUSES)}")
         if self.get_incident(incident_id).get("status") == status:
             return False
         self.request(
@@ -528,6 +590,8 @@ class GraphHook(MicrosoftTenantHook):
 
 
 MACHINE_ID = re.compile(r"^[0-9a-f]{40}$")
+# A machine's name: its host name or its DNS name (computerDnsName), labels of letters, digits, hyphens.
+MACHINE_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*$")
 
 
 class DefenderHook(MicrosoftTenantHook):
@@ -556,6 +620,56 @@ class DefenderHook(MicrosoftTenantHook):
                     f"machine {machine_id!r} not found in Defender of {self.tenant!r}"
                 ) from None
             raise
+
+    def find_machine(self, key: str) -> dict[str, Any]:
+        """The machine by its Defender id (40 hex digits) or by its name, resolved read-only.
+
+        A name is the machine's DNS name (``computerDnsName``) or its host name (the first label). A
+        malformed name, or a DNS name in another tenant's Entra domain (tenants.yaml ``entra_domains``),
+        is a :class:`MicrosoftInputError` before any call; no machine of that name, or more than one
+        (stale records of a re-imaged device share a name: give the id), one after the lookup.
+        """
+        from include.policies.tenants import load_tenants, tenant_ids
+
+        key = key.strip()
+        if MACHINE_ID.match(key.lower()):
+            return self.get_machine(key.lower())
+        if not MACHINE_NAME.match(key):
+            raise MicrosoftInputError(
+                f"machine {key[:80]!r} is neither a Defender machine id (40 hex digits) nor a machine name"
+            )
+        name = key.lower()
+        policy = load_tenants()
+        for other in tenant_ids():
+            if other != self.tenant and any(
+                name.endswith("." + domain.lower()) for domain in policy.tenant(other).entra_domains
+            ):
+                raise MicrosoftInputError(
+                    f"machine {key!r} is in a domain of tenant {other!r}, not of {self.tenant!r}: refused"
+                )
+        host = name.split(".", 1)[0]
+        response = self.request(
+            "GET",
+            "machines",
+            operation="find-machine",
+            query={"$filter": f"startswith(computerDnsName,'{host}')"},
+        )
+        machines = [dict(m) for m in (response.body or {}).get("value", [])]
+        dns = lambda m: str(m.get("computerDnsName", "")).lower()  # noqa: E731
+        found = (
+            [m for m in machines if dns(m) == name]
+            if "." in name
+            else [m for m in machines if dns(m).split(".", 1)[0] == name]
+        )
+        if not found:
+            raise MicrosoftInputError(f"no machine named {key!r} in Defender of {self.tenant!r}")
+        if len(found) > 1:
+            listed = ", ".join(f"{m.get('computerDnsName')} ({m.get('id')})" for m in found[:5])
+            raise MicrosoftInputError(
+                f"machine name {key!r} is ambiguous in Defender of {self.tenant!r}: {listed}; "
+                "give the machine id"
+            )
+        return found[0]
 
     def machine_actions(self, machine_id: str) -> list[dict[str, Any]]:
         response = self.request(
@@ -598,22 +712,54 @@ class DefenderHook(MicrosoftTenantHook):
     def isolate_once(
         self, machine_id: str, comment: str, isolation_type: str = "Full"
     ) -> tuple[dict[str, Any], bool]:
-        """Isolate unless the newest isolation action already is one (pending or done): a re-run
-        returns that action. Returns (action, created)."""
+        """Isolate unless the newest isolation action already is one (pending or done): a re-run, or a
+        run racing this one, gets that action. Returns (action, created)."""
+        if isolation_type not in ("Full", "Selective"):
+            raise MicrosoftInputError(f"isolation type {isolation_type!r}: Full or Selective")
         self.get_machine(machine_id)
-        latest = self.latest_isolation_action(machine_id)
-        if latest is not None and latest["type"] == "Isolate":
-            return latest, False
-        return self.isolate(machine_id, comment, isolation_type), True
+        return self._isolation_once(
+            machine_id, "Isolate", lambda: self.isolate(machine_id, comment, isolation_type)
+        )
 
     def release_once(self, machine_id: str, comment: str) -> tuple[dict[str, Any], bool]:
         """Release unless the machine is not isolated (no isolation, or the newest action is a
         release). Returns (the action, or ``{}`` when there is nothing to release; created)."""
         self.get_machine(machine_id)
-        latest = self.latest_isolation_action(machine_id)
-        if latest is None or latest["type"] == "Unisolate":
-            return latest or {}, False
-        return self.unisolate(machine_id, comment), True
+        return self._isolation_once(machine_id, "Unisolate", lambda: self.unisolate(machine_id, comment))
+
+    def _isolation_once(
+        self, machine_id: str, kind: str, start: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]:
+        """Search before start, under the shared creation lock of the machine (two runs cannot both
+        find nothing and both start). Defender refuses a second action while one is pending (400
+        ``ActiveRequestAlreadyExists``): when the pending one is of the same kind (a console user's,
+        or a run without the shared store), that one is the answer, not an error."""
+        created = False
+
+        def find() -> dict[str, Any] | None:
+            latest = self.latest_isolation_action(machine_id)
+            if latest is None:
+                return {} if kind == "Unisolate" else None  # never isolated: nothing to release
+            return latest if latest["type"] == kind else None
+
+        def begin() -> dict[str, Any]:
+            nonlocal created
+            try:
+                action = start()
+            except PermanentError as error:
+                if error.status != 400:
+                    raise
+                existing = find()
+                if not existing:
+                    raise
+                return existing
+            created = True
+            return action
+
+        action = self.create_once(
+            find, begin, operation=f"{kind.lower()}-machine", key=f"machine:{machine_id}:isolation"
+        )
+        return action, created
 
     def _action(self, machine_id: str, verb: str, body: Mapping[str, Any]) -> dict[str, Any]:
         response = self.request(

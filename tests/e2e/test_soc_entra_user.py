@@ -3,7 +3,9 @@ Entra/Graph stand-in (HTTPS, each tenant's own app read from its own AWS account
 with the SOC on-call's approval (sign-in blocked, sessions revoked, MFA methods deleted for one
 tenant, the incident commented), the same alert four more times changes nothing, a user of another
 tenant is refused before any ticket, and enabling back takes its own approval. Checked in the stand-in's state
-through Graph (the tenant's read-only app) and in Request Tracker.
+through Graph (the tenant's read-only app) and in Request Tracker. The incident write-back
+(include/workflows/incidents.py): one comment per outcome (contained once for five runs; rejected;
+failed) and the status, and a failed run stays failed although its write-back succeeded.
 """
 
 from __future__ import annotations
@@ -101,6 +103,14 @@ def test_disable_two_tenants_then_the_same_alert_again_then_enable(
     incident = _graph(stack, "acme", "security/incidents/1001")
     assert len(incident["comments"]) == 1
     assert incident["status"] == "inProgress"
+    (comment,) = [c["comment"] for c in incident["comments"]]
+    assert comment.startswith(
+        "Orchestrator soc_disable_entra_user: contained. Entra user mallory@acme.example"
+    )
+    assert f"Approved by ezra_soc_oncall. Ticket {tickets.pop()}. Correlation id corr-" in comment
+    assert comment.endswith("[orchestrator:soc_disable_entra_user:DEF-7001:done]")
+    written = [api.xcom(DISABLE, run, "incident_writeback")["commented"] for run in [acme, *again]]
+    assert written == [True, False, False, False, False]
 
     # enable back, its own approval
     enable = op.trigger(
@@ -115,11 +125,33 @@ def test_a_user_of_another_tenant_fails_before_any_ticket(
     stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
 ) -> None:
     run_id = users["erin_soc_op"].trigger(
-        DISABLE, _alert("acme", "jdoe", "DEF-7003") | {"user": "jdoe@globex.example"}
+        DISABLE, _alert("acme", "jdoe", "DEF-7003", incident_id="1001") | {"user": "jdoe@globex.example"}
     )
-    assert api.wait_for_run(DISABLE, run_id, timeout=120)["state"] == "failed"
+    assert (
+        api.wait_for_run(DISABLE, run_id, timeout=120)["state"] == "failed"
+    )  # the write-back did not change it
     states = api.task_states(DISABLE, run_id)
     assert states["inspect_user"] == "failed"
     assert states["open_ticket"] == "upstream_failed"
+    assert states["incident_writeback"] == "success"
+    comments = [c["comment"] for c in _graph(stack, "acme", "security/incidents/1001")["comments"]]
+    (failed,) = [c for c in comments if c.endswith(":DEF-7003:failed]")]
+    assert "not contained: the run stopped at inspect_user (failed)" in failed
     assert rt._search("Subject LIKE 'DEF-7003'", "test_search") == []
+    assert _graph(stack, "globex", "users/jdoe@globex.example")["accountEnabled"] is True
+
+
+def test_a_rejected_disable_says_so_on_the_incident(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
+) -> None:
+    run_id = users["erin_soc_op"].trigger(DISABLE, _alert("globex", "jdoe", "DEF-7004", incident_id="1001"))
+    users["ezra_soc_oncall"].wait_for_request(DISABLE, run_id, DISABLE_GATE)
+    users["ezra_soc_oncall"].answer(DISABLE, run_id, DISABLE_GATE, "Reject", comment="known admin travel")
+    assert api.wait_for_run(DISABLE, run_id, timeout=180)["state"] == "success"  # as before: nothing to do
+    states = api.task_states(DISABLE, run_id)
+    assert (states["disable_user"], states["incident_writeback"]) == ("skipped", "success")
+    incident = _graph(stack, "globex", "security/incidents/1001")
+    (comment,) = [c["comment"] for c in incident["comments"] if c["comment"].endswith(":DEF-7004:rejected]")]
+    assert 'not contained: rejected by ezra_soc_oncall ("known admin travel")' in comment
+    assert incident["status"] == "active"  # a reject leaves the incident as it was
     assert _graph(stack, "globex", "users/jdoe@globex.example")["accountEnabled"] is True

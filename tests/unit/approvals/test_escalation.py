@@ -100,7 +100,13 @@ def test_a_malformed_entry_grants_nothing(entry: str) -> None:
 
 def test_soc_escalates_to_security_officers_who_get_the_escalation_mail() -> None:
     policy = load_approvals()
-    for action in ("host-isolate", "identity-disable", "perimeter-block"):
+    for action in (
+        "host-isolate",
+        "identity-disable",
+        "perimeter-block",
+        "entra-user-disable",
+        "entra-user-enable",
+    ):
         rule = policy.rule("soc", action)
         assert rule.escalate_to == ("security_officer",)
         assert rule.ladder.escalate_to[-1] == policy.groups["security_officer"].email

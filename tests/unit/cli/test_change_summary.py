@@ -260,6 +260,12 @@ def test_json_summary(v1_to_v2: dict[str, Any], change_repo: dict[str, Any]) -> 
             "soc_enable_entra_user.approve_entra_user_enable": {
                 "response_timeout": {"old": "0:15:00", "new": "0:20:00"}
             },
+            "soc_isolate_device.approve_device_isolate": {
+                "response_timeout": {"old": "0:15:00", "new": "0:20:00"}
+            },
+            "soc_release_device.approve_device_release": {
+                "response_timeout": {"old": "0:15:00", "new": "0:20:00"}
+            },
         },
     }
 
@@ -298,7 +304,7 @@ def test_markdown_header_names_both_commits(v1_to_v2: dict[str, Any], change_rep
         f"Base `{change_repo['v1'][:12]}`, head `{change_repo['v2'][:12]}`.",
         "",
         "### DAGs",
-        f"{count} in base, {count} in head: 1 added, 1 removed, 7 changed.",
+        f"{count} in base, {count} in head: 1 added, 1 removed, 9 changed.",
     ]
 
 

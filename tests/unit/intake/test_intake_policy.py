@@ -77,6 +77,7 @@ def contain_host(**params: Param) -> DAG:
             "severity": Param("high", type="string"),
             "alert_id": Param(type="string"),
             "summary": Param("", type="string"),
+            "incident_id": Param("", type="string"),
             "correlation_id": Param(None, type=["null", "string"]),
         },
     )
@@ -110,7 +111,7 @@ def test_an_unknown_param_and_an_unmapped_required_param_are_violations(tmp_path
     )
     assert messages == [
         "sources.siem-alerts.events.siem.alert[0]: param 'hostname' is not a param of soc_contain_host "
-        "(its params: alert_id, correlation_id, host, severity, summary, tenant)",
+        "(its params: alert_id, correlation_id, host, incident_id, severity, summary, tenant)",
         "sources.siem-alerts.events.siem.alert[0]: soc_contain_host requires param 'host', "
         "which the route does not map",
     ]

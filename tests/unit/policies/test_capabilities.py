@@ -41,6 +41,7 @@ PRIVILEGED = {
     "entra-user-disable",
     "entra-user-enable",
     "device-isolate",
+    "device-release",
 }
 INLINE_POLICY_LIMIT = 10_240  # characters, AWS's limit for a role's inline policies
 
@@ -96,6 +97,8 @@ def test_real_policy_declares_the_capabilities():
         "entra-user-enable",
         "device-inspect",
         "device-isolate",
+        "device-release",
+        "incident-writeback",
     }
     assert {n for n, c in policy.capabilities.items() if c.privileged} == PRIVILEGED
     assert policy.capability("ticket-create").role_name == "orchestrator-ticket-create"

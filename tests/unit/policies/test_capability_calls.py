@@ -34,10 +34,12 @@ UNAPPROVED = (
 )
 COMPUTED = "with a computed capability: name it literally so the policy can check it"
 DECLARED_CAPABILITIES = (
-    "audit-seal, compliance-export-readonly, device-inspect, device-isolate, entra-user-disable, "
+    "audit-seal, compliance-export-readonly, device-inspect, device-isolate, device-release, "
+    "entra-user-disable, "
     "entra-user-enable, entra-user-inspect, "
     "host-inspect, host-isolate, identity-admin, identity-disable, "
-    "identity-inspect, invoice-post, perimeter-block, perimeter-inspect, terraform-apply, terraform-plan, "
+    "identity-inspect, incident-writeback, invoice-post, perimeter-block, perimeter-inspect, "
+    "terraform-apply, terraform-plan, "
     "ticket-create, ticket-update"
 )
 
@@ -759,7 +761,9 @@ PRIVILEGED_OPERATORS = [
     "DisableIdentityCenterUserOperator",
     "EnableEntraUserOperator",
     "EnsureIdentityCenterUserOperator",
+    "IsolateDeviceOperator",
     "IsolateHostOperator",
+    "ReleaseDeviceOperator",
     "RevokeTenantAccessKeysOperator",
     "TerraformApplyOperator",
     "UnblockIndicatorOperator",

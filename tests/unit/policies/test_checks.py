@@ -765,10 +765,12 @@ def containment():
 containment()
 '''
 CAPABILITIES = (
-    "audit-seal, compliance-export-readonly, device-inspect, device-isolate, entra-user-disable, "
+    "audit-seal, compliance-export-readonly, device-inspect, device-isolate, device-release, "
+    "entra-user-disable, "
     "entra-user-enable, entra-user-inspect, "
     "host-inspect, host-isolate, identity-admin, identity-disable, "
-    "identity-inspect, invoice-post, perimeter-block, perimeter-inspect, terraform-apply, terraform-plan, "
+    "identity-inspect, incident-writeback, invoice-post, perimeter-block, perimeter-inspect, "
+    "terraform-apply, terraform-plan, "
     "ticket-create, ticket-update"
 )
 
