@@ -558,21 +558,6 @@ class GraphHook(MicrosoftTenantHook):
             find, post, operation="comment-incident", key=f"incident:{incident_id}:{marker}"
         )
 
-    def comment_incident_once(self, incident_id: str, comment: str) -> bool:
-        """Add ``comment`` unless the incident already has it (a re-run adds nothing); returns whether
-        it was added."""
-        if any(c.get("comment") == comment for c in self.get_incident(incident_id).get("comments", [])):
-            return False
-        self.request(
-            "POST",
-            "security/incidents/{id}/comments",
-            operation="comment-incident",
-            path_parameters={"id": incident_id},
-            data={"@odata.type": "microsoft.graph.security.alertComment", "comment": comment},
-            retry=False,
-        )
-        return True
-
     def set_incident_status(self, incident_id: str, status: str) -> bool:
         """Set the incident's ``status`` unless it has it already; returns whether it changed."""
         if status not in INCIDENT_STATUSES:

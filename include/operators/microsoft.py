@@ -1,8 +1,9 @@
 """Entra ID user steps of the SOC (inspect, disable, enable) in a customer's own Entra tenant, each with
 the tenant's app of the step's capability (:class:`~include.connectors.microsoft.GraphHook`).
 
-Disable: sign-in blocked, sessions revoked, optionally every MFA method but the password deleted,
-optionally a comment on the Defender/Sentinel incident the alert came from. A re-run of an already
+Disable: sign-in blocked, sessions revoked, optionally every MFA method but the password deleted
+(the incident the alert came from is written back by the workflow's own non-privileged step,
+include/workflows/incidents.py). A re-run of an already
 contained user changes nothing. Bad input (malformed key, a UPN of another tenant's domain, an
 unknown user) fails the task before any change, with the reason.
 """
@@ -108,22 +109,15 @@ class DisableEntraUserOperator(RequiresApproval, _EntraStep):
     :param tenant: the customer tenant (templated).
     :param user: object id or user principal name (templated).
     :param reset_mfa: ``yes`` deletes every authentication method but the password (templated).
-    :param incident_id: the Defender/Sentinel incident to comment on and set ``inProgress`` (templated;
-        empty: none).
-    :param comment: the incident comment (templated).
     """
 
-    template_fields: Sequence[str] = ("tenant", "user", "reset_mfa", "incident_id", "comment")
+    template_fields: Sequence[str] = ("tenant", "user", "reset_mfa")
     capability = "entra-user-disable"
     artifact_fields = {"user": "user", "tenant": "tenant", "reset_mfa": "reset_mfa"}
 
-    def __init__(
-        self, *, reset_mfa: str = "no", incident_id: str = "", comment: str = "", **kwargs: Any
-    ) -> None:
+    def __init__(self, *, reset_mfa: str = "no", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.reset_mfa = reset_mfa
-        self.incident_id = incident_id
-        self.comment = comment
 
     def act(self, context: Any) -> dict[str, Any]:
         hook = self.hook
@@ -135,19 +129,12 @@ class DisableEntraUserOperator(RequiresApproval, _EntraStep):
             changed = hook.set_account_enabled(user, False)
             valid_from = hook.revoke_sessions(user)
         deleted = hook.delete_mfa_methods(user) if str(self.reset_mfa).lower() in YES else []
-        commented = False
-        if self.incident_id:
-            commented = hook.comment_incident_once(
-                self.incident_id, self.comment or f"User {user.user_principal_name} contained."
-            )
-            hook.set_incident_status(self.incident_id, "inProgress")
         result = {
             "user_id": user.id,
             "user_principal_name": user.user_principal_name,
             "changed": changed,
             "sessions_valid_from": valid_from,
             "mfa_methods_deleted": deleted,
-            "incident_commented": commented,
         }
         self.log.info(
             "Entra user %s: %s; MFA methods deleted: %s",

@@ -181,16 +181,6 @@ def test_the_read_only_app_cannot_disable(env: dict[str, Any]) -> None:
         )
 
 
-def test_incident_comment_once(env: dict[str, Any]) -> None:
-    hook = _graph("entra-user-disable", "acme")
-    assert [hook.comment_incident_once("1001", "contained by run 1") for _ in range(5)] == [True] + [
-        False
-    ] * 4
-    assert hook.set_incident_status("1001", "inProgress") is True
-    assert hook.set_incident_status("1001", "inProgress") is False
-    assert [c["comment"] for c in hook.get_incident("1001")["comments"]] == ["contained by run 1"]
-
-
 # --- throttling --------------------------------------------------------------------------------------------
 def test_a_429_with_retry_after_is_waited_out(env: dict[str, Any]) -> None:
     standin = env["standin"]

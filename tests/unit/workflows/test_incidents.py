@@ -202,7 +202,9 @@ def test_every_soc_dag_writes_back_after_its_change_as_a_teardown(name: str) -> 
 
 def test_the_entra_disable_no_longer_comments_from_its_privileged_step() -> None:
     disable = soc_dag("disable_entra_user").get_task("disable_user")
-    assert not disable.incident_id  # the write-back does it, with its own app
+    # the write-back does it, with its own non-privileged app: the privileged step has no incident
+    assert "incident_id" not in disable.template_fields
+    assert not hasattr(disable, "incident_id")
 
 
 # --- the task, before any call ------------------------------------------------------------------------------
