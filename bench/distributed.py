@@ -17,7 +17,9 @@ Celery a worker's figure includes its pool and task processes, with the LocalExe
 burst is recorded with it (the figures are as good as the machine is quiet). Writes
 ``bench/results/distributed-<UTC timestamp>.json`` (committed: the figures docs/benchmarks.md
 quotes). ``--api-workers N`` runs both stacks with ``[api] workers = N`` (the API server's uvicorn
-workers) instead of the stack's setting.
+workers) instead of the stack's setting. ``--api-sweep embedded|celery`` measures that setting
+instead: one stack, bursts with ``[api] workers`` 1, 2, 2, 1, only the API server restarted
+between (:func:`api_sweep`; ``bench/results/distributed-api-<setup>-<UTC timestamp>.json``).
 
 :func:`run` returns flat keys, for ``bench/suite.py`` (``SIDES`` below name the sides):
 
@@ -26,7 +28,8 @@ workers) instead of the stack's setting.
   ``<side>_states`` (end state -> count), ``<side>_cpu`` (component -> CPU seconds, with
   ``machine`` and ``other``), ``<side>_cpu_seconds_per_run`` (machine CPU / runs),
   ``<side>_stack_cpu_seconds_per_run`` (the components' CPU, not ``other``, / runs),
-  ``<side>_loadavg_before`` (1, 5, 15 min); ``<side>_error`` instead where that side failed;
+  ``<side>_loadavg_before`` (1, 5, 15 min), ``<side>_pg_sessions_opened`` (connections opened
+  to PostgreSQL during the burst, every component); ``<side>_error`` instead where that side failed;
 - ``embedded_stack_start_seconds``, ``celery_stack_start_seconds``;
 - ``ratio_celery_1_to_embedded`` (the issue's goal: >= 0.9), ``ratio_celery_2_to_1``,
   ``ratio_celery_2_to_embedded`` (runs/minute); ``cpu_ratio_celery_1_to_embedded``,
@@ -42,6 +45,7 @@ stacks (50 to 150 s each) and the warm-up bursts. Figures and what they led to: 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -79,6 +83,7 @@ PROFILE = CELERY_PROFILE  # the name this module had for it before issue 26
 SIDES: Final = ("embedded", "celery_1", "celery_2")
 DEFAULT_RUNS_PER_DOMAIN: Final = 10
 WARM_UP_RUNS_PER_DOMAIN: Final = 2
+API_SWEEP_ORDER: Final = (1, 2, 2, 1)
 
 
 def _log(message: str) -> None:
@@ -115,11 +120,35 @@ def mixed_burst(api: Any, runs_per_domain: int) -> dict[str, Any]:
     }
 
 
+def pg_sessions(profile: Profile) -> int | None:
+    """PostgreSQL sessions opened so far on the metadata database (``pg_stat_database.sessions``);
+    None where it cannot be read (the figure is a witness, not the measurement)."""
+    import psycopg
+
+    from devstack import postgres
+
+    try:
+        with psycopg.connect(postgres.admin_dsn(profile), autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = 'airflow'").fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else None
+
+
 def measured_burst(stack: Any, api: Any, runs_per_domain: int, side: str) -> dict[str, Any]:
     """:func:`mixed_burst` with the CPU per component over it, as ``<side>_<key>`` keys."""
     load = _load()
+    sessions_before = pg_sessions(stack.profile)
     with CpuMeter(stack.status) as meter:
         figures = mixed_burst(api, runs_per_domain)
+    sessions_after = pg_sessions(stack.profile)
+    # Connections opened to the metadata database during the burst, by every component (the
+    # reading connection goes to database postgres: not counted).
+    figures["pg_sessions_opened"] = (
+        sessions_after - sessions_before
+        if sessions_before is not None and sessions_after is not None
+        else None
+    )
     machine = meter.seconds.get("machine", 0.0)
     stack_cpu = sum(v for k, v in meter.seconds.items() if k not in ("machine", "other"))
     figures["cpu"] = meter.seconds
@@ -143,17 +172,23 @@ def _side(out: dict[str, Any], side: str, measure: Callable[[], dict[str, Any]])
 
 
 def _stack(profile: Profile, api_workers: int | None) -> Any:
+    """A stack whose ``[api] workers`` is ``stack.api_workers`` (None: the stack's setting), read
+    each time a component starts: :func:`api_sweep` changes it between API server restarts."""
     from devstack.stack import Stack
 
     class BenchStack(Stack):
+        api_workers: int | None = None
+
         @property
         def env(self) -> dict[str, str]:
             env = super().env
-            if api_workers is not None:
-                env["AIRFLOW__API__WORKERS"] = str(api_workers)
+            if self.api_workers is not None:
+                env["AIRFLOW__API__WORKERS"] = str(self.api_workers)
             return env
 
-    return BenchStack(profile)
+    stack = BenchStack(profile)
+    stack.api_workers = api_workers
+    return stack
 
 
 def _started(stack: Any) -> tuple[Any, float]:
@@ -228,6 +263,7 @@ def _summary(figures: dict[str, Any]) -> str:
         f"run p50 {figures['run_seconds_p50']}s p95 {figures['run_seconds_p95']}s, "
         f"states {figures['states']}, "
         f"load before {figures['loadavg_before']}; "
+        f"PostgreSQL sessions opened {figures.get('pg_sessions_opened')}; "
         f"CPU per run: stack {figures['stack_cpu_seconds_per_run']} s, "
         f"machine {figures['cpu_seconds_per_run']} s; "
         f"{cpu_line(figures['cpu'], top=9)}"
@@ -255,11 +291,73 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _restart_api_server(stack: Any, api: Any, workers: int) -> float:
+    """The API server alone started again with ``[api] workers = workers``; seconds until the
+    stack answers healthy. The session's token stays valid (same JWT secret)."""
+    from devstack import processes
+
+    began = time.monotonic()
+    processes.stop("api-server", pids_dir=stack.profile.pids)
+    stack.api_workers = workers
+    stack.start_component("api-server")
+    processes.wait_until(
+        stack._healthy, what="API server", timeout=240, log=stack.profile.logs / "api-server.log"
+    )
+    api.wait_for_dags({f"{domain}_service_check" for domain in load_domain_policy().domains}, timeout=120)
+    return round(time.monotonic() - began, 1)
+
+
+def _warm_up(api: Any, side: str) -> dict[str, Any]:
+    """One run per domain after an API server restart, not measured: its wall time only."""
+    return {f"{side}_warm_up_seconds": mixed_burst(api, 1)["wall_seconds"]}
+
+
+def api_sweep(setup: str, runs_per_domain: int, order: tuple[int, ...] = API_SWEEP_ORDER) -> dict[str, Any]:
+    """``[api] workers`` 1 against 2 on one stack (``embedded``, or ``celery`` with both workers):
+    one stack start, then a burst per entry of ``order`` (ABBA, so a machine whose load drifts
+    favours neither), the API server alone restarted where the setting changes. Keys
+    ``api<N>_<i>_<key>`` per burst (``i`` its place in ``order``) as :func:`measured_burst`'s."""
+    profile = {"embedded": EMBEDDED_PROFILE, "celery": CELERY_PROFILE}[setup]
+    began = time.monotonic()
+    out: dict[str, Any] = {
+        "setup": setup,
+        "runs_per_burst": runs_per_domain * len(load_domain_policy().domains),
+    }
+    stack = _stack(profile, order[0])
+    try:
+        api, out["stack_start_seconds"] = _started(stack)
+        for i, workers in enumerate(order):
+            side = f"api{workers}_{i}"
+            if stack.api_workers != workers:
+                out[f"{side}_restart_seconds"] = _restart_api_server(stack, api, workers)
+                # The new API server's first requests, not measured; one that times out is noted
+                # (``<side>_warm_up_error``), the measured burst still runs.
+                _side(out, f"{side}_warm_up", functools.partial(_warm_up, api, side))
+            _side(out, side, functools.partial(measured_burst, stack, api, runs_per_domain, side))
+    finally:
+        stack.stop(quiet=True)
+    out["wall_seconds"] = round(time.monotonic() - began, 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs-per-domain", type=int, default=DEFAULT_RUNS_PER_DOMAIN)
     parser.add_argument("--api-workers", type=int, default=None, help="[api] workers for both stacks")
+    parser.add_argument(
+        "--api-sweep",
+        choices=("embedded", "celery"),
+        help="instead: [api] workers 1, 2, 2, 1 on one stack of this setup (see api_sweep)",
+    )
     args = parser.parse_args()
+    if args.api_sweep:
+        result = api_sweep(args.api_sweep, args.runs_per_domain)
+        result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": _load()}
+        RESULTS.mkdir(exist_ok=True)
+        out = RESULTS / f"distributed-api-{args.api_sweep}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\n{json.dumps(result)}\n-> {out}")
+        return
     result = run(args.runs_per_domain, api_workers=args.api_workers)
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": _load()}
     RESULTS.mkdir(exist_ok=True)

@@ -324,6 +324,14 @@ def test_a_merged_change_to_include_reaches_the_next_task(api: AirflowApi, stack
     assert any("include/ changed since the warm-up" in text for text in mine), [t[-3000:] for t in mine]
 
 
+def test_the_scheduler_reads_task_states_over_a_kept_connection(stack: Stack) -> None:
+    """The running scheduler's executor gave its result backend the kept engine (issue 26; what it
+    saves is measured in tests/unit/executors/test_celery_result_engine.py): no new PostgreSQL
+    connection per scheduler loop."""
+    log = (stack.profile.logs / "scheduler.log").read_text(errors="replace")
+    assert "Celery result backend: one kept database engine for the task state reads" in log
+
+
 def test_the_redis_password_is_in_no_log(stack: Stack) -> None:
     """The broker URL carries Redis's password: Celery masks it (redis://:**@), nothing else logs it."""
     secret = redis.password(stack.profile)

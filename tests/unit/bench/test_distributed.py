@@ -91,3 +91,73 @@ def test_only_the_api_server_gets_the_larger_connection_overflow(monkeypatch: An
     assert started["api-server"]["AIRFLOW__CORE__PARALLELISM"] == "32"
     assert key not in started["scheduler"]
     assert key not in airflow_env.airflow_env(distributed.EMBEDDED_PROFILE)
+
+
+def test_the_api_sweep_restarts_only_the_api_server_and_only_where_the_setting_changes(
+    monkeypatch: Any,
+) -> None:
+    """ABBA on one stack: [api] workers 1, 2, 2, 1 gives two restarts (before the first 2 and the
+    second 1), each burst measured under its own key, a failed burst kept apart, the stack stopped."""
+    events: list[Any] = []
+
+    class FakeStack:
+        api_workers: int | None = None
+
+        def stop(self, quiet: bool = False) -> None:
+            events.append("stop")
+
+    stack = FakeStack()
+
+    def started(s: Any) -> tuple[str, float]:
+        events.append(("start", s.api_workers))
+        return "api", 1.0
+
+    def restart(s: Any, api: Any, workers: int) -> float:
+        s.api_workers = workers
+        events.append(("restart", workers))
+        return 2.0
+
+    def measured(s: Any, api: Any, runs_per_domain: int, side: str) -> dict[str, Any]:
+        events.append(("burst", side, s.api_workers))
+        if side == "api2_2":
+            raise TimeoutError("trigger timed out")
+        return {f"{side}_runs_per_minute": 10.0}
+
+    def new_stack(profile: Profile, workers: int | None) -> FakeStack:
+        assert profile is distributed.CELERY_PROFILE
+        stack.api_workers = workers
+        return stack
+
+    monkeypatch.setattr(distributed, "_stack", new_stack)
+    monkeypatch.setattr(distributed, "_started", started)
+    monkeypatch.setattr(distributed, "_restart_api_server", restart)
+    monkeypatch.setattr(distributed, "measured_burst", measured)
+
+    def warm(api: Any, runs: int) -> dict[str, Any]:
+        events.append(("warm", runs))
+        if len([e for e in events if e[0] == "warm"]) == 2:
+            raise TimeoutError("the new API server did not answer")
+        return {"wall_seconds": 3.0}
+
+    monkeypatch.setattr(distributed, "mixed_burst", warm)
+
+    out = distributed.api_sweep("celery", 5)
+    assert events == [
+        ("start", 1),
+        ("burst", "api1_0", 1),
+        ("restart", 2),
+        ("warm", 1),
+        ("burst", "api2_1", 2),
+        ("burst", "api2_2", 2),
+        ("restart", 1),
+        ("warm", 1),
+        ("burst", "api1_3", 1),
+        "stop",
+    ]
+    assert out["api1_0_runs_per_minute"] == out["api1_3_runs_per_minute"] == 10.0
+    assert out["api2_2_error"] == "TimeoutError: trigger timed out"
+    assert out["api2_1_restart_seconds"] == out["api1_3_restart_seconds"] == 2.0
+    # A warm-up that times out is noted; the measured burst after it still ran (above).
+    assert out["api2_1_warm_up_seconds"] == 3.0
+    assert out["api1_3_warm_up_error"] == "TimeoutError: the new API server did not answer"
+    assert out["runs_per_burst"] == 5 * 6
