@@ -60,6 +60,10 @@ def _of(records: list[dict[str, Any]], kind: str, task_id: str | None = None) ->
     return [r for r in records if r["kind"] == kind and (task_id is None or r["task_id"] == task_id)]
 
 
+def _rt(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["details"].get("system") == "request_tracker"]
+
+
 def test_platform_writes_the_whole_story_of_a_run(story: dict[str, Any]) -> None:
     records, ticket_id = story["records"], story["ticket_id"]
     assert {r["correlation_id"] for r in records} == {records[0]["correlation_id"]}
@@ -81,15 +85,25 @@ def test_platform_writes_the_whole_story_of_a_run(story: dict[str, Any]) -> None
     assert answered["details"]["option"] == "Approve"
     assert answered["details"]["comment"] == "contain it, ticket has the IOC"
 
-    (created,) = _of(records, "side_effect", "open_ticket")
-    assert created["details"]["system"] == "request_tracker"
+    (created,) = _rt(_of(records, "side_effect", "open_ticket"))
     assert created["details"]["operation"] == "create_ticket"
     assert created["details"]["ticket_id"] == ticket_id
     assert created["details"]["created"] is True
     assert created["tenant"] == "globex"
-    (evidence,) = _of(records, "side_effect", "evidence")
+    (evidence,) = _rt(_of(records, "side_effect", "evidence"))
     assert evidence["details"]["operation"] == "comment"
     assert evidence["details"]["ticket_id"] == ticket_id
+    # globex keeps its own Jira (tenants.yaml): each RT step's mirror is on the trail too, after it
+    mirrored = [r for r in _of(records, "side_effect") if r["details"]["system"] == "jira"]
+    assert [(r["task_id"], r["details"]["operation"]) for r in mirrored] == [
+        ("open_ticket", "mirror_create_ticket"),
+        ("evidence", "mirror_comment"),
+    ]
+    assert {(r["details"]["project"], r["details"]["ticket_id"], r["tenant"]) for r in mirrored} == {
+        ("GLOBEX", ticket_id, "globex")
+    }
+    assert created["seq"] < mirrored[0]["seq"]
+    assert evidence["seq"] < mirrored[1]["seq"]
 
     finished = {r["task_id"]: r["details"]["state"] for r in _of(records, "task.finished")}
     assert finished == dict.fromkeys(TASKS, "success")
