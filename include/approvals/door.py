@@ -81,6 +81,16 @@ def mark_refusal_recorded() -> dict[str, Any]:
     return {key: state.get(key) for key in ("dag_id", "run_id", "task_id")}
 
 
+def current_write() -> tuple[str, str] | None:
+    """``(method, path)`` of the watched public-API write this code runs for (the path without the
+    app's root path), or ``None`` outside one: the auth manager tells a run started by hand from
+    the other writes the same FAB permission allows (:mod:`include.auth.fab`)."""
+    state = _REFUSAL_RECORDED.get()
+    if state is None or not state.get("method") or not state.get("path"):
+        return None
+    return str(state["method"]), str(state["path"])
+
+
 def path_target(path: str) -> dict[str, str | None]:
     """``dag_id``, ``run_id``, ``task_id`` named by a public API path (``None`` where absent or ``~``)."""
     parts = path[len(API_PREFIX) :].split("/") if path.startswith(API_PREFIX) else []

@@ -12,14 +12,21 @@ the state of an approval gate or a privileged step by hand, marks a run waiting 
 "success", or writes the XComs of a DAG with a gate; each attempt is refused (403) and recorded,
 and every accepted state change by hand is recorded too.
 
+The ``auditor`` role reads everything and starts only the runs a DAG grants it (the on-demand
+evidence packs). FAB cannot grant starting a run without edit on the DAG, which also allows
+pausing, unpausing and backfilling it; :meth:`ApprovalAwareFabAuthManager.is_authorized_dag`
+decides every other write of an auditor by their other roles' grants only.
+
 (The class name keeps "FabAuthManager" in it: Airflow enables FAB-only code paths, such as
 syncing DAG access_control to roles, by looking for that string in the configured class path.)
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
 from airflow.providers.fab.auth_manager.models import Role, User, assoc_user_role
@@ -29,7 +36,52 @@ from sqlalchemy import select
 from include.approvals.respondents import may_answer
 
 if TYPE_CHECKING:
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
     from starlette.middleware import _MiddlewareFactory
+
+# The one write the auditor role's grants allow: starting a run by hand (POST .../dagRuns, the
+# UI's trigger form included). FAB ties it to edit on the DAG, which also allows pausing,
+# unpausing and a backfill (scheduled-type runs: for platform_evidence_packs the monthly packs of
+# every customer, with the platform's seal); those are decided without the auditor's grants.
+RUN_BY_HAND_ROUTE: Final = re.compile(r"^/api/v2/dags/[^/]+/dagRuns$")
+
+
+@dataclass(frozen=True)
+class _Grants:
+    """Who FAB's checks see when a decision must not count some of a user's roles: FAB reads a
+    user's permissions only from ``perms`` (``FabAuthManager._get_user_permissions``)."""
+
+    perms: frozenset[tuple[str, str]]
+
+
+def _permissions_without(user_id: int, excluded: str) -> frozenset[tuple[str, str]]:
+    """(action, resource) of every role of the user but ``excluded``, read fresh from FAB's tables."""
+    from airflow.providers.fab.auth_manager.models import Action, Permission, Resource, assoc_permission_role
+
+    with create_session() as session:
+        rows = session.execute(
+            select(Action.name, Resource.name)
+            .select_from(Permission)
+            .join(Action, Permission.action_id == Action.id)
+            .join(Resource, Permission.resource_id == Resource.id)
+            .join(assoc_permission_role, assoc_permission_role.c.permission_view_id == Permission.id)
+            .join(Role, Role.id == assoc_permission_role.c.role_id)
+            .join(assoc_user_role, assoc_user_role.c.role_id == Role.id)
+            .where(assoc_user_role.c.user_id == user_id, Role.name != excluded)
+        )
+        return frozenset((str(action), str(resource)) for action, resource in rows)
+
+
+def _run_by_hand(method: str, access_entity: DagAccessEntity | None) -> bool:
+    """The request is ``POST /api/v2/dags/{dag_id}/dagRuns`` (start a run), as the door saw it."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+
+    from include.approvals.door import current_write
+
+    if method != "POST" or access_entity != DagAccessEntity.RUN:
+        return False
+    write = current_write()
+    return write is not None and write[0] == "POST" and RUN_BY_HAND_ROUTE.match(write[1]) is not None
 
 
 def _role_names(user_id: int) -> set[str]:
@@ -52,6 +104,36 @@ class ApprovalAwareFabAuthManager(FabAuthManager):
         public_role = self._get_auth_role_public()
         door: dict[str, Any] = {"anonymous_actor": f"anonymous ({public_role})"} if public_role else {}
         return [*super().get_fastapi_middlewares(), (ApprovalDoorMiddleware, door)]
+
+    def is_authorized_dag(
+        self,
+        *,
+        method: Any,
+        user: User,
+        access_entity: DagAccessEntity | None = None,
+        details: DagDetails | None = None,
+    ) -> bool:
+        """FAB's answer, except for a holder of the ``auditor`` role: it reads everything and starts
+        the runs a DAG grants it (``platform_evidence_packs``: a pack on demand), nothing else. Any
+        other change (pause, unpause, delete, a backfill, ...) is decided by their other roles' grants
+        only (docs/policies.md, "Access control"). FAB cannot grant "start a run" without "edit the
+        DAG", hence this check here rather than in the DAG's access_control."""
+        from include.policies.sync import AUDITOR_ROLE
+
+        allowed = super().is_authorized_dag(
+            method=method, user=user, access_entity=access_entity, details=details
+        )
+        if not allowed or method == "GET" or not isinstance(user, User) or user.id is None:
+            return allowed
+        if _run_by_hand(method, access_entity) or AUDITOR_ROLE not in _role_names(user.id):
+            return True
+        others = _Grants(_permissions_without(user.id, AUDITOR_ROLE))
+        return super().is_authorized_dag(
+            method=method,
+            user=others,  # type: ignore[arg-type]
+            access_entity=access_entity,
+            details=details,
+        )
 
     def deserialize_user(self, token: dict[str, Any]) -> User:  # type: ignore[override]
         """FAB's (the user exists and is active), then the leaver check: a directory user's token is

@@ -342,7 +342,12 @@ class ApprovalDoorMiddleware:
         if route is None and not path.startswith(WATCHED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        state: dict[str, Any] = {"recorded": False, **path_target(path)}
+        state: dict[str, Any] = {
+            "recorded": False,
+            "method": scope["method"],
+            "path": path,
+            **path_target(path),
+        }
         token = refusal_recording().set(state)
         try:
             watched = self._recording_refusals(scope, send, state)

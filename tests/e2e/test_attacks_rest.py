@@ -1,0 +1,254 @@
+"""The attacker's paths through the REST API, with real accounts of each role, on the real stack.
+
+Each attack asserts the refusal and that the target did not change: the Microsoft stand-in's
+machine actions, incidents and request log (which tenant's apps were used), the run's task states,
+the DAG itself. Next to tests/e2e/test_approval_door.py (the gate's own XCom and states) and
+tests/e2e/test_rbac_matrix.py (who triggers, clears, pauses per domain):
+
+- a SOC operator, then a platform admin, rewrite the XCom of ``inspect_device`` (the read-only
+  inspection whose machine id the isolation uses) of a waiting ``soc_isolate_device`` run: refused
+  (rule ``approval-xcom``), nothing written, and after the approval the machine isolated is the
+  one the approval request showed, not the attacker's;
+- a SOC operator runs a globex isolation naming acme's incident (``incident_id``): the run never
+  asks for a token of acme's apps nor touches acme's incident; the write-back goes to globex's;
+- an auditor can start an on-demand evidence pack but not pause, unpause, delete, clear or
+  backfill ``platform_evidence_packs`` (a backfill is scheduled-type runs: every customer's monthly
+  pack and the platform's seal), nor start another DAG; a SOC operator may pause their own domain's
+  privileged DAG (docs/policies.md) but not another domain's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.api_client import AirflowApi, ApiError
+from devstack.stack import Stack
+from devstack.standins import microsoft as ms
+from include.audit.store import AuditStore
+from tests.e2e.conftest import sign_up
+
+ISOLATE = "soc_isolate_device"
+GATE = "approve_device_isolate"
+INSPECT = "inspect_device"
+EVIDENCE = "platform_evidence_packs"
+OP, ONCALL, AUDITOR, SUPPORT_OP = "atka_soc_op", "atko_soc_oncall", "atku_auditor", "atks_support_op"
+USERS = {
+    OP: ["soc_operator"],
+    ONCALL: ["soc_oncall"],
+    AUDITOR: ["auditor"],
+    SUPPORT_OP: ["support_operator"],
+}
+
+
+@pytest.fixture(scope="module")
+def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
+    api.wait_for_dags({ISOLATE, EVIDENCE})
+    return sign_up(stack, USERS)
+
+
+def _records(stack: Stack) -> dict[str, Any]:
+    response = requests.get(
+        f"{ms.base_url(stack.profile)}/_records", verify=str(ms.tls_dir(stack.profile) / "ca.pem"), timeout=10
+    )
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _entra(tenant: str) -> str:
+    return str(ms.entra_tenants()[tenant].entra_tenant_id)
+
+
+def _actions(stack: Stack, tenant: str) -> list[tuple[str, str]]:
+    """(machine id, action type) of every machine action in the tenant's Defender, oldest first."""
+    actions = _records(stack)["machine_actions"][_entra(tenant)]
+    return [(a["machineId"], a["type"]) for a in sorted(actions, key=lambda a: a["creationDateTimeUtc"])]
+
+
+def _incident(stack: Stack, tenant: str, incident_id: str) -> dict[str, Any]:
+    """The incident as the tenant's read-only app sees it (a request of that tenant in the log)."""
+    conn = ms.connection(stack.profile, tenant, "entra-user-inspect")
+    verify = conn["extra"]["verify"]
+    token = requests.post(
+        f"{ms.base_url(stack.profile)}/{conn['extra']['tenant_id']}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": conn["login"],
+            "client_secret": conn["password"],
+            "scope": ms.GRAPH_SCOPE,
+        },
+        verify=verify,
+        timeout=10,
+    ).json()["access_token"]
+    response = requests.get(
+        f"{ms.base_url(stack.profile)}/v1.0/security/incidents/{incident_id}",
+        headers={"Authorization": f"Bearer {token}"},
+        verify=verify,
+        timeout=10,
+    )
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _status(call: Any) -> int:
+    try:
+        call()
+    except ApiError as error:
+        return error.status_code
+    return 200
+
+
+def test_rewriting_the_inspection_xcom_is_refused_and_the_approved_machine_is_isolated(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
+) -> None:
+    started = time.monotonic()
+    op = users[OP]
+    target, decoy = ms.hashlib_id("acme", "srv-db-01"), ms.hashlib_id("acme", "ws-001")
+    before = _actions(stack, "acme")
+    run_id = op.trigger(ISOLATE, {"machine": "srv-db-01", "tenant": "acme", "alert_id": "EDR-9401"})
+    request = users[ONCALL].wait_for_request(ISOLATE, run_id, GATE)
+    assert f"(id `{target}`)" in request["body"]  # what the approver is asked about
+    inspected = api.xcom(ISOLATE, run_id, INSPECT)
+    assert inspected["id"] == target
+    states = api.task_states(ISOLATE, run_id)
+
+    xcoms = f"dags/{ISOLATE}/dagRuns/{run_id}/taskInstances/{INSPECT}/xcomEntries"
+    forged = {**inspected, "id": decoy, "computer_dns_name": "ws-001.acme.example"}
+    attempts = [
+        ("PATCH", f"{xcoms}/return_value", {"value": forged}),
+        ("PATCH", f"{xcoms}/return_value", {"value": forged, "map_index": -1}),
+        ("POST", xcoms, {"key": "return_value", "value": forged}),
+        ("POST", xcoms, {"key": "machine_override", "value": decoy}),
+        ("DELETE", f"{xcoms}/return_value", None),
+    ]
+    for client in (op, api):
+        for method, path, body in attempts:
+            refused = client.request(method, path, json=body, expect=(403,))
+            assert refused["rule"] == "approval-xcom", (client.username, method, path, refused)
+            assert refused["task_id"] == INSPECT
+    assert api.xcom(ISOLATE, run_id, INSPECT) == inspected
+    assert _status(lambda: api.xcom(ISOLATE, run_id, INSPECT, key="machine_override")) == 404
+    assert api.task_states(ISOLATE, run_id) == states
+    assert _actions(stack, "acme") == before  # nothing isolated yet
+
+    with AuditStore(stack.audit_dsn) as audit:
+        _, story = audit.trace(run_id)
+    refusals = [
+        (r["actor"], r["details"]["method"])
+        for r in story
+        if r["kind"] == "policy.violation" and r["details"].get("rule") == "approval-xcom"
+    ]
+    assert refusals == [(user, method) for user in (OP, api.username) for method, _, _ in attempts]
+
+    users[ONCALL].answer(ISOLATE, run_id, GATE, "Approve", comment="EDR alert confirmed")
+    assert api.wait_for_run(ISOLATE, run_id, timeout=180)["state"] == "success"
+    assert _actions(stack, "acme") == [*before, (target, "Isolate")]  # the machine shown, only it
+    isolated = _records(stack)["isolated"][_entra("acme")]
+    assert (isolated[target], isolated[decoy]) == (True, False)
+    assert api.xcom(ISOLATE, run_id, "isolate_device")["machine_id"] == target
+    print(f"xcom attacks + approved isolation: {time.monotonic() - started:.1f} s")
+
+
+def test_another_tenants_incident_is_never_touched(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
+) -> None:
+    """acme's incident 1001 named in a globex run: globex's apps only, acme's incident unchanged.
+    (Both tenants have an incident 1001 in the stand-in: the id alone never picks the tenant.)"""
+    started = time.monotonic()
+    acme_before = _incident(stack, "acme", "1001")
+    globex_comments = len(_incident(stack, "globex", "1001")["comments"])
+    logged = len(_records(stack)["requests"])
+    run_id = users[OP].trigger(
+        ISOLATE, {"machine": "ws-001", "tenant": "globex", "alert_id": "EDR-9402", "incident_id": "1001"}
+    )
+    users[ONCALL].wait_for_request(ISOLATE, run_id, GATE)
+    users[ONCALL].answer(ISOLATE, run_id, GATE, "Reject", comment="false positive")
+    api.wait_for_run(ISOLATE, run_id, timeout=180)
+    states = api.task_states(ISOLATE, run_id)
+    assert (states["isolate_device"], states["incident_writeback"]) == ("skipped", "success")
+    written = api.xcom(ISOLATE, run_id, "incident_writeback")
+    assert (written["incident_id"], written["outcome"], written["commented"]) == ("1001", "rejected", True)
+
+    seen = _records(stack)["requests"][logged:]
+    acme, globex = _entra("acme"), _entra("globex")
+    assert [r for r in seen if r["tenant_id"] == acme or acme in r["path"]] == []
+    assert {r["tenant_id"] for r in seen if r["tenant_id"]} == {globex}
+    assert any(r["method"] == "POST" and r["path"].endswith("/incidents/1001/comments") for r in seen)
+    acme_after = _incident(stack, "acme", "1001")
+    assert (acme_after["comments"], acme_after["status"]) == (acme_before["comments"], acme_before["status"])
+    globex_incident = _incident(stack, "globex", "1001")
+    assert len(globex_incident["comments"]) == globex_comments + 1
+    assert globex_incident["comments"][-1]["comment"].endswith(f"[orchestrator:{ISOLATE}:EDR-9402:rejected]")
+    assert globex_incident["status"] == "active"  # a reject leaves the status
+    print(f"incident of another tenant: {time.monotonic() - started:.1f} s")
+
+
+def test_the_auditor_changes_nothing_but_an_on_demand_pack(
+    api: AirflowApi, users: dict[str, AirflowApi]
+) -> None:
+    auditor = users[AUDITOR]
+    runs_before = api.get(f"dags/{EVIDENCE}/dagRuns")["total_entries"]
+    backfill = {"dag_id": EVIDENCE, "from_date": "2025-01-01T00:00:00Z", "to_date": "2025-03-01T00:00:00Z"}
+    attempts = {
+        "pause": lambda: auditor.request("PATCH", f"dags/{EVIDENCE}", json={"is_paused": True}),
+        "unpause": lambda: auditor.request("PATCH", f"dags/{EVIDENCE}", json={"is_paused": False}),
+        "pause in bulk": lambda: auditor.request(
+            "PATCH",
+            "dags",
+            params={"dag_id": EVIDENCE, "dag_id_pattern": EVIDENCE},
+            json={"is_paused": True},
+        ),
+        "delete": lambda: auditor.request("DELETE", f"dags/{EVIDENCE}"),
+        "clear runs": lambda: auditor.request(
+            "POST", f"dags/{EVIDENCE}/clearTaskInstances", json={"dry_run": False, "only_failed": True}
+        ),
+        "backfill (dry run)": lambda: auditor.request("POST", "backfills/dry_run", json=backfill),
+        "backfill": lambda: auditor.request("POST", "backfills", json=backfill),
+        "trigger the audit seal": lambda: auditor.trigger("platform_audit_seal"),
+        "trigger a SOC workflow": lambda: auditor.trigger(
+            ISOLATE, {"machine": "ws-001", "tenant": "acme", "alert_id": "EDR-9403"}
+        ),
+    }
+    answers = {name: _status(call) for name, call in attempts.items()}
+    assert answers == {name: 403 for name in attempts}
+    assert api.get(f"dags/{EVIDENCE}")["is_paused"] is False
+    assert api.get("backfills", dag_id=EVIDENCE)["backfills"] == []
+    assert api.get(f"dags/{EVIDENCE}/dagRuns")["total_entries"] == runs_before
+
+    # What stays the auditor's: a pack on demand. Without a tenant the run refuses at its first
+    # step (include/operators/evidence.py pack_requests), so nothing is built or sent here; the
+    # packs themselves: tests/e2e/test_evidence_packs.py.
+    run_id = auditor.trigger(EVIDENCE, {})
+    assert api.wait_for_run(EVIDENCE, run_id, timeout=180)["state"] == "failed"
+    assert api.get(f"dags/{EVIDENCE}/dagRuns")["total_entries"] == runs_before + 1
+
+
+def test_operators_pause_their_own_domain_only(api: AirflowApi, users: dict[str, AirflowApi]) -> None:
+    op, support = users[OP], users[SUPPORT_OP]
+    unpause = {"is_paused": False}  # a no-op change: the DAGs are never paused
+    assert op.request("PATCH", f"dags/{ISOLATE}", json=unpause)["is_paused"] is False  # docs/policies.md
+    answers = {
+        "support pauses a SOC privileged DAG": _status(
+            lambda: support.request("PATCH", f"dags/{ISOLATE}", json={"is_paused": True})
+        ),
+        "support pauses it in bulk": _status(
+            lambda: support.request(
+                "PATCH",
+                "dags",
+                params={"dag_id": ISOLATE, "dag_id_pattern": ISOLATE},
+                json={"is_paused": True},
+            )
+        ),
+        "SOC pauses the evidence packs": _status(
+            lambda: op.request("PATCH", f"dags/{EVIDENCE}", json={"is_paused": True})
+        ),
+        "SOC deletes its own DAG": _status(lambda: op.request("DELETE", f"dags/{ISOLATE}")),
+    }
+    assert answers == {name: 403 for name in answers}
+    assert api.get(f"dags/{ISOLATE}")["is_paused"] is False
+    assert api.get(f"dags/{EVIDENCE}")["is_paused"] is False
