@@ -13,6 +13,8 @@ approval. The API server refuses these requests, for every role
   steps has not finished (marking it failed or queued stays allowed);
 - ``approval-xcom``: writing XCom by hand in a DAG that has a gate (its XComs hold the approval
   record and the values the approval question is built from);
+- ``approval-state-store``: writing or deleting a task's state-store keys by hand in a DAG that
+  has a gate (a resumable task reads its own state from there when it runs again);
 - ``unclassified-step``: setting the state of a task whose operator class (in the platform's own
   packages) the API server cannot import, so cannot tell whether it needs an approval.
 
@@ -35,11 +37,12 @@ from typing import Any, Final, NamedTuple, Protocol
 from include.approvals.guarded import DagShape, TaskKind
 
 API_PREFIX: Final = "/api/v2/dags/"
-WRITE_METHODS: Final = frozenset({"PATCH", "POST", "DELETE"})
+WRITE_METHODS: Final = frozenset({"PATCH", "POST", "PUT", "DELETE"})
 FINISHED_STATES: Final = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 RULE_RUN_SUCCESS: Final = "run-success-before-approval"
 RULE_XCOM: Final = "approval-xcom"
+RULE_STATE_STORE: Final = "approval-state-store"
 
 _RELATIVES_FLAGS: Final = ("include_upstream", "include_downstream")
 
@@ -133,6 +136,7 @@ class RouteKind(StrEnum):
     RUN_STATE = "run_state"
     RUN_STATE_BULK = "run_state_bulk"
     XCOM_WRITE = "xcom_write"
+    STATE_STORE_WRITE = "state_store_write"
     CLEAR_TASKS = "clear_task_instances"
     CLEAR_RUN = "clear_run"
     CLEAR_RUNS = "clear_runs"
@@ -169,10 +173,14 @@ def match_route(method: str, path: str) -> Route | None:
     parts = path[len(API_PREFIX) :].split("/")
     if not parts[0]:
         return None
+    if method == "PUT":
+        return _match_state_store(parts)
     if method == "PATCH":
         return _match_patch(parts)
     if method == "POST":
         return _match_post(parts)
+    if len(parts) >= 6 and parts[5] == "state-store":
+        return _match_state_store(parts)
     if len(parts) >= 7:
         return _match_xcom(parts)
     return _match_task_delete(parts)
@@ -199,6 +207,13 @@ def _match_xcom(parts: list[str]) -> Route | None:
     return None
 
 
+def _match_state_store(parts: list[str]) -> Route | None:
+    # PUT/PATCH/DELETE .../taskInstances/{task_id}/state-store/{key:path}, DELETE .../state-store
+    if _task_parts(parts) and len(parts) >= 6 and parts[4] and parts[5] == "state-store":
+        return Route(RouteKind.STATE_STORE_WRITE, parts[0], parts[2], parts[4])
+    return None
+
+
 def _match_patch(parts: list[str]) -> Route | None:
     dag_id, count = parts[0], len(parts)
     if count == 2 and parts[1] == "dagRuns":
@@ -209,8 +224,10 @@ def _match_patch(parts: list[str]) -> Route | None:
         return Route(RouteKind.GROUP_STATE, dag_id, parts[2], group_id=parts[4])
     if not _task_parts(parts):
         return None
-    if count >= 7 and parts[5] in ("xcomEntries", "state-store"):
+    if count >= 7 and parts[5] == "xcomEntries":
         return _match_xcom(parts)
+    if count >= 6 and parts[5] == "state-store":
+        return _match_state_store(parts)
     return _match_task_patch(parts)
 
 
@@ -548,6 +565,20 @@ def _inspect_xcom(
     return Refusal(RULE_XCOM, message, route.dag_id, route.run_id, route.task_id, (route.task_id,))
 
 
+def _inspect_state_store(
+    route: Route, payload: Any, query: Mapping[str, Sequence[str]], lookup: DagLookup
+) -> Verdict:
+    shape = lookup.shape(route.dag_id, route.run_id)
+    if shape is None or not shape.gates:
+        return None
+    message = (
+        f"The state store of {route.task_id} is not written by hand: {route.dag_id} has an approval "
+        f"gate ({', '.join(shape.gates)}), and a task that runs again resumes from what it kept "
+        "there. Clear the task instead (it runs again and the gate asks again)."
+    )
+    return Refusal(RULE_STATE_STORE, message, route.dag_id, route.run_id, route.task_id, (route.task_id,))
+
+
 def _clear_options(body: Any, names: Iterable[str]) -> dict[str, Any]:
     return {name: value for name in names if (value := getattr(body, name, None))}
 
@@ -613,6 +644,7 @@ _INSPECTORS: Final = {
     RouteKind.RUN_STATE: _inspect_run_state,
     RouteKind.RUN_STATE_BULK: _inspect_run_bulk,
     RouteKind.XCOM_WRITE: _inspect_xcom,
+    RouteKind.STATE_STORE_WRITE: _inspect_state_store,
     RouteKind.CLEAR_TASKS: _inspect_clear_tasks,
     RouteKind.CLEAR_RUN: _inspect_clear_run,
     RouteKind.CLEAR_RUNS: _inspect_clear_runs,

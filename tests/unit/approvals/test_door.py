@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 
 from include.approvals.door import (
     RULE_RUN_SUCCESS,
+    RULE_STATE_STORE,
     RULE_XCOM,
     Change,
     Refusal,
@@ -258,7 +259,25 @@ def test_reach_skips_downstream_teardowns_as_airflow_does() -> None:
             id="ti-bulk-wildcards",
         ),
         pytest.param("PATCH", f"{BASE}/taskInstances/{GATE}/-1/hitlDetails", None, id="hitl-answer"),
-        pytest.param("PATCH", f"{BASE}/taskInstances/{GATE}/state-store/k", None, id="state-store"),
+        pytest.param(
+            "PATCH",
+            f"{BASE}/taskInstances/{GATE}/state-store/k",
+            Route(RouteKind.STATE_STORE_WRITE, DAG, RUN, GATE),
+            id="state-store-patch",
+        ),
+        pytest.param(
+            "PUT",
+            f"{BASE}/taskInstances/{GATE}/state-store/a/b",
+            Route(RouteKind.STATE_STORE_WRITE, DAG, RUN, GATE),
+            id="state-store-put-key-with-slash",
+        ),
+        pytest.param(
+            "DELETE",
+            f"{BASE}/taskInstances/{GATE}/state-store",
+            Route(RouteKind.STATE_STORE_WRITE, DAG, RUN, GATE),
+            id="state-store-delete-all",
+        ),
+        pytest.param("PUT", f"{BASE}/taskInstances/{GATE}", None, id="put-elsewhere"),
         pytest.param("PATCH", f"{BASE}/taskInstances/{GATE}/", None, id="trailing-slash"),
         pytest.param(
             "PATCH",
@@ -602,6 +621,27 @@ def test_xcom_of_any_task_of_a_gated_dag_is_refused_and_other_dags_pass() -> Non
     assert refusal.message == XCOM_MESSAGE.format(task="inspect_account")
     path = f"/api/v2/dags/{PLAIN_DAG}/dagRuns/r9/taskInstances/classify/xcomEntries"
     assert verdict("POST", path, {"key": "k", "value": 1}) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("PUT", f"{BASE}/taskInstances/inspect_account/state-store/cursor", {"value": 1}, id="put"),
+        pytest.param(
+            "PATCH", f"{BASE}/taskInstances/inspect_account/state-store/cursor", {"value": 1}, id="patch"
+        ),
+        pytest.param("DELETE", f"{BASE}/taskInstances/inspect_account/state-store/cursor", b"", id="delete"),
+        pytest.param("DELETE", f"{BASE}/taskInstances/inspect_account/state-store", b"", id="delete-all"),
+    ],
+)
+def test_state_store_writes_in_a_dag_with_a_gate_are_refused(method: str, path: str, body: Any) -> None:
+    refusal = verdict(method, path, body)
+    assert isinstance(refusal, Refusal)
+    assert refusal.rule == RULE_STATE_STORE
+    assert refusal.task_id == "inspect_account"
+    assert "inspect_account" in refusal.message and DAG in refusal.message
+    plain = f"/api/v2/dags/{PLAIN_DAG}/dagRuns/r9/taskInstances/classify/state-store/cursor"
+    assert verdict(method, plain, body) is None
 
 
 # --- Clears -------------------------------------------------------------------------------------
