@@ -1,4 +1,5 @@
-"""The one HTTP server base of the stand-ins: ``erp.py``, ``jira.py`` and ``fault.py`` are built on it.
+"""The one HTTP server base of the stand-ins: ``erp.py``, ``jira.py``, ``microsoft.py``, ``webhooks.py``
+and ``fault.py`` are built on it.
 
 A stand-in says only what its vendor does; :class:`HttpStandIn` does the serving:
 
@@ -19,10 +20,15 @@ A stand-in says only what its vendor does; :class:`HttpStandIn` does the serving
 - **request log**: :meth:`HttpStandIn.record` says what is kept of a request (never credentials);
   the base appends it under the lock, keeps the latest ``max_recorded``, and :attr:`HttpStandIn.requests`
   is a snapshot.
+- **as a service of the local stack**: :func:`serve_main` is the whole ``main()`` of a stand-in
+  (``--port``, the 0600 ``--config-file`` that :func:`write_config_file` writes and
+  :func:`service_argv` names, the stand-in's own options, then serve); :meth:`HttpStandIn.make_server`
+  is where a stand-in changes how it listens (TLS: ``microsoft.py``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import socket
@@ -33,12 +39,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Generic, Literal, Self, TypeVar
+from pathlib import Path
+from typing import Any, Generic, Literal, Self, TypedDict, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from devstack.processes import wait_for_stop_signal
 
 HOST = "127.0.0.1"
+#: The request log kept by a stand-in run as a service of the local stack (a long-running process).
+SERVICE_MAX_RECORDED = 10_000
 
 #: A header value, or a function called when the answer is sent (e.g. an HTTP-date "2 s from now").
 HeaderValue = str | Callable[[], str]
@@ -207,12 +216,16 @@ class HttpStandIn(Generic[RecordT]):
             return list(self._log)
 
     # --- lifecycle ----------------------------------------------------------------------------
+    def make_server(self, address: tuple[str, int]) -> _Server:
+        """The listening server on ``address`` (always :data:`HOST`); a subclass may wrap it (TLS)."""
+        return _Server(self, address)
+
     def start(self) -> Self:
         self._stopping.clear()
-        self._server = _Server(self, (HOST, self.requested_port))
-        self._port = int(self._server.server_address[1])
+        server = self._server = self.make_server((HOST, self.requested_port))
+        self._port = int(server.server_address[1])
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
+            target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
             name=type(self).__name__,
             daemon=True,
@@ -267,6 +280,67 @@ class HttpStandIn(Generic[RecordT]):
             if self.max_recorded is not None and len(self._log) > self.max_recorded:
                 del self._log[: len(self._log) - self.max_recorded]
         return response
+
+
+# --- a stand-in as a service of the local stack ----------------------------------------------------
+class ServiceArgs(TypedDict):
+    """What every stand-in run by :func:`serve_main` is built with (keyword arguments of its class)."""
+
+    port: int
+    max_recorded: int
+
+
+def write_config_file(profile: Any, name: str, config: Any) -> Path:
+    """``config`` as JSON in the 0600 file ``name`` of ``profile``'s secrets folder: what a stand-in's
+    ``main()`` reads with ``--config-file``. Secrets go there, never on the command line (``ps`` shows it).
+
+    :param profile: the stack's :class:`~devstack.config.Profile` (its ``local_secret`` makes the file
+        0600 before anything is written to it).
+    :param name: the file's name.
+    :param config: the stand-in's configuration (JSON-serialisable).
+    """
+    profile.local_secret(name, lambda: "{}")
+    path = Path(profile.root) / "secrets" / name
+    path.write_text(json.dumps(config), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def service_argv(module: str, port: int, config_file: Path, *options: str) -> list[str]:
+    """The command the local stack runs a stand-in with: ``python -m <module> --port <port>
+    --config-file <file>`` and the stand-in's own ``options``."""
+    return [sys.executable, "-m", module, "--port", str(port), "--config-file", str(config_file), *options]
+
+
+def serve_main(
+    description: str,
+    build: Callable[[argparse.Namespace, ServiceArgs], HttpStandIn[Any]],
+    argv: list[str] | None = None,
+    *,
+    config_file: bool = True,
+    options: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> None:
+    """The ``main()`` of a stand-in the local stack runs as a process: parse ``--port`` (required),
+    ``--config-file`` (required unless ``config_file`` is False; its JSON becomes ``args.config``) and
+    what ``options`` adds, build the stand-in with ``build(args, service)`` (``service``: the port and
+    :data:`SERVICE_MAX_RECORDED`, to pass on as keyword arguments), then serve on 127.0.0.1 until
+    SIGTERM or SIGINT (:meth:`HttpStandIn.serve_until_stopped`).
+
+    :param description: the command's ``--help`` description.
+    :param build: the stand-in from the parsed arguments and ``service``.
+    :param argv: the arguments (``sys.argv[1:]`` if None).
+    :param config_file: the stand-in reads a configuration file (:func:`write_config_file`).
+    :param options: adds the stand-in's own arguments to the parser.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    if config_file:
+        parser.add_argument("--config-file", type=Path, required=True)
+    if options is not None:
+        options(parser)
+    args = parser.parse_args(argv)
+    args.config = json.loads(args.config_file.read_text(encoding="utf-8")) if config_file else None
+    build(args, ServiceArgs(port=args.port, max_recorded=SERVICE_MAX_RECORDED)).serve_until_stopped()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -100,6 +100,7 @@ from devstack.standins.base import (
     Route,
     StandInError,
     route,
+    serve_main,
 )
 
 __all__ = [
@@ -876,23 +877,28 @@ def main(argv: list[str] | None = None) -> None:
     The client secret is read from a file (0600, the profile's secrets folder), never taken from the
     command line, where ``ps`` would show it; nothing the service prints carries it or a token.
     """
-    parser = argparse.ArgumentParser(description="Business Central API v2.0 stand-in (local stack)")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--aad-tenant-id", required=True)
-    parser.add_argument("--client-id", required=True)
-    parser.add_argument("--company-id", required=True)
-    parser.add_argument("--client-secret-file", type=Path, required=True)
-    parser.add_argument("--customers", help="JSON object: customer number -> name")
-    args = parser.parse_args(argv)
-    BusinessCentralStandIn(
-        customers=json.loads(args.customers) if args.customers else None,
-        aad_tenant_id=args.aad_tenant_id,
-        client_id=args.client_id,
-        client_secret=args.client_secret_file.read_text(encoding="utf-8").strip(),
-        company_id=args.company_id,
-        port=args.port,
-        max_recorded=10_000,
-    ).serve_until_stopped()
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--aad-tenant-id", required=True)
+        parser.add_argument("--client-id", required=True)
+        parser.add_argument("--company-id", required=True)
+        parser.add_argument("--client-secret-file", type=Path, required=True)
+        parser.add_argument("--customers", help="JSON object: customer number -> name")
+
+    serve_main(
+        "Business Central API v2.0 stand-in (local stack)",
+        lambda args, service: BusinessCentralStandIn(
+            customers=json.loads(args.customers) if args.customers else None,
+            aad_tenant_id=args.aad_tenant_id,
+            client_id=args.client_id,
+            client_secret=args.client_secret_file.read_text(encoding="utf-8").strip(),
+            company_id=args.company_id,
+            **service,
+        ),
+        argv,
+        config_file=False,
+        options=options,
+    )
 
 
 if __name__ == "__main__":

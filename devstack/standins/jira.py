@@ -67,7 +67,6 @@ Every request is recorded (method, path, query, status; no credentials, no bodie
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import email.parser
@@ -91,6 +90,9 @@ from devstack.standins.base import (
     Route,
     StandInError,
     route,
+    serve_main,
+    service_argv,
+    write_config_file,
 )
 
 __all__ = [
@@ -675,40 +677,22 @@ def connection(profile: Any, tenant: str, extra: Mapping[str, Any] | None = None
 
 def write_config(profile: Any) -> Path:
     """The stand-in's sites (API tokens included) as a 0600 file of the profile."""
-    profile.local_secret(CONFIG_LOCAL_NAME, lambda: "{}")
-    path = Path(profile.root) / "secrets" / CONFIG_LOCAL_NAME
-    path.write_text(json.dumps(standin_config(profile)), encoding="utf-8")
-    path.chmod(0o600)
-    return path
+    return write_config_file(profile, CONFIG_LOCAL_NAME, standin_config(profile))
 
 
 def standin_argv(profile: Any) -> list[str]:
-    import sys
-
-    return [
-        sys.executable,
-        "-m",
-        "devstack.standins.jira",
-        "--port",
-        str(port(profile)),
-        "--config-file",
-        str(write_config(profile)),
-    ]
+    return service_argv("devstack.standins.jira", port(profile), write_config(profile))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve on 127.0.0.1 until SIGTERM or SIGINT: the customers' Jira sites of the local stack."""
-    parser = argparse.ArgumentParser(description="Jira Service Management stand-in (local stack)")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--config-file", type=Path, required=True)
-    args = parser.parse_args(argv)
-    config = json.loads(args.config_file.read_text(encoding="utf-8"))
-    JiraStandIn(
-        projects=config["projects"],
-        accounts=config["accounts"],
-        port=args.port,
-        max_recorded=10_000,
-    ).serve_until_stopped()
+    serve_main(
+        "Jira Service Management stand-in (local stack)",
+        lambda args, service: JiraStandIn(
+            projects=args.config["projects"], accounts=args.config["accounts"], **service
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

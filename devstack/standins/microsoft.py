@@ -78,7 +78,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from devstack.standins.base import (
@@ -87,9 +87,13 @@ from devstack.standins.base import (
     Request,
     Response,
     Route,
+    ServiceArgs,
     StandInError,
     _Server,
     route,
+    serve_main,
+    service_argv,
+    write_config_file,
 )
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -287,20 +291,13 @@ class MicrosoftStandIn(HttpStandIn[MicrosoftRequest]):
         self._local = threading.local()
 
     # --- serving over TLS ------------------------------------------------------------------------
-    def start(self) -> Self:
+    def make_server(self, address: tuple[str, int]) -> _Server:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_file, self.key_file)
-        self._stopping.clear()
-        server = _TlsServer(self, (HOST, self.requested_port))
+        server = _TlsServer(self, address)
         server.ssl_context = context
-        self._server = server
-        self._port = int(server.server_address[1])
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__, daemon=True
-        )
-        self._thread.start()
-        return self
+        return server
 
     @property
     def base_url(self) -> str:
@@ -985,24 +982,14 @@ def connection(
 
 def write_config(profile: Any) -> Path:
     """The stand-in's configuration (client secrets included) as a 0600 file of the profile."""
-    profile.local_secret(CONFIG_LOCAL_NAME, lambda: "{}")
-    path = Path(profile.root) / "secrets" / CONFIG_LOCAL_NAME
-    path.write_text(json.dumps(standin_config(profile)), encoding="utf-8")
-    path.chmod(0o600)
-    return path
+    return write_config_file(profile, CONFIG_LOCAL_NAME, standin_config(profile))
 
 
 def standin_argv(profile: Any) -> list[str]:
-    import sys
-
-    return [
-        sys.executable,
-        "-m",
+    return service_argv(
         "devstack.standins.microsoft",
-        "--port",
-        str(port(profile)),
-        "--config-file",
-        str(write_config(profile)),
+        port(profile),
+        write_config(profile),
         "--tls-dir",
         str(tls_dir(profile)),
         "--budget-per-window",
@@ -1011,7 +998,7 @@ def standin_argv(profile: Any) -> list[str]:
         "10",
         "--action-seconds",
         "4",
-    ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1020,27 +1007,26 @@ def main(argv: list[str] | None = None) -> None:
     The tenants' configuration (client secrets included) is read from a file (0600, the profile's
     secrets folder), never from the command line, where ``ps`` would show it.
     """
-    parser = argparse.ArgumentParser(
-        description="Entra ID / Microsoft Graph / Defender stand-in (local stack)"
-    )
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--config-file", type=Path, required=True)
-    parser.add_argument("--tls-dir", type=Path, required=True)
-    parser.add_argument("--budget-per-window", type=int, default=None)
-    parser.add_argument("--budget-window", type=float, default=10.0)
-    parser.add_argument("--action-seconds", type=float, default=4.0)
-    args = parser.parse_args(argv)
-    tls = ensure_certificates(args.tls_dir)
-    MicrosoftStandIn(
-        json.loads(args.config_file.read_text(encoding="utf-8")),
-        cert_file=tls.cert_file,
-        key_file=tls.key_file,
-        budget_per_window=args.budget_per_window,
-        budget_window=args.budget_window,
-        action_seconds=args.action_seconds,
-        port=args.port,
-        max_recorded=10_000,
-    ).serve_until_stopped()
+
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--tls-dir", type=Path, required=True)
+        parser.add_argument("--budget-per-window", type=int, default=None)
+        parser.add_argument("--budget-window", type=float, default=10.0)
+        parser.add_argument("--action-seconds", type=float, default=4.0)
+
+    def build(args: argparse.Namespace, service: ServiceArgs) -> MicrosoftStandIn:
+        tls = ensure_certificates(args.tls_dir)
+        return MicrosoftStandIn(
+            args.config,
+            cert_file=tls.cert_file,
+            key_file=tls.key_file,
+            budget_per_window=args.budget_per_window,
+            budget_window=args.budget_window,
+            action_seconds=args.action_seconds,
+            **service,
+        )
+
+    serve_main("Entra ID / Microsoft Graph / Defender stand-in (local stack)", build, argv, options=options)
 
 
 if __name__ == "__main__":

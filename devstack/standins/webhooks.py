@@ -44,7 +44,6 @@ change events, links/images, incident assignment and escalation policies, the RE
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import re
@@ -55,7 +54,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack.standins.base import HOST, HttpStandIn, Request, Response
+from devstack.standins.base import (
+    HOST,
+    HttpStandIn,
+    Request,
+    Response,
+    serve_main,
+    service_argv,
+    write_config_file,
+)
 
 __all__ = ["HOST", "WebhookStandIn", "main"]
 
@@ -371,11 +378,7 @@ def standin_config(profile: Any, domains: Mapping[str, tuple[str | None, str | N
 
 
 def write_config(profile: Any, domains: Mapping[str, tuple[str | None, str | None]]) -> Path:
-    profile.local_secret(CONFIG_LOCAL_NAME, lambda: "{}")
-    path = Path(profile.root) / "secrets" / CONFIG_LOCAL_NAME
-    path.write_text(json.dumps(standin_config(profile, domains)), encoding="utf-8")
-    path.chmod(0o600)
-    return path
+    return write_config_file(profile, CONFIG_LOCAL_NAME, standin_config(profile, domains))
 
 
 def policy_channels() -> dict[str, tuple[str | None, str | None]]:
@@ -398,31 +401,19 @@ def connections(profile: Any) -> dict[str, dict[str, Any]]:
 
 
 def standin_argv(profile: Any) -> list[str]:
-    import sys
-
-    config = write_config(profile, policy_channels())
-    return [
-        sys.executable,
-        "-m",
-        "devstack.standins.webhooks",
-        "--port",
-        str(port(profile)),
-        "--config-file",
-        str(config),
-    ]
+    return service_argv("devstack.standins.webhooks", port(profile), write_config(profile, policy_channels()))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve on 127.0.0.1 until SIGTERM or SIGINT. Tokens and routing keys come from a 0600 file,
     never from the command line (``ps`` shows it)."""
-    parser = argparse.ArgumentParser(description="Teams webhook + PagerDuty Events v2 stand-in (local stack)")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--config-file", type=Path, required=True)
-    args = parser.parse_args(argv)
-    config = json.loads(args.config_file.read_text(encoding="utf-8"))
-    WebhookStandIn(
-        teams=config.get("teams"), pagerduty=config.get("pagerduty"), port=args.port, max_recorded=10_000
-    ).serve_until_stopped()
+    serve_main(
+        "Teams webhook + PagerDuty Events v2 stand-in (local stack)",
+        lambda args, service: WebhookStandIn(
+            teams=args.config.get("teams"), pagerduty=args.config.get("pagerduty"), **service
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -191,7 +191,9 @@ class RequestTrackerHook(HttpConnectorHook, TicketingHook):
             entry_id = self._entry_with_key(ticket_id, idempotency_key, kind)
             return TicketEntry(ticket_id=ticket_id, entry_id=entry_id or "", created=True)
 
-        return self.create_once(find, create, operation=kind)
+        # Keyed: the runs of one alert share the key, and the lock keeps two of them from both
+        # finding nothing in the history and both posting.
+        return self.create_once(find, create, operation=kind, key=idempotency_key)
 
     def comment(self, ticket_id: str, body: str, *, idempotency_key: str) -> TicketEntry:
         payload = {"Content": body, "ContentType": "text/plain"}

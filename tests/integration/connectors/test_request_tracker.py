@@ -1,26 +1,40 @@
-"""Request Tracker 5 as a real local service: token auth, custom-field search, reset, no leaked token.
+"""Request Tracker 5 as a real local service: token auth, custom-field search, reset, no leaked token,
+and runs of one alert racing to post one comment, reply or attachment.
 
 Runs on a profile of its own (RT on 127.0.0.1:28090, files under .local/rt-itest) so it never
-touches the shared ``test`` stack; installs RT from Debian first if it is missing (~1 minute).
+touches the shared ``test`` stack; installs RT from Debian first if it is missing (~1 minute). The
+races' creation lock is in a PostgreSQL of their own (profile ``rt-lock-itest``, 127.0.0.1:25492),
+started fresh and stopped at the end, as the platform's shared store is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import multiprocessing
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 from airflow.sdk import Connection
 
+from devstack import postgres
 from devstack.config import Profile
 from devstack.request_tracker import RequestTracker, rt_connection, rt_connection_extra
-from include.connectors.ticketing.interface import Ticket
-from include.connectors.ticketing.request_tracker import RequestTrackerHook
+from include.connectors.ticketing.interface import Ticket, TicketEntry
+from include.connectors.ticketing.request_tracker import ENTRY_TYPES, RequestTrackerHook
+from tests.support.stores import postgres_database
 
 PROFILE = Profile(name="rt-itest", api_port=28080, pg_port=0, moto_port=0, smtp_port=0)
+STORE_PROFILE = Profile(name="rt-lock-itest", api_port=0, pg_port=25492, moto_port=0, smtp_port=0)
 TIMEOUT = 30
+RACERS = 4
+# Between a run's search of the history and its POST: a slow network, so that runs started together
+# all search before any posts (what makes the unlocked control post more than once).
+PAUSE = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +227,125 @@ def test_token_never_appears_in_the_log(rt: RequestTracker) -> None:
     assert rt.token not in log
     # The secret part of "<id>-<user>-<secret>" must not show up on its own either.
     assert rt.token.rsplit("-", 1)[-1] not in log
+
+
+# --- runs of one alert racing: one comment, reply or attachment ------------------------------------
+@pytest.fixture(scope="module")
+def lock_store() -> Iterator[str]:
+    """The shared store the creation lock lives in (its URL holds the password: never print it)."""
+    with postgres_database(STORE_PROFILE, "ratelimit"):
+        yield postgres.admin_dsn(STORE_PROFILE, "ratelimit")
+
+
+class SlowPostHook(RequestTrackerHook):
+    """RT behind a slow network: every POST leaves :data:`PAUSE` after the search before it.
+
+    ``unlocked`` drops the idempotency key from ``create_once`` (no creation lock): the control.
+    """
+
+    unlocked = False
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        if method == "POST":
+            time.sleep(PAUSE)
+        return super().request(method, path, **kwargs)
+
+    def create_once(self, find: Any, create: Any, *, operation: str, key: str | None = None) -> Any:
+        return super().create_once(find, create, operation=operation, key=None if self.unlocked else key)
+
+
+def _post(
+    rt_port: int, token: str, store: str, spec: tuple[str, str, str, bool], start: float, results: Any
+) -> None:
+    """One run (a process of its own): ``kind`` (comment, reply, attach) on the ticket with ``key``."""
+    ticket_id, kind, key, unlocked = spec
+    hook = SlowPostHook(tenant="acme")
+    hook.unlocked = unlocked
+    hook.__dict__["connection"] = Connection(
+        conn_id="rt_default",
+        conn_type="http",
+        host="127.0.0.1",
+        port=rt_port,
+        schema="http",
+        password=token,
+        extra=json.dumps(
+            {"rate_limit_store_dsn": store, "timeout_seconds": TIMEOUT, "retry_max_attempts": 3}
+        ),
+    )
+    time.sleep(max(0.0, start - time.time()))
+    entry: TicketEntry
+    if kind == "attach":
+        entry = hook.attach(
+            ticket_id,
+            filename="evidence.txt",
+            content=b"pcap",
+            content_type="text/plain",
+            idempotency_key=key,
+        )
+    else:
+        entry = getattr(hook, kind)(ticket_id, "host contained", idempotency_key=key)
+    results.put((entry.entry_id, entry.created))
+
+
+def _race(rt: RequestTracker, store: str, spec: tuple[str, str, str, bool]) -> list[tuple[str, bool]]:
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    start = time.time() + 1.0
+    racers = [
+        context.Process(target=_post, args=(rt.port, rt.token, store, spec, start, results))
+        for _ in range(RACERS)
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(120)
+    assert [racer.exitcode for racer in racers] == [0] * RACERS
+    return [results.get(timeout=5) for _ in racers]
+
+
+def _entries_with_key(rt: RequestTracker, ticket_id: str, kind: str, key: str) -> list[str]:
+    """The ticket's transactions of ``kind`` (comment, reply, attach) carrying ``key``, read from RT
+    itself (not through the hook)."""
+    history = requests.get(
+        f"{rt.url}/REST/2.0/ticket/{ticket_id}/history",
+        params={"fields": "Type,Data", "per_page": 100},
+        headers=_auth(rt),
+        timeout=TIMEOUT,
+    )
+    assert history.status_code == 200, history.text
+    wanted = ENTRY_TYPES["correspond" if kind == "reply" else "comment"]
+    return [
+        str(t["id"]) for t in history.json()["items"] if t["Type"] == wanted and key in (t.get("Data") or "")
+    ]
+
+
+@pytest.mark.parametrize("kind", ["comment", "reply", "attach"])
+def test_runs_sharing_a_key_post_once(rt: RequestTracker, lock_store: str, kind: str) -> None:
+    """Four runs of one alert post the same entry at once: RT holds exactly one, and every run gets it."""
+    ticket_id = _create(rt, f"race {kind}", f"corr-race-{kind}")
+    key = f"idem-race-{kind}-{uuid.uuid4().hex[:8]}"
+
+    answers = _race(rt, lock_store, (ticket_id, kind, key, False))
+
+    in_rt = _entries_with_key(rt, ticket_id, kind, key)
+    assert len(in_rt) == 1
+    assert sorted(answers, key=lambda a: not a[1]) == [(in_rt[0], True)] + [(in_rt[0], False)] * (RACERS - 1)
+    if kind == "attach":
+        attachments = requests.get(
+            f"{rt.url}/REST/2.0/ticket/{ticket_id}/attachments",
+            params={"fields": "Filename"},
+            headers=_auth(rt),
+            timeout=TIMEOUT,
+        ).json()["items"]
+        assert [a["Filename"] for a in attachments].count("evidence.txt") == 1
+
+
+def test_without_the_key_racing_runs_post_twice(rt: RequestTracker, lock_store: str) -> None:
+    """The control: without the lock the same race leaves more than one comment (the test above can fail)."""
+    ticket_id = _create(rt, "race unlocked", "corr-race-unlocked")
+    key = f"idem-race-unlocked-{uuid.uuid4().hex[:8]}"
+
+    answers = _race(rt, lock_store, (ticket_id, "comment", key, True))
+
+    assert len(_entries_with_key(rt, ticket_id, "comment", key)) > 1
+    assert sum(created for _, created in answers) > 1
