@@ -307,11 +307,24 @@ async def anotify(
     outcome: Mapping[str, Any] | None = None,
     escalated: bool = False,
 ) -> dict[str, Any]:
-    """:func:`notify` for the triggerer: the blocking posts run in a worker thread."""
-    from asgiref.sync import sync_to_async
+    """:func:`notify` for the triggerer: the blocking posts (with their retries) run on the ladder's
+    side-effect threads (:func:`include.approvals.notify.off_loop`), so a slow or dead webhook
+    delays neither the event loop nor any gate's answer poll."""
+    import asyncio
+    import importlib
 
-    result: dict[str, Any] = await sync_to_async(notify)(
-        stage, facts, target=target, tenant=tenant, log=log, now=now, outcome=outcome, escalated=escalated
+    # Imported in a thread: the first import (the SMTP and HTTP connectors) must not hold the loop.
+    side_effects = await asyncio.to_thread(importlib.import_module, "include.approvals.notify")
+    result: dict[str, Any] = await side_effects.off_loop(
+        notify,
+        stage,
+        facts,
+        target=target,
+        tenant=tenant,
+        log=log,
+        now=now,
+        outcome=outcome,
+        escalated=escalated,
     )
     return result
 

@@ -11,14 +11,24 @@ server does that for a deferred HITL task), without waiting for the poll.
 Why the ladder runs here and not by resuming the task for each step: no worker slot, no task
 start per step, and one resume per gate. A restarted triggerer re-creates the trigger from its
 kwargs; the steps already recorded in XCom are not sent again.
+
+The steps are sent beside the poll, never in its way: each is a task of its own whose blocking
+work (mail, ticket comment, Teams card, page, audit record) runs on the ladder's own threads
+(:func:`include.approvals.notify.off_loop`), not on the event loop and not on the one thread
+asgiref's ``sync_to_async`` gives every trigger of the process, where Airflow's HITL trigger polls
+for the answer and applies the timeout's default. A webhook that hangs delays no gate's answer,
+next step or fail-safe reject.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import copy
+import importlib
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
+from types import ModuleType
+from typing import Any, Final
 
 from airflow.providers.standard.triggers.hitl import HITLTrigger
 from airflow.sdk.execution_time.xcom import XCom
@@ -29,10 +39,49 @@ from asgiref.sync import sync_to_async
 from include.approvals import messages
 from include.approvals.channels import anotify as anotify_channels
 from include.approvals.messages import RequestFacts
-from include.approvals.notify import asend_email, comment_on_ticket
-from include.audit.emit import aemit
-from include.audit.records import APPROVAL_ESCALATED
 from include.connectors.context import RunContext
+
+# Airflow's TriggerRunner imports this module ON its event loop (``import_string`` in
+# ``create_triggers``) and every trigger of the triggerer waits meanwhile; so its top level is what
+# the class needs (Airflow's HITL trigger, the request's facts, the stdlib). The side effects'
+# modules (the SMTP and HTTP connectors, psycopg and cryptography for the audit trail) are imported
+# off the loop when a trigger first runs (:func:`side_effects`). Measured: they are 139 modules,
+# 0.15 CPU-s cold on an idle machine, many times that on a loaded one (tests/unit/triggers).
+SIDE_EFFECT_MODULES: Final = ("include.approvals.notify", "include.audit.emit", "include.audit.records")
+
+TIMEOUT_GRACE_SECONDS: Final = 15.0
+"""After the timeout's fail-safe answer is recorded (on time), how long the event waits for a
+ladder step still being sent, so the gate's record lists it."""
+ANSWER_GRACE_SECONDS: Final = 1.0
+"""The same at an answer: the answer decides, a slow post of the step it overtook does not hold it."""
+
+
+def _import_all(names: tuple[str, ...]) -> list[ModuleType]:
+    return [importlib.import_module(name) for name in names]
+
+
+async def side_effects() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """``include.approvals.notify``, ``include.audit.emit``, ``include.audit.records``, imported in a
+    worker thread: the import lock makes a thread that finds one half imported wait for it, so
+    this never sees a partial module (a ``sys.modules`` look-up on the loop could)."""
+    notify, emit, records = await asyncio.to_thread(_import_all, SIDE_EFFECT_MODULES)
+    return notify, emit, records
+
+
+async def asend_email(to: list[str], subject: str, html: str, **kwargs: Any) -> dict[str, Any]:
+    """:func:`include.approvals.notify.send_email` on the ladder's threads: the connection's read
+    (secrets backend), the TLS context and the relay's rate-limit permit all block, so none of it
+    runs on the loop; a failure is the outcome's ``error``, never raised."""
+    notify, _, _ = await side_effects()
+    result: dict[str, Any] = await notify.off_loop(notify.send_email, to, subject, html, **kwargs)
+    return result
+
+
+async def off_loop(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """:func:`include.approvals.notify.off_loop`: a blocking side effect on the ladder's own threads."""
+    notify, _, _ = await side_effects()
+    return await notify.off_loop(function, *args, **kwargs)
+
 
 LADDER_XCOM_KEY = "approval_ladder"
 
@@ -92,7 +141,8 @@ class ApprovalLadderTrigger(HITLTrigger):
         await self._save(ladder)
 
     async def _save(self, ladder: list[dict[str, Any]]) -> None:
-        await sync_to_async(XCom.set)(LADDER_XCOM_KEY, ladder, **self._xcom_address())
+        # A copy: the steps sent beside the poll change the ladder on the loop while a save runs.
+        await sync_to_async(XCom.set)(LADDER_XCOM_KEY, copy.deepcopy(ladder), **self._xcom_address())
 
     async def _climb(self, step: str, facts: RequestFacts, now: datetime) -> dict[str, Any]:
         headers = messages.mail_headers(facts)
@@ -111,8 +161,9 @@ class ApprovalLadderTrigger(HITLTrigger):
                     facts.correlation_id,
                 )
                 text = messages.escalation_comment(facts, now)
-                outcome["ticket"] = await sync_to_async(comment_on_ticket)(
-                    run, self.ticket["system"], self.ticket["ticket_id"], text
+                notify, _, _ = await side_effects()
+                outcome["ticket"] = await off_loop(
+                    notify.comment_on_ticket, run, self.ticket["system"], self.ticket["ticket_id"], text
                 )
         # The domain's Teams channel; at escalation the on-call's page (include/approvals/channels.py).
         outcome["channels"] = await anotify_channels(
@@ -134,9 +185,12 @@ class ApprovalLadderTrigger(HITLTrigger):
         if self.ticket:
             details["ticket_id"] = str(self.ticket["ticket_id"])
             details["ticket_comment"] = entry.get("ticket")
-        await aemit(
+        _, emit, records = await side_effects()
+        # On the ladder's threads, not aemit's shared sync_to_async thread (the answer poll's).
+        await off_loop(
+            emit.emit,
             {
-                "kind": APPROVAL_ESCALATED,
+                "kind": records.APPROVAL_ESCALATED,
                 "actor": "airflow",
                 "domain": facts.domain,
                 "tenant": self.tenant or (self.ticket or {}).get("tenant"),
@@ -146,7 +200,7 @@ class ApprovalLadderTrigger(HITLTrigger):
                 "task_id": self.target["task_id"],
                 "subject": facts.subject,
                 "details": details,
-            }
+            },
         )
 
     async def _announce(self, facts: RequestFacts, ladder: list[dict[str, Any]]) -> None:
@@ -165,26 +219,70 @@ class ApprovalLadderTrigger(HITLTrigger):
         )
         await self._save(ladder)
 
+    async def _announce_quietly(self, facts: RequestFacts, ladder: list[dict[str, Any]]) -> None:
+        try:
+            await self._announce(facts, ladder)
+        except Exception:  # best effort, as every step: see _step
+            self.log.exception("approval %s: the request card failed", facts.action)
+
+    async def _step(
+        self,
+        step: str,
+        facts: RequestFacts,
+        now: datetime,
+        ladder: list[dict[str, Any]],
+        after: asyncio.Task[None] | None,
+    ) -> None:
+        """Send one ladder step, then record it (after the step before it: the ladder keeps its order).
+        Never raises: a step is best effort (its sends record their own failures)."""
+        try:
+            entry = await self._climb(step, facts, now)
+            if after is not None:
+                await asyncio.wait([after])
+            await self._record(ladder, entry)
+            await self._audit(step, facts, entry)
+        except Exception:
+            self.log.exception("approval %s: the %s step failed", facts.action, step)
+
+    async def _settle(self, sending: list[asyncio.Task[None]], grace: float) -> None:
+        """Give the steps still being sent ``grace`` seconds to finish, so the gate's record lists them."""
+        pending = [task for task in sending if not task.done()]
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=grace)
+        if late:
+            self.log.warning(
+                "approval ladder: %d step(s) still being sent after %.0fs; the gate resumes without them",
+                len(late),
+                grace,
+            )
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll for the answer every ``poke_interval`` (or sooner, when a step or the timeout is
+        due) while the ladder's steps are sent beside it: a slow mail, post or page never delays
+        the poll, the next step or the fail-safe reject."""
         facts = RequestFacts.from_dict(self.facts)
         ladder = await self._recorded()
-        await self._announce(facts, ladder)
+        sending: list[asyncio.Task[None]] = [asyncio.create_task(self._announce_quietly(facts, ladder))]
         done = {entry["step"] for entry in ladder}
         due = [(step, at) for step, at in (("reminder", facts.remind_at), ("escalation", facts.escalate_at))]
+        last: asyncio.Task[None] | None = None
         while True:
             now = utcnow()
             if self.timeout_datetime and self.timeout_datetime < now:
-                yield await self._handle_timeout()
-                return
-            event = await self._handle_response()
-            if event:
+                event = await self._handle_timeout()  # the fail-safe answer is recorded here, on time
+                await self._settle(sending, TIMEOUT_GRACE_SECONDS)
                 yield event
+                return
+            answered = await self._handle_response()
+            if answered:
+                await self._settle(sending, ANSWER_GRACE_SECONDS)
+                yield answered
                 return
             for step, at in due:
                 if step not in done and at <= now:
-                    entry = await self._climb(step, facts, now)
-                    await self._record(ladder, entry)
-                    await self._audit(step, facts, entry)
+                    last = asyncio.create_task(self._step(step, facts, now, ladder, last))
+                    sending.append(last)
                     done.add(step)
             upcoming = [at for step, at in due if step not in done]
             if self.timeout_datetime:
