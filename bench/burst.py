@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -66,7 +67,7 @@ def percentile(values: list[float], pct: float, digits: int = 1) -> float:
 def burst(
     api: AirflowApi, dag_id: str, runs: int, conf: dict[str, Any], *, timeout: float = 900
 ) -> BurstResult:
-    prefix = f"burst_{int(time.time())}"
+    prefix = f"burst_{time.time_ns() // 1_000_000}"  # ms: two bursts of one DAG never share ids
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as pool:
         run_ids = set(pool.map(lambda i: api.trigger(dag_id, conf, run_id=f"{prefix}_{i:04d}"), range(runs)))
@@ -93,6 +94,49 @@ def burst(
         run_seconds_max=percentile(finished, 100),
         run_seconds=run_seconds,
     )
+
+
+def combine(results: Sequence[BurstResult]) -> BurstResult:
+    """Several bursts of one DAG as one: runs, trigger and drain seconds summed, runs/min = all
+    runs over the bursts' summed seconds (the time between bursts does not count), states summed,
+    percentiles over every run. Refuses an empty list or bursts of different DAGs."""
+    if not results:
+        raise ValueError("combine: no bursts to combine")
+    dag_ids = {r.dag_id for r in results}
+    if len(dag_ids) != 1:
+        raise ValueError(f"combine: bursts of different DAGs {sorted(dag_ids)}; combine one DAG's bursts")
+    run_seconds: dict[str, float | None] = {}
+    for result in results:
+        run_seconds.update(result.run_seconds)
+    finished = [s for s in run_seconds.values() if s is not None]
+    runs = sum(r.runs for r in results)
+    total = sum(r.total_seconds for r in results)
+    states: Counter[str] = Counter()
+    for result in results:
+        states.update(result.states)
+    return BurstResult(
+        dag_id=results[0].dag_id,
+        runs=runs,
+        trigger_seconds=round(sum(r.trigger_seconds for r in results), 1),
+        total_seconds=round(total, 1),
+        runs_per_minute=round(runs / total * 60, 1),
+        states=dict(states),
+        run_seconds_p50=percentile(finished, 50),
+        run_seconds_p95=percentile(finished, 95),
+        run_seconds_max=percentile(finished, 100),
+        run_seconds=run_seconds,
+    )
+
+
+def wait_idle(api: AirflowApi, dag_ids: Iterable[str], *, timeout: float = 900) -> None:
+    """Return once no run of ``dag_ids`` is queued or running (a burst that timed out may leave
+    some): the next burst must not share the machine with the last one's runs."""
+    deadline = time.monotonic() + timeout
+    for dag_id in dag_ids:
+        while api.get(f"dags/{dag_id}/dagRuns", state=["queued", "running"], limit=1)["total_entries"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"runs of {dag_id} still queued or running after {timeout}s")
+            time.sleep(2)
 
 
 def report(result: BurstResult, output: Path) -> None:

@@ -16,8 +16,10 @@
    alternating, one of each every ``--ticket-spacing`` seconds; one watcher times them all;
 4. **approval resume** (``bench/approval_resume.py``) and **connector rate limit**
    (``bench/ratelimit.py`` against the stack's ``ratelimit`` database);
-5. **scale / throughput**: ``bench/burst.py`` with ``--burst-runs`` runs of
-   ``bench_bare_service_check``, then of ``support_service_check`` (goal >= 0.9x bare);
+5. **scale / throughput**: ``bench/burst.py``, ``--burst-runs`` runs of ``bench_bare_service_check``
+   and as many of ``support_service_check`` (goal >= 0.9x bare), each side in two bursts of half
+   that, in the order bare, platform, platform, bare (:data:`THROUGHPUT_ORDER`), so a drift of the
+   machine weighs on both sides alike;
 6. **isolation**: ``hr_onboarding`` and ``soc_contain_host`` (HR and SOC in parallel, each run:
    trigger -> approval request waiting -> approved at once -> run done) with no flood, then while
    ``support_bulk_update`` updates the flood's tickets (fields and status, at the bulk share of
@@ -48,7 +50,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -58,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from bench import approval_resume, ratelimit, scale_audit, scale_kpi, scale_tenants
-from bench.burst import burst, percentile
+from bench.burst import BurstResult, burst, combine, percentile, wait_idle
 from bench.cpu import CpuMeter
 from bench.cpu import line as cpu_line
 from devstack import postgres
@@ -190,6 +193,10 @@ PARTS = (
 # the KPI report over 30 days of 300,000 task instances, and 3/100/300 tenants.
 OFF_STACK_PARTS = ("scale_audit", "scale_kpi", "scale_tenants")
 GENERATED_DOMAINS = ("support", "hr", "soc", "invoicing", "implementation")
+# The throughput bursts, half of each side's runs each (ABBA): a drift of the machine that is
+# about linear over the part's minutes costs both sides the same, rather than landing in the ratio
+# as it did with one bare burst, then one platform burst (0.86 to 1.05 back to back, same code).
+THROUGHPUT_ORDER = ("bare", "platform", "platform", "bare")
 
 
 def _log(message: str) -> None:
@@ -583,6 +590,101 @@ def measure_isolation(
     }
 
 
+# --- throughput --------------------------------------------------------------------------------
+
+
+def sum_cpu(readings: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """CPU seconds per component (``bench.cpu.CpuMeter.seconds``) summed over several stretches;
+    largest first and ``machine`` last, as one meter gives them."""
+    total: dict[str, float] = {}
+    for reading in readings:
+        for name, seconds in reading.items():
+            total[name] = total.get(name, 0.0) + seconds
+    machine = total.pop("machine", None)
+    out = {name: round(value, 1) for name, value in sorted(total.items(), key=lambda item: -item[1])}
+    if machine is not None:
+        out["machine"] = round(machine, 1)
+    return out
+
+
+def throughput_plan(runs: int) -> list[tuple[str, int]]:
+    """The bursts of ``runs`` runs per side, in :data:`THROUGHPUT_ORDER`: (side, runs), each
+    side's runs split in two halves (the larger second)."""
+    if runs < 2:
+        raise ValueError(f"throughput: {runs} runs per side; at least 2 (two bursts each)")
+    halves = (runs // 2, runs - runs // 2)
+    seen: Counter[str] = Counter()
+    plan = []
+    for side in THROUGHPUT_ORDER:
+        plan.append((side, halves[seen[side]]))
+        seen[side] += 1
+    return plan
+
+
+def _burst_figures(result: BurstResult, cpu: Mapping[str, float]) -> dict[str, Any]:
+    figures = asdict(result)
+    figures.pop("run_seconds")
+    figures.pop("dag_id")
+    return {**figures, "cpu": dict(cpu)}
+
+
+def throughput_figures(bursts: Sequence[tuple[str, BurstResult, Mapping[str, float]]]) -> dict[str, Any]:
+    """The throughput part's figures from its bursts, in the order they ran: (side, result, CPU).
+
+    Per side (``bare``, ``platform``), the keys of one burst with the same meaning over all of
+    its bursts (:func:`bench.burst.combine`: ``runs``, ``total_seconds``, ``runs_per_minute`` =
+    runs over the bursts' summed seconds, ``states``...), ``cpu`` summed, and ``bursts``: each
+    burst's own figures, in order, so a drift between them shows. ``ratio``: platform runs/min
+    over bare runs/min, both over all their bursts (a ratio of sums, not a mean of ratios);
+    ``pair_ratios``: the same for each two bursts that ran one after the other (1st and 2nd, 3rd
+    and 4th)."""
+    sides = {side for side, _, _ in bursts}
+    if sides != {"bare", "platform"}:
+        raise ValueError(f"throughput: bursts of sides {sorted(sides)}; need bare and platform")
+    out: dict[str, Any] = {"order": [side for side, _, _ in bursts]}
+    combined: dict[str, BurstResult] = {}
+    for side in ("bare", "platform"):
+        mine = [(result, cpu) for s, result, cpu in bursts if s == side]
+        combined[side] = combine([result for result, _ in mine])
+        figures = _burst_figures(combined[side], sum_cpu([cpu for _, cpu in mine]))
+        out[side] = {"dag_id": combined[side].dag_id, **figures}
+        out[side]["bursts"] = [_burst_figures(result, cpu) for result, cpu in mine]
+
+    def rate(result: BurstResult) -> float:  # runs/min before rounding
+        return result.runs / result.total_seconds * 60
+
+    out["ratio"] = round(rate(combined["platform"]) / rate(combined["bare"]), 2)
+    pairs = []
+    for first, second in zip(bursts[::2], bursts[1::2], strict=False):
+        pair = {first[0]: first[1], second[0]: second[1]}
+        if set(pair) == {"bare", "platform"}:
+            pairs.append(round(rate(pair["platform"]) / rate(pair["bare"]), 2))
+    out["pair_ratios"] = pairs
+    return out
+
+
+def _throughput_rows(r: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The per-burst row, for a run whose throughput part ran in bursts (none before it did)."""
+    part = r.get("throughput")
+    if not isinstance(part, dict) or not all(
+        isinstance(part.get(side), dict) and part[side].get("bursts") for side in ("bare", "platform")
+    ):
+        return []
+
+    def each(side: str) -> str:
+        return " / ".join(str(_get(b, "runs_per_minute")) for b in part[side]["bursts"])
+
+    order = ", ".join(part.get("order", []))
+    pairs = " / ".join(str(x) for x in part.get("pair_ratios", []))
+    return [
+        (
+            "throughput: runs/min per burst (1st / 2nd half)",
+            f"bare {each('bare')}; platform {each('platform')}; ratio per pair {pairs} (order {order})",
+            "",
+        )
+    ]
+
+
 # --- the suite ---------------------------------------------------------------------------------
 
 
@@ -722,20 +824,23 @@ def _stack_parts(
         dsn = postgres.dsn(stack.profile, postgres.RATELIMIT_ROLE, "ratelimit")
 
         def throughput() -> dict[str, Any]:
-            out = {}
-            for name, dag_id, conf in (
-                ("bare", BARE_SERVICE_CHECK, {}),
-                ("platform", SERVICE_CHECK, {"tenant": "acme"}),
-            ):
-                since = datetime.now(UTC)
+            dags: dict[str, tuple[str, dict[str, Any]]] = {
+                "bare": (BARE_SERVICE_CHECK, {}),
+                "platform": (SERVICE_CHECK, {"tenant": "acme"}),
+            }
+            since = datetime.now(UTC)
+            bursts = []
+            for side, runs in throughput_plan(args.burst_runs):
+                dag_id, conf = dags[side]
+                # the previous burst's runs all ended (burst() returns early only on its timeout)
+                wait_idle(admin, [dag for dag, _ in dags.values()], timeout=900)
                 with CpuMeter(stack.status) as meter:
-                    result = asdict(burst(admin, dag_id, args.burst_runs, conf, timeout=900))
-                result.pop("run_seconds")
-                result["cpu"] = meter.seconds
-                result["tasks"] = task_breakdown(stack.profile, dag_id, since)
-                out[name] = result
-                _log(f"burst {name}: {result}")
-            out["ratio"] = round(out["platform"]["runs_per_minute"] / out["bare"]["runs_per_minute"], 2)
+                    result = burst(admin, dag_id, runs, conf, timeout=900)
+                bursts.append((side, result, meter.seconds))
+                _log(f"burst {len(bursts)} ({side}): {_burst_figures(result, meter.seconds)}")
+            out = throughput_figures(bursts)
+            for side, (dag_id, _) in dags.items():  # task durations over the side's bursts
+                out[side]["tasks"] = task_breakdown(stack.profile, dag_id, since)
             return out
 
         on_stack: dict[str, Callable[[], Any]] = {
@@ -859,6 +964,7 @@ def figures(r: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             )
             for side in ("platform", "bare")
         ),
+        *_throughput_rows(r),
         *_scale_rows(r),
     ]
     return rows
@@ -1028,7 +1134,12 @@ def main() -> None:
     parser.add_argument("--approvals", type=int, default=12)
     parser.add_argument("--isolation-runs", type=int, default=8, help="HR and SOC runs per condition")
     parser.add_argument("--flood-tickets", type=int, default=500)
-    parser.add_argument("--burst-runs", type=int, default=200, help="runs per burst")
+    parser.add_argument(
+        "--burst-runs",
+        type=int,
+        default=200,
+        help="throughput runs per side (bare, platform), in two bursts of half each",
+    )
     parser.add_argument(
         "--parts",
         default=",".join(PARTS),
@@ -1043,6 +1154,8 @@ def main() -> None:
     )
     parser.add_argument("--parse-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.burst_runs < 2:
+        parser.error(f"--burst-runs: {args.burst_runs}; at least 2 (each side runs two bursts of half)")
     if args.parse_only:
         parse_main()
         return
