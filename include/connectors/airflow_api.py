@@ -46,18 +46,11 @@ class AirflowApiHook(HttpConnectorHook):
     default_conn_name = API_CONN_ID
     conn_type = "http"
     hook_name = "Airflow REST API"
+    # The base's URL (HttpConnectorHook.base_url); a bare host is the local API server's, plain HTTP.
+    default_scheme = "http"
 
     def __init__(self, conn_id: str | None = None, *, tenant: str = "platform", **kwargs: Any) -> None:
         super().__init__(conn_id, tenant=tenant, **kwargs)
-
-    @cached_property
-    def base_url(self) -> str:
-        connection = self.connection
-        host = str(connection.host or "").rstrip("/")
-        if not host.startswith(("http://", "https://")):
-            scheme = connection.schema or "http"
-            host = f"{scheme}://{host}" + (f":{connection.port}" if connection.port else "")
-        return host
 
     @cached_property
     def timeout(self) -> float:

@@ -32,6 +32,7 @@ who retries:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -285,6 +286,126 @@ def capability_client(
     )
 
 
+def tenant_connection(
+    capability: str,
+    tenant: str,
+    secret_id: str,
+    *,
+    conn_id: str,
+    run_context: RunContext,
+    error: Callable[[str], Exception],
+    system: str,
+    aws_conn_id: str = "aws_default",
+    default_conn_type: str = "http",
+) -> Any:
+    """An Airflow connection kept as JSON in the tenant's own Secrets Manager, read as a capability role.
+
+    How a hook gets a credential of the customer's own system (its Jira site, its Entra app): the
+    secret ``secret_id`` (under the capability's ``orchestrator/<tenant>/<capability>/`` path) is
+    read with :func:`capability_client`, so only the run's own tenant, through a role that grants that
+    path, can have it. A connection an Airflow secrets backend would have served is masked by the Task
+    SDK; this one is not read through a backend, so it is masked here the same way
+    (``airflow.sdk.execution_time.context._mask_connection_secrets`` and
+    ``Connection.extra_dejson``): the password, and every extra whose name Airflow deems sensitive
+    (``client_secret``, ``api_token``, ``private_key``, ...).
+
+    :param capability: the declared capability whose role reads the secret.
+    :param tenant: the run's tenant; the secret must be under its path.
+    :param secret_id: the secret's name, ``orchestrator/<tenant>/<capability>/<leaf>``.
+    :param conn_id: the connection id the returned connection carries (the hook's rate-limit buckets).
+    :param run_context: the run making the call (checked: the run's tenant must be ``tenant``).
+    :param error: makes the caller's exception from a message: a missing or unreadable credential.
+    :param system: names the credential in those messages (``jira``, ``msgraph``).
+    :param aws_conn_id: the platform's base AWS connection (to assume the capability role).
+    :param default_conn_type: the connection type when the JSON names none.
+    :raises ValueError: ``secret_id`` is not under the tenant's path of ``capability``, before any call.
+    """
+    from airflow.sdk import Connection
+    from airflow.sdk.log import mask_secret
+
+    prefix = get_capability(capability).secret_prefix(tenant)
+    if not secret_id.startswith(prefix) or "/" in secret_id[len(prefix) :] or len(secret_id) == len(prefix):
+        raise ValueError(
+            f"{system}: secret {secret_id[:120]!r} is not a leaf of {prefix} (the {capability!r} "
+            f"credentials of tenant {tenant!r}): refused"
+        )
+    client = capability_client(
+        capability, tenant, "secretsmanager", run_context=run_context, aws_conn_id=aws_conn_id
+    )
+    unreadable = f"the {system} credential of tenant {tenant!r} ({secret_id}) is not a JSON connection"
+    try:
+        value, extra, port = _json_connection(client.get_secret_value(SecretId=secret_id)["SecretString"])
+    except client.exceptions.ResourceNotFoundException:
+        raise error(f"no {system} credential for tenant {tenant!r} ({secret_id} in its account)") from None
+    except ValueError as problem:
+        raise error(f"{unreadable}{problem}") from None
+    if value.get("password"):
+        mask_secret(str(value["password"]))
+    if extra:
+        mask_secret(extra)  # a dict: the values of the sensitive-named keys only, as Airflow does
+    return Connection(
+        conn_id=conn_id,
+        conn_type=value.get("conn_type") or default_conn_type,
+        host=value.get("host"),
+        schema=value.get("schema"),
+        port=port,
+        login=value.get("login"),
+        password=value.get("password"),
+        extra=json.dumps(extra),
+    )
+
+
+def _json_connection(text: str) -> tuple[dict[str, Any], dict[str, Any], int | None]:
+    """An Airflow connection as JSON: (its fields, its extra, its port), or ``ValueError`` saying what
+    is wrong (``""``: not JSON at all) without quoting the text, which may be the secret itself."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError("") from None
+    if not isinstance(value, dict):
+        raise ValueError(": not a JSON object")
+    extra = value.get("extra") or {}
+    if isinstance(extra, str):  # Airflow's JSON connections take the extra as an object or as its text
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            raise ValueError(": its extra is not JSON") from None
+    if not isinstance(extra, dict):
+        raise ValueError(": its extra is not a JSON object")
+    port = value.get("port")
+    try:
+        return value, extra, int(port) if port not in (None, "") else None
+    except (TypeError, ValueError):
+        raise ValueError(f": port {str(port)[:20]!r} is not a number") from None
+
+
+class TenantBound:
+    """Mixin of a hook bound to its run's tenant: the credentials are that tenant's, read as a capability.
+
+    Such a hook cannot be turned into another tenant's (:meth:`for_tenant` is refused: build a hook per
+    tenant), and knows the run making the calls (:attr:`run_context`): the one given as
+    ``given_run_context``, else the running task's. Put it before the hook's base class.
+    """
+
+    tenant: str
+    given_run_context: RunContext | None
+
+    def for_tenant(self, tenant: str) -> NoReturn:
+        raise TypeError(
+            f"{type(self).__name__} is bound to its run's tenant {self.tenant!r}: build a hook per tenant"
+        )
+
+    @cached_property
+    def run_context(self) -> RunContext:
+        """The run making the calls: the one given, else the running task's."""
+        if self.given_run_context is not None:
+            return self.given_run_context
+        context = _running_task()
+        if context is None:
+            raise RuntimeError(f"{type(self).__name__} outside a task needs run_context")
+        return RunContext.from_airflow_context(context, self.tenant)
+
+
 # --- the hook ------------------------------------------------------------------------------------
 # Error codes AWS services use for "slow down" and "try again": retried, like HTTP 429 and 5xx.
 TRANSIENT_CODES = frozenset(
@@ -326,7 +447,7 @@ def is_transient(error: ClientError) -> bool:
     return error_code(error) in TRANSIENT_CODES or status == 429 or (status is not None and status >= 500)
 
 
-class AwsCapabilityHook(ConnectorHook):
+class AwsCapabilityHook(TenantBound, ConnectorHook):
     """A boto3 client of one AWS service as a capability role in a tenant's account.
 
     Nothing happens in ``__init__``: the client (:attr:`client`) is built on first use through
@@ -369,21 +490,6 @@ class AwsCapabilityHook(ConnectorHook):
     @property
     def aws_conn_id(self) -> str:
         return self.conn_id
-
-    def for_tenant(self, tenant: str) -> NoReturn:
-        raise TypeError(
-            f"{type(self).__name__} is bound to its run's tenant {self.tenant!r}: build a hook per tenant"
-        )
-
-    @cached_property
-    def run_context(self) -> RunContext:
-        """The run making the calls: the one given, else the running task's."""
-        if self.given_run_context is not None:
-            return self.given_run_context
-        context = _running_task()
-        if context is None:
-            raise RuntimeError(f"{type(self).__name__} outside a task needs run_context")
-        return RunContext.from_airflow_context(context, self.tenant)
 
     @cached_property
     def role_arn(self) -> str:

@@ -5,7 +5,7 @@ Every customer is its own Entra tenant with its own app registration. Its creden
 ``authority``, ``base_url``, ``scopes``, ``verify``, ``allowed_hosts``, and the connectors' rate-limit
 and retry extras) stored as a secret in the tenant's own AWS account, under the capability's path:
 ``orchestrator/<tenant>/<capability>/msgraph`` (Graph) or ``.../defender`` (Defender). The hook reads it
-as the capability's role in that account (:func:`include.connectors.aws.capability_client`), so:
+as the capability's role in that account (:func:`include.connectors.aws.tenant_connection`), so:
 
 - the connection is resolved from the run's tenant, never from a connection id a caller names: a
   run of tenant A asking for tenant B is refused by :func:`~include.connectors.aws.assume_role_request`
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import re
@@ -38,9 +37,10 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
 
+from include.connectors.aws import TenantBound, tenant_connection
 from include.connectors.base import ConnectorHook
 from include.connectors.context import RunContext
 from include.connectors.errors import PermanentError, TransientError
@@ -163,7 +163,7 @@ def graph_message(body: Any) -> str:
     return str(body)[:500] if body else ""
 
 
-class MicrosoftTenantHook(ConnectorHook):
+class MicrosoftTenantHook(TenantBound, ConnectorHook):
     """Base of :class:`GraphHook` and :class:`DefenderHook`: the tenant's own app, read as a capability.
 
     :param capability: the declared capability whose secret path holds the credential (and whose role,
@@ -204,70 +204,36 @@ class MicrosoftTenantHook(ConnectorHook):
         self.aws_conn_id = aws_conn_id
         self.given_run_context = run_context
 
-    def for_tenant(self, tenant: str) -> NoReturn:
-        raise TypeError(
-            f"{type(self).__name__} is bound to its run's tenant {self.tenant!r}: build a hook per tenant"
-        )
-
-    @cached_property
-    def run_context(self) -> RunContext:
-        if self.given_run_context is not None:
-            return self.given_run_context
-        from include.connectors.aws import _running_task
-
-        context = _running_task()
-        if context is None:
-            raise RuntimeError(f"{type(self).__name__} outside a task needs run_context")
-        return RunContext.from_airflow_context(context, self.tenant)
-
     @property
     def secret_id(self) -> str:
         return f"{get_capability(self.capability).secret_prefix(self.tenant)}{self.credential_leaf}"
 
     @cached_property
     def connection(self) -> Any:
-        """The tenant's app connection, read as the capability's role in the tenant's own account."""
-        from airflow.sdk import Connection
-
-        from include.connectors.aws import capability_client
+        """The tenant's app connection, read as the capability's role in the tenant's own account
+        (:func:`~include.connectors.aws.tenant_connection`), and refused unless it names the tenant's
+        own Entra tenant."""
         from include.policies.tenants import entra_tenant_id
 
         expected = entra_tenant_id(self.tenant)  # no Entra tenant configured: refused before AWS
-        client = capability_client(
+        connection = tenant_connection(
             self.capability,
             self.tenant,
-            "secretsmanager",
+            self.secret_id,
+            conn_id=self.conn_id,
             run_context=self.run_context,
             aws_conn_id=self.aws_conn_id,
+            error=lambda message: TenantCredentialError(f"{self.system}: {message}"),
+            system=self.credential_leaf,
+            default_conn_type="msgraph",
         )
-        try:
-            value = json.loads(client.get_secret_value(SecretId=self.secret_id)["SecretString"])
-        except client.exceptions.ResourceNotFoundException:
-            raise TenantCredentialError(
-                f"{self.system}: no {self.credential_leaf} credential for tenant {self.tenant!r} "
-                f"({self.secret_id} in its account)"
-            ) from None
-        if value.get("password"):
-            # Not read through Airflow's secrets backend, so not masked by it: every log line of the
-            # task (the provider's included) shows *** instead.
-            from airflow.sdk.log import mask_secret
-
-            mask_secret(str(value["password"]))
-        extra = dict(value.get("extra") or {})
-        if extra.get("tenant_id") != expected:
+        named = connection.extra_dejson.get("tenant_id")
+        if named != expected:
             raise TenantCredentialError(
                 f"{self.system}: the {self.credential_leaf} credential of tenant {self.tenant!r} names Entra "
-                f"tenant {extra.get('tenant_id')!r}, not the tenant's {expected!r} (tenants.yaml): refused"
+                f"tenant {named!r}, not the tenant's {expected!r} (tenants.yaml): refused"
             )
-        return Connection(
-            conn_id=self.conn_id,
-            conn_type=value.get("conn_type", "msgraph"),
-            host=value.get("host"),
-            schema=value.get("schema"),
-            login=value.get("login"),
-            password=value.get("password"),
-            extra=json.dumps(extra),
-        )
+        return connection
 
     @cached_property
     def adapter(self) -> Any:
@@ -412,6 +378,13 @@ _INCIDENT_ID = re.compile(INCIDENT_ID_PATTERN)
 INCIDENT_STATUSES = ("active", "inProgress", "resolved", "redirected")
 
 
+def check_incident_status(status: str) -> str:
+    """``status`` if an update may set it (:data:`INCIDENT_STATUSES`), else :class:`MicrosoftInputError`."""
+    if status not in INCIDENT_STATUSES:
+        raise MicrosoftInputError(f"incident status {status!r}: one of {', '.join(INCIDENT_STATUSES)}")
+    return status
+
+
 def check_incident_id(value: object) -> str:
     """``value`` if it is a Graph security incident id (1-19 digits), else :class:`MicrosoftInputError`."""
     text = str(value)
@@ -536,11 +509,38 @@ class GraphHook(MicrosoftTenantHook):
         and the post hold the shared creation lock of the marker, so two runs of the same alert cannot
         both find nothing and both post; a post whose answer was lost is searched for before a retry.
         Returns whether it was added."""
+        return self._comment_marked(incident_id, comment, marker)[0]
+
+    def set_incident_status(self, incident_id: str, status: str) -> bool:
+        """Set the incident's ``status`` unless it has it already; returns whether it changed."""
+        check_incident_status(status)
+        return self._set_status(incident_id, status, self.get_incident(incident_id))
+
+    def write_back_incident(
+        self, incident_id: str, comment: str, *, marker: str, status: str | None = None
+    ) -> tuple[bool, bool]:
+        """:meth:`comment_incident_marked`, then :meth:`set_incident_status` when ``status`` is given,
+        with one read of the incident for both: the status is checked on the incident as the comment's
+        search (under the marker's lock) last read it. Same idempotency: one comment per marker, the
+        status set only when it differs. A bad status or marker is refused before any call. Returns
+        (comment added, status changed)."""
+        if status:
+            check_incident_status(status)
+        added, incident = self._comment_marked(incident_id, comment, marker)
+        changed = self._set_status(incident_id, status, incident) if status else False
+        return added, changed
+
+    def _comment_marked(self, incident_id: str, comment: str, marker: str) -> tuple[bool, dict[str, Any]]:
+        """The comment's search-before-post; returns (added, the incident as its last search read it)."""
         if not marker or marker not in comment:
             raise ValueError(f"incident comment: the marker {marker[:80]!r} must be part of the comment")
+        read: dict[str, Any] = {}
 
         def find() -> bool | None:
-            comments = self.get_incident(incident_id).get("comments") or []
+            # Read again on every attempt, under the lock: a read made before it could miss the
+            # comment another run posted while this one waited for the lock.
+            read.update(incident=self.get_incident(incident_id))
+            comments = read["incident"].get("comments") or []
             return False if any(marker in str(c.get("comment", "")) for c in comments) else None
 
         def post() -> bool:
@@ -554,15 +554,14 @@ class GraphHook(MicrosoftTenantHook):
             )
             return True
 
-        return self.create_once(
+        added = self.create_once(
             find, post, operation="comment-incident", key=f"incident:{incident_id}:{marker}"
         )
+        return added, read["incident"]
 
-    def set_incident_status(self, incident_id: str, status: str) -> bool:
-        """Set the incident's ``status`` unless it has it already; returns whether it changed."""
-        if status not in INCIDENT_STATUSES:
-            raise MicrosoftInputError(f"incident status {status!r}: one of {', '.join(INCIDENT_STATUSES)}")
-        if self.get_incident(incident_id).get("status") == status:
+    def _set_status(self, incident_id: str, status: str, incident: Mapping[str, Any]) -> bool:
+        """PATCH the status unless ``incident`` (as read) has it already; returns whether it changed."""
+        if incident.get("status") == status:
             return False
         self.request(
             "PATCH",

@@ -324,13 +324,24 @@ class BusinessCentralHook(HttpConnectorHook):
 
     @cached_property
     def base_url(self) -> str:
-        conn = self.connection
-        scheme = conn.schema or "https"
-        port = f":{conn.port}" if conn.port else ""
-        path = self.extras.get("base_path") or BASE_PATH.format(
+        """The base's URL (:attr:`HttpConnectorHook.base_url`: the origin, then the ``base_path``
+        extra); without ``base_path``, the online API's path of the Entra tenant and environment."""
+        base_path = str(self.extras.get("base_path") or "")
+        if base_path and not base_path.startswith("/"):
+            raise PermanentError(
+                f"connection {self.conn_id!r}: the extra 'base_path' must start with '/' "
+                f"({base_path[:80]!r})",
+                system=self.system,
+                operation="config",
+            )
+        # The base's cached value is stored under the same name, then replaced by this one on return.
+        url = super().base_url
+        if base_path:
+            return url
+        path = BASE_PATH.format(
             aad_tenant_id=self._extra("aad_tenant_id"), environment=self._extra("environment", "production")
         )
-        return f"{scheme}://{conn.host}{port}/{str(path).strip('/')}"
+        return f"{url}{path}"
 
     @cached_property
     def company_path(self) -> str:

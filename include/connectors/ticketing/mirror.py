@@ -23,12 +23,12 @@ the Jira adapter (:class:`~include.connectors.ticketing.jira.JiraServiceManageme
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, NoReturn
+from functools import cached_property, partial
+from typing import Any
 
+from include.connectors.aws import TenantBound, tenant_connection
 from include.connectors.context import RunContext
 from include.connectors.errors import PermanentError
 from include.connectors.idempotency import KEY_PREFIX
@@ -58,7 +58,7 @@ def mirror_key(tenant: str, rt_ticket_id: str) -> str:
     return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
-class TenantJiraHook(JiraServiceManagementHook):
+class TenantJiraHook(TenantBound, JiraServiceManagementHook):
     """The Jira adapter on one tenant's own site, with the credential of one capability.
 
     :param capability: ``ticket-create`` or ``ticket-update``: whose secret (and role, in the
@@ -79,70 +79,29 @@ class TenantJiraHook(JiraServiceManagementHook):
             )
         super().__init__(f"jira:{tenant}", tenant=tenant)
         self.capability = capability
-        self.run_context = run_context
+        self.given_run_context = run_context
         self.aws_conn_id = aws_conn_id
-
-    def for_tenant(self, tenant: str) -> NoReturn:
-        raise TypeError(f"{type(self).__name__} is bound to tenant {self.tenant!r}: build a hook per tenant")
 
     @property
     def secret_id(self) -> str:
         return f"orchestrator/{self.tenant}/{self.capability}/{CREDENTIAL_LEAF}"
 
-    def _secrets_client(self) -> Any:
-        from include.connectors.aws import capability_client
-
-        if self.capability == CREATE_CAPABILITY:
-            return capability_client(
-                "ticket-create",
-                self.tenant,
-                "secretsmanager",
-                run_context=self.run_context,
-                aws_conn_id=self.aws_conn_id,
-            )
-        return capability_client(
-            "ticket-update",
-            self.tenant,
-            "secretsmanager",
-            run_context=self.run_context,
-            aws_conn_id=self.aws_conn_id,
-        )
-
     @cached_property
     def connection(self) -> Any:
         """The tenant's Jira connection, read as the capability's role in the tenant's own account."""
-        from airflow.sdk import Connection
-
-        client = self._secrets_client()
-        try:
-            value = json.loads(client.get_secret_value(SecretId=self.secret_id)["SecretString"])
-        except client.exceptions.ResourceNotFoundException:
-            raise MirrorCredentialError(
-                f"no Jira credential for tenant {self.tenant!r} ({self.secret_id} in its account)",
-                system=self.system,
-                operation="credential",
-            ) from None
-        except ValueError:
-            raise MirrorCredentialError(
-                f"the Jira credential of tenant {self.tenant!r} ({self.secret_id}) is not a JSON connection",
-                system=self.system,
-                operation="credential",
-            ) from None
-        if value.get("password"):
-            # Not read through Airflow's secrets backend, so not masked by it: mask it in the task log.
-            from airflow.sdk.log import mask_secret
-
-            mask_secret(str(value["password"]))
-        return Connection(
-            conn_id=self.conn_id,
-            conn_type=value.get("conn_type", "http"),
-            host=value.get("host"),
-            schema=value.get("schema"),
-            port=value.get("port"),
-            login=value.get("login"),
-            password=value.get("password"),
-            extra=json.dumps(value.get("extra") or {}),
-        )
+        read: dict[str, Any] = {
+            "tenant": self.tenant,
+            "secret_id": self.secret_id,
+            "conn_id": self.conn_id,
+            "run_context": self.run_context,
+            "aws_conn_id": self.aws_conn_id,
+            "error": partial(MirrorCredentialError, system=self.system, operation="credential"),
+            "system": "Jira",
+        }
+        # Each capability spelled out: the capability-calls policy check follows literals only.
+        if self.capability == CREATE_CAPABILITY:
+            return tenant_connection("ticket-create", **read)
+        return tenant_connection("ticket-update", **read)
 
 
 @dataclass(frozen=True)

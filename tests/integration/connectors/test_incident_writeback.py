@@ -221,3 +221,37 @@ def test_the_writeback_app_reaches_incidents_only(env: dict[str, Any]) -> None:
     assert hook.get_incident("2001")["displayName"] == "globex only"
     with pytest.raises(PermanentError, match="403"):
         hook.request("GET", "users/{k}", operation="get-user", path_parameters={"k": "jdoe@globex.example"})
+
+
+def test_one_read_serves_the_comment_and_the_status(env: dict[str, Any]) -> None:
+    """GraphHook.write_back_incident: the incident is read once for the comment's search and the
+    status check, then one POST and one PATCH; again, one read and nothing else."""
+    standin = env["standin"]
+    incidents = standin.tenant(_entra("globex")).incidents
+    incidents["2002"] = {**incidents["2001"], "id": "2002", "status": "active", "comments": []}
+    run = RunContext("soc_disable_entra_user", "manual__once", "incident_writeback", "globex", "corr-1")
+    hook = GraphHook(capability=CAPABILITY, tenant="globex", run_context=run, aws_conn_id=AWS_CONN)
+    marker = "[orchestrator:soc_disable_entra_user:DEF-2002:done]"
+
+    def incident_calls(since: int) -> list[tuple[str, str]]:
+        return [
+            (r.method, r.path.rsplit("/security/incidents/", 1)[1])
+            for r in standin.requests[since:]
+            if "/security/incidents/" in r.path
+        ]
+
+    before = len(standin.requests)
+    assert hook.write_back_incident("2002", f"Contained.\n{marker}", marker=marker, status="inProgress") == (
+        True,
+        True,
+    )
+    assert incident_calls(before) == [("GET", "2002"), ("POST", "2002/comments"), ("PATCH", "2002")]
+    before = len(standin.requests)
+    assert hook.write_back_incident("2002", f"Contained.\n{marker}", marker=marker, status="inProgress") == (
+        False,
+        False,
+    )
+    assert incident_calls(before) == [("GET", "2002")]
+    incident = _incident(standin, "globex", "2002")
+    assert incident["status"] == "inProgress"
+    assert [c["comment"] for c in incident["comments"]] == [f"Contained.\n{marker}"]

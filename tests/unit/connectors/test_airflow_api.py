@@ -124,6 +124,15 @@ def test_base_url(
     assert AirflowApiHook().base_url == base_url
 
 
+def test_the_base_url_is_the_http_connector_bases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No copy of its own: HttpConnectorHook.base_url, with plain HTTP for a bare host."""
+    assert "base_url" not in vars(AirflowApiHook)
+    point_at(monkeypatch, Connection(conn_id="airflow_api", conn_type="http", host="", password="pw-x1"))
+    with pytest.raises(PermanentError, match=r"connection 'airflow_api': host .* is empty") as raised:
+        _ = AirflowApiHook().base_url
+    assert "pw-x1" not in str(raised.value)
+
+
 def test_a_refused_login_fails_at_once_without_the_password(
     hook: AirflowApiHook, server: FaultServer
 ) -> None:

@@ -169,6 +169,117 @@ def test_the_connection_must_name_the_tenants_entra_tenant() -> None:
     ):
         connection = _graph().connection
     assert connection.login == "app"
-    masked.assert_called_once_with("s3cr3t")  # masked in every log line of the task
+    assert mock.call("s3cr3t") in masked.call_args_list  # masked in every log line of the task
     made.assert_called_once()
     assert made.call_args.args[:3] == ("entra-user-disable", "acme", "secretsmanager")
+
+
+# --- incident write-back: one read for the comment and the status ---------------------------------------
+INCIDENT_ID = "4242"
+MARKER = "[orchestrator:soc_contain_host:alert-1:approved]"
+
+
+class IncidentService:
+    """Graph's security incident endpoints as the hook's ``_run`` sees them: one answer per call, in
+    order, and every call recorded (method, url)."""
+
+    def __init__(self, hook: GraphHook, answers: list[RawResponse]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, str]] = []
+        hook.adapter.run.side_effect = lambda **request: request
+
+    def __call__(self, request: dict[str, Any]) -> RawResponse:
+        self.calls.append((request["method"], request["url"]))
+        return self.answers.pop(0)
+
+    def methods(self) -> list[str]:
+        return [method for method, _ in self.calls]
+
+
+def _incident(status: str = "active", *comments: str) -> RawResponse:
+    body = {"id": INCIDENT_ID, "status": status, "comments": [{"comment": c} for c in comments]}
+    return RawResponse(200, {}, body)
+
+
+@pytest.fixture
+def writer(offline: GraphHook) -> GraphHook:
+    offline.__dict__["creation_store"] = None  # no shared store: create_once searches without a lock
+    offline.__dict__["extras"] = {"retry_max_attempts": 3, "retry_base_delay": 0, "retry_max_delay": 30}
+    return offline
+
+
+def test_write_back_reads_the_incident_once_for_comment_and_status(writer: GraphHook) -> None:
+    service = IncidentService(
+        writer, [_incident("active", "an analyst's note"), RawResponse(201, {}, {}), RawResponse(200, {}, {})]
+    )
+    with mock.patch("include.connectors.microsoft._run", service):
+        result = writer.write_back_incident(
+            INCIDENT_ID, f"Contained.\n{MARKER}", marker=MARKER, status="inProgress"
+        )
+    assert result == (True, True)
+    assert service.calls == [
+        ("GET", "security/incidents/{id}"),
+        ("POST", "security/incidents/{id}/comments"),
+        ("PATCH", "security/incidents/{id}"),
+    ]
+
+
+def test_write_back_again_changes_nothing_after_one_read(writer: GraphHook) -> None:
+    service = IncidentService(writer, [_incident("inProgress", f"Contained.\n{MARKER}")])
+    with mock.patch("include.connectors.microsoft._run", service):
+        result = writer.write_back_incident(
+            INCIDENT_ID, f"Contained.\n{MARKER}", marker=MARKER, status="inProgress"
+        )
+    assert result == (False, False)
+    assert service.methods() == ["GET"]
+
+
+def test_write_back_without_a_status_only_comments(writer: GraphHook) -> None:
+    service = IncidentService(writer, [_incident("active"), RawResponse(201, {}, {})])
+    with mock.patch("include.connectors.microsoft._run", service):
+        assert writer.write_back_incident(INCIDENT_ID, f"x {MARKER}", marker=MARKER) == (True, False)
+    assert service.methods() == ["GET", "POST"]
+
+
+def test_write_back_waits_out_a_429s_retry_after(writer: GraphHook) -> None:
+    throttled = RawResponse(429, {"Retry-After": "7"}, {"error": {"code": "TooManyRequests"}})
+    service = IncidentService(
+        writer, [throttled, _incident("active"), RawResponse(201, {}, {}), RawResponse(200, {}, {})]
+    )
+    waits: list[float] = []
+    with (
+        mock.patch("include.connectors.microsoft._run", service),
+        mock.patch("tenacity.nap.sleep", waits.append),
+    ):
+        result = writer.write_back_incident(INCIDENT_ID, f"x {MARKER}", marker=MARKER, status="inProgress")
+    assert result == (True, True)
+    assert service.methods() == ["GET", "GET", "POST", "PATCH"]  # the throttled read, sent again
+    assert waits == [7.0]
+
+
+@pytest.mark.parametrize(
+    ("status", "marker", "error"),
+    [
+        ("resolved-ish", MARKER, MicrosoftInputError),
+        ("inProgress", "[not in the comment]", ValueError),
+    ],
+)
+def test_write_back_refuses_bad_input_before_any_call(
+    writer: GraphHook, status: str, marker: str, error: type[Exception]
+) -> None:
+    with (
+        mock.patch("include.connectors.microsoft._run", side_effect=AssertionError("no call expected")),
+        pytest.raises(error),
+    ):
+        writer.write_back_incident(INCIDENT_ID, f"x {MARKER}", marker=marker, status=status)
+
+
+def test_the_single_methods_keep_their_behaviour(writer: GraphHook) -> None:
+    service = IncidentService(
+        writer,
+        [_incident("active"), RawResponse(201, {}, {}), _incident("active"), RawResponse(200, {}, {})],
+    )
+    with mock.patch("include.connectors.microsoft._run", service):
+        assert writer.comment_incident_marked(INCIDENT_ID, f"x {MARKER}", marker=MARKER) is True
+        assert writer.set_incident_status(INCIDENT_ID, "inProgress") is True
+    assert service.methods() == ["GET", "POST", "GET", "PATCH"]
