@@ -43,6 +43,7 @@ from include.policies.capabilities import Capability
 CAPABILITY_FUNCTIONS: dict[str, str] = {
     "capability_client": "include/connectors/aws.py",
     "capability_session": "include/connectors/aws.py",
+    "tenant_connection": "include/connectors/aws.py",
     "capability_environment": "include/connectors/terraform.py",
     "AwsCapabilityHook": "include/connectors/aws.py",
     "Ec2Hook": "include/connectors/ec2.py",
