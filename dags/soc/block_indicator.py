@@ -28,17 +28,13 @@ from include.operators.perimeter import (
     WaitForBlockExpiryOperator,
     max_block_duration,
 )
-from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator, UpdateTicketOperator
-from include.policies.tenants import tenant_ids
+from include.operators.ticketing import CommentTicketOperator, UpdateTicketOperator
 from include.workflows import domain_workflow
-from include.workflows.approval import approval_gate
 from include.workflows.incidents import incident_writeback
+from include.workflows.soc import ALERT, TENANT, TICKET_ID, soc_evidence, soc_gate, soc_params, soc_ticket
 
-TENANT = "{{ params.tenant }}"
 INDICATOR = "{{ params.indicator }}"
 EXPIRES_AT = "{{ params.expires_at }}"
-ALERT = "{{ params.alert_id }}"
-TICKET_ID = "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"
 BLOCK = "ti.xcom_pull(task_ids='block_indicator')"
 UNBLOCK = "ti.xcom_pull(task_ids='unblock_indicator')"
 STEP = {"tenant": TENANT, "indicator": INDICATOR, "expires_at": EXPIRES_AT}
@@ -50,56 +46,45 @@ MAXIMUM = max_block_duration()
     kind="infrastructure_change",
     hold_until="expires_at",  # the SLA counts from the block's end (include/workflows/holds.py)
     doc_md=__doc__,
-    params={
-        "indicator": Param(
-            type="string",
-            minLength=2,
-            maxLength=64,
-            description="Public IPv4/IPv6 address or CIDR to block (at most /16 for IPv4, /48 for IPv6)",
-        ),
-        "tenant": Param(type="string", enum=tenant_ids(), description="Customer tenant"),
-        "expires_at": Param(
-            type="string",
-            pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$",
-            description=f"When the block ends: ISO 8601 with a time zone, at most {MAXIMUM} from now",
-        ),
-        "alert_id": Param(
-            type="string",
-            pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$",
-            description="The alert's id in the SIEM/EDR: one ticket per alert",
-        ),
-        "summary": Param("", type="string", maxLength=500, description="What the alert says"),
-    },
+    params=soc_params(
+        {
+            "indicator": Param(
+                type="string",
+                minLength=2,
+                maxLength=64,
+                description="Public IPv4/IPv6 address or CIDR to block (at most /16 for IPv4, /48 for IPv6)",
+            ),
+        },
+        severity=False,
+        before_alert={
+            "expires_at": Param(
+                type="string",
+                pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$",
+                description=f"When the block ends: ISO 8601 with a time zone, at most {MAXIMUM} from now",
+            ),
+        },
+        alert="The alert's id in the SIEM/EDR: one ticket per alert",
+    ),
 )
 def block_indicator() -> None:
+    # The SOC skeleton (include/workflows/soc.py) with a held change: the block stays until its
+    # expiry, then this run removes it and resolves the ticket.
     inspect = InspectIndicatorOperator(task_id="inspect_indicator", **STEP)
-    ticket = CreateTicketOperator(
-        task_id="open_ticket",
-        tenant=TENANT,
-        ticket_queue="soc",
-        subject="Block " + INDICATOR + " at the perimeter (alert " + ALERT + ")",
-        body="Alert " + ALERT + ": {{ params.summary }}\n\n"
-        "{{ ti.xcom_pull(task_ids='inspect_indicator')['markdown'] }}",
-        idempotency_basis=ALERT,
-    )
-    gate = approval_gate(
+    ticket = soc_ticket(inspect, subject="Block " + INDICATOR + " at the perimeter (alert " + ALERT + ")")
+    gate = soc_gate(
         "perimeter-block",
+        inspect,
         subject="Block " + INDICATOR + " for " + TENANT + " until " + EXPIRES_AT,
-        body="{{ ti.xcom_pull(task_ids='inspect_indicator')['markdown'] }}",
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
         artifact_params=("indicator", "tenant", "expires_at"),
     )
     block = BlockIndicatorOperator(task_id="block_indicator", **STEP)
-    blocked = CommentTicketOperator(
-        task_id="block_evidence",
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
-        body="{{ " + BLOCK + "['indicator'] }} is in WAF IP set {{ " + BLOCK + "['ip_set'] }} until "
+    blocked = soc_evidence(
+        gate,
+        "{{ " + BLOCK + "['indicator'] }} is in WAF IP set {{ " + BLOCK + "['ip_set'] }} until "
         "{{ " + BLOCK + "['expires_at'] }} (requested {{ " + BLOCK + "['requested_expires_at'] }}; "
-        "{{ 'added' if " + BLOCK + "['added'] else 'already there: no second entry' }}). Approved by "
-        "{{ ti.xcom_pull(task_ids='approve_perimeter_block', key='approval')['responded_by']['name'] }}.",
-        idempotency_basis=ALERT + ":block:" + INDICATOR + ":" + EXPIRES_AT,
+        "{{ 'added' if " + BLOCK + "['added'] else 'already there: no second entry' }}).",
+        basis=ALERT + ":block:" + INDICATOR + ":" + EXPIRES_AT,
+        task_id="block_evidence",
     )
     wait = WaitForBlockExpiryOperator(task_id="wait_for_expiry", **STEP)
     unblock = UnblockIndicatorOperator(task_id="unblock_indicator", **STEP)
@@ -128,9 +113,10 @@ def block_indicator() -> None:
         status="{{ 'open' if " + UNBLOCK + "['outcome'] == 'extended' else 'resolved' }}",
         idempotency_basis=ALERT,
     )
-    inspect >> ticket >> gate >> block >> blocked >> wait >> unblock >> expired >> resolve
-    # Written when the block is in place, not at its expiry (which may be days later).
-    blocked >> incident_writeback(
+    ticket >> gate >> block >> blocked >> wait >> unblock >> expired >> resolve
+    # Written when the block is in place, not at its expiry (which may be days later), and beside
+    # its evidence, not after it (include/workflows/soc.py).
+    block >> incident_writeback(
         "perimeter-block",
         done=INDICATOR + " blocked at the perimeter until " + EXPIRES_AT + ", removed then.",
     )

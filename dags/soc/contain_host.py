@@ -18,72 +18,39 @@ With an `incident_id` the Defender/Sentinel incident gets the run's outcome (a c
 from airflow.sdk import Param
 
 from include.operators.ec2 import InspectHostOperator, IsolateHostOperator
-from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
-from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
-from include.workflows.approval import approval_gate
-from include.workflows.incidents import incident_writeback
+from include.workflows.soc import ALERT, TENANT, soc_action, soc_params
 
-TENANT = "{{ params.tenant }}"
 HOST = "{{ params.host }}"
-ALERT = "{{ params.alert_id }}"
-TICKET_ID = "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"
 
 
 @domain_workflow(
     domain="soc",
     doc_md=__doc__,
-    params={
-        "host": Param(
-            type="string",
-            pattern="^i-[0-9a-f]{8}([0-9a-f]{9})?$",
-            description="EC2 instance id of the compromised host (i-...)",
-        ),
-        "tenant": Param(type="string", enum=tenant_ids(), description="Customer tenant"),
-        "severity": Param("high", type="string", enum=["low", "medium", "high", "critical"]),
-        "alert_id": Param(
-            type="string",
-            pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$",
-            description="The alert's id in the SIEM/EDR: the same alert is contained once",
-        ),
-        "summary": Param("", type="string", maxLength=500, description="What the alert says"),
-    },
+    params=soc_params(
+        {
+            "host": Param(
+                type="string",
+                pattern="^i-[0-9a-f]{8}([0-9a-f]{9})?$",
+                description="EC2 instance id of the compromised host (i-...)",
+            ),
+        },
+        alert="The alert's id in the SIEM/EDR: the same alert is contained once",
+    ),
 )
 def contain_host() -> None:
-    inspect = InspectHostOperator(task_id="inspect_host", tenant=TENANT, host=HOST)
-    ticket = CreateTicketOperator(
-        task_id="open_ticket",
-        tenant=TENANT,
-        ticket_queue="soc",
-        subject="[{{ params.severity }}] Contain " + HOST + " (alert " + ALERT + ")",
-        body="Alert " + ALERT + ": {{ params.summary }}\n\n"
-        "{{ ti.xcom_pull(task_ids='inspect_host')['markdown'] }}",
-        fields={"Severity": "{{ params.severity }}"},
-        idempotency_basis=ALERT,
-    )
-    gate = approval_gate(
+    soc_action(
         "host-isolate",
-        subject="Isolate " + HOST + " of " + TENANT,
-        body="{{ ti.xcom_pull(task_ids='inspect_host')['markdown'] }}",
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
+        inspect=InspectHostOperator(task_id="inspect_host", tenant=TENANT, host=HOST),
+        ticket_subject="[{{ params.severity }}] Contain " + HOST + " (alert " + ALERT + ")",
+        gate_subject="Isolate " + HOST + " of " + TENANT,
         artifact_params=("host", "tenant"),
-    )
-    isolate = IsolateHostOperator(task_id="isolate_host", tenant=TENANT, host=HOST)
-    evidence = CommentTicketOperator(
-        task_id="evidence",
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
-        body="Host " + HOST + " is in quarantine group "
+        change=lambda: IsolateHostOperator(task_id="isolate_host", tenant=TENANT, host=HOST),
+        evidence="Host " + HOST + " is in quarantine group "
         "{{ ti.xcom_pull(task_ids='isolate_host')['quarantine_group'] }}; previous groups "
         "{{ ti.xcom_pull(task_ids='isolate_host')['previous_groups'] | join(', ') }} are recorded on "
-        "the instance (tag orchestrator:previous-groups) for the release. Approved by "
-        "{{ ti.xcom_pull(task_ids='approve_host_isolate', key='approval')['responded_by']['name'] }}.",
-        idempotency_basis=ALERT,
-    )
-    inspect >> ticket >> gate >> isolate >> evidence
-    evidence >> incident_writeback(
-        "host-isolate", done="Host " + HOST + " is in the quarantine security group."
+        "the instance (tag orchestrator:previous-groups) for the release.",
+        done="Host " + HOST + " is in the quarantine security group.",
     )
 
 

@@ -18,17 +18,11 @@ Undo: `soc_enable_entra_user`, with its own approval.
 from airflow.sdk import Param
 
 from include.operators.microsoft import DisableEntraUserOperator, InspectEntraUserOperator
-from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
-from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
-from include.workflows.approval import approval_gate
-from include.workflows.incidents import incident_param, incident_writeback
+from include.workflows.incidents import incident_param
+from include.workflows.soc import ALERT, TENANT, soc_action, soc_params
 
-TENANT = "{{ params.tenant }}"
 USER = "{{ params.user }}"
-ALERT = "{{ params.alert_id }}"
-TICKET_ID = "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"
-INSPECTED = "{{ ti.xcom_pull(task_ids='inspect_user')['markdown'] }}"
 USER_PATTERN = (
     "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     "|[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9.-]{1,190})$"
@@ -38,64 +32,37 @@ USER_PATTERN = (
 @domain_workflow(
     domain="soc",
     doc_md=__doc__,
-    params={
-        "user": Param(
-            type="string", pattern=USER_PATTERN, description="Entra object id or user principal name"
-        ),
-        "tenant": Param(type="string", enum=tenant_ids(), description="Customer tenant"),
-        "severity": Param("high", type="string", enum=["low", "medium", "high", "critical"]),
-        "alert_id": Param(
-            type="string",
-            pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$",
-            description="The alert's id in the SIEM/EDR: the same alert is handled once",
-        ),
-        "reset_mfa": Param(
-            "no", type="string", enum=["no", "yes"], description="Also delete the MFA methods"
-        ),
-        "incident_id": incident_param(),
-        "summary": Param("", type="string", maxLength=500, description="What the alert says"),
-    },
+    params=soc_params(
+        {
+            "user": Param(
+                type="string", pattern=USER_PATTERN, description="Entra object id or user principal name"
+            ),
+        },
+        extra={
+            "reset_mfa": Param(
+                "no", type="string", enum=["no", "yes"], description="Also delete the MFA methods"
+            ),
+            "incident_id": incident_param(),
+        },
+    ),
 )
 def disable_entra_user() -> None:
-    inspect = InspectEntraUserOperator(task_id="inspect_user", tenant=TENANT, user=USER)
-    ticket = CreateTicketOperator(
-        task_id="open_ticket",
-        tenant=TENANT,
-        ticket_queue="soc",
-        subject="[{{ params.severity }}] Disable Entra user " + USER + " (alert " + ALERT + ")",
-        body="Alert " + ALERT + ": {{ params.summary }}\n\n" + INSPECTED,
-        fields={"Severity": "{{ params.severity }}"},
-        idempotency_basis=ALERT,
-    )
-    gate = approval_gate(
+    soc_action(
         "entra-user-disable",
-        subject="Disable Entra user " + USER + " of " + TENANT + " (MFA reset: {{ params.reset_mfa }})",
-        body=INSPECTED,
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
+        inspect=InspectEntraUserOperator(task_id="inspect_user", tenant=TENANT, user=USER),
+        ticket_subject="[{{ params.severity }}] Disable Entra user " + USER + " (alert " + ALERT + ")",
+        gate_subject="Disable Entra user " + USER + " of " + TENANT + " (MFA reset: {{ params.reset_mfa }})",
         artifact_params=("user", "tenant", "reset_mfa"),
-    )
-    disable = DisableEntraUserOperator(
-        task_id="disable_user",
-        tenant=TENANT,
-        user=USER,
-        reset_mfa="{{ params.reset_mfa }}",
-    )
-    evidence = CommentTicketOperator(
-        task_id="evidence",
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
-        body="Entra user " + USER + " contained: sign-in "
+        change=lambda: DisableEntraUserOperator(
+            task_id="disable_user",
+            tenant=TENANT,
+            user=USER,
+            reset_mfa="{{ params.reset_mfa }}",
+        ),
+        evidence="Entra user " + USER + " contained: sign-in "
         "{{ 'blocked now' if ti.xcom_pull(task_ids='disable_user')['changed'] else 'was already blocked' }}, "
         "sessions valid from {{ ti.xcom_pull(task_ids='disable_user')['sessions_valid_from'] }}, MFA methods "
-        "deleted: {{ ti.xcom_pull(task_ids='disable_user')['mfa_methods_deleted'] | join(', ') or 'none' }}. "
-        "Approved by "
-        "{{ ti.xcom_pull(task_ids='approve_entra_user_disable', key='approval')['responded_by']['name'] }}.",
-        idempotency_basis=ALERT,
-    )
-    inspect >> ticket >> gate >> disable >> evidence
-    evidence >> incident_writeback(
-        "entra-user-disable",
+        "deleted: {{ ti.xcom_pull(task_ids='disable_user')['mfa_methods_deleted'] | join(', ') or 'none' }}.",
         done="Entra user " + USER + ": sign-in blocked, sessions revoked{{ ', MFA methods deleted' if "
         "(ti.xcom_pull(task_ids='disable_user') or {}).get('mfa_methods_deleted') }}.",
     )

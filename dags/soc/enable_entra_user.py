@@ -16,17 +16,10 @@ left as it is): include/workflows/incidents.py.
 from airflow.sdk import Param
 
 from include.operators.microsoft import EnableEntraUserOperator, InspectEntraUserOperator
-from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
-from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
-from include.workflows.approval import approval_gate
-from include.workflows.incidents import incident_writeback
+from include.workflows.soc import ALERT, TENANT, soc_action, soc_params
 
-TENANT = "{{ params.tenant }}"
 USER = "{{ params.user }}"
-ALERT = "{{ params.alert_id }}"
-TICKET_ID = "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"
-INSPECTED = "{{ ti.xcom_pull(task_ids='inspect_user')['markdown'] }}"
 USER_PATTERN = (
     "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     "|[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9.-]{1,190})$"
@@ -36,52 +29,29 @@ USER_PATTERN = (
 @domain_workflow(
     domain="soc",
     doc_md=__doc__,
-    params={
-        "user": Param(
-            type="string", pattern=USER_PATTERN, description="Entra object id or user principal name"
-        ),
-        "tenant": Param(type="string", enum=tenant_ids(), description="Customer tenant"),
-        "alert_id": Param(
-            type="string",
-            pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$",
-            description="The containment's alert id: the release is handled once per alert",
-        ),
-        "reason": Param("", type="string", maxLength=500, description="Why the user may sign in again"),
-    },
+    params=soc_params(
+        {
+            "user": Param(
+                type="string", pattern=USER_PATTERN, description="Entra object id or user principal name"
+            ),
+        },
+        severity=False,
+        reason="Why the user may sign in again",
+    ),
 )
 def enable_entra_user() -> None:
-    inspect = InspectEntraUserOperator(task_id="inspect_user", tenant=TENANT, user=USER)
-    ticket = CreateTicketOperator(
-        task_id="open_ticket",
-        tenant=TENANT,
-        ticket_queue="soc",
-        subject="Enable Entra user " + USER + " again (alert " + ALERT + ")",
-        body="Release after alert " + ALERT + ": {{ params.reason }}\n\n" + INSPECTED,
-        idempotency_basis="enable-" + ALERT,
-    )
-    gate = approval_gate(
+    soc_action(
         "entra-user-enable",
-        subject="Enable Entra user " + USER + " of " + TENANT,
-        body=INSPECTED,
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
+        undo="enable",
+        inspect=InspectEntraUserOperator(task_id="inspect_user", tenant=TENANT, user=USER),
+        ticket_subject="Enable Entra user " + USER + " again (alert " + ALERT + ")",
+        gate_subject="Enable Entra user " + USER + " of " + TENANT,
         artifact_params=("user", "tenant"),
-    )
-    enable = EnableEntraUserOperator(task_id="enable_user", tenant=TENANT, user=USER)
-    evidence = CommentTicketOperator(
-        task_id="evidence",
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
-        body="Entra user " + USER + " may sign in again "
+        change=lambda: EnableEntraUserOperator(task_id="enable_user", tenant=TENANT, user=USER),
+        evidence="Entra user " + USER + " may sign in again "
         "({{ 'changed now' if ti.xcom_pull(task_ids='enable_user')['changed'] else 'was already allowed' }})"
-        ". "
-        "Approved by "
-        "{{ ti.xcom_pull(task_ids='approve_entra_user_enable', key='approval')['responded_by']['name'] }}.",
-        idempotency_basis="enable-" + ALERT,
-    )
-    inspect >> ticket >> gate >> enable >> evidence
-    evidence >> incident_writeback(
-        "entra-user-enable", done="Entra user " + USER + " may sign in again.", release=True
+        ".",
+        done="Entra user " + USER + " may sign in again.",
     )
 
 

@@ -20,17 +20,10 @@ outcome and its status (include/workflows/incidents.py), also when the run is re
 from airflow.sdk import Param
 
 from include.operators.microsoft import InspectDeviceOperator, IsolateDeviceOperator
-from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
-from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
-from include.workflows.approval import approval_gate
-from include.workflows.incidents import incident_writeback
+from include.workflows.soc import ALERT, TENANT, TICKET_ID, soc_action, soc_params
 
-TENANT = "{{ params.tenant }}"
 MACHINE = "{{ params.machine }}"
-ALERT = "{{ params.alert_id }}"
-TICKET_ID = "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"
-INSPECTED = "{{ ti.xcom_pull(task_ids='inspect_device')['markdown'] }}"
 # A Defender machine id (40 hex digits) or a machine name (DNS or host name).
 MACHINE_PATTERN = "^([0-9a-fA-F]{40}|[A-Za-z0-9][A-Za-z0-9-]{0,62}(\\.[A-Za-z0-9][A-Za-z0-9-]{0,62}){0,8})$"
 
@@ -38,72 +31,46 @@ MACHINE_PATTERN = "^([0-9a-fA-F]{40}|[A-Za-z0-9][A-Za-z0-9-]{0,62}(\\.[A-Za-z0-9
 @domain_workflow(
     domain="soc",
     doc_md=__doc__,
-    params={
-        "machine": Param(
-            type="string",
-            pattern=MACHINE_PATTERN,
-            maxLength=253,
-            description="Defender machine id, or the machine's DNS or host name",
-        ),
-        "tenant": Param(type="string", enum=tenant_ids(), description="Customer tenant"),
-        "severity": Param("high", type="string", enum=["low", "medium", "high", "critical"]),
-        "alert_id": Param(
-            type="string",
-            pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$",
-            description="The alert's id in the SIEM/EDR: the same alert is handled once",
-        ),
-        "isolation_type": Param(
-            "Full",
-            type="string",
-            enum=["Full", "Selective"],
-            description="Selective keeps Outlook, Teams and Skype working",
-        ),
-        "summary": Param("", type="string", maxLength=500, description="What the alert says"),
-    },
+    params=soc_params(
+        {
+            "machine": Param(
+                type="string",
+                pattern=MACHINE_PATTERN,
+                maxLength=253,
+                description="Defender machine id, or the machine's DNS or host name",
+            ),
+        },
+        extra={
+            "isolation_type": Param(
+                "Full",
+                type="string",
+                enum=["Full", "Selective"],
+                description="Selective keeps Outlook, Teams and Skype working",
+            ),
+        },
+    ),
 )
 def isolate_device() -> None:
-    inspect = InspectDeviceOperator(task_id="inspect_device", tenant=TENANT, machine=MACHINE)
-    ticket = CreateTicketOperator(
-        task_id="open_ticket",
-        tenant=TENANT,
-        ticket_queue="soc",
-        subject="[{{ params.severity }}] Isolate device " + MACHINE + " (alert " + ALERT + ")",
-        body="Alert " + ALERT + ": {{ params.summary }}\n\n" + INSPECTED,
-        fields={"Severity": "{{ params.severity }}"},
-        idempotency_basis=ALERT,
-    )
-    gate = approval_gate(
+    soc_action(
         "device-isolate",
-        subject="Isolate device " + MACHINE + " of " + TENANT + " ({{ params.isolation_type }})",
-        body=INSPECTED,
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
+        inspect=InspectDeviceOperator(task_id="inspect_device", tenant=TENANT, machine=MACHINE),
+        ticket_subject="[{{ params.severity }}] Isolate device " + MACHINE + " (alert " + ALERT + ")",
+        gate_subject="Isolate device " + MACHINE + " of " + TENANT + " ({{ params.isolation_type }})",
         artifact_params=("machine", "tenant", "isolation_type"),
-    )
-    isolate = IsolateDeviceOperator(
-        task_id="isolate_device",
-        tenant=TENANT,
-        machine=MACHINE,
-        machine_id="{{ ti.xcom_pull(task_ids='inspect_device')['id'] }}",
-        isolation_type="{{ params.isolation_type }}",
-        comment="Orchestrator: isolated for alert " + ALERT + " (ticket " + TICKET_ID + ")",
-    )
-    evidence = CommentTicketOperator(
-        task_id="evidence",
-        tenant=TENANT,
-        ticket_id=TICKET_ID,
-        body="{% set r = ti.xcom_pull(task_ids='isolate_device') %}"
+        change=lambda: IsolateDeviceOperator(
+            task_id="isolate_device",
+            tenant=TENANT,
+            machine=MACHINE,
+            machine_id="{{ ti.xcom_pull(task_ids='inspect_device')['id'] }}",
+            isolation_type="{{ params.isolation_type }}",
+            comment="Orchestrator: isolated for alert " + ALERT + " (ticket " + TICKET_ID + ")",
+        ),
+        evidence="{% set r = ti.xcom_pull(task_ids='isolate_device') %}"
         "Device {{ r['computer_dns_name'] }} (Defender id {{ r['machine_id'] }}) "
         "isolated ({{ r['scope'] }}): "
         "machine action {{ r['action_id'] }} {{ r['status'] }} at {{ r['updated_at'] }}, "
-        "{{ 'started by this run' if r['created'] else 'requested earlier by ' ~ r['requestor'] }}. "
-        "Approved by "
-        "{{ ti.xcom_pull(task_ids='approve_device_isolate', key='approval')['responded_by']['name'] }}.",
-        idempotency_basis=ALERT,
-    )
-    inspect >> ticket >> gate >> isolate >> evidence
-    evidence >> incident_writeback(
-        "device-isolate", done="Machine " + MACHINE + " isolated ({{ params.isolation_type }})."
+        "{{ 'started by this run' if r['created'] else 'requested earlier by ' ~ r['requestor'] }}.",
+        done="Machine " + MACHINE + " isolated ({{ params.isolation_type }}).",
     )
 
 

@@ -1,10 +1,11 @@
 """Incident write-back: a SOC run that came from a Microsoft Defender/Sentinel incident says on the
 incident what became of it.
 
-    evidence >> incident_writeback("entra-user-disable", done="Entra user {{ params.user }}: sign-in blocked")
+    disable >> incident_writeback("entra-user-disable", done="Entra user {{ params.user }}: sign-in blocked")
 
-One line after the workflow's last step (a step of its own for a long workflow: after the evidence
-of the change, not after a block's expiry). The call adds the run param ``incident_id`` to the DAG
+One line on the workflow's privileged step, beside its evidence (``include.workflows.soc.soc_action``
+does it; the evidence is not waited for, and a long workflow writes back when the change is in
+place, not after a block's expiry). The call adds the run param ``incident_id`` to the DAG
 (optional, empty: nothing is written; a value that is not a Graph incident id, 1-19 digits, is
 refused with HTTP 400 before the run exists, and again by the task before any call).
 
@@ -39,11 +40,12 @@ tenant's credentials.
 
 The task never changes the run's privileged result: it is a teardown (Airflow leaves teardowns out
 of the run's state, and a gate's reject does not skip them), runs when everything before it is done
-(success, failed, skipped), and a write-back that still fails after its retry (one: the hook itself
-waits out a throttled Graph and retries its 5xx) fails only itself,
-with a ``notification.failed`` audit record naming the incident and the error. A bad incident id or
-an incident the tenant does not have fails it at once (no retry helps). An approval drill writes
-nothing (the incident is the customer's, in their own portal).
+(success, failed, skipped; why it hangs beside the evidence: ``include/workflows/soc.py``), and a
+write-back that still fails after its retry (one: the hook itself waits out a throttled Graph and
+retries its 5xx) fails only itself, with a ``notification.failed`` audit record naming the
+incident and the error. A bad incident id or an incident the tenant does not have fails it at once
+(no retry helps). An approval drill writes nothing (the incident is the customer's, in their own
+portal).
 """
 
 from __future__ import annotations
@@ -310,8 +312,8 @@ class IncidentWritebackOperator(BaseOperator):
             capability=self.capability, tenant=self.tenant, run_context=run, aws_conn_id=self.aws_conn_id
         )
         try:
-            commented = hook.comment_incident_marked(incident, text, marker=line)
-            status_changed = hook.set_incident_status(incident, status) if status else False
+            # One read of the incident serves the comment's search and the status check.
+            commented, status_changed = hook.write_back_incident(incident, text, marker=line, status=status)
         except (MicrosoftInputError, TenantCredentialError) as error:
             self._failed(context, incident, outcome, str(error))
             raise AirflowFailException(f"{self.task_id}: {error}") from None
@@ -405,8 +407,9 @@ def incident_writeback(
     task_id: str = TASK_ID,
     **kwargs: Any,
 ) -> IncidentWritebackOperator:
-    """The write-back task for the current DAG's change ``domain_action``: append it after the last
-    step (``evidence >> incident_writeback(...)``). Adds the ``incident_id`` param to the DAG.
+    """The write-back task for the current DAG's change ``domain_action``: set it after the privileged
+    step, beside the evidence (``change >> incident_writeback(...)``; see ``include/workflows/soc.py``).
+    Adds the ``incident_id`` param to the DAG.
 
     :param domain_action: the approval action of the change (its privileged steps' capability).
     :param done: what a done run did, one sentence (templated, rendered only for a done run).

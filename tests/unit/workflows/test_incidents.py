@@ -1,6 +1,7 @@
 """Incident write-back (include/workflows/incidents.py) offline: the outcome read from a run, the
-comment and its marker, the param, and the task's place in the SOC DAGs: a teardown that a reject
-does not skip and that never decides the run's state."""
+comment and its marker, the param, and the task's place in the SOC DAGs: a teardown right after the
+privileged step, beside the evidence, that a reject does not skip and that never decides the run's
+state."""
 
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ from include.workflows.incidents import (
 
 ROOT = Path(__file__).resolve().parents[3]
 SOC_DAGS = {
-    # DAG: (dag id, action, the task the write-back follows, the task deciding the run's state)
-    "contain_host": ("soc_contain_host", "host-isolate", "evidence", "evidence"),
-    "disable_account": ("soc_disable_account", "identity-disable", "evidence", "evidence"),
-    "disable_entra_user": ("soc_disable_entra_user", "entra-user-disable", "evidence", "evidence"),
-    "enable_entra_user": ("soc_enable_entra_user", "entra-user-enable", "evidence", "evidence"),
-    "block_indicator": ("soc_block_indicator", "perimeter-block", "block_evidence", "resolve_ticket"),
+    # DAG: (dag id, action, the privileged step the write-back follows, the task deciding the run's state)
+    "contain_host": ("soc_contain_host", "host-isolate", "isolate_host", "evidence"),
+    "disable_account": ("soc_disable_account", "identity-disable", "disable_account", "evidence"),
+    "disable_entra_user": ("soc_disable_entra_user", "entra-user-disable", "disable_user", "evidence"),
+    "enable_entra_user": ("soc_enable_entra_user", "entra-user-enable", "enable_user", "evidence"),
+    "isolate_device": ("soc_isolate_device", "device-isolate", "isolate_device", "evidence"),
+    "release_device": ("soc_release_device", "device-release", "release_device", "evidence"),
+    "block_indicator": ("soc_block_indicator", "perimeter-block", "block_indicator", "resolve_ticket"),
 }
 ORDER = ["inspect_user", "open_ticket", "approve", "disable_user", "evidence"]
 
@@ -176,9 +179,14 @@ def test_the_factory_adds_the_param_and_refuses_a_looser_one() -> None:
 
 
 # --- its place in the SOC DAGs ----------------------------------------------------------------------------
+def test_every_soc_dag_is_here() -> None:
+    assert {p.stem for p in (ROOT / "dags" / "soc").glob("*.py")} - {"service_check"} == set(SOC_DAGS)
+
+
 @pytest.mark.parametrize("name", sorted(SOC_DAGS))
-def test_every_soc_dag_writes_back_after_its_change_as_a_teardown(name: str) -> None:
+def test_every_soc_dag_writes_back_beside_its_evidence_as_a_teardown(name: str) -> None:
     from airflow.models.dagrun import DagRun
+    from airflow.task.trigger_rule import TriggerRule
 
     from include.operators.approval import ApprovalGateOperator
 
@@ -188,6 +196,14 @@ def test_every_soc_dag_writes_back_after_its_change_as_a_teardown(name: str) -> 
     task = dag.get_task("incident_writeback")
     assert isinstance(task, IncidentWritebackOperator)
     assert (task.domain_action, task.is_teardown, task.upstream_task_ids) == (action, True, {after})
+    assert dag.get_task(after).capability == action
+    # right after the change, beside its evidence: never waits for the evidence comment
+    evidence = "block_evidence" if name == "block_indicator" else "evidence"
+    assert dag.get_task(evidence).upstream_task_ids == {after}
+    assert evidence not in task.get_flat_relative_ids(upstream=True)
+    # runs once the change is done, whatever its state: no setup task can make it skip
+    assert task.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
+    assert not any(dag.get_task(t).is_setup for t in task.get_flat_relative_ids(upstream=True))
     assert "incident_id" in dag.params
     # a reject skips the change (and so what follows it) but never the write-back
     gate = next(t for t in dag.tasks if getattr(t, "approval_action", None) == action)
