@@ -39,9 +39,11 @@ KEYS = "ti.xcom_pull(task_ids='revoke_tenant_keys')"
     domain="hr",
     doc_md=__doc__,
     params={
-        "employee_id": Param(type="string", pattern="^E[0-9]{5}$", description="HR employee id, e.g. E01234"),
+        "employee_id": Param(
+            type="string", pattern="^E[0-9]{5}(?!\\n)$", description="HR employee id, e.g. E01234"
+        ),
         "uid": Param(
-            type="string", pattern="^[a-z][a-z0-9._-]{1,31}$", description="Login name of the leaver"
+            type="string", pattern="^[a-z][a-z0-9._-]{1,31}(?!\\n)$", description="Login name of the leaver"
         ),
         "last_day": Param(type="string", format="date", description="Last working day, YYYY-MM-DD"),
         "reason": Param(
@@ -50,7 +52,7 @@ KEYS = "ti.xcom_pull(task_ids='revoke_tenant_keys')"
         "hr_ticket": Param(
             "",
             type="string",
-            pattern="^([0-9]{1,9})?$",
+            pattern="^([0-9]{1,9})?(?!\\n)$",
             description="The HR ticket that asked for this (number); empty: the run opens one",
         ),
     },

@@ -48,12 +48,16 @@ TEXT = {"type": "string", "minLength": 1, "maxLength": 64}
     domain="hr",
     doc_md=__doc__,
     params={
-        "employee_id": Param(type="string", pattern="^E[0-9]{5}$", description="HR employee id, e.g. E01234"),
+        "employee_id": Param(
+            type="string", pattern="^E[0-9]{5}(?!\\n)$", description="HR employee id, e.g. E01234"
+        ),
         "given_name": Param(**TEXT, description="Given name"),
         "surname": Param(**TEXT, description="Surname"),
         "email": Param(type="string", format="idn-email", description="Work email (@secops.example)"),
         "uid": Param(
-            type="string", pattern="^[a-z][a-z0-9._-]{1,31}$", description="Login name, e.g. ada.lovelace"
+            type="string",
+            pattern="^[a-z][a-z0-9._-]{1,31}(?!\\n)$",
+            description="Login name, e.g. ada.lovelace",
         ),
         "role": Param(type="string", enum=known_roles(), description="Job role (decides the groups)"),
         "manager_email": Param(type="string", format="idn-email", description="Manager (gets the email)"),
@@ -64,7 +68,7 @@ TEXT = {"type": "string", "minLength": 1, "maxLength": 64}
         "hr_ticket": Param(
             "",
             type="string",
-            pattern="^([0-9]{1,9})?$",
+            pattern="^([0-9]{1,9})?(?!\\n)$",
             description="The HR ticket that asked for this (number); empty: the run opens one",
         ),
     },

@@ -28,9 +28,7 @@ from include.workflows.factory import OPERATOR_PERMISSIONS, workflow_dag_kwargs
 DOMAIN = "platform"
 # Read only for the platform's own roles; only auditors start a run (docs/evidence.md, "Delivery").
 READ_ONLY = {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
-PERIOD_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"
-)
+PERIOD_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?(?!\n)$"
 
 kwargs = workflow_dag_kwargs(
     dag_id="platform_evidence_packs",
@@ -72,7 +70,7 @@ kwargs = workflow_dag_kwargs(
         "ticket_id": Param(
             None,
             type=["null", "string"],
-            pattern="^[0-9]{1,12}$",
+            pattern="^[0-9]{1,12}(?!\\n)$",
             title="Ticket (optional)",
             description="A ticket of this tenant to post the notice on; "
             "empty: mail the tenant's security contact",

@@ -59,7 +59,7 @@ MAXIMUM = max_block_duration()
         before_alert={
             "expires_at": Param(
                 type="string",
-                pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$",
+                pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})(?!\n)$",
                 description=f"When the block ends: ISO 8601 with a time zone, at most {MAXIMUM} from now",
             ),
         },

@@ -31,7 +31,7 @@ HOST = "{{ params.host }}"
         {
             "host": Param(
                 type="string",
-                pattern="^i-[0-9a-f]{8}([0-9a-f]{9})?$",
+                pattern="^i-[0-9a-f]{8}([0-9a-f]{9})?(?!\\n)$",
                 description="EC2 instance id of the compromised host (i-...)",
             ),
         },

@@ -32,7 +32,7 @@ ACCOUNT = "{{ params.account }}"
         {
             "account": Param(
                 type="string",
-                pattern="^[A-Za-z0-9+=,.@_-]{1,64}$",
+                pattern="^[A-Za-z0-9+=,.@_-]{1,64}(?!\\n)$",
                 description="IAM user name of the compromised staff account",
             ),
         }

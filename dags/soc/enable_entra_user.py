@@ -22,7 +22,7 @@ from include.workflows.soc import ALERT, TENANT, soc_action, soc_params
 USER = "{{ params.user }}"
 USER_PATTERN = (
     "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    "|[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9.-]{1,190})$"
+    "|[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9.-]{1,190})(?!\\n)$"
 )
 
 

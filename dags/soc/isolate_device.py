@@ -25,7 +25,9 @@ from include.workflows.soc import ALERT, TENANT, TICKET_ID, soc_action, soc_para
 
 MACHINE = "{{ params.machine }}"
 # A Defender machine id (40 hex digits) or a machine name (DNS or host name).
-MACHINE_PATTERN = "^([0-9a-fA-F]{40}|[A-Za-z0-9][A-Za-z0-9-]{0,62}(\\.[A-Za-z0-9][A-Za-z0-9-]{0,62}){0,8})$"
+MACHINE_PATTERN = (
+    "^([0-9a-fA-F]{40}|[A-Za-z0-9][A-Za-z0-9-]{0,62}(\\.[A-Za-z0-9][A-Za-z0-9-]{0,62}){0,8})(?!\\n)$"
+)
 
 
 @domain_workflow(

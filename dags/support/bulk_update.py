@@ -37,12 +37,12 @@ ALLOWED_FIELDS = list(load_rules().bulk_update.fields)
         "tenant": Param(type="string", enum=tenant_ids(), description="Tenant whose tickets change"),
         "change_id": Param(
             type="string",
-            pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$",
+            pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}(?!\\n)$",
             description="Id of this change (a rerun with the same id duplicates nothing)",
         ),
         "ticket_ids": Param(
             type="array",
-            items={"type": "string", "pattern": "^[0-9]+$"},
+            items={"type": "string", "pattern": "^[0-9]+(?!\\n)$"},
             minItems=1,
             maxItems=2000,
             uniqueItems=True,

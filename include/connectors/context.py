@@ -16,7 +16,7 @@ from typing import Any
 CORRELATION_CONF_KEY = "correlation_id"
 # What a correlation id from a trigger may look like: a ticket's or event's id. It ends up in STS
 # session tags, ticket fields and audit records, so nothing that needs escaping there.
-CORRELATION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$"
+CORRELATION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}(?!\n)$"
 _CORRELATION = re.compile(CORRELATION_PATTERN)
 
 

@@ -49,9 +49,9 @@ CENT: Final = Decimal("0.01")
 MAX_LISTED: Final = 25
 
 # The trigger form's patterns (the DAG's Params use them; the first task checks them again).
-CONTRACT_PATTERN: Final = r"^[A-Z0-9][A-Z0-9.-]{1,19}$"
-MILESTONE_PATTERN: Final = r"^[A-Z0-9][A-Z0-9.-]{0,11}$"
-EXPORT_KEY_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.=/-]{0,400}\.(csv|json)$"
+CONTRACT_PATTERN: Final = r"^[A-Z0-9][A-Z0-9.-]{1,19}(?!\n)$"
+MILESTONE_PATTERN: Final = r"^[A-Z0-9][A-Z0-9.-]{0,11}(?!\n)$"
+EXPORT_KEY_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.=/-]{0,400}\.(csv|json)(?!\n)$"
 REQUEST_FIELDS: Final = ("tenant", "contract_id", "milestone_id", "period_start", "period_end", "export_key")
 
 

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from include.policies.capability_calls import DagFile, domains_text, scan, task_line
 from include.policies.loader import (
@@ -512,6 +513,49 @@ def check_run_timeouts(context: CheckContext) -> list[Violation]:
     return violations
 
 
+# ``(?!\n)$``: a pattern's ``$`` in Python (Airflow validates params with jsonschema, which uses
+# ``re.search``) also matches before a final line break, so ``^E[0-9]{5}$`` accepts "E01234\n": a
+# second idempotency key for the same alert or employee. The lookahead refuses it, in Python and in
+# the UI's ECMAScript alike.
+PARAM_PATTERN_END: Final = "(?!\\n)$"
+
+
+def param_pattern_problems(dag: Any) -> list[tuple[str, str]]:
+    """(param, problem) for each string param whose ``pattern`` ends in ``$`` without refusing a
+    final line break, and each pattern that does not compile."""
+    problems: list[tuple[str, str]] = []
+    for name, param in dag.params.items():
+        schema = getattr(param, "schema", None) or {}
+        items = schema.get("items") or {}
+        for where, pattern in (("", schema.get("pattern")), (" items", items.get("pattern"))):
+            if isinstance(pattern, str):
+                problems.extend((f"{name}{where}", problem) for problem in _pattern_problems(pattern))
+    return problems
+
+
+def _pattern_problems(pattern: str) -> list[str]:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return [f"pattern {pattern!r} does not compile: {error}"]
+    if pattern.endswith("$") and not pattern.endswith(PARAM_PATTERN_END):
+        return [
+            f"pattern {pattern!r} ends in '$', which also accepts a final line break: "
+            f"end it with {PARAM_PATTERN_END}"
+        ]
+    return []
+
+
+def check_param_patterns(context: CheckContext) -> list[Violation]:
+    """Every DAG param's ``pattern`` compiles and, when anchored at the end, refuses a final line
+    break (:data:`PARAM_PATTERN_END`)."""
+    violations = []
+    for dag in context.dag_scan.dags:
+        for name, problem in param_pattern_problems(dag):
+            violations.append(Violation("param-patterns", f"{dag_location(dag)} param {name}", problem))
+    return violations
+
+
 def check_access_policy(context: CheckContext) -> list[Violation]:
     """``access.yaml`` (next to the domain policy) holds: every role a directory group grants
     exists, every domain operator/approver role and approvals.yaml group is granted by some group,
@@ -612,6 +656,7 @@ RULES: list[Rule] = [
     check_domain_pool,
     check_domain_settings,
     check_run_timeouts,
+    check_param_patterns,
     check_no_literal_secrets,
     check_parse_budget,
     check_approval_before_privileged,

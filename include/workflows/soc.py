@@ -69,7 +69,7 @@ TENANT = "{{ params.tenant }}"
 ALERT = "{{ params.alert_id }}"
 TICKET_TASK = "open_ticket"
 TICKET_ID = "{{ ti.xcom_pull(task_ids='" + TICKET_TASK + "')['id'] }}"
-ALERT_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$"
+ALERT_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}(?!\\n)$"
 HANDLED_ONCE = "The alert's id in the SIEM/EDR: the same alert is handled once"
 RELEASED_ONCE = "The containment's alert id: the release is handled once per alert"
 
