@@ -28,7 +28,10 @@ from include.workflows.factory import OPERATOR_PERMISSIONS, workflow_dag_kwargs
 DOMAIN = "platform"
 # Read only for the platform's own roles; only auditors start a run (docs/evidence.md, "Delivery").
 READ_ONLY = {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}}
-PERIOD_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?(?!\n)$"
+PERIOD_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?(?!\n)$"
+)
 
 kwargs = workflow_dag_kwargs(
     dag_id="platform_evidence_packs",
