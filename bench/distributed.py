@@ -17,13 +17,18 @@ Celery a worker's figure includes its pool and task processes, with the LocalExe
 burst is recorded with it (the figures are as good as the machine is quiet). Writes
 ``bench/results/distributed-<UTC timestamp>.json`` (committed: the figures docs/benchmarks.md
 quotes). ``--api-workers N`` runs both stacks with ``[api] workers = N`` (the API server's uvicorn
-workers) instead of the stack's setting. ``--api-sweep embedded|celery`` measures that setting
-instead: one stack, bursts with ``[api] workers`` 1, 2, 2, 1, only the API server restarted
-between (:func:`api_sweep`; ``bench/results/distributed-api-<setup>-<UTC timestamp>.json``).
+workers) instead of the stack's setting; ``--scheduler-idle-sleep S`` both with ``[scheduler]
+scheduler_idle_sleep_time = S`` (how long the scheduler sleeps after a loop that queued nothing and
+had no executor event: with open runs that only wait for their tasks, it sets how often the
+scheduler examines them, and so most of its CPU under Celery; docs/deployment.md).
+``--api-sweep embedded|celery`` measures ``[api] workers`` instead: one stack, bursts with 1, 2,
+2, 1 workers, only the API server restarted between (:func:`api_sweep`;
+``bench/results/distributed-api-<setup>-<UTC timestamp>.json``).
 
 :func:`run` returns flat keys, for ``bench/suite.py`` (``SIDES`` below name the sides):
 
-- ``runs_per_burst``, ``api_workers``, ``wall_seconds`` (the whole run);
+- ``runs_per_burst``, ``api_workers``, ``scheduler_idle_sleep_time`` (None: the stack's setting),
+  ``wall_seconds`` (the whole run);
 - ``<side>_runs_per_minute``, ``<side>_wall_seconds``, ``<side>_run_seconds_p50``/``_p95``,
   ``<side>_states`` (end state -> count), ``<side>_cpu`` (component -> CPU seconds, with
   ``machine`` and ``other``), ``<side>_cpu_seconds_per_run`` (machine CPU / runs),
@@ -171,23 +176,31 @@ def _side(out: dict[str, Any], side: str, measure: Callable[[], dict[str, Any]])
         _log(f"{side} FAILED: {out[f'{side}_error']}")
 
 
-def _stack(profile: Profile, api_workers: int | None) -> Any:
-    """A stack whose ``[api] workers`` is ``stack.api_workers`` (None: the stack's setting), read
-    each time a component starts: :func:`api_sweep` changes it between API server restarts."""
+def _stack(profile: Profile, api_workers: int | None, scheduler_idle_sleep: float | None = None) -> Any:
+    """A stack whose ``[api] workers`` is ``stack.api_workers`` and ``[scheduler]
+    scheduler_idle_sleep_time`` is ``stack.scheduler_idle_sleep`` (None: the stack's setting), read
+    each time a component starts: :func:`api_sweep` changes the first between API server restarts."""
     from devstack.stack import Stack
+
+    if scheduler_idle_sleep is not None and not scheduler_idle_sleep > 0:
+        raise ValueError(f"scheduler_idle_sleep must be > 0 seconds, not {scheduler_idle_sleep!r}")
 
     class BenchStack(Stack):
         api_workers: int | None = None
+        scheduler_idle_sleep: float | None = None
 
         @property
         def env(self) -> dict[str, str]:
             env = super().env
             if self.api_workers is not None:
                 env["AIRFLOW__API__WORKERS"] = str(self.api_workers)
+            if self.scheduler_idle_sleep is not None:
+                env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(self.scheduler_idle_sleep)
             return env
 
     stack = BenchStack(profile)
     stack.api_workers = api_workers
+    stack.scheduler_idle_sleep = scheduler_idle_sleep
     return stack
 
 
@@ -208,6 +221,7 @@ def run(
     runs_per_domain: int = DEFAULT_RUNS_PER_DOMAIN,
     *,
     api_workers: int | None = None,
+    scheduler_idle_sleep: float | None = None,
     embedded_profile: Profile = EMBEDDED_PROFILE,
     celery_profile: Profile = CELERY_PROFILE,
 ) -> dict[str, Any]:
@@ -220,16 +234,20 @@ def run(
         raise ValueError("run(): embedded_profile must use the LocalExecutor and celery_profile Celery")
     began = time.monotonic()
     runs = runs_per_domain * len(load_domain_policy().domains)
-    out: dict[str, Any] = {"runs_per_burst": runs, "api_workers": api_workers}
+    out: dict[str, Any] = {
+        "runs_per_burst": runs,
+        "api_workers": api_workers,
+        "scheduler_idle_sleep_time": scheduler_idle_sleep,
+    }
 
-    stack = _stack(embedded_profile, api_workers)
+    stack = _stack(embedded_profile, api_workers, scheduler_idle_sleep)
     try:
         api, out["embedded_stack_start_seconds"] = _started(stack)
         _side(out, "embedded", lambda: measured_burst(stack, api, runs_per_domain, "embedded"))
     finally:
         stack.stop(quiet=True)
 
-    stack = _stack(celery_profile, api_workers)
+    stack = _stack(celery_profile, api_workers, scheduler_idle_sleep)
     try:
         api, out["celery_stack_start_seconds"] = _started(stack)
         # worker-2 stays: it is the one that also serves `soc` (worker-1: default and platform).
@@ -286,7 +304,8 @@ def report(result: dict[str, Any]) -> str:
         f"2 workers / embedded: {result['ratio_celery_2_to_embedded']}x; runs per stack CPU-second, "
         f"celery 1 / embedded {result['cpu_ratio_celery_1_to_embedded']}x, "
         f"celery 2 / embedded {result['cpu_ratio_celery_2_to_embedded']}x "
-        f"(api workers: {result['api_workers'] or 'stack default'}; run took {result['wall_seconds']}s)"
+        f"(api workers: {result['api_workers'] or 'stack default'}; scheduler idle sleep: "
+        f"{result.get('scheduler_idle_sleep_time') or 'stack default'}; run took {result['wall_seconds']}s)"
     )
     return "\n".join(lines)
 
@@ -345,6 +364,13 @@ def main() -> None:
     parser.add_argument("--runs-per-domain", type=int, default=DEFAULT_RUNS_PER_DOMAIN)
     parser.add_argument("--api-workers", type=int, default=None, help="[api] workers for both stacks")
     parser.add_argument(
+        "--scheduler-idle-sleep",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="[scheduler] scheduler_idle_sleep_time for both stacks (> 0)",
+    )
+    parser.add_argument(
         "--api-sweep",
         choices=("embedded", "celery"),
         help="instead: [api] workers 1, 2, 2, 1 on one stack of this setup (see api_sweep)",
@@ -358,7 +384,11 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\n{json.dumps(result)}\n-> {out}")
         return
-    result = run(args.runs_per_domain, api_workers=args.api_workers)
+    if args.scheduler_idle_sleep is not None and not args.scheduler_idle_sleep > 0:
+        parser.error(f"--scheduler-idle-sleep must be > 0 seconds, not {args.scheduler_idle_sleep}")
+    result = run(
+        args.runs_per_domain, api_workers=args.api_workers, scheduler_idle_sleep=args.scheduler_idle_sleep
+    )
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": _load()}
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"distributed-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import pytest
+
 from bench import distributed
 from bench.suite import BENCH_PROFILE
 from devstack.config import PROFILES, Profile
@@ -161,3 +163,25 @@ def test_the_api_sweep_restarts_only_the_api_server_and_only_where_the_setting_c
     assert out["api2_1_warm_up_seconds"] == 3.0
     assert out["api1_3_warm_up_error"] == "TimeoutError: the new API server did not answer"
     assert out["runs_per_burst"] == 5 * 6
+
+
+def test_the_scheduler_idle_sleep_reaches_the_stack_and_a_bad_one_is_refused_before_any_start(
+    monkeypatch: Any,
+) -> None:
+    """``--scheduler-idle-sleep`` (the lever on the scheduler's CPU under Celery, docs/deployment.md):
+    set, every component of the stack gets it and nothing else changes; unset, the stack's own
+    setting stays; zero, negative or NaN is refused before a stack starts."""
+    from devstack import stack
+
+    key = "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"
+    own = {key: "0.25", "AIRFLOW__CORE__PARALLELISM": "32"}
+    monkeypatch.setattr(stack.Stack, "env", property(lambda self: dict(own)))
+    starts: list[str] = []
+    monkeypatch.setattr(stack.Stack, "start", lambda self, fresh=False: starts.append(self.profile.name))
+
+    assert distributed._stack(distributed.CELERY_PROFILE, None, 1.0).env == {**own, key: "1.0"}
+    assert distributed._stack(distributed.CELERY_PROFILE, None).env == own
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="scheduler_idle_sleep must be > 0 seconds"):
+            distributed.run(1, scheduler_idle_sleep=bad)
+    assert starts == []
