@@ -550,33 +550,31 @@ def _inspect_run_bulk(
     return Change(RouteKind.RUN_STATE_BULK, targets, {"runs": runs})
 
 
-def _inspect_xcom(
-    route: Route, payload: Any, query: Mapping[str, Sequence[str]], lookup: DagLookup
-) -> Verdict:
+def _refuse_in_gated_dag(route: Route, lookup: DagLookup, rule: str, what: str, why: str) -> Verdict:
+    """Refuse a hand-made write of ``what`` in a DAG with an approval gate (``why`` says what it holds)."""
     shape = lookup.shape(route.dag_id, route.run_id)
     if shape is None or not shape.gates:
         return None
     message = (
-        f"XCom of {route.task_id} is not written by hand: {route.dag_id} has an approval gate "
-        f"({', '.join(shape.gates)}), and its XComs hold the approval record and the values the "
-        "approval question is built from. To change a value, clear the task that writes it (it runs "
-        "again and the gate asks again)."
+        f"{what} of {route.task_id} is not written by hand: {route.dag_id} has an approval gate "
+        f"({', '.join(shape.gates)}), and {why}. To change a value, clear the task that writes it (it "
+        "runs again and the gate asks again)."
     )
-    return Refusal(RULE_XCOM, message, route.dag_id, route.run_id, route.task_id, (route.task_id,))
+    return Refusal(rule, message, route.dag_id, route.run_id, route.task_id, (route.task_id,))
+
+
+def _inspect_xcom(
+    route: Route, payload: Any, query: Mapping[str, Sequence[str]], lookup: DagLookup
+) -> Verdict:
+    why = "its XComs hold the approval record and the values the approval question is built from"
+    return _refuse_in_gated_dag(route, lookup, RULE_XCOM, "XCom", why)
 
 
 def _inspect_state_store(
     route: Route, payload: Any, query: Mapping[str, Sequence[str]], lookup: DagLookup
 ) -> Verdict:
-    shape = lookup.shape(route.dag_id, route.run_id)
-    if shape is None or not shape.gates:
-        return None
-    message = (
-        f"The state store of {route.task_id} is not written by hand: {route.dag_id} has an approval "
-        f"gate ({', '.join(shape.gates)}), and a task that runs again resumes from what it kept "
-        "there. Clear the task instead (it runs again and the gate asks again)."
-    )
-    return Refusal(RULE_STATE_STORE, message, route.dag_id, route.run_id, route.task_id, (route.task_id,))
+    why = "a task that runs again resumes from what it kept there"
+    return _refuse_in_gated_dag(route, lookup, RULE_STATE_STORE, "The state store", why)
 
 
 def _clear_options(body: Any, names: Iterable[str]) -> dict[str, Any]:
