@@ -14,17 +14,9 @@ The Microsoft incident the alert belongs to (`incident_id`), if any, gets a "rel
 (include/workflows/incidents.py); its status is left to the analyst.
 """
 
-from airflow.sdk import Param
-
 from include.operators.microsoft import InspectDeviceOperator, ReleaseDeviceOperator
 from include.workflows import domain_workflow
-from include.workflows.soc import ALERT, TENANT, TICKET_ID, soc_action, soc_params
-
-MACHINE = "{{ params.machine }}"
-# A Defender machine id (40 hex digits) or a machine name (DNS or host name).
-MACHINE_PATTERN = (
-    "^([0-9a-fA-F]{40}|[A-Za-z0-9][A-Za-z0-9-]{0,62}(\\.[A-Za-z0-9][A-Za-z0-9-]{0,62}){0,8})(?!\\n)$"
-)
+from include.workflows.soc import ALERT, MACHINE, TENANT, TICKET_ID, machine_param, soc_action, soc_params
 
 
 @domain_workflow(
@@ -32,12 +24,7 @@ MACHINE_PATTERN = (
     doc_md=__doc__,
     params=soc_params(
         {
-            "machine": Param(
-                type="string",
-                pattern=MACHINE_PATTERN,
-                maxLength=253,
-                description="Defender machine id, or the machine's DNS or host name",
-            ),
+            "machine": machine_param(),
         },
         severity=False,
         reason="Why the device may be released",

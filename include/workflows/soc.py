@@ -72,6 +72,21 @@ TICKET_ID = "{{ ti.xcom_pull(task_ids='" + TICKET_TASK + "')['id'] }}"
 ALERT_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}(?!\\n)$"
 HANDLED_ONCE = "The alert's id in the SIEM/EDR: the same alert is handled once"
 RELEASED_ONCE = "The containment's alert id: the release is handled once per alert"
+MACHINE = "{{ params.machine }}"
+# A Defender machine id (40 hex digits) or a machine name (DNS or host name).
+MACHINE_PATTERN = (
+    "^([0-9a-fA-F]{40}|[A-Za-z0-9][A-Za-z0-9-]{0,62}(\\.[A-Za-z0-9][A-Za-z0-9-]{0,62}){0,8})(?!\\n)$"
+)
+
+
+def machine_param() -> Param:
+    """The ``machine`` param of the Defender device workflows (isolate and release)."""
+    return Param(
+        type="string",
+        pattern=MACHINE_PATTERN,
+        maxLength=253,
+        description="Defender machine id, or the machine's DNS or host name",
+    )
 
 
 class SocAction(NamedTuple):
