@@ -626,7 +626,9 @@ def test_xcom_of_any_task_of_a_gated_dag_is_refused_and_other_dags_pass() -> Non
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
-        pytest.param("PUT", f"{BASE}/taskInstances/inspect_account/state-store/cursor", {"value": 1}, id="put"),
+        pytest.param(
+            "PUT", f"{BASE}/taskInstances/inspect_account/state-store/cursor", {"value": 1}, id="put"
+        ),
         pytest.param(
             "PATCH", f"{BASE}/taskInstances/inspect_account/state-store/cursor", {"value": 1}, id="patch"
         ),
@@ -639,7 +641,8 @@ def test_state_store_writes_in_a_dag_with_a_gate_are_refused(method: str, path: 
     assert isinstance(refusal, Refusal)
     assert refusal.rule == RULE_STATE_STORE
     assert refusal.task_id == "inspect_account"
-    assert "inspect_account" in refusal.message and DAG in refusal.message
+    assert "inspect_account" in refusal.message
+    assert DAG in refusal.message
     plain = f"/api/v2/dags/{PLAIN_DAG}/dagRuns/r9/taskInstances/classify/state-store/cursor"
     assert verdict(method, plain, body) is None
 
