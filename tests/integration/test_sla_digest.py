@@ -123,10 +123,12 @@ def test_every_miss_once_with_eight_concurrent_senders(store_url: str) -> None:
 
     threads = [threading.Thread(target=recorder, args=(misses[i::4],)) for i in range(4)]
     threads += [threading.Thread(target=flusher) for _ in range(4)]
+    began = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads[:4]:
         thread.join()
+    recorded_in = time.monotonic() - began
     # The window closes; the flushers (several "schedulers") race for the digests.
     time.sleep(WINDOW.total_seconds() + 0.5)
     stop.set()
@@ -138,9 +140,17 @@ def test_every_miss_once_with_eight_concurrent_senders(store_url: str) -> None:
     assert mailed == Counter({m.miss_id: 1 for m in misses})
     for domain in domains:
         batches = [b for b in channel.batches if b.domain == domain]
-        # All 20 were recorded well within one 3 s window: 1 mail at once + 1 digest of 19.
-        assert sorted(len(b.runs) for b in batches) == [1, 19], domain
-        assert [b.immediate for b in sorted(batches, key=lambda b: len(b.runs))] == [True, False]
+        # A window's first miss goes at once, alone; the rest of the window waits for its digest.
+        assert any(b.immediate for b in batches), domain
+        assert all(len(b.runs) == 1 for b in batches if b.immediate), domain
+        if recorded_in < WINDOW.total_seconds():
+            # All 20 were recorded within one window: 1 mail at once + 1 digest of 19.
+            assert sorted(len(b.runs) for b in batches) == [1, 19], domain
+            assert [b.immediate for b in sorted(batches, key=lambda b: len(b.runs))] == [True, False]
+        else:
+            # A machine slow enough to let the window close while the threads were still recording
+            # opens a new window (a new mail at once): still each miss once, never one mail per miss.
+            assert len(batches) < len(misses) // len(domains), (domain, recorded_in)
     assert store.claim() == []
 
 
