@@ -1,6 +1,8 @@
-"""Debian's Chromium for the UI tests (headless, driven over the DevTools protocol).
+"""Debian's Chromium: the workers print the evidence packs' report.pdf with it, and the UI tests
+drive it headless over the DevTools protocol.
 
-Not on a new machine: installed from Debian like the other local services, on first use.
+Not on a new machine: installed from Debian like the other local services, by the stack at start
+(devstack/stack.py) and by the UI tests on first use.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import requests
 
 from devstack import (
     aws_seed,
+    chromium,
     directory_seed,
     invoicing,
     moto_seed,
@@ -168,6 +169,9 @@ class Stack:
         )
         self._start_mfa_server(fresh=fresh)
         self._start_request_tracker(fresh=fresh)
+        # The workers print the evidence packs' report.pdf with it (include/evidence/pdf.py).
+        if installed := chromium.ensure_installed():
+            self._log(f"Chromium installed from Debian in {installed:.0f}s (evidence report PDFs)")
         self._start_moto()
         self._start_smtp_sink()
         self._start_erp_standin()
