@@ -36,6 +36,7 @@ still fails after the connection's retries is a ``notification.failed`` audit re
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -53,6 +54,8 @@ CLAIM_LEASE = timedelta(minutes=5)
 # How long a step waits for a connection of the PostgreSQL store: a store that does not answer
 # makes the SLA callback mail its miss on its own instead of holding the alert.
 STORE_TIMEOUT_SECONDS = 5.0
+# A transaction PostgreSQL picked as a deadlock's victim is run again, up to this many times in all.
+DEADLOCK_ATTEMPTS = 4
 # Sent misses are kept this long, so a callback retried after the mail went out is recognised.
 KEEP_SENT = timedelta(days=2)
 Outcome = Literal["immediate", "digest", "duplicate"]
@@ -136,6 +139,31 @@ CREATE INDEX IF NOT EXISTS sla_digest_miss_due ON sla_digest_miss (due_at) WHERE
 """
 
 
+def _retry_deadlocks(method: Any) -> Any:
+    """Run a store transaction again when PostgreSQL chose it as a deadlock's victim (it was rolled
+    back whole, so running it again is safe). Claims lock the rows of several batches while a
+    ``done`` or ``release`` locks one batch's: under load they deadlock now and then, and a ``done``
+    that raised left the sender's other claimed batches unsent until their lease ran out."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # Imported here: this module is imported where DAGs are parsed.
+        import psycopg
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
+
+        for attempt in Retrying(
+            retry=retry_if_exception_type(psycopg.errors.DeadlockDetected),
+            stop=stop_after_attempt(DEADLOCK_ATTEMPTS),
+            wait=wait_random(0.01, 0.1),
+            reraise=True,
+        ):
+            with attempt:
+                return method(*args, **kwargs)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    return run
+
+
 class PostgresDigestStore:
     """Pending misses in two tables of the shared PostgreSQL store; row locks make it atomic."""
 
@@ -150,6 +178,7 @@ class PostgresDigestStore:
     def __repr__(self) -> str:
         return "PostgresDigestStore()"
 
+    @_retry_deadlocks
     def record(self, miss: LateRun, window: timedelta) -> Outcome:
         with self.pool.connection(timeout=STORE_TIMEOUT_SECONDS) as conn:
             conn.execute(
@@ -183,6 +212,7 @@ class PostgresDigestStore:
             conn.execute("DELETE FROM sla_digest_miss WHERE sent_at < clock_timestamp() - %s", (KEEP_SENT,))
             return outcome
 
+    @_retry_deadlocks
     def claim(self, lease: timedelta = CLAIM_LEASE, horizon: timedelta = timedelta(0)) -> list[Batch]:
         """Take every batch due within ``horizon`` from now that nobody holds; ``horizon`` > 0 sends
         open windows early (an operator's "send the digests now")."""
@@ -199,6 +229,7 @@ class PostgresDigestStore:
             ).fetchall()
         return _batches(((b, d, p) for b, d, p in rows), token)
 
+    @_retry_deadlocks
     def done(self, batch: Batch) -> None:
         with self.pool.connection(timeout=STORE_TIMEOUT_SECONDS) as conn:
             conn.execute(
@@ -206,6 +237,7 @@ class PostgresDigestStore:
                 (batch.key, batch.token),
             )
 
+    @_retry_deadlocks
     def release(self, batch: Batch) -> None:
         with self.pool.connection(timeout=STORE_TIMEOUT_SECONDS) as conn:
             conn.execute(
@@ -587,7 +619,12 @@ def flush(
                 batch.domain,
             )
             continue
-        store.done(batch)
+        try:
+            store.done(batch)
+        except Exception:
+            # Sent, not marked: it goes again when its lease ends (a duplicate, never a loss); the
+            # other batches this flush claimed still go now.
+            log.exception("SLA alert batch %s sent but not marked sent; it may be sent again", batch.key)
         sent.append(batch)
         for channel in BATCH_CHANNELS:
             try:
@@ -612,7 +649,10 @@ async def aflush(store: DigestStore, mail: BatchChannel) -> list[Batch]:
                 batch.domain,
             )
             continue
-        await asyncio.to_thread(store.done, batch)
+        try:
+            await asyncio.to_thread(store.done, batch)
+        except Exception:
+            log.exception("SLA alert batch %s sent but not marked sent; it may be sent again", batch.key)
         sent.append(batch)
         for channel in BATCH_CHANNELS:
             try:

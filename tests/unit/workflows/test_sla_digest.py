@@ -322,3 +322,52 @@ def test_a_storm_digest_goes_out_in_parts_naming_every_run_once(
     assert [len(p) for p in parts] == [sla_digest.MAX_MAIL_RUNS, sla_digest.MAX_MAIL_RUNS, 7]
     assert [r for p in parts for r in p] == [f"{r.dag_id}/{r.run_id}" for r in batch.runs]
     assert len({h["Message-ID"] for h in sent}) == 3
+
+
+def test_a_batch_not_marked_sent_does_not_hold_back_the_others_claimed_with_it() -> None:
+    """A ``done`` that fails (PostgreSQL gave up on it) after the mail went: the other batches this
+    flush claimed still go now, not when their lease ends."""
+
+    class FailingDone(MemoryStore):
+        def done(self, batch: Batch) -> None:
+            if batch.key == "immediate:d-0":
+                raise RuntimeError("deadlock detected")
+            super().done(batch)
+
+    store, channel = FailingDone(), Channel()
+    for n in range(3):
+        store.record(late(n, domain=f"dom{n}"), timedelta(minutes=10))  # three immediate batches
+    sent = flush(store, channel)  # type: ignore[arg-type]
+    assert sorted(b.key for b in channel.sent) == ["immediate:d-0", "immediate:d-1", "immediate:d-2"]
+    assert [b.key for b in sent] == [b.key for b in channel.sent]
+    assert store.sent == {"d-1", "d-2"}  # d-0 went out, unmarked: it may go again, never lost
+
+
+def test_a_deadlock_victim_is_run_again_and_a_lasting_one_raises() -> None:
+    import psycopg
+
+    calls: list[int] = []
+
+    @sla_digest._retry_deadlocks
+    def transaction(fail_times: int) -> str:
+        calls.append(1)
+        if len(calls) <= fail_times:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return "committed"
+
+    assert transaction(2) == "committed"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(psycopg.errors.DeadlockDetected):
+        transaction(sla_digest.DEADLOCK_ATTEMPTS)
+    assert len(calls) == sla_digest.DEADLOCK_ATTEMPTS
+    calls.clear()
+
+    @sla_digest._retry_deadlocks
+    def other() -> None:
+        calls.append(1)
+        raise ValueError("not a deadlock")
+
+    with pytest.raises(ValueError, match="not a deadlock"):  # anything else is not retried
+        other()
+    assert len(calls) == 1
