@@ -325,14 +325,6 @@ def _drain_own_spool(conn_id: str) -> None:
         log.info("audit spool drained: %d appended, %d quarantined", result.appended, len(result.quarantined))
 
 
-async def aemit(fields: Mapping[str, Any], *, conn_id: str = AUDIT_CONN_ID) -> AuditRecord | None:
-    """:func:`emit` from async code (triggers): the blocking write runs in a worker thread."""
-    from asgiref.sync import sync_to_async
-
-    result: AuditRecord | None = await sync_to_async(emit)(fields, conn_id=conn_id)
-    return result
-
-
 def _close(conn_id: str) -> None:
     key = (os.getpid(), conn_id)
     with _STATE_LOCK:

@@ -186,7 +186,7 @@ class ApprovalLadderTrigger(HITLTrigger):
             details["ticket_id"] = str(self.ticket["ticket_id"])
             details["ticket_comment"] = entry.get("ticket")
         _, emit, records = await side_effects()
-        # On the ladder's threads, not aemit's shared sync_to_async thread (the answer poll's).
+        # On the ladder's threads, not asgiref's shared sync_to_async thread (the answer poll's).
         await off_loop(
             emit.emit,
             {
