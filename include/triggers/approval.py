@@ -60,12 +60,21 @@ def _import_all(names: tuple[str, ...]) -> list[ModuleType]:
     return [importlib.import_module(name) for name in names]
 
 
+_side_effects: tuple[ModuleType, ModuleType, ModuleType] | None = None
+
+
 async def side_effects() -> tuple[ModuleType, ModuleType, ModuleType]:
     """``include.approvals.notify``, ``include.audit.emit``, ``include.audit.records``, imported in a
     worker thread: the import lock makes a thread that finds one half imported wait for it, so
-    this never sees a partial module (a ``sys.modules`` look-up on the loop could)."""
-    notify, emit, records = await asyncio.to_thread(_import_all, SIDE_EFFECT_MODULES)
-    return notify, emit, records
+    this never sees a partial module (a ``sys.modules`` look-up on the loop could). Kept once
+    imported (set only after the thread returned them whole): every ladder step and record asks
+    for them, and a hop to the loop's default executor would queue behind whatever else a
+    trigger put there."""
+    global _side_effects
+    if _side_effects is None:
+        notify, emit, records = await asyncio.to_thread(_import_all, SIDE_EFFECT_MODULES)
+        _side_effects = (notify, emit, records)
+    return _side_effects
 
 
 async def asend_email(to: list[str], subject: str, html: str, **kwargs: Any) -> dict[str, Any]:

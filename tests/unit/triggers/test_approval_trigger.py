@@ -152,6 +152,33 @@ def test_the_trigger_module_imports_light_and_its_side_effects_load_off_the_loop
     )
 
 
+def test_the_side_effects_are_imported_once_and_then_kept_off_the_default_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every ladder step and record asks for the side effects' modules: after the first import
+    they come without a hop to the loop's default executor (which other triggers' blocking work
+    can fill); the first import still goes there, never onto the loop."""
+    from include.triggers import approval as module
+
+    monkeypatch.setattr(module, "_side_effects", None)
+    hops: list[tuple[str, ...]] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counting_to_thread(function: Any, *args: Any) -> Any:
+        hops.append(args[0])
+        return await real_to_thread(function, *args)
+
+    monkeypatch.setattr(module.asyncio, "to_thread", counting_to_thread)
+
+    async def three_steps() -> list[tuple[Any, ...]]:
+        return [await module.side_effects() for _ in range(3)]
+
+    first, second, third = asyncio.run(three_steps())
+    assert hops == [module.SIDE_EFFECT_MODULES]
+    assert first is second is third
+    assert [m.__name__ for m in first] == list(module.SIDE_EFFECT_MODULES)
+
+
 # --- a slow notification holds no answer poll ----------------------------------------------------
 
 NOTIFICATION_BLOCKS = 5.0
