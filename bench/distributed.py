@@ -20,7 +20,9 @@ quotes). ``--api-workers N`` runs both stacks with ``[api] workers = N`` (the AP
 workers) instead of the stack's setting; ``--scheduler-idle-sleep S`` both with ``[scheduler]
 scheduler_idle_sleep_time = S`` (how long the scheduler sleeps after a loop that queued nothing and
 had no executor event: with open runs that only wait for their tasks, it sets how often the
-scheduler examines them, and so most of its CPU under Celery; docs/deployment.md).
+scheduler examines them, and so most of its CPU under Celery; docs/deployment.md);
+``--dag-bundle git`` both reading the workflows as deployed, from a ``GitOpsDagBundle`` over a bare
+repository of ``dags/`` (:func:`git_bundle`), instead of the local stack's folder.
 ``--api-sweep embedded|celery`` measures ``[api] workers`` instead: one stack, bursts with 1, 2,
 2, 1 workers, only the API server restarted between (:func:`api_sweep`;
 ``bench/results/distributed-api-<setup>-<UTC timestamp>.json``).
@@ -28,6 +30,7 @@ scheduler examines them, and so most of its CPU under Celery; docs/deployment.md
 :func:`run` returns flat keys, for ``bench/suite.py`` (``SIDES`` below name the sides):
 
 - ``runs_per_burst``, ``api_workers``, ``scheduler_idle_sleep_time`` (None: the stack's setting),
+  ``dag_bundle`` (``local`` or ``git``),
   ``wall_seconds`` (the whole run);
 - ``<side>_runs_per_minute``, ``<side>_wall_seconds``, ``<side>_run_seconds_p50``/``_p95``,
   ``<side>_states`` (end state -> count), ``<side>_cpu`` (component -> CPU seconds, with
@@ -53,6 +56,8 @@ import argparse
 import functools
 import json
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +68,7 @@ from typing import Any, Final
 from bench.burst import burst, percentile
 from bench.cpu import CpuMeter
 from bench.cpu import line as cpu_line
-from devstack.config import Profile
+from devstack.config import REPO_ROOT, Profile
 from include.policies.loader import load_domain_policy
 
 RESULTS = Path(__file__).parent / "results"
@@ -89,6 +94,7 @@ SIDES: Final = ("embedded", "celery_1", "celery_2")
 DEFAULT_RUNS_PER_DOMAIN: Final = 10
 WARM_UP_RUNS_PER_DOMAIN: Final = 2
 API_SWEEP_ORDER: Final = (1, 2, 2, 1)
+DAG_BUNDLES: Final = ("local", "git")
 
 
 def _log(message: str) -> None:
@@ -176,18 +182,66 @@ def _side(out: dict[str, Any], side: str, measure: Callable[[], dict[str, Any]])
         _log(f"{side} FAILED: {out[f'{side}_error']}")
 
 
-def _stack(profile: Profile, api_workers: int | None, scheduler_idle_sleep: float | None = None) -> Any:
+GIT_BUNDLE_NAME: Final = "workflows"
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=bench", "-c", "user.email=bench@secops.example", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+
+
+def git_bundle(root: Path, dags: Path = REPO_ROOT / "dags") -> dict[str, Any]:
+    """The bundle as deployed (docker/helm/values.yaml: ``GitOpsDagBundle``, the only bundle,
+    ``subdir: dags``) over a bare repository under ``root`` (emptied first) holding one commit of
+    ``dags`` as the working tree has it (uncommitted changes included: what is measured is what
+    is checked out). Runs of a Git bundle carry its commit, and Airflow's scheduler skips the
+    per-loop latest-version look-up for them (``_verify_integrity_if_dag_changed``), which the
+    local bundle's runs pay. Returns the bundle's entry for ``[dag_processor]
+    dag_bundle_config_list``."""
+    shutil.rmtree(root, ignore_errors=True)
+    bare, work = root / "workflows.git", root / "work"
+    root.mkdir(parents=True)
+    _git(root, "init", "--bare", "--initial-branch=main", str(bare))
+    _git(root, "clone", str(bare), str(work))
+    _git(work, "checkout", "-B", "main")
+    shutil.copytree(dags, work / "dags", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _git(work, "add", "-A")
+    _git(work, "commit", "-m", "bench: dags/ as checked out")
+    _git(work, "push", "origin", "main")
+    return {
+        "name": GIT_BUNDLE_NAME,
+        "classpath": "include.bundles.git.GitOpsDagBundle",
+        "kwargs": {"repo_url": str(bare), "tracking_ref": "main", "subdir": "dags", "refresh_interval": 60},
+    }
+
+
+def _stack(
+    profile: Profile,
+    api_workers: int | None,
+    scheduler_idle_sleep: float | None = None,
+    *,
+    dag_bundle: str = "local",
+) -> Any:
     """A stack whose ``[api] workers`` is ``stack.api_workers`` and ``[scheduler]
     scheduler_idle_sleep_time`` is ``stack.scheduler_idle_sleep`` (None: the stack's setting), read
-    each time a component starts: :func:`api_sweep` changes the first between API server restarts."""
+    each time a component starts: :func:`api_sweep` changes the first between API server restarts.
+    ``dag_bundle="git"``: the workflows come from :func:`git_bundle` instead of the stack's local
+    bundle (one bundle: a DAG id may not be in two)."""
     from devstack.stack import Stack
 
     if scheduler_idle_sleep is not None and not scheduler_idle_sleep > 0:
         raise ValueError(f"scheduler_idle_sleep must be > 0 seconds, not {scheduler_idle_sleep!r}")
+    if dag_bundle not in DAG_BUNDLES:
+        raise ValueError(f"dag_bundle must be one of {', '.join(DAG_BUNDLES)}, not {dag_bundle!r}")
 
     class BenchStack(Stack):
         api_workers: int | None = None
         scheduler_idle_sleep: float | None = None
+        bundles: list[dict[str, Any]] | None = None
 
         @property
         def env(self) -> dict[str, str]:
@@ -196,11 +250,15 @@ def _stack(profile: Profile, api_workers: int | None, scheduler_idle_sleep: floa
                 env["AIRFLOW__API__WORKERS"] = str(self.api_workers)
             if self.scheduler_idle_sleep is not None:
                 env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(self.scheduler_idle_sleep)
+            if self.bundles is not None:
+                env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(self.bundles)
             return env
 
     stack = BenchStack(profile)
     stack.api_workers = api_workers
     stack.scheduler_idle_sleep = scheduler_idle_sleep
+    if dag_bundle == "git":  # a stack's fresh start leaves this folder of its root alone
+        stack.bundles = [git_bundle(profile.root / "bench-workflows")]
     return stack
 
 
@@ -222,6 +280,7 @@ def run(
     *,
     api_workers: int | None = None,
     scheduler_idle_sleep: float | None = None,
+    dag_bundle: str = "local",
     embedded_profile: Profile = EMBEDDED_PROFILE,
     celery_profile: Profile = CELERY_PROFILE,
 ) -> dict[str, Any]:
@@ -238,16 +297,17 @@ def run(
         "runs_per_burst": runs,
         "api_workers": api_workers,
         "scheduler_idle_sleep_time": scheduler_idle_sleep,
+        "dag_bundle": dag_bundle,
     }
 
-    stack = _stack(embedded_profile, api_workers, scheduler_idle_sleep)
+    stack = _stack(embedded_profile, api_workers, scheduler_idle_sleep, dag_bundle=dag_bundle)
     try:
         api, out["embedded_stack_start_seconds"] = _started(stack)
         _side(out, "embedded", lambda: measured_burst(stack, api, runs_per_domain, "embedded"))
     finally:
         stack.stop(quiet=True)
 
-    stack = _stack(celery_profile, api_workers, scheduler_idle_sleep)
+    stack = _stack(celery_profile, api_workers, scheduler_idle_sleep, dag_bundle=dag_bundle)
     try:
         api, out["celery_stack_start_seconds"] = _started(stack)
         # worker-2 stays: it is the one that also serves `soc` (worker-1: default and platform).
@@ -305,7 +365,8 @@ def report(result: dict[str, Any]) -> str:
         f"celery 1 / embedded {result['cpu_ratio_celery_1_to_embedded']}x, "
         f"celery 2 / embedded {result['cpu_ratio_celery_2_to_embedded']}x "
         f"(api workers: {result['api_workers'] or 'stack default'}; scheduler idle sleep: "
-        f"{result.get('scheduler_idle_sleep_time') or 'stack default'}; run took {result['wall_seconds']}s)"
+        f"{result.get('scheduler_idle_sleep_time') or 'stack default'}; "
+        f"DAG bundle: {result.get('dag_bundle', 'local')}; run took {result['wall_seconds']}s)"
     )
     return "\n".join(lines)
 
@@ -371,6 +432,13 @@ def main() -> None:
         help="[scheduler] scheduler_idle_sleep_time for both stacks (> 0)",
     )
     parser.add_argument(
+        "--dag-bundle",
+        choices=DAG_BUNDLES,
+        default="local",
+        help="where both stacks read the workflows: the local stack's folder (default) or, as "
+        "deployed (Helm), a GitOpsDagBundle over a bare repository of dags/ (see git_bundle)",
+    )
+    parser.add_argument(
         "--api-sweep",
         choices=("embedded", "celery"),
         help="instead: [api] workers 1, 2, 2, 1 on one stack of this setup (see api_sweep)",
@@ -387,7 +455,10 @@ def main() -> None:
     if args.scheduler_idle_sleep is not None and not args.scheduler_idle_sleep > 0:
         parser.error(f"--scheduler-idle-sleep must be > 0 seconds, not {args.scheduler_idle_sleep}")
     result = run(
-        args.runs_per_domain, api_workers=args.api_workers, scheduler_idle_sleep=args.scheduler_idle_sleep
+        args.runs_per_domain,
+        api_workers=args.api_workers,
+        scheduler_idle_sleep=args.scheduler_idle_sleep,
+        dag_bundle=args.dag_bundle,
     )
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": _load()}
     RESULTS.mkdir(exist_ok=True)

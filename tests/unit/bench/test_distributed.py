@@ -185,3 +185,55 @@ def test_the_scheduler_idle_sleep_reaches_the_stack_and_a_bad_one_is_refused_bef
         with pytest.raises(ValueError, match="scheduler_idle_sleep must be > 0 seconds"):
             distributed.run(1, scheduler_idle_sleep=bad)
     assert starts == []
+
+
+def test_the_git_bundle_is_the_deployed_one_over_a_commit_of_the_dags_and_the_only_bundle(
+    monkeypatch: Any, tmp_path: Any
+) -> None:
+    """``--dag-bundle git``: the stack reads the workflows from a GitOpsDagBundle (as Helm deploys
+    it) over a bare repository holding the DAG folder as checked out, instead of its local
+    bundle; anything but local or git is refused before a stack starts."""
+    import json
+    import subprocess
+
+    from devstack import stack
+
+    dags = tmp_path / "dags"
+    (dags / "soc" / "__pycache__").mkdir(parents=True)
+    (dags / "soc" / "check.py").write_text("# a workflow\n")
+    (dags / "soc" / "__pycache__" / "check.cpython-311.pyc").write_bytes(b"\0")
+    (dags / ".airflowignore").write_text("x\n")
+    bundle = distributed.git_bundle(tmp_path / "bundle", dags)
+    assert bundle["classpath"] == "include.bundles.git.GitOpsDagBundle"
+    assert bundle["kwargs"]["subdir"] == "dags"
+    assert bundle["kwargs"]["tracking_ref"] == "main"
+    files = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", "main"],
+        cwd=bundle["kwargs"]["repo_url"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert sorted(files) == ["dags/.airflowignore", "dags/soc/check.py"]
+    # Again: a fresh repository, not a second commit on the old one.
+    (dags / "soc" / "check.py").write_text("# changed\n")
+    bundle = distributed.git_bundle(tmp_path / "bundle", dags)
+    log = subprocess.run(
+        ["git", "log", "--oneline", "main"], cwd=bundle["kwargs"]["repo_url"], check=True, capture_output=True
+    )
+    assert len(log.stdout.splitlines()) == 1
+
+    key = "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"
+    own = {key: json.dumps([{"name": "dags-folder"}]), "AIRFLOW__CORE__PARALLELISM": "32"}
+    monkeypatch.setattr(stack.Stack, "env", property(lambda self: dict(own)))
+    monkeypatch.setattr(distributed, "git_bundle", lambda root: {"name": "workflows", "root": str(root)})
+    git_stack = distributed._stack(distributed.CELERY_PROFILE, None, dag_bundle="git")
+    assert json.loads(git_stack.env[key]) == [
+        {"name": "workflows", "root": str(distributed.CELERY_PROFILE.root / "bench-workflows")}
+    ]
+    assert distributed._stack(distributed.CELERY_PROFILE, None).env == own
+    starts: list[str] = []
+    monkeypatch.setattr(stack.Stack, "start", lambda self, fresh=False: starts.append(self.profile.name))
+    with pytest.raises(ValueError, match="dag_bundle must be one of local, git, not 'gitsync'"):
+        distributed.run(1, dag_bundle="gitsync")
+    assert starts == []
