@@ -14,7 +14,6 @@ import atexit
 import contextlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from include.policies.capability_calls import DagFile, domains_text, scan, task_line
 from include.policies.loader import (
@@ -36,6 +35,7 @@ from include.policies.loader import (
     load_policy_file,
     workflow_kind,
 )
+from include.policies.param_patterns import param_pattern_problems
 from include.policies.secret_scan import files_to_scan, find_literal_secrets
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -513,42 +513,10 @@ def check_run_timeouts(context: CheckContext) -> list[Violation]:
     return violations
 
 
-# ``(?!\n)$``: a pattern's ``$`` in Python (Airflow validates params with jsonschema, which uses
-# ``re.search``) also matches before a final line break, so ``^E[0-9]{5}$`` accepts "E01234\n": a
-# second idempotency key for the same alert or employee. The lookahead refuses it, in Python and in
-# the UI's ECMAScript alike.
-PARAM_PATTERN_END: Final = "(?!\\n)$"
-
-
-def param_pattern_problems(dag: Any) -> list[tuple[str, str]]:
-    """(param, problem) for each string param whose ``pattern`` ends in ``$`` without refusing a
-    final line break, and each pattern that does not compile."""
-    problems: list[tuple[str, str]] = []
-    for name, param in dag.params.items():
-        schema = getattr(param, "schema", None) or {}
-        items = schema.get("items") or {}
-        for where, pattern in (("", schema.get("pattern")), (" items", items.get("pattern"))):
-            if isinstance(pattern, str):
-                problems.extend((f"{name}{where}", problem) for problem in _pattern_problems(pattern))
-    return problems
-
-
-def _pattern_problems(pattern: str) -> list[str]:
-    try:
-        re.compile(pattern)
-    except re.error as error:
-        return [f"pattern {pattern!r} does not compile: {error}"]
-    if pattern.endswith("$") and not pattern.endswith(PARAM_PATTERN_END):
-        return [
-            f"pattern {pattern!r} ends in '$', which also accepts a final line break: "
-            f"end it with {PARAM_PATTERN_END}"
-        ]
-    return []
-
-
 def check_param_patterns(context: CheckContext) -> list[Violation]:
     """Every DAG param's ``pattern`` compiles and, when anchored at the end, refuses a final line
-    break (:data:`PARAM_PATTERN_END`)."""
+    break (:data:`include.policies.param_patterns.PARAM_PATTERN_END`); the cluster policy runs the
+    same function at parse time."""
     violations = []
     for dag in context.dag_scan.dags:
         for name, problem in param_pattern_problems(dag):

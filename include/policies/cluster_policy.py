@@ -6,7 +6,9 @@ as an import error naming the rule, and never runs. Wired in through ``config/ai
 
 Rules: known-domain; domain-pool; run-timeouts (a run without ``dagrun_timeout``, a task without
 ``execution_timeout``, either over the domain's, or a run that could end while an approver may still
-answer: :mod:`include.policies.timeouts`, the same messages as ``policy-check``).
+answer: :mod:`include.policies.timeouts`, the same messages as ``policy-check``); param-patterns (a
+DAG param or its array items whose ``pattern`` does not compile or ends in a bare ``$``:
+:mod:`include.policies.param_patterns`, the same function as ``policy-check``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from airflow.exceptions import AirflowClusterPolicyViolation
 
 from include.policies.loader import DomainPolicy, domain_tag_problem, domain_tags, load_domain_policy
+from include.policies.param_patterns import param_pattern_problems
 from include.policies.timeouts import dag_timeout_problem, task_timeout_problem
 
 
@@ -34,6 +37,9 @@ def dag_policy(dag: Any) -> None:
     domain = _domain(dag)
     if domain is not None and (problem := dag_timeout_problem(dag, domain)):
         raise AirflowClusterPolicyViolation(f"run-timeouts: {problem}")
+    if problems := param_pattern_problems(dag):  # all of them on one line: one import error to fix
+        found = "; ".join(f"param {name}: {problem}" for name, problem in problems)
+        raise AirflowClusterPolicyViolation(f"param-patterns: DAG {dag.dag_id} {found}")
 
 
 def task_policy(task: Any) -> None:
