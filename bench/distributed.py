@@ -37,7 +37,8 @@ repository of ``dags/`` (:func:`git_bundle`), instead of the local stack's folde
   ``machine`` and ``other``), ``<side>_cpu_seconds_per_run`` (machine CPU / runs),
   ``<side>_stack_cpu_seconds_per_run`` (the components' CPU, not ``other``, / runs),
   ``<side>_loadavg_before`` (1, 5, 15 min), ``<side>_pg_sessions_opened`` (connections opened
-  to PostgreSQL during the burst, every component); ``<side>_error`` instead where that side failed;
+  to PostgreSQL during the burst, every component), ``<side>_pg_transactions`` (transactions in
+  it); ``<side>_error`` instead where that side failed;
 - ``embedded_stack_start_seconds``, ``celery_stack_start_seconds``;
 - ``ratio_celery_1_to_embedded`` (the issue's goal: >= 0.9), ``ratio_celery_2_to_1``,
   ``ratio_celery_2_to_embedded`` (runs/minute); ``cpu_ratio_celery_1_to_embedded``,
@@ -131,35 +132,37 @@ def mixed_burst(api: Any, runs_per_domain: int) -> dict[str, Any]:
     }
 
 
-def pg_sessions(profile: Profile) -> int | None:
-    """PostgreSQL sessions opened so far on the metadata database (``pg_stat_database.sessions``);
-    None where it cannot be read (the figure is a witness, not the measurement)."""
+def pg_counters(profile: Profile) -> dict[str, int] | None:
+    """The metadata database's counters so far (``pg_stat_database``): ``sessions`` opened and
+    ``transactions`` ended (commits and rollbacks); None where they cannot be read (the figures
+    are witnesses, not the measurement). Transactions are mostly the scheduler's loop: how often
+    it examined the open runs, whatever the machine's speed."""
     import psycopg
 
     from devstack import postgres
 
     try:
         with psycopg.connect(postgres.admin_dsn(profile), autocommit=True, connect_timeout=10) as conn:
-            row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = 'airflow'").fetchone()
+            row = conn.execute(
+                "SELECT sessions, xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'airflow'"
+            ).fetchone()
     except psycopg.Error:
         return None
-    return int(row[0]) if row else None
+    return {"sessions": int(row[0]), "transactions": int(row[1])} if row else None
 
 
 def measured_burst(stack: Any, api: Any, runs_per_domain: int, side: str) -> dict[str, Any]:
     """:func:`mixed_burst` with the CPU per component over it, as ``<side>_<key>`` keys."""
     load = _load()
-    sessions_before = pg_sessions(stack.profile)
+    before = pg_counters(stack.profile)
     with CpuMeter(stack.status) as meter:
         figures = mixed_burst(api, runs_per_domain)
-    sessions_after = pg_sessions(stack.profile)
-    # Connections opened to the metadata database during the burst, by every component (the
-    # reading connection goes to database postgres: not counted).
-    figures["pg_sessions_opened"] = (
-        sessions_after - sessions_before
-        if sessions_before is not None and sessions_after is not None
-        else None
-    )
+    after = pg_counters(stack.profile)
+    # Connections opened to the metadata database and transactions in it during the burst, by
+    # every component (the reading connection goes to database postgres: not counted).
+    for key in ("sessions", "transactions"):
+        name = "pg_sessions_opened" if key == "sessions" else "pg_transactions"
+        figures[name] = after[key] - before[key] if before is not None and after is not None else None
     machine = meter.seconds.get("machine", 0.0)
     stack_cpu = sum(v for k, v in meter.seconds.items() if k not in ("machine", "other"))
     figures["cpu"] = meter.seconds
@@ -341,7 +344,8 @@ def _summary(figures: dict[str, Any]) -> str:
         f"run p50 {figures['run_seconds_p50']}s p95 {figures['run_seconds_p95']}s, "
         f"states {figures['states']}, "
         f"load before {figures['loadavg_before']}; "
-        f"PostgreSQL sessions opened {figures.get('pg_sessions_opened')}; "
+        f"PostgreSQL sessions opened {figures.get('pg_sessions_opened')}, "
+        f"transactions {figures.get('pg_transactions')}; "
         f"CPU per run: stack {figures['stack_cpu_seconds_per_run']} s, "
         f"machine {figures['cpu_seconds_per_run']} s; "
         f"{cpu_line(figures['cpu'], top=9)}"
