@@ -96,24 +96,6 @@ def send_email(
     return outcome
 
 
-async def asend_email(
-    to: Sequence[str],
-    subject: str,
-    html: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    log: Logger | Any,
-    conn_id: str = ALERT_SMTP_CONN_ID,
-) -> dict[str, Any]:
-    """:func:`send_email` for the triggerer (asyncio); same parameters."""
-    outcome: dict[str, Any] = {"to": list(dict.fromkeys(to)), "subject": subject}
-    try:
-        await SmtpRelayHook(conn_id).asend(outcome["to"], subject, html, headers=headers)
-    except Exception as exc:  # recorded, not raised: see module doc
-        return _failed(outcome, exc, log)
-    return outcome
-
-
 def comment_on_ticket(run: RunContext, system: str, ticket_id: str, text: str) -> dict[str, Any]:
     """Comment on the run's ticket (idempotent per run, task and ladder step)."""
     from include.connectors.ticketing import ticketing_hook

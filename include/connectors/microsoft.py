@@ -503,27 +503,18 @@ class GraphHook(MicrosoftTenantHook):
             raise
         return dict(response.body)
 
-    def comment_incident_marked(self, incident_id: str, comment: str, *, marker: str) -> bool:
-        """Add ``comment`` unless a comment of the incident already holds ``marker`` (Graph comments
-        have no idempotency key: the marker is the key, and ``comment`` must contain it). The search
-        and the post hold the shared creation lock of the marker, so two runs of the same alert cannot
-        both find nothing and both post; a post whose answer was lost is searched for before a retry.
-        Returns whether it was added."""
-        return self._comment_marked(incident_id, comment, marker)[0]
-
-    def set_incident_status(self, incident_id: str, status: str) -> bool:
-        """Set the incident's ``status`` unless it has it already; returns whether it changed."""
-        check_incident_status(status)
-        return self._set_status(incident_id, status, self.get_incident(incident_id))
-
     def write_back_incident(
         self, incident_id: str, comment: str, *, marker: str, status: str | None = None
     ) -> tuple[bool, bool]:
-        """:meth:`comment_incident_marked`, then :meth:`set_incident_status` when ``status`` is given,
-        with one read of the incident for both: the status is checked on the incident as the comment's
-        search (under the marker's lock) last read it. Same idempotency: one comment per marker, the
-        status set only when it differs. A bad status or marker is refused before any call. Returns
-        (comment added, status changed)."""
+        """Add ``comment`` unless a comment of the incident already holds ``marker``, then set the
+        incident's ``status`` (when given) unless it has it already, with one read of the incident for
+        both: the status is checked on the incident as the comment's search last read it.
+
+        Graph comments have no idempotency key: the marker is the key, and ``comment`` must contain
+        it. The search and the post hold the shared creation lock of the marker, so two runs of the
+        same alert cannot both find nothing and both post; a post whose answer was lost is searched
+        for before a retry. A bad status or marker is refused before any call. Returns (comment
+        added, status changed)."""
         if status:
             check_incident_status(status)
         added, incident = self._comment_marked(incident_id, comment, marker)

@@ -27,7 +27,7 @@ failed         ``... not contained: the run stopped at <task>`` left as it is
 Every comment ends with the ticket, the correlation id, the run id and a marker line
 ``[orchestrator:<dag_id>:<alert id>:<outcome>]``. Graph comments have no idempotency key, so the
 marker is one: the task reads the incident's comments and posts only when none holds it (under the
-shared creation lock, :meth:`~include.connectors.microsoft.GraphHook.comment_incident_marked`). The
+shared creation lock, :meth:`~include.connectors.microsoft.GraphHook.write_back_incident`). The
 same alert run five times leaves one comment per outcome; a rejected run and a later approved one
 leave two. Never ``resolved``: Graph asks a classification and a determination for that, which are
 the analyst's judgement after the investigation, not the orchestrator's.

@@ -1,5 +1,6 @@
-"""The shared stores of the connectors (the rate limit, the creation lock) as servers of a test's
-own: a fresh PostgreSQL cluster with one database, or a fresh Redis, each stopped at the end."""
+"""Stores as servers of a test's own: a fresh PostgreSQL cluster (for the audit trail, the evidence,
+the KPIs), with one database (the connectors' rate limit and creation lock), or a fresh Redis, each
+stopped at the end."""
 
 from __future__ import annotations
 
@@ -11,16 +12,23 @@ from devstack.config import Profile
 
 
 @contextlib.contextmanager
-def postgres_database(profile: Profile, database: str) -> Iterator[Profile]:
-    """A PostgreSQL cluster of ``profile``, initialised fresh, with ``database``; stopped at the end."""
+def postgres_cluster(profile: Profile) -> Iterator[Profile]:
+    """A PostgreSQL cluster of ``profile``, initialised fresh; stopped at the end."""
     postgres.ensure_installed()
     postgres.initialise(profile, fresh=True)
     postgres.start(profile)
     try:
-        postgres.create_database(profile, database)
         yield profile
     finally:
         postgres.stop(profile)
+
+
+@contextlib.contextmanager
+def postgres_database(profile: Profile, database: str) -> Iterator[Profile]:
+    """A PostgreSQL cluster of ``profile``, initialised fresh, with ``database``; stopped at the end."""
+    with postgres_cluster(profile):
+        postgres.create_database(profile, database)
+        yield profile
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ from include.audit.signing import HMAC_SHA256, CheckpointKeys, Ed25519Signer, hm
 from include.audit.store import AuditStore
 from include.audit.verify import DELETED, MODIFIED, REORDERED, TRUNCATED, verify
 from include.cli.__main__ import main as cli_main
+from tests.support.stores import postgres_cluster
 
 PROFILE = Profile(name="audit-itest", api_port=0, pg_port=25472, moto_port=0, smtp_port=0)
 SIGNER = Ed25519Signer.generate()
@@ -53,13 +54,8 @@ REGION = "eu-west-1"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Profile]:
-    postgres.ensure_installed()
-    postgres.initialise(PROFILE, fresh=True)
-    postgres.start(PROFILE)
-    try:
+    with postgres_cluster(PROFILE):
         yield PROFILE
-    finally:
-        postgres.stop(PROFILE)
 
 
 def _database(profile: Profile, name: str) -> str:

@@ -37,6 +37,7 @@ from include.audit.records import record_hash
 from include.audit.store import AuditStore
 from include.cli.__main__ import main as cli_main
 from include.connectors.context import default_correlation_id
+from tests.support.stores import postgres_cluster
 
 PROFILE = Profile(name="audit-trace-itest", api_port=0, pg_port=25482, moto_port=0, smtp_port=0)
 
@@ -337,13 +338,8 @@ class Log:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Profile]:
-    postgres.ensure_installed()
-    postgres.initialise(PROFILE, fresh=True)
-    postgres.start(PROFILE)
-    try:
+    with postgres_cluster(PROFILE):
         yield PROFILE
-    finally:
-        postgres.stop(PROFILE)
 
 
 def _filled(profile: Profile, name: str) -> Log:

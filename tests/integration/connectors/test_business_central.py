@@ -36,6 +36,7 @@ from include.connectors.erp.business_central import (
     odata_string,
 )
 from include.connectors.errors import PermanentError, RetryBudgetExhausted
+from tests.support.hooks import CaplogLog, closing_hooks
 
 TENANT = "acme"
 CUSTOMER = "10000"
@@ -44,13 +45,10 @@ REFERENCE = "MS-2026-04-acme"
 _conn_ids = itertools.count(1)
 
 
-class StandInBusinessCentralHook(BusinessCentralHook):
-    """The connector as is; only ``self.log`` is a stdlib logger so that ``caplog`` sees it (Airflow's
-    hook logger is structlog, which writes to stdout and bypasses ``caplog``)."""
+class StandInBusinessCentralHook(CaplogLog, BusinessCentralHook):
+    """The connector as is; only ``self.log`` is a stdlib logger so that ``caplog`` sees it."""
 
-    @property
-    def log(self) -> logging.Logger:  # type: ignore[override]
-        return logging.getLogger(LOGGER)
+    log_name = LOGGER
 
 
 @pytest.fixture
@@ -64,7 +62,6 @@ def make_hook(
     bc: BusinessCentralStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., StandInBusinessCentralHook]]:
     """A hook on a fresh ``AIRFLOW_CONN_ERP_BC_<n>`` connection to the stand-in."""
-    hooks: list[StandInBusinessCentralHook] = []
 
     def make(
         *, password: str | None = None, login: str | None = None, **extras: Any
@@ -93,18 +90,29 @@ def make_hook(
             "extra": extra,
         }
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-        hooks.append(StandInBusinessCentralHook(conn_id, tenant=TENANT))
-        return hooks[-1]
+        return StandInBusinessCentralHook(conn_id, tenant=TENANT)
 
-    yield make
-    for hook in hooks:
-        if "session" in hook.__dict__:
-            hook.session.close()
+    with closing_hooks(make) as tracked:
+        yield tracked
 
 
 @pytest.fixture
 def hook(make_hook: Callable[..., StandInBusinessCentralHook]) -> StandInBusinessCentralHook:
     return make_hook()
+
+
+def _token_request(bc: BusinessCentralStandIn, *, scope: str = API_SCOPE) -> requests.Response:
+    """The stand-in's OAuth2 client-credentials grant, asked directly (not through the hook)."""
+    return requests.post(
+        bc.token_url,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": bc.client_id,
+            "client_secret": bc.client_secret,
+            "scope": scope,
+        },
+        timeout=5,
+    )
 
 
 def _lines(count: int = 3, *, rate: str = "0.19") -> list[dict[str, Any]]:
@@ -476,16 +484,7 @@ def test_post_refuses_totals_other_than_approved(
 def test_an_empty_draft_cannot_be_posted(
     hook: StandInBusinessCentralHook, bc: BusinessCentralStandIn
 ) -> None:
-    token = requests.post(
-        bc.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": bc.client_id,
-            "client_secret": bc.client_secret,
-            "scope": API_SCOPE,
-        },
-        timeout=5,
-    ).json()["access_token"]
+    token = _token_request(bc).json()["access_token"]
     created = requests.post(
         f"{bc.base_url}{bc.api_path}/companies({bc.company_id})/salesInvoices",
         json={"customerNumber": CUSTOMER, "externalDocumentNumber": "EMPTY"},
@@ -603,29 +602,11 @@ def test_standin_contract(bc: BusinessCentralStandIn) -> None:
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["code"] == "Authentication_InvalidCredentials"
 
-    bad_scope = requests.post(
-        bc.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": bc.client_id,
-            "client_secret": bc.client_secret,
-            "scope": "x",
-        },
-        timeout=5,
-    )
+    bad_scope = _token_request(bc, scope="x")
     assert bad_scope.status_code == 400
     assert bad_scope.json()["error"] == "invalid_scope"
     assert bad_scope.json()["error_description"].startswith("AADSTS1002012:")
-    token = requests.post(
-        bc.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": bc.client_id,
-            "client_secret": bc.client_secret,
-            "scope": API_SCOPE,
-        },
-        timeout=5,
-    ).json()
+    token = _token_request(bc).json()
     assert (token["token_type"], token["expires_in"]) == ("Bearer", 3599)
     auth = {"Authorization": f"Bearer {token['access_token']}"}
 

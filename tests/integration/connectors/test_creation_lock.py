@@ -1,7 +1,7 @@
 """Runs sharing an idempotency key create once (``ConnectorHook.create_once(..., key=...)``): the
 search and the create hold a lock on the key in the shared store, PostgreSQL (embedded default) or
 Redis (distributed), each a server of its own here, started fresh and stopped at the end (profiles
-``lock-itest`` 127.0.0.1:25482 and ``lock-redis-itest`` 127.0.0.1:16520).
+``lock-itest`` 127.0.0.1:25512 and ``lock-redis-itest`` 127.0.0.1:16520).
 
 The "service" is a folder: ``find`` lists it, ``create`` writes a file, with a pause between the
 search and the create as wide as a slow API's, so four processes started together all search
@@ -31,7 +31,7 @@ from include.connectors.ratelimit import creation_lock
 from tests.support import stores
 from tests.support.stores import postgres_database
 
-PROFILE = Profile(name="lock-itest", api_port=0, pg_port=25482, moto_port=0, smtp_port=0)
+PROFILE = Profile(name="lock-itest", api_port=0, pg_port=25512, moto_port=0, smtp_port=0)
 REDIS_PROFILE = Profile(
     name="lock-redis-itest", api_port=16490, pg_port=0, moto_port=0, smtp_port=0, executor="celery"
 )

@@ -56,12 +56,20 @@ REGION = "eu-west-1"
 CONN_ID = "aws_identity_itest"
 STORE = "d-1234567890"
 RUN_ID = "manual__2026-03-02T09:00:00+00:00"
-ADA: dict[str, Any] = {
-    "given_name": "Ada",
-    "family_name": "Lovelace",
-    "email": "ada.lovelace@secops.example",
-    "employee_id": "E01234",
-}
+
+
+def person(given_name: str, family_name: str, employee_id: str) -> dict[str, Any]:
+    """What HR sends about one person (``ensure_user``'s keyword arguments but the groups), with the
+    work address ``given.family@secops.example``."""
+    return {
+        "given_name": given_name,
+        "family_name": family_name,
+        "email": f"{given_name}.{family_name}@secops.example".lower(),
+        "employee_id": employee_id,
+    }
+
+
+ADA = person("Ada", "Lovelace", "E01234")
 
 
 # --- moto: the server, its missing UpdateUser, the capability roles -----------------------------
@@ -217,22 +225,14 @@ def test_five_repeats_leave_one_user_with_the_same_memberships(moto_url, groups)
     first = onboarding().ensure_user(
         "ghopper",
         groups=role_mapping("cloud-engineer").identity_center_groups,
-        given_name="Grace",
-        family_name="Hopper",
-        email="grace.hopper@secops.example",
-        employee_id="E01235",
+        **person("Grace", "Hopper", "E01235"),
     )
     before = memberships(client, first.user_id)
 
     started = time.perf_counter()
     repeats = [
         onboarding().ensure_user(
-            "ghopper",
-            groups=["cloud-engineers", "all-staff"],
-            given_name="Grace",
-            family_name="Hopper",
-            email="grace.hopper@secops.example",
-            employee_id="E01235",
+            "ghopper", groups=["cloud-engineers", "all-staff"], **person("Grace", "Hopper", "E01235")
         )
         for _ in range(5)
     ]
@@ -249,24 +249,14 @@ def test_five_repeats_leave_one_user_with_the_same_memberships(moto_url, groups)
 def test_onboarding_adds_only_the_missing_membership(moto_url, groups):
     client = admin("acme", moto_url)
     result = onboarding().ensure_user(
-        "jdoe",
-        groups=["all-staff", "billing"],
-        given_name="Jane",
-        family_name="Doe",
-        email="jane.doe@secops.example",
-        employee_id="E01236",
+        "jdoe", groups=["all-staff", "billing"], **person("Jane", "Doe", "E01236")
     )
     client.delete_group_membership(
         IdentityStoreId=STORE, MembershipId=memberships(client, result.user_id)["billing"]
     )
 
     again = onboarding().ensure_user(
-        "jdoe",
-        groups=["all-staff", "billing"],
-        given_name="Jane",
-        family_name="Doe",
-        email="jane.doe@secops.example",
-        employee_id="E01236",
+        "jdoe", groups=["all-staff", "billing"], **person("Jane", "Doe", "E01236")
     )
 
     assert (again.created, again.changed, again.groups_added) == (False, True, ("billing",))
@@ -279,12 +269,7 @@ def test_onboarding_adds_only_the_missing_membership(moto_url, groups):
 def test_offboarding_removes_every_membership_and_marks_the_user_disabled(moto_url, groups, assume_calls):
     client = admin("acme", moto_url)
     user = onboarding().ensure_user(
-        "mcurie",
-        groups=["all-staff", "soc-analysts"],
-        given_name="Marie",
-        family_name="Curie",
-        email="marie.curie@secops.example",
-        employee_id="E01237",
+        "mcurie", groups=["all-staff", "soc-analysts"], **person("Marie", "Curie", "E01237")
     )
     client.create_group_membership(
         IdentityStoreId=STORE, GroupId=groups["billing"], MemberId={"UserId": user.user_id}
@@ -320,25 +305,11 @@ def test_offboarding_removes_every_membership_and_marks_the_user_disabled(moto_u
 
 
 def test_a_disabled_identity_is_not_re_enabled_by_onboarding(moto_url, groups):
-    onboarding().ensure_user(
-        "aturing",
-        groups=["all-staff"],
-        given_name="Alan",
-        family_name="Turing",
-        email="alan.turing@secops.example",
-        employee_id="E01238",
-    )
+    onboarding().ensure_user("aturing", groups=["all-staff"], **person("Alan", "Turing", "E01238"))
     offboarding().disable_user("aturing")
 
     with pytest.raises(IdentityCenterConflict, match="was disabled by offboarding"):
-        onboarding().ensure_user(
-            "aturing",
-            groups=["all-staff"],
-            given_name="Alan",
-            family_name="Turing",
-            email="alan.turing@secops.example",
-            employee_id="E01238",
-        )
+        onboarding().ensure_user("aturing", groups=["all-staff"], **person("Alan", "Turing", "E01238"))
     user_id = offboarding().user_id("aturing")
     assert user_id is not None
     assert memberships(admin("acme", moto_url), user_id) == {}  # nothing was added back
@@ -422,12 +393,7 @@ def test_bad_input_is_refused_before_any_aws_call(
 def test_a_missing_group_is_refused_before_the_user_is_created(moto_url, groups):
     with pytest.raises(IdentityCenterNotFound) as raised:
         onboarding().ensure_user(
-            "nbohr",
-            groups=["all-staff", "red-team", "blue-team"],
-            given_name="Niels",
-            family_name="Bohr",
-            email="niels.bohr@secops.example",
-            employee_id="E01239",
+            "nbohr", groups=["all-staff", "red-team", "blue-team"], **person("Niels", "Bohr", "E01239")
         )
 
     assert str(raised.value) == (
@@ -439,33 +405,12 @@ def test_a_missing_group_is_refused_before_the_user_is_created(moto_url, groups)
 
 
 def test_a_user_name_or_email_of_someone_else_is_a_conflict(moto_url, groups):
-    onboarding().ensure_user(
-        "rfranklin",
-        groups=["all-staff"],
-        given_name="Rosalind",
-        family_name="Franklin",
-        email="rosalind.franklin@secops.example",
-        employee_id="E01240",
-    )
+    onboarding().ensure_user("rfranklin", groups=["all-staff"], **person("Rosalind", "Franklin", "E01240"))
 
     with pytest.raises(IdentityCenterConflict, match="exists with another email address"):
-        onboarding().ensure_user(
-            "rfranklin",
-            groups=["all-staff"],
-            given_name="Rita",
-            family_name="Franklin",
-            email="rita.franklin@secops.example",
-            employee_id="E01241",
-        )
+        onboarding().ensure_user("rfranklin", groups=["all-staff"], **person("Rita", "Franklin", "E01241"))
     with pytest.raises(IdentityCenterConflict, match="already belongs to another user"):
-        onboarding().ensure_user(
-            "rosalind",
-            groups=["all-staff"],
-            given_name="Rosalind",
-            family_name="Franklin",
-            email="rosalind.franklin@secops.example",
-            employee_id="E01240",
-        )
+        onboarding().ensure_user("rosalind", groups=["all-staff"], **person("Rosalind", "Franklin", "E01240"))
     assert users_named(admin("acme", moto_url), "rosalind") == []
 
 
@@ -520,12 +465,7 @@ def test_the_store_id_comes_from_the_parameter_or_the_connection_extras(moto_url
 
 def test_another_tenants_session_cannot_see_the_user(moto_url, groups):
     acme_user = onboarding("acme").ensure_user(
-        "efermi",
-        groups=["all-staff"],
-        given_name="Enrico",
-        family_name="Fermi",
-        email="enrico.fermi@secops.example",
-        employee_id="E01242",
+        "efermi", groups=["all-staff"], **person("Enrico", "Fermi", "E01242")
     )
     globex = offboarding("globex")
 
@@ -536,12 +476,7 @@ def test_another_tenants_session_cannot_see_the_user(moto_url, groups):
         globex.disable_user("efermi")
     with pytest.raises(IdentityCenterNotFound, match="group\\(s\\) 'all-staff' not found"):
         onboarding("globex").ensure_user(
-            "efermi",
-            groups=["all-staff"],
-            given_name="Enrico",
-            family_name="Fermi",
-            email="enrico.fermi@secops.example",
-            employee_id="E01242",
+            "efermi", groups=["all-staff"], **person("Enrico", "Fermi", "E01242")
         )
     assert users_named(admin("globex", moto_url), "efermi") == []
     assert offboarding("acme").user_id("efermi") == acme_user.user_id  # untouched in acme's store

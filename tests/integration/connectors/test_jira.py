@@ -29,16 +29,18 @@ from airflow.sdk import Connection
 from devstack.standins.jira import JiraStandIn, adf_text
 from include.connectors.errors import PermanentError
 from include.connectors.ticketing.jira import JiraServiceManagementHook, adf
+from tests.support.hooks import CaplogLog, closing_hooks
 
 TENANT = "acme"
 CORRELATION = "manual__2026-05-04T10:00:00+00:00"
 LOGGER = "tests.integration.jira_adapter"
 
 
-class StandInJiraHook(JiraServiceManagementHook):
+class StandInJiraHook(CaplogLog, JiraServiceManagementHook):
     """The adapter pointed at the stand-in. Only the plumbing differs: the connection is built here
-    instead of read from Airflow, and ``self.log`` is a stdlib logger so ``caplog`` sees it (Airflow's
-    hook logger is structlog, which writes to stdout and bypasses ``caplog``)."""
+    instead of read from Airflow, and ``self.log`` is a stdlib logger so ``caplog`` sees it."""
+
+    log_name = LOGGER
 
     def __init__(self, standin: JiraStandIn, *, password: str | None = None, **extras: Any) -> None:
         super().__init__(tenant=TENANT)
@@ -59,10 +61,6 @@ class StandInJiraHook(JiraServiceManagementHook):
     def connection(self) -> Connection:
         return self._stub
 
-    @property
-    def log(self) -> logging.Logger:  # type: ignore[override]
-        return logging.getLogger(LOGGER)
-
 
 @pytest.fixture
 def jira() -> Iterator[JiraStandIn]:
@@ -72,16 +70,8 @@ def jira() -> Iterator[JiraStandIn]:
 
 @pytest.fixture
 def make_hook(jira: JiraStandIn) -> Iterator[Callable[..., StandInJiraHook]]:
-    hooks: list[StandInJiraHook] = []
-
-    def make(**kwargs: Any) -> StandInJiraHook:
-        hooks.append(StandInJiraHook(jira, **kwargs))
-        return hooks[-1]
-
-    yield make
-    for hook in hooks:
-        if "session" in hook.__dict__:
-            hook.session.close()
+    with closing_hooks(lambda **kwargs: StandInJiraHook(jira, **kwargs)) as make:
+        yield make
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from include.audit.store import AuditStore
 from include.cli.__main__ import main as cli_main
 from include.evidence.pack import EvidencePackError, build_pack, sha256_file
 from include.evidence.verify import verify_pack
+from tests.support.stores import postgres_cluster
 
 PROFILE = Profile(name="evidence-itest", api_port=0, pg_port=25682, moto_port=0, smtp_port=0)
 SIGNER = Ed25519Signer.generate()
@@ -47,13 +48,8 @@ SCALE = int(os.environ.get("EVIDENCE_SCALE", "20000"))
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Profile]:
-    postgres.ensure_installed()
-    postgres.initialise(PROFILE, fresh=True)
-    postgres.start(PROFILE)
-    try:
+    with postgres_cluster(PROFILE):
         yield PROFILE
-    finally:
-        postgres.stop(PROFILE)
 
 
 @pytest.fixture

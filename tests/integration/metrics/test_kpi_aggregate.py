@@ -30,6 +30,7 @@ from include.metrics.aggregate import KpiSummary, kpi_summary, summarize
 from include.metrics.kpi import sla_table
 from include.metrics.measure import task_measurements
 from include.metrics.report import ReportScope
+from tests.support.stores import postgres_database
 
 PROFILE = Profile(name="kpi-itest", api_port=0, pg_port=43433, moto_port=0, smtp_port=0)
 DATABASE = "kpi_itest"
@@ -194,11 +195,7 @@ def _edge_rows(connection: Any) -> None:
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
-    postgres.ensure_installed()
-    postgres.initialise(PROFILE, fresh=True)
-    postgres.start(PROFILE)
-    try:
-        postgres.create_database(PROFILE, DATABASE)
+    with postgres_database(PROFILE, DATABASE):
         dsn = postgres.dsn(PROFILE, postgres.DB_USER, DATABASE, driver="psycopg2")
         migrate(dsn)
         engine = create_engine(dsn)
@@ -207,8 +204,6 @@ def engine() -> Iterator[Engine]:
             _edge_rows(connection)
         yield engine
         engine.dispose()
-    finally:
-        postgres.stop(PROFILE)
 
 
 def _python(

@@ -274,12 +274,13 @@ def test_write_back_refuses_bad_input_before_any_call(
         writer.write_back_incident(INCIDENT_ID, f"x {MARKER}", marker=marker, status=status)
 
 
-def test_the_single_methods_keep_their_behaviour(writer: GraphHook) -> None:
+def test_write_back_sets_the_status_when_the_comment_is_there_already(writer: GraphHook) -> None:
     service = IncidentService(
-        writer,
-        [_incident("active"), RawResponse(201, {}, {}), _incident("active"), RawResponse(200, {}, {})],
+        writer, [_incident("active", f"Contained.\n{MARKER}"), RawResponse(200, {}, {})]
     )
     with mock.patch("include.connectors.microsoft._run", service):
-        assert writer.comment_incident_marked(INCIDENT_ID, f"x {MARKER}", marker=MARKER) is True
-        assert writer.set_incident_status(INCIDENT_ID, "inProgress") is True
-    assert service.methods() == ["GET", "POST", "GET", "PATCH"]
+        result = writer.write_back_incident(
+            INCIDENT_ID, f"Contained.\n{MARKER}", marker=MARKER, status="inProgress"
+        )
+    assert result == (False, True)
+    assert service.calls == [("GET", "security/incidents/{id}"), ("PATCH", "security/incidents/{id}")]

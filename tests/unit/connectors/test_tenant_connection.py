@@ -19,6 +19,7 @@ from include.connectors.errors import PermanentError
 from include.connectors.microsoft import GraphHook, TenantCredentialError
 from include.connectors.ticketing.mirror import MirrorCredentialError, TenantJiraHook
 from include.policies.tenants import entra_tenant_id
+from tests.support.secrets import FakeSecrets
 
 RUN = RunContext("support_triage", "manual__1", "mirror", "globex", "corr-1")
 SECRET_ID = "orchestrator/globex/ticket-update/jira"
@@ -30,24 +31,6 @@ class Refused(PermanentError):
 
 def _error(message: str) -> Refused:
     return Refused(message, system="jira", operation="credential")
-
-
-class FakeSecrets:
-    """Secrets Manager of one account: what was asked, the values it holds."""
-
-    class exceptions:
-        class ResourceNotFoundException(Exception):
-            pass
-
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
-        self.asked: list[str] = []
-
-    def get_secret_value(self, SecretId: str) -> dict[str, str]:
-        self.asked.append(SecretId)
-        if SecretId not in self.values:
-            raise self.exceptions.ResourceNotFoundException(SecretId)
-        return {"SecretString": self.values[SecretId]}
 
 
 def _read(secrets: FakeSecrets, secret_id: str = SECRET_ID, **kwargs: Any) -> Any:

@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from include.approvals.verify import RequiresApproval, params_artifact
 from include.connectors.ec2 import ContainmentError, Ec2Hook, IsolationPlan
 from include.operators.ec2 import InspectHostOperator, IsolateHostOperator
+from tests.support.operators import patched_hook
 
 HOST = "i-0123456789abcdef0"
 ROLE = "arn:aws:iam::222222222222:role/orchestrator-host-isolate"
@@ -32,15 +33,14 @@ CONTEXT: dict[str, Any] = {"ti": mock.MagicMock(task_id="isolate_host")}
 
 @pytest.fixture
 def inspect_hook() -> Iterator[mock.MagicMock]:
-    with mock.patch.object(InspectHostOperator, "hook", new_callable=mock.PropertyMock) as prop:
-        yield prop.return_value
+    with patched_hook(InspectHostOperator) as hook:
+        yield hook
 
 
 @pytest.fixture
 def isolate_hook() -> Iterator[mock.MagicMock]:
-    with mock.patch.object(IsolateHostOperator, "hook", new_callable=mock.PropertyMock) as prop:
-        prop.return_value.role_arn = ROLE
-        yield prop.return_value
+    with patched_hook(IsolateHostOperator, role_arn=ROLE) as hook:
+        yield hook
 
 
 @pytest.fixture

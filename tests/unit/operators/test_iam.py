@@ -18,6 +18,7 @@ from include.operators.iam import (
     InspectAccountOperator,
     RevokeTenantAccessKeysOperator,
 )
+from tests.support.operators import patched_hook
 
 ROLE = "arn:aws:iam::222222222222:role/orchestrator-identity-disable"
 ARN = "arn:aws:iam::222222222222:user/staff/jdoe"
@@ -37,25 +38,22 @@ CONTEXT: dict[str, Any] = {"ti": mock.MagicMock()}
 NOT_STAFF = "IAM user ci is not a staff account (path '/service/', expected '/staff/')"
 
 
-def _hook(operator_class: type) -> Iterator[mock.MagicMock]:
-    with mock.patch.object(operator_class, "hook", new_callable=mock.PropertyMock) as prop:
-        prop.return_value.role_arn = ROLE
-        yield prop.return_value
-
-
 @pytest.fixture
 def inspect_hook() -> Iterator[mock.MagicMock]:
-    yield from _hook(InspectAccountOperator)
+    with patched_hook(InspectAccountOperator, role_arn=ROLE) as hook:
+        yield hook
 
 
 @pytest.fixture
 def disable_hook() -> Iterator[mock.MagicMock]:
-    yield from _hook(DisableAccountOperator)
+    with patched_hook(DisableAccountOperator, role_arn=ROLE) as hook:
+        yield hook
 
 
 @pytest.fixture
 def revoke_hook() -> Iterator[mock.MagicMock]:
-    yield from _hook(RevokeTenantAccessKeysOperator)
+    with patched_hook(RevokeTenantAccessKeysOperator, role_arn=ROLE) as hook:
+        yield hook
 
 
 @pytest.fixture

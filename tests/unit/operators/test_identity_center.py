@@ -23,6 +23,7 @@ from include.operators.identity_center import (
     DisableIdentityCenterUserOperator,
     EnsureIdentityCenterUserOperator,
 )
+from tests.support.operators import patched_hook
 
 STORE = "d-1234567890"
 ROLE = "arn:aws:iam::999999999999:role/orchestrator-identity-admin"
@@ -54,20 +55,16 @@ DISABLED = IdentityResult(
 )
 
 
-def _hook(operator_class: type) -> Iterator[mock.MagicMock]:
-    with mock.patch.object(operator_class, "hook", new_callable=mock.PropertyMock) as prop:
-        prop.return_value.role_arn = ROLE
-        yield prop.return_value
-
-
 @pytest.fixture
 def ensure_hook() -> Iterator[mock.MagicMock]:
-    yield from _hook(EnsureIdentityCenterUserOperator)
+    with patched_hook(EnsureIdentityCenterUserOperator, role_arn=ROLE) as hook:
+        yield hook
 
 
 @pytest.fixture
 def disable_hook() -> Iterator[mock.MagicMock]:
-    yield from _hook(DisableIdentityCenterUserOperator)
+    with patched_hook(DisableIdentityCenterUserOperator, role_arn=ROLE) as hook:
+        yield hook
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from include.operators.ldap import (
     EnsureDirectoryAccountOperator,
     InspectDirectoryAccountOperator,
 )
+from tests.support.operators import patched_hook
 
 DN = "uid=ada.lovelace,ou=people,dc=secops,dc=example"
 CONTEXT: dict[str, Any] = {"ti": mock.MagicMock()}
@@ -44,24 +45,22 @@ DISABLED = DirectoryResult(
 )
 
 
-def _hook(operator_class: type) -> Iterator[mock.MagicMock]:
-    with mock.patch.object(operator_class, "hook", new_callable=mock.PropertyMock) as prop:
-        yield prop.return_value
-
-
 @pytest.fixture
 def inspect_hook() -> Iterator[mock.MagicMock]:
-    yield from _hook(InspectDirectoryAccountOperator)
+    with patched_hook(InspectDirectoryAccountOperator) as hook:
+        yield hook
 
 
 @pytest.fixture
 def ensure_hook() -> Iterator[mock.MagicMock]:
-    yield from _hook(EnsureDirectoryAccountOperator)
+    with patched_hook(EnsureDirectoryAccountOperator) as hook:
+        yield hook
 
 
 @pytest.fixture
 def disable_hook() -> Iterator[mock.MagicMock]:
-    yield from _hook(DisableDirectoryAccountOperator)
+    with patched_hook(DisableDirectoryAccountOperator) as hook:
+        yield hook
 
 
 @pytest.fixture

@@ -32,26 +32,11 @@ from include.operators.ticketing import (
     TicketOperator,
     UpdateTicketOperator,
 )
+from tests.support.secrets import FakeSecrets
 
 DAG_ID, RUN_ID, TASK_ID = "soc_contain_host", "manual__2026-12-07", "ticket"
 TOKEN = "ATATT3x-unit-secret-token"
 RUN = RunContext(DAG_ID, RUN_ID, TASK_ID, "globex", default_correlation_id(DAG_ID, RUN_ID))
-
-
-class FakeSecrets:
-    class exceptions:
-        class ResourceNotFoundException(Exception):
-            pass
-
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
-        self.asked: list[str] = []
-
-    def get_secret_value(self, SecretId: str) -> dict[str, str]:
-        self.asked.append(SecretId)
-        if SecretId not in self.values:
-            raise self.exceptions.ResourceNotFoundException(SecretId)
-        return {"SecretString": self.values[SecretId]}
 
 
 def jira_secret(**extra: Any) -> str:
