@@ -31,7 +31,16 @@ from include.operators.perimeter import (
 from include.operators.ticketing import CommentTicketOperator, UpdateTicketOperator
 from include.workflows import domain_workflow
 from include.workflows.incidents import incident_writeback
-from include.workflows.soc import ALERT, TENANT, TICKET_ID, soc_evidence, soc_gate, soc_params, soc_ticket
+from include.workflows.soc import (
+    ALERT,
+    TENANT,
+    TICKET_ID,
+    soc_evidence,
+    soc_failure_comment,
+    soc_gate,
+    soc_params,
+    soc_ticket,
+)
 
 INDICATOR = "{{ params.indicator }}"
 EXPIRES_AT = "{{ params.expires_at }}"
@@ -114,6 +123,12 @@ def block_indicator() -> None:
         idempotency_basis=ALERT,
     )
     ticket >> gate >> block >> blocked >> wait >> unblock >> expired >> resolve
+    # The ticket is told when the block or its removal at the expiry failed (the evidence after it
+    # is then upstream_failed and says nothing): a block not in place, or one left past its expiry.
+    block >> soc_failure_comment(block, basis=ALERT + ":block:" + INDICATOR + ":" + EXPIRES_AT)
+    unblock >> soc_failure_comment(
+        unblock, basis=ALERT + ":unblock:" + INDICATOR + ":" + EXPIRES_AT, task_id="unblock_failed"
+    )
     # Written when the block is in place, not at its expiry (which may be days later), and beside
     # its evidence, not after it (include/workflows/soc.py).
     block >> incident_writeback(

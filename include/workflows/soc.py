@@ -13,8 +13,9 @@
             done="Host " + HOST + " is in the quarantine security group.",
         )
 
-gives ``inspect >> open_ticket >> approve_<action> >> <change> >> evidence`` and the incident
-write-back beside the evidence (``<change> >> incident_writeback``):
+gives ``inspect >> open_ticket >> approve_<action> >> <change> >> evidence``, the ticket's failure
+comment beside the evidence (``<change> >> change_failed``) and the incident write-back beside them
+(``<change> >> incident_writeback``):
 
 - ``inspect``: the read-only look at the target (the caller's operator); its ``markdown`` is the
   ticket's and the approval request's body;
@@ -26,6 +27,10 @@ write-back beside the evidence (``<change> >> incident_writeback``):
   DAG's params as they are when it is built, and the gate adds ``approval_drill``, which the
   privileged step reads);
 - ``evidence``: the ticket comment on what the change did, ending with who approved it;
+- ``change_failed``: the ticket comment when the approved change failed or could not run
+  (:func:`soc_failure_comment`, ``trigger_rule="one_failed"``): the evidence is then
+  ``upstream_failed`` and says nothing, and the analyst working the ticket must learn that the
+  containment is not in place; skipped after a success and by a rejection (the gate skips it);
 - ``incident_writeback``: :func:`include.workflows.incidents.incident_writeback`.
 
 Where the write-back hangs, and why: it is an Airflow teardown downstream of the privileged step,
@@ -98,6 +103,7 @@ class SocAction(NamedTuple):
     change: BaseOperator
     evidence: CommentTicketOperator
     writeback: IncidentWritebackOperator
+    failed: CommentTicketOperator
 
 
 def soc_params(
@@ -226,6 +232,28 @@ def soc_evidence(
     )
 
 
+def soc_failure_comment(
+    step: BaseOperator, *, basis: str, tenant: str = TENANT, task_id: str = "change_failed"
+) -> CommentTicketOperator:
+    """The comment on the run's ticket when the approved ``step`` failed or could not run (a failed
+    or ``upstream_failed`` step: ``trigger_rule="one_failed"``); the caller sets it after ``step``.
+    Keyed ``<basis>-failed``: a second failure of the same alert's change (a cleared step that
+    failed again) does not post it twice. Says what to do, not why: the reason is in the task's log
+    (an exception's text is not put on a customer-visible ticket)."""
+    return CommentTicketOperator(
+        task_id=task_id,
+        tenant=tenant,
+        ticket_id=TICKET_ID,
+        body=(
+            f"The approved step {step.task_id} failed or could not run in run {{{{ run_id }}}}: its "
+            "change is not made. See the task's log; once the cause is fixed, clearing "
+            f"{step.task_id} runs it again on the recorded approval."
+        ),
+        idempotency_basis=basis + "-failed",
+        trigger_rule="one_failed",
+    )
+
+
 def soc_action(
     action: str,
     *,
@@ -265,7 +293,9 @@ def soc_action(
         )
     comment = soc_evidence(gate, evidence, basis=alert_basis(undo), tenant=tenant)
     ticket >> gate >> step >> comment
+    failed = soc_failure_comment(step, basis=alert_basis(undo), tenant=tenant)
+    step >> failed
     # Beside the evidence, not after it (module docstring).
     writeback = incident_writeback(action, done=done, release=bool(undo), tenant=tenant)
     step >> writeback
-    return SocAction(inspect, ticket, gate, step, comment, writeback)
+    return SocAction(inspect, ticket, gate, step, comment, writeback, failed)

@@ -210,10 +210,19 @@ def test_every_soc_dag_writes_back_beside_its_evidence_as_a_teardown(name: str) 
     skipped = ApprovalGateOperator._downstream_to_skip(gate, {"task": gate})
     assert any(getattr(dag.get_task(t), "capability", None) == action for t in skipped)
     assert "incident_writeback" not in skipped
-    # the run's state comes from the work, never from the write-back
+    # the ticket hears of a failed change: a comment right after it, only when it failed or could
+    # not run (one_failed: a skipped change, as after a reject, skips it too)
+    failure_comments = {"change_failed": after}
+    if name == "block_indicator":
+        failure_comments["unblock_failed"] = "unblock_indicator"
+    for comment_id, step in failure_comments.items():
+        comment = dag.get_task(comment_id)
+        assert (comment.upstream_task_ids, comment.trigger_rule) == ({step}, TriggerRule.ONE_FAILED)
+    # the run's state comes from the work (a failed change leaves its evidence upstream_failed),
+    # never from the write-back
     tis = [_TI(t.task_id, "success") for t in dag.tasks]
     leaves = {ti.task_id for ti in DagRun._tis_for_dagrun_state(None, dag=dag, tis=tis)}  # type: ignore[arg-type]
-    assert leaves == {leaf}
+    assert leaves == {leaf, *failure_comments}
 
 
 def test_the_entra_disable_no_longer_comments_from_its_privileged_step() -> None:

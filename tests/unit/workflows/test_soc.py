@@ -87,8 +87,13 @@ def test_soc_action_chains_the_skeleton_with_the_write_back_beside_the_evidence(
         "approve_host_isolate": {"open_ticket"},
         "isolate_host": {"approve_host_isolate"},
         "evidence": {"isolate_host"},
+        "change_failed": {"isolate_host"},
         "incident_writeback": {"isolate_host"},
     }
+    failed = dag.get_task("change_failed")
+    assert (failed.trigger_rule, failed.idempotency_basis) == (TriggerRule.ONE_FAILED, ALERT + "-failed")
+    assert failed.ticket_id == "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"
+    assert failed.body.startswith("The approved step isolate_host failed or could not run in run {{ run_id }}")
     writeback = dag.get_task("incident_writeback")
     assert isinstance(writeback, IncidentWritebackOperator)
     assert (writeback.is_teardown, writeback.trigger_rule) == (True, TriggerRule.ALL_DONE_SETUP_SUCCESS)
@@ -119,6 +124,7 @@ def test_an_undo_has_its_own_keys_and_releases() -> None:
     assert ticket.body.startswith("Release after alert {{ params.alert_id }}: {{ params.reason }}\n\n")
     assert ticket.fields == {}  # no severity param
     assert ticket.idempotency_basis == "release-{{ params.alert_id }}"
+    assert dag.get_task("change_failed").idempotency_basis == "release-{{ params.alert_id }}-failed"
     assert dag.get_task("evidence").idempotency_basis == "release-{{ params.alert_id }}"
     assert dag.get_task("incident_writeback").release is True
 
