@@ -14,7 +14,13 @@ tests/e2e/test_rbac_matrix.py (who triggers, clears, pauses per domain):
 - an auditor can start an on-demand evidence pack but not pause, unpause, delete, clear or
   backfill ``platform_evidence_packs`` (a backfill is scheduled-type runs: every customer's monthly
   pack and the platform's seal), nor start another DAG; a SOC operator may pause their own domain's
-  privileged DAG (docs/policies.md) but not another domain's.
+  privileged DAG (docs/policies.md) but not another domain's;
+- a SOC operator, then a platform admin, write, patch, delete and clear the task state store
+  (Airflow 3.3's ``.../taskInstances/{task}/state-store[/{key}]``) of the inspection, the gate
+  and the privileged step of a waiting ``soc_isolate_device`` run: refused (rule
+  ``approval-state-store``), one ``policy.violation`` each, nothing stored; the same writes on a
+  SOC DAG without a gate (``e2e_soc_state_store``) go through (the routes are real; deleting
+  there is the admin's: the operator role has no delete, so FAB refuses it).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ ISOLATE = "soc_isolate_device"
 GATE = "approve_device_isolate"
 INSPECT = "inspect_device"
 EVIDENCE = "platform_evidence_packs"
+UNGATED = "e2e_soc_state_store"  # tests/e2e/dags/state_store_resume.py
 OP, ONCALL, AUDITOR, SUPPORT_OP = "atka_soc_op", "atko_soc_oncall", "atku_auditor", "atks_support_op"
 USERS = {
     OP: ["soc_operator"],
@@ -46,7 +53,7 @@ USERS = {
 
 @pytest.fixture(scope="module")
 def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
-    api.wait_for_dags({ISOLATE, EVIDENCE})
+    api.wait_for_dags({ISOLATE, EVIDENCE, UNGATED})
     return sign_up(stack, USERS)
 
 
@@ -252,3 +259,98 @@ def test_operators_pause_their_own_domain_only(api: AirflowApi, users: dict[str,
     assert answers == {name: 403 for name in answers}
     assert api.get(f"dags/{ISOLATE}")["is_paused"] is False
     assert api.get(f"dags/{EVIDENCE}")["is_paused"] is False
+
+
+def _state_store(api: AirflowApi, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+    """key -> value of the task's state store (map index -1), as Airflow's public API reads it."""
+    body = api.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/state-store")
+    assert body["total_entries"] == len(body["task_state_store"])
+    return {entry["key"]: entry["value"] for entry in body["task_state_store"]}
+
+
+# Every write route of Airflow 3.3.2's task state store (api_fastapi/core_api/routes/public/
+# task_state_store.py): set, patch, delete one key (a key may hold slashes), clear the task's keys,
+# and clear every map index. (path after .../state-store, query, body)
+STATE_STORE_WRITES: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = [
+    ("PUT", "/cursor", {}, {"value": {"page": 99}}),
+    ("PUT", "/resume/job_id", {"map_index": -1}, {"value": "attacker-job", "expires_at": None}),
+    ("PATCH", "/cursor", {}, {"value": {"page": 100}}),
+    ("DELETE", "/cursor", {}, None),
+    ("DELETE", "", {}, None),
+    ("DELETE", "", {"all_map_indices": "true"}, None),
+]
+
+
+def test_writing_a_gated_runs_state_store_is_refused_and_an_ungated_one_is_not(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
+) -> None:
+    started = time.monotonic()
+    op = users[OP]
+    before = _actions(stack, "acme")
+    run_id = op.trigger(ISOLATE, {"machine": "ws-001", "tenant": "acme", "alert_id": "EDR-9404"})
+    users[ONCALL].wait_for_request(ISOLATE, run_id, GATE)
+    states = api.task_states(ISOLATE, run_id)
+    assert (states[INSPECT], states[GATE], states["isolate_device"]) == ("success", "deferred", None)
+
+    tasks = (INSPECT, GATE, "isolate_device")
+    for client in (op, api):
+        for task_id in tasks:
+            store = f"dags/{ISOLATE}/dagRuns/{run_id}/taskInstances/{task_id}/state-store"
+            for method, key, query, body in STATE_STORE_WRITES:
+                refused = client.request(method, store + key, params=query, json=body, expect=(403,))
+                assert refused["rule"] == "approval-state-store", (client.username, method, key, refused)
+                assert refused["task_id"] == task_id
+                assert GATE in refused["detail"]  # names the gate and what to do instead
+    for task_id in tasks:
+        assert _state_store(api, ISOLATE, run_id, task_id) == {}  # nothing was stored
+        cursor = f"dags/{ISOLATE}/dagRuns/{run_id}/taskInstances/{task_id}/state-store/cursor"
+        assert _status(lambda: api.get(cursor)) == 404  # noqa: B023 (called at once)
+    assert api.task_states(ISOLATE, run_id) == states
+    assert _actions(stack, "acme") == before
+
+    with AuditStore(stack.audit_dsn) as audit:
+        _, story = audit.trace(run_id)
+    refusals = [
+        (r["actor"], r["task_id"], r["details"]["method"], r["details"]["path"].split("/state-store")[1])
+        for r in story
+        if r["kind"] == "policy.violation" and r["details"].get("rule") == "approval-state-store"
+    ]
+    assert sorted(refusals) == sorted(
+        (user, task_id, method, key)
+        for user in (OP, api.username)
+        for task_id in tasks
+        for method, key, _, _ in STATE_STORE_WRITES
+    )
+
+    # The control: the same routes on a SOC DAG without a gate reach Airflow, for the same people.
+    control = op.trigger(UNGATED)
+    assert api.wait_for_run(UNGATED, control, timeout=180)["state"] == "success"
+    store = f"dags/{UNGATED}/dagRuns/{control}/taskInstances/keep_cursor/state-store"
+    assert _state_store(api, UNGATED, control, "keep_cursor") == {
+        "cursor": {"page": 3, "last_alert": "EDR-0042"}
+    }
+    op.request("PUT", f"{store}/cursor", json={"value": {"page": 99}}, expect=(204,))
+    op.request("PUT", f"{store}/resume/job_id", json={"value": "job-1", "expires_at": None}, expect=(204,))
+    api.request("PATCH", f"{store}/cursor", json={"value": {"page": 100}})
+    assert _state_store(api, UNGATED, control, "keep_cursor") == {
+        "cursor": {"page": 100},
+        "resume/job_id": "job-1",
+    }
+    # Deleting is Airflow's "delete" on the DAG, which the operator role does not have (its DAGs'
+    # access_control: read and edit): refused by the auth manager, not the door; an admin may.
+    refused = op.request("DELETE", f"{store}/cursor", expect=(403,))
+    assert "rule" not in refused
+    assert _state_store(api, UNGATED, control, "keep_cursor") == {
+        "cursor": {"page": 100},
+        "resume/job_id": "job-1",
+    }
+    api.request("DELETE", f"{store}/cursor", expect=(204,))
+    assert _state_store(api, UNGATED, control, "keep_cursor") == {"resume/job_id": "job-1"}
+    api.request("DELETE", store, expect=(204,))
+    assert _state_store(api, UNGATED, control, "keep_cursor") == {}
+
+    users[ONCALL].answer(ISOLATE, run_id, GATE, "Reject", comment="state store attack drill")
+    api.wait_for_run(ISOLATE, run_id, timeout=180)
+    assert api.task_states(ISOLATE, run_id)["isolate_device"] == "skipped"
+    assert _actions(stack, "acme") == before
+    print(f"state store attacks + control: {time.monotonic() - started:.1f} s")
