@@ -27,6 +27,20 @@ T = TypeVar("T")
 YES = frozenset({"yes", "true", "1"})
 
 
+def failing_fast(task_id: str, step: Callable[[], T]) -> T:
+    """Run ``step``; what no retry can mend fails the task at once, naming the step: bad input, a
+    credential that is not the tenant's, and whatever the connector found permanent (a token
+    Entra refused, a 403, a 404 that is not "no such user or machine"). Transient errors (429,
+    5xx, timeouts) still go to the domain's retries."""
+    from include.connectors.errors import PermanentError
+    from include.connectors.microsoft import MicrosoftInputError, TenantCredentialError
+
+    try:
+        return step()
+    except (MicrosoftInputError, TenantCredentialError, PermanentError) as error:
+        raise AirflowFailException(f"{task_id}: {error}") from None
+
+
 class _EntraStep(BaseOperator):
     """Base of the Entra steps: the tenant, the user and the Graph hook of the step's capability.
 
@@ -49,13 +63,7 @@ class _EntraStep(BaseOperator):
         return GraphHook(capability=self.capability, tenant=self.tenant)
 
     def failing_fast(self, step: Callable[[], T]) -> T:
-        """Run ``step``; bad input or a credential that is not the tenant's fails the task at once."""
-        from include.connectors.microsoft import MicrosoftInputError, TenantCredentialError
-
-        try:
-            return step()
-        except (MicrosoftInputError, TenantCredentialError) as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from None
+        return failing_fast(self.task_id, step)
 
     def audit(self, context: Any, operation: str, user: EntraUser, changed: bool, **details: Any) -> None:
         audit_side_effect(
@@ -196,13 +204,7 @@ class _DeviceStep(BaseOperator):
         return DefenderHook(capability=self.capability, tenant=self.tenant, aws_conn_id=self.aws_conn_id)
 
     def failing_fast(self, step: Callable[[], T]) -> T:
-        """Run ``step``; bad input or a credential that is not the tenant's fails the task at once."""
-        from include.connectors.microsoft import MicrosoftInputError, TenantCredentialError
-
-        try:
-            return step()
-        except (MicrosoftInputError, TenantCredentialError) as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from None
+        return failing_fast(self.task_id, step)
 
     def resolve(self) -> dict[str, Any]:
         """The machine the step is about (by id, or its name resolved read-only)."""

@@ -13,6 +13,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval
+from include.connectors.errors import PermanentError, TransientError
 from include.connectors.microsoft import EntraUser, MicrosoftInputError, TenantCredentialError
 from include.operators.microsoft import (
     DisableEntraUserOperator,
@@ -111,6 +112,10 @@ def test_reset_mfa(disable_hook: mock.MagicMock, audit: mock.MagicMock) -> None:
     [
         MicrosoftInputError("user 'jdoe@acme.example' is not in tenant 'globex'"),
         TenantCredentialError("msgraph: credential refused"),
+        # a token Entra refused (a rotated or revoked client secret): no retry mends it
+        PermanentError(
+            "token for tenant 'globex' refused: AADSTS7000215", system="msgraph", operation="token"
+        ),
     ],
 )
 def test_bad_input_fails_the_task_before_any_change(
@@ -121,6 +126,15 @@ def test_bad_input_fails_the_task_before_any_change(
         _disable().act(CONTEXT)
     disable_hook.set_account_enabled.assert_not_called()
     disable_hook.revoke_sessions.assert_not_called()
+    audit.assert_not_called()
+
+
+def test_a_transient_error_is_left_to_the_retries(
+    disable_hook: mock.MagicMock, audit: mock.MagicMock
+) -> None:
+    disable_hook.get_user.side_effect = TransientError("throttled", system="msgraph", operation="get_user")
+    with pytest.raises(TransientError):
+        _disable().act(CONTEXT)
     audit.assert_not_called()
 
 
