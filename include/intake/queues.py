@@ -8,6 +8,7 @@ a system of record (or ``python -m include.cli events publish``) sends.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -34,6 +35,34 @@ def sqs_client(aws_conn_id: str) -> Any:
         endpoint_url=base.endpoint_url_for("sqs"),
         config=botocore_retries(3),
     )
+
+
+_shared_clients: dict[str, Any] = {}
+_shared_clients_lock = threading.Lock()
+
+
+def shared_sqs_client(aws_conn_id: str) -> Any:
+    """The process's one SQS client of the connection, built on first use (boto3 clients are thread-safe).
+
+    The triggerer runs one watcher per source queue in one process. Each client built with its own
+    session parses botocore's endpoint data again (``endpoints.json``, ~100k objects): three watchers
+    starting together set off a full collection of CPython's cyclic GC over the whole triggerer heap,
+    which holds the GIL: it stopped the event loop and every trigger on it (3-5.7 s under load)
+    although the work ran in ``asyncio.to_thread``. One client per connection keeps that to one
+    parse (see ``include/triggers/sqs.py``). Call it from a worker thread: it reads the connection.
+    """
+    with _shared_clients_lock:  # the other watchers wait (in their threads) for the one being built
+        client = _shared_clients.get(aws_conn_id)
+        if client is None:
+            client = _shared_clients[aws_conn_id] = sqs_client(aws_conn_id)
+        return client
+
+
+def forget_shared_sqs_client(aws_conn_id: str, client: Any) -> None:
+    """Drop ``client`` after a failure, so that the next use builds it again (a changed connection)."""
+    with _shared_clients_lock:
+        if _shared_clients.get(aws_conn_id) is client:
+            del _shared_clients[aws_conn_id]
 
 
 class LazySqsClient:

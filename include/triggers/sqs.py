@@ -24,15 +24,38 @@ with apache-airflow-providers-amazon 9.39.0 (../shared/notes/providers-intake-no
 Message bodies travel in the event, so they are stored in the metadata database
 (``asset_event.extra``): events are small by contract (``MAX_BODY_BYTES``), the HRIS one carries
 only the fields onboarding needs.
+
+The triggerer's start. Work in ``asyncio.to_thread`` still holds the GIL when it is C code: a full
+collection of CPython's cyclic GC walks the whole triggerer heap (Airflow and everything imported)
+in one go. Building a boto3 client per watcher parsed botocore's endpoint data once per watcher, and
+those allocations set off such a collection: the event loop, with every approval trigger on it,
+stood still while the watchers started (0.24-1.8 CPU-s in one piece in a fresh interpreter; 3-5.7 s
+of wall time in a loaded triggerer). So the
+watchers share one client per connection (:func:`include.intake.queues.shared_sqs_client`), and
+the first watcher to start freezes the heap that exists then (``gc.freeze()``, as Airflow does in
+its forking executors and DAG processor; the triggerer has no such step): the objects of the
+triggerer's start live as long as it does, and later collections no longer walk them. Measured by
+``tests/unit/intake/test_sqs_watcher_start.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+_startup_heap_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """Once per process, on the event loop thread: ``gc.freeze()`` is O(1) (it moves lists)."""
+    global _startup_heap_frozen
+    if not _startup_heap_frozen:
+        _startup_heap_frozen = True
+        gc.freeze()
 
 
 class SqsQueueTrigger(BaseEventTrigger):
@@ -82,10 +105,15 @@ class SqsQueueTrigger(BaseEventTrigger):
         )
 
     def _client(self) -> tuple[Any, str]:
-        from include.intake.queues import sqs_client
+        from include.intake.queues import shared_sqs_client
 
-        client = sqs_client(self.aws_conn_id)
+        client = shared_sqs_client(self.aws_conn_id)
         return client, str(client.get_queue_url(QueueName=self.queue)["QueueUrl"])
+
+    def _forget(self, client: Any) -> None:
+        from include.intake.queues import forget_shared_sqs_client
+
+        forget_shared_sqs_client(self.aws_conn_id, client)
 
     def _receive(self, client: Any, url: str) -> list[dict[str, Any]]:
         response = client.receive_message(
@@ -105,6 +133,7 @@ class SqsQueueTrigger(BaseEventTrigger):
         ]
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        _freeze_startup_heap()
         client: Any = None
         url = ""
         while True:
@@ -114,6 +143,8 @@ class SqsQueueTrigger(BaseEventTrigger):
                 messages = await asyncio.to_thread(self._receive, client, url)
             except Exception as error:  # an SQS outage must not end the watcher: log, wait, poll again
                 self.log.warning("receiving from queue %s failed: %s", self.queue, type(error).__name__)
+                if client is not None:  # built again at the next poll (a changed connection)
+                    await asyncio.to_thread(self._forget, client)
                 client = None
                 await asyncio.sleep(self.waiter_delay)
                 continue
