@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.audit.emit import emit as audit_emit
 from include.audit.emit import side_effect as audit_side_effect
@@ -311,16 +311,34 @@ class CommentTicketOperator(TicketOperator):
     :param ticket_id: the ticket (templated).
     :param body: the comment's text (templated).
     :param public: a reply the requester sees, rather than an internal comment.
+    :param skip_without_ticket: skip, rather than fail, when ``ticket_id`` renders empty: for a
+        comment on a ticket the run may never have opened (the SOC failure comment after the
+        read-only step failed: nothing to tell, and no ticket to tell it on). Off by default: an
+        empty ticket id is otherwise a bug to see.
     """
 
     template_fields: Sequence[str] = ("tenant", "ticket_id", "body", "idempotency_basis")
     operation = "comment"
 
-    def __init__(self, *, ticket_id: str, body: str, public: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        ticket_id: str,
+        body: str,
+        public: bool = False,
+        skip_without_ticket: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.ticket_id = ticket_id
         self.body = body
         self.public = public
+        self.skip_without_ticket = skip_without_ticket
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        if self.skip_without_ticket and not str(self.ticket_id or "").strip():
+            raise AirflowSkipException(f"{self.task_id}: the run has no ticket to comment on")
+        return super().execute(context)
 
     def call(self, run: RunContext) -> dict[str, Any]:
         post = self.hook.reply if self.public else self.hook.comment

@@ -74,6 +74,8 @@ TENANT = "{{ params.tenant }}"
 ALERT = "{{ params.alert_id }}"
 TICKET_TASK = "open_ticket"
 TICKET_ID = "{{ ti.xcom_pull(task_ids='" + TICKET_TASK + "')['id'] }}"
+# The same, empty when the run opened no ticket (its read-only step failed first).
+TICKET_ID_IF_ANY = "{{ (ti.xcom_pull(task_ids='" + TICKET_TASK + "') or {}).get('id', '') }}"
 ALERT_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}(?!\\n)$"
 HANDLED_ONCE = "The alert's id in the SIEM/EDR: the same alert is handled once"
 RELEASED_ONCE = "The containment's alert id: the release is handled once per alert"
@@ -243,7 +245,10 @@ def soc_failure_comment(
     return CommentTicketOperator(
         task_id=task_id,
         tenant=tenant,
-        ticket_id=TICKET_ID,
+        # one_failed also fires when the read-only step failed before the ticket (every later step
+        # upstream_failed): then there is no ticket, and nothing was approved; skipped
+        ticket_id=TICKET_ID_IF_ANY,
+        skip_without_ticket=True,
         body=(
             f"The approved step {step.task_id} failed or could not run in run {{{{ run_id }}}}: its "
             "change is not made. See the task's log; once the cause is fixed, clearing "

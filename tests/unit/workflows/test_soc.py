@@ -4,14 +4,17 @@ and a change that is not the approved action refused when the DAG is parsed."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from airflow.sdk import DAG, Param, TaskGroup
-from airflow.sdk.exceptions import ParamValidationError
+from airflow.sdk.exceptions import AirflowSkipException, ParamValidationError
 from airflow.task.trigger_rule import TriggerRule
+from jinja2.sandbox import SandboxedEnvironment
 
 from include.operators.ec2 import InspectHostOperator, IsolateHostOperator
+from include.operators.ticketing import CommentTicketOperator
 from include.workflows import domain_workflow
 from include.workflows.incidents import IncidentWritebackOperator
 from include.workflows.soc import (
@@ -92,8 +95,19 @@ def test_soc_action_chains_the_skeleton_with_the_write_back_beside_the_evidence(
     }
     failed = dag.get_task("change_failed")
     assert (failed.trigger_rule, failed.idempotency_basis) == (TriggerRule.ONE_FAILED, ALERT + "-failed")
-    assert failed.ticket_id == "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"
-    assert failed.body.startswith("The approved step isolate_host failed or could not run in run {{ run_id }}")
+    assert failed.skip_without_ticket is True
+    # one_failed fires too when the read-only step failed before any ticket: the id renders empty
+    # (and the comment skips, below), not an UndefinedError retried by the domain's retries
+    render = SandboxedEnvironment().from_string(failed.ticket_id).render
+    assert render(ti=SimpleNamespace(xcom_pull=lambda task_ids: None)) == ""
+    assert render(ti=SimpleNamespace(xcom_pull=lambda task_ids: {"id": "42"})) == "42"
+    with pytest.raises(AirflowSkipException, match="change_failed: the run has no ticket"):
+        CommentTicketOperator(
+            task_id="change_failed", tenant="acme", ticket_id=" ", body="b", skip_without_ticket=True
+        ).execute({})
+    assert failed.body.startswith(
+        "The approved step isolate_host failed or could not run in run {{ run_id }}"
+    )
     writeback = dag.get_task("incident_writeback")
     assert isinstance(writeback, IncidentWritebackOperator)
     assert (writeback.is_teardown, writeback.trigger_rule) == (True, TriggerRule.ALL_DONE_SETUP_SUCCESS)
