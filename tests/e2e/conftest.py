@@ -37,6 +37,14 @@ E2E_DAGS_BUNDLE = {
 }
 SERVICE_CHECK_DAGS = {f"{domain}_service_check" for domain in load_domain_policy().domains}
 
+# Early drills: an approval nobody answers is mostly waiting (reminder 10 s, escalation 20 s,
+# auto-reject 30 s: approvals.yaml drill_ladder; the test DAGs' own ladders are alike). A module
+# with such a run triggers it from a module-scoped autouse fixture as the module starts, and its
+# test, last in the module, checks the finished run with the same assertions as before: the wait
+# overlaps the module's other tests instead of adding to the session (about 30 s per module). The
+# run ends within its module (its test waits for it), so no other module sees it; each has its own
+# subject, ids and correlation id, so the other tests' counts (tickets, mails, accounts) exclude it.
+
 
 @pytest.fixture(scope="session")
 def gitops_remote() -> GitOpsRemote:

@@ -56,6 +56,18 @@ def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     return sign_up(stack, USERS)
 
 
+UNANSWERED_CORRELATION_ID = "corr-e2e-unanswered"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def unanswered(users: dict[str, AirflowApi]) -> str:
+    """The run whose approval nobody answers (its test DAG's ladder: 8 s, 16 s, 24 s), triggered as
+    the module starts (an early drill, tests/e2e/conftest.py); its test, last in the module, checks
+    the finished run."""
+    conf = {"host": "srv-db-01", "tenant": "acme", "correlation_id": UNANSWERED_CORRELATION_ID}
+    return users["lea"].trigger(SOC_UNANSWERED, conf)
+
+
 def mails_for(stack: Stack, correlation_id: str) -> list[StoredMessage]:
     return [
         m
@@ -209,13 +221,29 @@ def rt_history(rt: RequestTrackerHook, ticket_id: str) -> list[dict]:
     return rt.request("GET", path, operation="history", expect=(200,)).json()["items"]
 
 
-def test_nobody_answers_reminder_escalation_then_fail_safe_reject(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+def test_approval_resume_latency_benchmark(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
 ) -> None:
-    correlation_id = "corr-e2e-unanswered"
-    run_id = users["lea"].trigger(
-        SOC_UNANSWERED, {"host": "srv-db-01", "tenant": "acme", "correlation_id": correlation_id}
+    """>= 20 approvals answered the moment each gate waits; all resume, none is lost to the race."""
+    result = measure(
+        admin=api,
+        requester=users["lea"],
+        approvers=[users[name] for name in RESUME_APPROVERS],
+        dag_id=SOC,
+        gate=GATE,
+        next_task="isolate_host",
+        approvals=APPROVALS_MEASURED,
+        conf={"host": "ws-bench", "tenant": "acme"},
     )
+    report(result, stack.profile.root / "results" / "approval_resume.json")
+    assert result.states == {"success": APPROVALS_MEASURED}
+    assert all(seconds > 0 for seconds in result.server_seconds)
+
+
+def test_nobody_answers_reminder_escalation_then_fail_safe_reject(
+    stack: Stack, api: AirflowApi, unanswered: str, rt: RequestTrackerHook
+) -> None:
+    correlation_id, run_id = UNANSWERED_CORRELATION_ID, unanswered
     assert api.wait_for_run(SOC_UNANSWERED, run_id, timeout=180)["state"] == "success"
     assert api.task_states(SOC_UNANSWERED, run_id) == {
         "open_ticket": "success",
@@ -248,22 +276,3 @@ def test_nobody_answers_reminder_escalation_then_fail_safe_reject(
     key = idempotency_key(run, "approval-escalation")
     comments = [item for item in rt_history(rt, ticket_id) if item.get("Type") == "Comment"]
     assert [key in (item.get("Data") or "") for item in comments].count(True) == 1, comments
-
-
-def test_approval_resume_latency_benchmark(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
-) -> None:
-    """>= 20 approvals answered the moment each gate waits; all resume, none is lost to the race."""
-    result = measure(
-        admin=api,
-        requester=users["lea"],
-        approvers=[users[name] for name in RESUME_APPROVERS],
-        dag_id=SOC,
-        gate=GATE,
-        next_task="isolate_host",
-        approvals=APPROVALS_MEASURED,
-        conf={"host": "ws-bench", "tenant": "acme"},
-    )
-    report(result, stack.profile.root / "results" / "approval_resume.json")
-    assert result.states == {"success": APPROVALS_MEASURED}
-    assert all(seconds > 0 for seconds in result.server_seconds)

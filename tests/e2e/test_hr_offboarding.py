@@ -39,6 +39,15 @@ def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     return sign_up(stack, USERS)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def drill(stack: Stack, directory: DirectoryHook, users: dict[str, AirflowApi]) -> dict[str, Any]:
+    """The approval drill nobody answers, triggered as the module starts (an early drill,
+    tests/e2e/conftest.py); its test, last in the module, checks the finished run."""
+    before = leaver(stack, directory, "hank.e2e", "E40012")
+    run_id = users["olga_hr_op"].trigger(DAG, {**form("hank.e2e", "E40012"), "approval_drill": True})
+    return {**before, "run_id": run_id}
+
+
 def leaver(stack: Stack, directory: DirectoryHook, uid: str, employee_id: str) -> dict[str, Any]:
     """What a leaver has: Identity Center user in two groups, directory account, acme IAM user and key."""
     directory.ensure_user(
@@ -158,22 +167,6 @@ def test_security_officer_rejects_and_nothing_changes(
     assert [k["Status"] for k in keys] == ["Active"]
 
 
-def test_drill_nobody_answers_escalates_and_nothing_changes(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], directory: DirectoryHook
-) -> None:
-    before = leaver(stack, directory, "hank.e2e", "E40012")
-    run_id = users["olga_hr_op"].trigger(DAG, {**form("hank.e2e", "E40012"), "approval_drill": True})
-    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
-    assert api.task_states(DAG, run_id)["disable_identity"] == "skipped"
-    approval = api.xcom(DAG, run_id, STEP_1, key="approval")
-    assert approval["outcome"] == "timed_out"
-    assert [m for m in mails_for(stack, approval["correlation_id"]) if "[Escalation]" in m.subject]
-    assert ic_groups(stack, before["user_id"]) == ["all-staff", "soc-analysts"]
-    person = directory.get_user("hank.e2e")
-    assert person is not None
-    assert not person["disabled"]
-
-
 def test_unknown_login_fails_before_any_ticket(
     api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
 ) -> None:
@@ -183,3 +176,18 @@ def test_unknown_login_fails_before_any_ticket(
     assert states["inspect_account"] == "failed"
     assert states["hr_ticket"] == "upstream_failed"
     assert rt._search("Subject LIKE 'Offboarding nobody.e2e'", "test_search") == []
+
+
+def test_drill_nobody_answers_escalates_and_nothing_changes(
+    stack: Stack, api: AirflowApi, drill: dict[str, Any], directory: DirectoryHook
+) -> None:
+    run_id = drill["run_id"]
+    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
+    assert api.task_states(DAG, run_id)["disable_identity"] == "skipped"
+    approval = api.xcom(DAG, run_id, STEP_1, key="approval")
+    assert approval["outcome"] == "timed_out"
+    assert [m for m in mails_for(stack, approval["correlation_id"]) if "[Escalation]" in m.subject]
+    assert ic_groups(stack, drill["user_id"]) == ["all-staff", "soc-analysts"]
+    person = directory.get_user("hank.e2e")
+    assert person is not None
+    assert not person["disabled"]

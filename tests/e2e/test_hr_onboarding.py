@@ -38,6 +38,14 @@ def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     return sign_up(stack, USERS)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def drill(users: dict[str, AirflowApi]) -> str:
+    """The approval drill nobody answers, triggered as the module starts (an early drill,
+    tests/e2e/conftest.py); its test, last in the module, checks the finished run."""
+    erin = record("E40005", "erin.e2e", given_name="Erin", surname="Drill")  # not Ada: no mail to count
+    return users["hana_hr_op"].trigger(DAG, {**erin, "approval_drill": True})
+
+
 def record(employee_id: str, uid: str, **changes: Any) -> dict[str, Any]:
     start = (datetime.now(UTC).date() + timedelta(days=14)).isoformat()
     return {
@@ -156,20 +164,6 @@ def test_rejected_onboarding_creates_no_account(
     assert directory.get_user("dave.e2e") is None
 
 
-def test_drill_nobody_answers_escalates_then_rejects_and_creates_nothing(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], directory: DirectoryHook
-) -> None:
-    run_id = users["hana_hr_op"].trigger(DAG, {**record("E40005", "erin.e2e"), "approval_drill": True})
-    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
-    assert api.task_states(DAG, run_id)["create_identity"] == "skipped"
-    approval = api.xcom(DAG, run_id, GATE, key="approval")
-    assert approval["outcome"] == "timed_out"
-    escalations = [m for m in mails_for(stack, approval["correlation_id"]) if "[Escalation]" in m.subject]
-    assert len(escalations) == 1
-    assert ic_users(stack, "erin.e2e") == []
-    assert directory.get_user("erin.e2e") is None
-
-
 def test_a_privileged_role_also_needs_a_security_officer(
     stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
 ) -> None:
@@ -187,3 +181,16 @@ def test_a_privileged_role_also_needs_a_security_officer(
     assert ic_groups(stack, user["UserId"]) == sorted(mapping.identity_center_groups)
     step_2 = api.xcom(DAG, run_id, STEP_2, key="approval")
     assert (step_2["responded_by"]["name"], step_2["privileged"]) == ("stella_secofficer", True)
+
+
+def test_drill_nobody_answers_escalates_then_rejects_and_creates_nothing(
+    stack: Stack, api: AirflowApi, drill: str, directory: DirectoryHook
+) -> None:
+    assert api.wait_for_run(DAG, drill, timeout=240)["state"] == "success"
+    assert api.task_states(DAG, drill)["create_identity"] == "skipped"
+    approval = api.xcom(DAG, drill, GATE, key="approval")
+    assert approval["outcome"] == "timed_out"
+    escalations = [m for m in mails_for(stack, approval["correlation_id"]) if "[Escalation]" in m.subject]
+    assert len(escalations) == 1
+    assert ic_users(stack, "erin.e2e") == []
+    assert directory.get_user("erin.e2e") is None

@@ -120,6 +120,18 @@ def audit(stack: Stack) -> Iterator[AuditStore]:
         yield store
 
 
+DRILL_CORRELATION_ID = "corr-e2e-invoice-drill"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def drill(stack: Stack, users: dict[str, AirflowApi], s3: Any) -> str:
+    """The approval drill nobody answers, triggered as the module starts (an early drill,
+    tests/e2e/conftest.py); its test, last in the module, checks the finished run."""
+    key = put_export(stack, s3, "exports/acme/CT-E2E-400/M1.csv", LINES[:1])
+    conf = milestone("CT-E2E-400", key, approval_drill=True, correlation_id=DRILL_CORRELATION_ID)
+    return users["pia_psa_service"].trigger(DAG, conf)
+
+
 def put_export(stack: Stack, s3: Any, key: str, rows: Sequence[tuple[str, ...]]) -> str:
     """Write an export as the PSA does: CSV, one billable line per row (acme in EUR unless the row
     ends with another customer and currency)."""
@@ -398,40 +410,6 @@ def test_failed_validation_stops_before_the_erp_and_reports_the_problems(
     assert archived["result"]["problems"] == problems["problems"]
 
 
-def test_unanswered_approval_drill_times_out_and_creates_nothing(
-    stack: Stack,
-    api: AirflowApi,
-    users: dict[str, AirflowApi],
-    erp: BusinessCentral,
-    s3: Any,
-    rt: RequestTrackerHook,
-) -> None:
-    reference = "ACME/CT-E2E-400/M1"
-    correlation_id = "corr-e2e-invoice-drill"
-    key = put_export(stack, s3, "exports/acme/CT-E2E-400/M1.csv", LINES[:1])
-    conf = milestone("CT-E2E-400", key, approval_drill=True, correlation_id=correlation_id)
-    run_id = users["pia_psa_service"].trigger(DAG, conf)
-
-    assert api.wait_for_run(DAG, run_id, timeout=300)["state"] == "success"
-    record = api.xcom(DAG, run_id, GATE, key="approval")
-    assert (record["outcome"], record["approved"], record["responded_by"]) == ("timed_out", False, None)
-    assert [s["step"] for s in record["ladder"]] == ["requested", "reminder", "escalation", "timeout"]
-    states = api.task_states(DAG, run_id)
-    assert [states[t] for t in ("create_invoice", "post_invoice", "archive_invoice")] == ["skipped"] * 3
-    assert erp.invoices(reference) == []
-    (ticket,) = tickets(rt, reference)
-    assert ticket.status == "rejected"
-    assert any("nobody answered the finance approval in time" in t for t in ticket_texts(rt, str(ticket.id)))
-    subjects = [
-        m.subject
-        for m in read_messages(stack.profile.maildir)
-        if m.message()["X-Orchestrator-Correlation-Id"] == correlation_id
-    ]
-    assert [any(word in s for s in subjects) for word in ("Reminder", "Escalation", "timed out")] == [
-        True
-    ] * 3
-
-
 @pytest.mark.parametrize(
     "bad",
     [
@@ -485,3 +463,28 @@ def test_invalid_request_fails_at_the_first_step_before_any_ticket(
     assert reason in api.xcom(DAG, run_id, "check_request", key="failure")["message"]
     assert tickets(rt, "ACME/CT-E2E-600/M1") == []
     assert erp.invoices("ACME/CT-E2E-600/M1") == []
+
+
+def test_unanswered_approval_drill_times_out_and_creates_nothing(
+    stack: Stack, api: AirflowApi, drill: str, erp: BusinessCentral, rt: RequestTrackerHook
+) -> None:
+    reference = "ACME/CT-E2E-400/M1"
+    run_id = drill
+    assert api.wait_for_run(DAG, run_id, timeout=300)["state"] == "success"
+    record = api.xcom(DAG, run_id, GATE, key="approval")
+    assert (record["outcome"], record["approved"], record["responded_by"]) == ("timed_out", False, None)
+    assert [s["step"] for s in record["ladder"]] == ["requested", "reminder", "escalation", "timeout"]
+    states = api.task_states(DAG, run_id)
+    assert [states[t] for t in ("create_invoice", "post_invoice", "archive_invoice")] == ["skipped"] * 3
+    assert erp.invoices(reference) == []
+    (ticket,) = tickets(rt, reference)
+    assert ticket.status == "rejected"
+    assert any("nobody answered the finance approval in time" in t for t in ticket_texts(rt, str(ticket.id)))
+    subjects = [
+        m.subject
+        for m in read_messages(stack.profile.maildir)
+        if m.message()["X-Orchestrator-Correlation-Id"] == DRILL_CORRELATION_ID
+    ]
+    assert [any(word in s for s in subjects) for word in ("Reminder", "Escalation", "timed out")] == [
+        True
+    ] * 3

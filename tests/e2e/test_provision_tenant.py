@@ -33,6 +33,18 @@ def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     return sign_up(stack, USERS)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def drill(users: dict[str, AirflowApi]) -> str:
+    """The approval drill nobody answers (tenant acme), triggered as the module starts (an early
+    drill, tests/e2e/conftest.py); its test, last in the module, checks the finished run."""
+    conf = {"tenant": "acme", "requested_by": "pm@secops.example", "approval_drill": True}
+    run_id = users["ines_impl_op"].trigger(DAG, conf)
+    # Waiting at its gate, so it has opened the acme ticket: the ticket's search-before-create is
+    # not atomic, and test_rejection_applies_nothing's acme run must find it, not race it.
+    users["carl_cloud_lead"].wait_for_request(DAG, run_id, GATE)
+    return run_id
+
+
 def test_provision_then_a_second_run_changes_nothing(
     api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
 ) -> None:
@@ -66,11 +78,21 @@ def test_provision_then_a_second_run_changes_nothing(
     assert len(rt._search("Subject = 'Provision tenant globex'", "test_search")) == 1
 
 
+def test_rejection_applies_nothing(stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]) -> None:
+    run_id = users["ines_impl_op"].trigger(DAG, {"tenant": "acme", "requested_by": "pm@secops.example"})
+    users["carl_cloud_lead"].wait_for_request(DAG, run_id, GATE)
+    users["carl_cloud_lead"].answer(DAG, run_id, GATE, "Reject", "contract not signed yet")
+    api.wait_for_run(DAG, run_id, timeout=240)
+    states = api.task_states(DAG, run_id)
+    assert states["apply_tenant_baseline"] == "skipped"
+    assert api.xcom(DAG, run_id, GATE, key="approval")["outcome"] == "rejected"
+    assert not (stack.profile.root / "terraform" / "state" / "acme" / "tenant-baseline.tfstate").exists()
+
+
 def test_drill_nobody_answers_escalates_then_rejects_and_applies_nothing(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
+    stack: Stack, api: AirflowApi, drill: str, rt: RequestTrackerHook
 ) -> None:
-    conf = {"tenant": "acme", "requested_by": "pm@secops.example", "approval_drill": True}
-    run_id = users["ines_impl_op"].trigger(DAG, conf)
+    run_id = drill
     assert api.wait_for_run(DAG, run_id, timeout=300)["state"] == "success"
     assert api.task_states(DAG, run_id)["apply_tenant_baseline"] == "skipped"
     record = api.xcom(DAG, run_id, GATE, key="approval")
@@ -83,14 +105,3 @@ def test_drill_nobody_answers_escalates_then_rejects_and_applies_nothing(
     comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
     assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
     assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for terraform-apply")
-
-
-def test_rejection_applies_nothing(stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]) -> None:
-    run_id = users["ines_impl_op"].trigger(DAG, {"tenant": "acme", "requested_by": "pm@secops.example"})
-    users["carl_cloud_lead"].wait_for_request(DAG, run_id, GATE)
-    users["carl_cloud_lead"].answer(DAG, run_id, GATE, "Reject", "contract not signed yet")
-    api.wait_for_run(DAG, run_id, timeout=240)
-    states = api.task_states(DAG, run_id)
-    assert states["apply_tenant_baseline"] == "skipped"
-    assert api.xcom(DAG, run_id, GATE, key="approval")["outcome"] == "rejected"
-    assert not (stack.profile.root / "terraform" / "state" / "acme" / "tenant-baseline.tfstate").exists()

@@ -188,6 +188,7 @@ def test_bad_input_fails_the_read_only_step_before_any_side_effect(
         states = api.task_states(DAG, run_id)
         assert states["inspect_indicator"] == "failed", alert
         assert states["open_ticket"] == "upstream_failed", alert
+        assert (states["change_failed"], states["unblock_failed"]) == ("skipped", "skipped"), alert
         assert rt._search(f"Subject LIKE '{alert}'", "test_search") == [], alert
     assert _addresses(stack, "globex") == []
     assert _addresses(stack, "globex", 6) == []

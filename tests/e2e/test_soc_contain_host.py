@@ -36,6 +36,15 @@ def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     return sign_up(stack, USERS)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def drill(stack: Stack, users: dict[str, AirflowApi]) -> dict[str, Any]:
+    """The approval drill nobody answers, triggered as the module starts (an early drill,
+    tests/e2e/conftest.py); its test, last in the module, checks the finished run."""
+    host = _host(stack)
+    run_id = users["cora_soc_op"].trigger(DAG, {**_alert(host, "EDR-7005"), "approval_drill": True})
+    return {"host": host, "run_id": run_id}
+
+
 def _host(stack: Stack, tenant: str = "globex") -> dict[str, Any]:
     ec2 = account_client("ec2", tenant_account_id(tenant), stack.profile.moto_url, REGION)
     vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
@@ -116,24 +125,6 @@ def test_rejection_changes_nothing(stack: Stack, api: AirflowApi, users: dict[st
     assert _groups_and_tags(host)[0] == [host["web"]]
 
 
-def test_drill_nobody_answers_escalates_then_rejects_and_changes_nothing(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
-) -> None:
-    host = _host(stack)
-    run_id = users["cora_soc_op"].trigger(DAG, {**_alert(host, "EDR-7005"), "approval_drill": True})
-    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
-    assert api.task_states(DAG, run_id)["isolate_host"] == "skipped"
-    record = api.xcom(DAG, run_id, GATE, key="approval")
-    assert (record["outcome"], record["drill"]) == ("timed_out", True)
-    assert _groups_and_tags(host)[0] == [host["web"]]  # EC2: groups unchanged
-    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
-    assert mail.subject.startswith("[DRILL][Escalation][soc]")
-    assert sorted(mail.rcpt_tos) == sorted(load_approvals().rule("soc", "host-isolate").ladder.escalate_to)
-    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
-    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
-    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for host-isolate")
-
-
 @pytest.mark.parametrize(
     "bad",
     [
@@ -160,4 +151,22 @@ def test_unknown_host_fails_before_any_ticket(
     states = api.task_states(DAG, run_id)
     assert states["inspect_host"] == "failed"
     assert states["open_ticket"] == "upstream_failed"
+    assert states["change_failed"] == "skipped"  # no ticket to tell, nothing was approved
     assert _tickets(rt, "EDR-7004") == []
+
+
+def test_drill_nobody_answers_escalates_then_rejects_and_changes_nothing(
+    stack: Stack, api: AirflowApi, drill: dict[str, Any], rt: RequestTrackerHook
+) -> None:
+    host, run_id = drill["host"], drill["run_id"]
+    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
+    assert api.task_states(DAG, run_id)["isolate_host"] == "skipped"
+    record = api.xcom(DAG, run_id, GATE, key="approval")
+    assert (record["outcome"], record["drill"]) == ("timed_out", True)
+    assert _groups_and_tags(host)[0] == [host["web"]]  # EC2: groups unchanged
+    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
+    assert mail.subject.startswith("[DRILL][Escalation][soc]")
+    assert sorted(mail.rcpt_tos) == sorted(load_approvals().rule("soc", "host-isolate").ladder.escalate_to)
+    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
+    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
+    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for host-isolate")

@@ -32,6 +32,17 @@ def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
     return sign_up(stack, USERS)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def drill(stack: Stack, users: dict[str, AirflowApi]) -> dict[str, Any]:
+    """The approval drill nobody answers, triggered as the module starts (an early drill,
+    tests/e2e/conftest.py); its test, last in the module, checks the finished run."""
+    iam = _iam(stack)
+    iam.create_user(UserName="trudy.e2e", Path="/staff/")
+    key = iam.create_access_key(UserName="trudy.e2e")["AccessKey"]["AccessKeyId"]
+    run_id = users["dora_soc_op"].trigger(DAG, {**_alert("trudy.e2e", "SIEM-9003"), "approval_drill": True})
+    return {"key": key, "run_id": run_id}
+
+
 def _iam(stack: Stack) -> Any:
     return account_client("iam", tenant_account_id("globex"), stack.profile.moto_url, REGION)
 
@@ -77,28 +88,6 @@ def test_disable_then_the_same_alert_four_more_times_changes_nothing(
     assert len(rt._search("Subject LIKE 'SIEM-9001'", "test_search")) == 1
 
 
-def test_drill_nobody_answers_escalates_then_rejects_and_the_key_stays_active(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
-) -> None:
-    iam = _iam(stack)
-    iam.create_user(UserName="trudy.e2e", Path="/staff/")
-    key = iam.create_access_key(UserName="trudy.e2e")["AccessKey"]["AccessKeyId"]
-    run_id = users["dora_soc_op"].trigger(DAG, {**_alert("trudy.e2e", "SIEM-9003"), "approval_drill": True})
-    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
-    assert api.task_states(DAG, run_id)["disable_account"] == "skipped"
-    record = api.xcom(DAG, run_id, GATE, key="approval")
-    assert (record["outcome"], record["drill"]) == ("timed_out", True)
-    keys = iam.list_access_keys(UserName="trudy.e2e")["AccessKeyMetadata"]
-    assert [(k["AccessKeyId"], k["Status"]) for k in keys] == [(key, "Active")]  # IAM: unchanged
-    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
-    assert mail.subject.startswith("[DRILL][Escalation][soc]")
-    ladder = load_approvals().rule("soc", "identity-disable").ladder
-    assert sorted(mail.rcpt_tos) == sorted(ladder.escalate_to)
-    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
-    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
-    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for identity-disable")
-
-
 def test_a_service_account_fails_before_any_ticket(
     stack: Stack, api: AirflowApi, users: dict[str, AirflowApi], rt: RequestTrackerHook
 ) -> None:
@@ -126,3 +115,22 @@ def test_rejection_leaves_the_account_as_it_is(
     keys = iam.list_access_keys(UserName="victor.e2e")["AccessKeyMetadata"]
     assert [(k["AccessKeyId"], k["Status"]) for k in keys] == [(key, "Active")]
     assert iam.get_login_profile(UserName="victor.e2e")["LoginProfile"]["UserName"] == "victor.e2e"
+
+
+def test_drill_nobody_answers_escalates_then_rejects_and_the_key_stays_active(
+    stack: Stack, api: AirflowApi, drill: dict[str, Any], rt: RequestTrackerHook
+) -> None:
+    iam, key, run_id = _iam(stack), drill["key"], drill["run_id"]
+    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
+    assert api.task_states(DAG, run_id)["disable_account"] == "skipped"
+    record = api.xcom(DAG, run_id, GATE, key="approval")
+    assert (record["outcome"], record["drill"]) == ("timed_out", True)
+    keys = iam.list_access_keys(UserName="trudy.e2e")["AccessKeyMetadata"]
+    assert [(k["AccessKeyId"], k["Status"]) for k in keys] == [(key, "Active")]  # IAM: unchanged
+    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
+    assert mail.subject.startswith("[DRILL][Escalation][soc]")
+    ladder = load_approvals().rule("soc", "identity-disable").ladder
+    assert sorted(mail.rcpt_tos) == sorted(ladder.escalate_to)
+    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
+    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
+    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for identity-disable")
