@@ -168,7 +168,8 @@ def test_another_tenants_incident_is_never_touched(
     (Both tenants have an incident 1001 in the stand-in: the id alone never picks the tenant.)"""
     started = time.monotonic()
     acme_before = _incident(stack, "acme", "1001")
-    globex_comments = len(_incident(stack, "globex", "1001")["comments"])
+    globex_before = _incident(stack, "globex", "1001")
+    globex_comments = len(globex_before["comments"])
     logged = len(_records(stack)["requests"])
     run_id = users[OP].trigger(
         ISOLATE, {"machine": "ws-001", "tenant": "globex", "alert_id": "EDR-9402", "incident_id": "1001"}
@@ -191,7 +192,8 @@ def test_another_tenants_incident_is_never_touched(
     globex_incident = _incident(stack, "globex", "1001")
     assert len(globex_incident["comments"]) == globex_comments + 1
     assert globex_incident["comments"][-1]["comment"].endswith(f"[orchestrator:{ISOLATE}:EDR-9402:rejected]")
-    assert globex_incident["status"] == "active"  # a reject leaves the status
+    # a reject leaves the status as it was (another module's run may have set it before this one)
+    assert globex_incident["status"] == globex_before["status"]
     print(f"incident of another tenant: {time.monotonic() - started:.1f} s")
 
 
