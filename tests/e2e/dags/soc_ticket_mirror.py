@@ -27,7 +27,7 @@ TICKET_ID = "{{ ti.xcom_pull(task_ids='open_ticket')['id'] }}"
     doc_md=__doc__,
     params={
         "tenant": Param("globex", type="string", enum=["acme", "globex"]),
-        "alert_id": Param(type="string", pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}$"),
+        "alert_id": Param(type="string", pattern="^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}(?!\\n)$"),
     },
 )
 def soc_ticket_mirror() -> None:

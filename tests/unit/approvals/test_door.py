@@ -161,6 +161,7 @@ def test_soc_disable_account_has_one_gate_and_one_privileged_step(served_shapes:
         GATE,
         PRIVILEGED,
         "evidence",
+        "change_failed",
     }
     assert shape.reach({"evidence"}, upstream=True, downstream=False) == set(CHAIN)
     assert shape.reach({"open_ticket"}, upstream=False, downstream=False) == {"open_ticket"}
