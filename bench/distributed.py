@@ -22,7 +22,9 @@ scheduler_idle_sleep_time = S`` (how long the scheduler sleeps after a loop that
 had no executor event: with open runs that only wait for their tasks, it sets how often the
 scheduler examines them, and so most of its CPU under Celery; docs/deployment.md);
 ``--dag-bundle git`` both reading the workflows as deployed, from a ``GitOpsDagBundle`` over a bare
-repository of ``dags/`` (:func:`git_bundle`), instead of the local stack's folder.
+repository of ``dags/`` (:func:`git_bundle`), instead of the local stack's folder;
+``--setting section.key=value`` (repeatable) any other Airflow setting for both stacks (e.g.
+``celery.task_track_started=False``), recorded in the result as ``settings``.
 ``--api-sweep embedded|celery`` measures ``[api] workers`` instead: one stack, bursts with 1, 2,
 2, 1 workers, only the API server restarted between (:func:`api_sweep`;
 ``bench/results/distributed-api-<setup>-<UTC timestamp>.json``).
@@ -30,7 +32,8 @@ repository of ``dags/`` (:func:`git_bundle`), instead of the local stack's folde
 :func:`run` returns flat keys, for ``bench/suite.py`` (``SIDES`` below name the sides):
 
 - ``runs_per_burst``, ``api_workers``, ``scheduler_idle_sleep_time`` (None: the stack's setting),
-  ``dag_bundle`` (``local`` or ``git``),
+  ``dag_bundle`` (``local`` or ``git``), ``settings`` (``section.key`` -> value: the other Airflow
+  settings given, both stacks),
   ``wall_seconds`` (the whole run);
 - ``<side>_runs_per_minute``, ``<side>_wall_seconds``, ``<side>_run_seconds_p50``/``_p95``,
   ``<side>_states`` (end state -> count), ``<side>_cpu`` (component -> CPU seconds, with
@@ -57,6 +60,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -222,19 +226,47 @@ def git_bundle(root: Path, dags: Path = REPO_ROOT / "dags") -> dict[str, Any]:
     }
 
 
+SETTING = re.compile(r"([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)")
+
+
+def airflow_settings(settings: dict[str, str]) -> dict[str, str]:
+    """``section.key`` -> value as Airflow's environment variables (``AIRFLOW__SECTION__KEY``).
+    Refuses, naming it, a name that is not ``section.key`` in lower case, a value with a line break
+    or an empty one, and the settings that have options of their own (a run records those under
+    their own keys)."""
+    own = {"api.workers": "--api-workers", "scheduler.scheduler_idle_sleep_time": "--scheduler-idle-sleep"}
+    env = {}
+    for name, value in settings.items():
+        match = SETTING.fullmatch(name)
+        if not match:
+            raise ValueError(
+                f"setting {name!r}: expected section.key in lower case, e.g. celery.task_track_started"
+            )
+        if name in own or name == "dag_processor.dag_bundle_config_list":
+            raise ValueError(f"setting {name!r}: use {own.get(name, '--dag-bundle')} for it")
+        if not value or "\n" in value or "\r" in value:
+            raise ValueError(f"setting {name!r}: the value must be one non-empty line, not {value!r}")
+        env[f"AIRFLOW__{match[1].upper()}__{match[2].upper()}"] = value
+    return env
+
+
 def _stack(
     profile: Profile,
     api_workers: int | None,
     scheduler_idle_sleep: float | None = None,
     *,
     dag_bundle: str = "local",
+    settings: dict[str, str] | None = None,
 ) -> Any:
     """A stack whose ``[api] workers`` is ``stack.api_workers`` and ``[scheduler]
     scheduler_idle_sleep_time`` is ``stack.scheduler_idle_sleep`` (None: the stack's setting), read
     each time a component starts: :func:`api_sweep` changes the first between API server restarts.
     ``dag_bundle="git"``: the workflows come from :func:`git_bundle` instead of the stack's local
-    bundle (one bundle: a DAG id may not be in two)."""
+    bundle (one bundle: a DAG id may not be in two). ``settings``: ``section.key`` -> value, any
+    other Airflow setting (:func:`airflow_settings`), set last."""
     from devstack.stack import Stack
+
+    extra = airflow_settings(settings or {})
 
     if scheduler_idle_sleep is not None and not scheduler_idle_sleep > 0:
         raise ValueError(f"scheduler_idle_sleep must be > 0 seconds, not {scheduler_idle_sleep!r}")
@@ -255,6 +287,7 @@ def _stack(
                 env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(self.scheduler_idle_sleep)
             if self.bundles is not None:
                 env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(self.bundles)
+            env.update(extra)
             return env
 
     stack = BenchStack(profile)
@@ -284,6 +317,7 @@ def run(
     api_workers: int | None = None,
     scheduler_idle_sleep: float | None = None,
     dag_bundle: str = "local",
+    settings: dict[str, str] | None = None,
     embedded_profile: Profile = EMBEDDED_PROFILE,
     celery_profile: Profile = CELERY_PROFILE,
 ) -> dict[str, Any]:
@@ -294,6 +328,7 @@ def run(
 
     if embedded_profile.distributed or not celery_profile.distributed:
         raise ValueError("run(): embedded_profile must use the LocalExecutor and celery_profile Celery")
+    airflow_settings(settings or {})  # a bad one refused before any stack starts
     began = time.monotonic()
     runs = runs_per_domain * len(load_domain_policy().domains)
     out: dict[str, Any] = {
@@ -301,16 +336,21 @@ def run(
         "api_workers": api_workers,
         "scheduler_idle_sleep_time": scheduler_idle_sleep,
         "dag_bundle": dag_bundle,
+        "settings": dict(settings or {}),
     }
 
-    stack = _stack(embedded_profile, api_workers, scheduler_idle_sleep, dag_bundle=dag_bundle)
+    stack = _stack(
+        embedded_profile, api_workers, scheduler_idle_sleep, dag_bundle=dag_bundle, settings=settings
+    )
     try:
         api, out["embedded_stack_start_seconds"] = _started(stack)
         _side(out, "embedded", lambda: measured_burst(stack, api, runs_per_domain, "embedded"))
     finally:
         stack.stop(quiet=True)
 
-    stack = _stack(celery_profile, api_workers, scheduler_idle_sleep, dag_bundle=dag_bundle)
+    stack = _stack(
+        celery_profile, api_workers, scheduler_idle_sleep, dag_bundle=dag_bundle, settings=settings
+    )
     try:
         api, out["celery_stack_start_seconds"] = _started(stack)
         # worker-2 stays: it is the one that also serves `soc` (worker-1: default and platform).
@@ -354,6 +394,7 @@ def _summary(figures: dict[str, Any]) -> str:
 
 def report(result: dict[str, Any]) -> str:
     """The lines ``main`` prints: one per side, then the ratios."""
+    others = ", ".join(f"{k}={v}" for k, v in (result.get("settings") or {}).items())
     lines = []
     for side in SIDES:
         if f"{side}_error" in result:
@@ -370,7 +411,9 @@ def report(result: dict[str, Any]) -> str:
         f"celery 2 / embedded {result['cpu_ratio_celery_2_to_embedded']}x "
         f"(api workers: {result['api_workers'] or 'stack default'}; scheduler idle sleep: "
         f"{result.get('scheduler_idle_sleep_time') or 'stack default'}; "
-        f"DAG bundle: {result.get('dag_bundle', 'local')}; run took {result['wall_seconds']}s)"
+        f"DAG bundle: {result.get('dag_bundle', 'local')}; "
+        f"other settings: {others or 'none'}; "
+        f"run took {result['wall_seconds']}s)"
     )
     return "\n".join(lines)
 
@@ -443,6 +486,13 @@ def main() -> None:
         "deployed (Helm), a GitOpsDagBundle over a bare repository of dags/ (see git_bundle)",
     )
     parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any other Airflow setting for both stacks (repeatable), e.g. celery.task_track_started=False",
+    )
+    parser.add_argument(
         "--api-sweep",
         choices=("embedded", "celery"),
         help="instead: [api] workers 1, 2, 2, 1 on one stack of this setup (see api_sweep)",
@@ -458,11 +508,22 @@ def main() -> None:
         return
     if args.scheduler_idle_sleep is not None and not args.scheduler_idle_sleep > 0:
         parser.error(f"--scheduler-idle-sleep must be > 0 seconds, not {args.scheduler_idle_sleep}")
+    settings = {}
+    for item in args.setting:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--setting {item!r}: expected SECTION.KEY=VALUE")
+        settings[name] = value
+    try:
+        airflow_settings(settings)
+    except ValueError as error:
+        parser.error(f"--setting: {error}")
     result = run(
         args.runs_per_domain,
         api_workers=args.api_workers,
         scheduler_idle_sleep=args.scheduler_idle_sleep,
         dag_bundle=args.dag_bundle,
+        settings=settings,
     )
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": _load()}
     RESULTS.mkdir(exist_ok=True)

@@ -3,6 +3,7 @@ what failed instead of losing the other sides' figures."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -236,4 +237,41 @@ def test_the_git_bundle_is_the_deployed_one_over_a_commit_of_the_dags_and_the_on
     monkeypatch.setattr(stack.Stack, "start", lambda self, fresh=False: starts.append(self.profile.name))
     with pytest.raises(ValueError, match="dag_bundle must be one of local, git, not 'gitsync'"):
         distributed.run(1, dag_bundle="gitsync")
+    assert starts == []
+
+
+def test_other_airflow_settings_reach_both_stacks_and_bad_ones_are_refused_before_any_start(
+    monkeypatch: Any,
+) -> None:
+    """``--setting section.key=value``: the stack gets ``AIRFLOW__SECTION__KEY`` on top of its own
+    settings and the run records it; a name that is not ``section.key``, an empty or multi-line
+    value, or a setting that has its own option is refused, naming it, before a stack starts."""
+    from devstack import stack
+
+    own = {"AIRFLOW__CELERY__TASK_TRACK_STARTED": "True", "AIRFLOW__CORE__PARALLELISM": "32"}
+    monkeypatch.setattr(stack.Stack, "env", property(lambda self: dict(own)))
+    starts: list[str] = []
+    monkeypatch.setattr(stack.Stack, "start", lambda self, fresh=False: starts.append(self.profile.name))
+
+    env = distributed._stack(
+        distributed.CELERY_PROFILE,
+        None,
+        settings={"celery.task_track_started": "False", "core.dag_concurrency": "4"},
+    ).env
+    assert env == {
+        **own,
+        "AIRFLOW__CELERY__TASK_TRACK_STARTED": "False",
+        "AIRFLOW__CORE__DAG_CONCURRENCY": "4",
+    }
+    assert distributed._stack(distributed.CELERY_PROFILE, None).env == own
+    for bad, says in (
+        ({"task_track_started": "False"}, "'task_track_started': expected section.key"),
+        ({"Celery.X": "1"}, "'Celery.X': expected section.key"),
+        ({"celery.task_track_started": ""}, "the value must be one non-empty line"),
+        ({"celery.task_track_started": "a\nb"}, "the value must be one non-empty line"),
+        ({"api.workers": "2"}, "use --api-workers"),
+        ({"dag_processor.dag_bundle_config_list": "[]"}, "use --dag-bundle"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            distributed.run(1, settings=bad)
     assert starts == []
