@@ -13,6 +13,9 @@ from bench import distributed
 from bench.suite import BENCH_PROFILE
 from devstack.config import PROFILES, Profile
 
+# Every bench stack's periodic re-parse is off for a burst (bench/distributed.py: _stack).
+NO_REPARSE = {"AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600"}
+
 
 def _ports(profile: Profile) -> set[int]:
     fixed = {v for k, v in asdict(profile).items() if k.endswith("_port") and v}
@@ -180,8 +183,8 @@ def test_the_scheduler_idle_sleep_reaches_the_stack_and_a_bad_one_is_refused_bef
     starts: list[str] = []
     monkeypatch.setattr(stack.Stack, "start", lambda self, fresh=False: starts.append(self.profile.name))
 
-    assert distributed._stack(distributed.CELERY_PROFILE, None, 1.0).env == {**own, key: "1.0"}
-    assert distributed._stack(distributed.CELERY_PROFILE, None).env == own
+    assert distributed._stack(distributed.CELERY_PROFILE, None, 1.0).env == {**own, **NO_REPARSE, key: "1.0"}
+    assert distributed._stack(distributed.CELERY_PROFILE, None).env == {**own, **NO_REPARSE}
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="scheduler_idle_sleep must be > 0 seconds"):
             distributed.run(1, scheduler_idle_sleep=bad)
@@ -232,7 +235,7 @@ def test_the_git_bundle_is_the_deployed_one_over_a_commit_of_the_dags_and_the_on
     assert json.loads(git_stack.env[key]) == [
         {"name": "workflows", "root": str(distributed.CELERY_PROFILE.root / "bench-workflows")}
     ]
-    assert distributed._stack(distributed.CELERY_PROFILE, None).env == own
+    assert distributed._stack(distributed.CELERY_PROFILE, None).env == {**own, **NO_REPARSE}
     starts: list[str] = []
     monkeypatch.setattr(stack.Stack, "start", lambda self, fresh=False: starts.append(self.profile.name))
     with pytest.raises(ValueError, match="dag_bundle must be one of local, git, not 'gitsync'"):
@@ -260,10 +263,15 @@ def test_other_airflow_settings_reach_both_stacks_and_bad_ones_are_refused_befor
     ).env
     assert env == {
         **own,
+        **NO_REPARSE,
         "AIRFLOW__CELERY__TASK_TRACK_STARTED": "False",
         "AIRFLOW__CORE__DAG_CONCURRENCY": "4",
     }
-    assert distributed._stack(distributed.CELERY_PROFILE, None).env == own
+    assert distributed._stack(distributed.CELERY_PROFILE, None).env == {**own, **NO_REPARSE}
+    # the bench's own no-re-parse setting gives way to a --setting of it
+    reparse = {"dag_processor.min_file_process_interval": "30"}
+    env = distributed._stack(distributed.CELERY_PROFILE, None, settings=reparse).env
+    assert env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] == "30"
     for bad, says in (
         ({"task_track_started": "False"}, "'task_track_started': expected section.key"),
         ({"Celery.X": "1"}, "'Celery.X': expected section.key"),
