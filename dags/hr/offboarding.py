@@ -10,6 +10,10 @@ access keys and console password in every customer tenant. The evidence goes to 
 the audit trail, with the steps no API can do (ending portal sessions; the session Deny policy).
 
 Same leaver, same end state: run it again and nothing changes, one evidence comment.
+
+When an approved step fails (or cannot run), the ticket says which (`change_failed`, once per run;
+include/workflows/failures.py); the steps that did run stand. Clearing the failed step once the
+cause is fixed runs it on the recorded approval, and the evidence follows.
 """
 
 from airflow.sdk import Param
@@ -22,6 +26,7 @@ from include.operators.ticketing import CommentTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
+from include.workflows.failures import change_failed_comment
 
 STAFF = "secops"
 STEP_1 = "ti.xcom_pull(task_ids='approve_identity_disable.step_1_hr_lead', key='approval')"
@@ -98,6 +103,14 @@ def offboarding() -> None:
         idempotency_basis="offboarding-" + EMPLOYEE,
     )
     inspect >> ticket >> gate >> [identity, directory, keys] >> evidence
+    failed = change_failed_comment(
+        [identity, directory, keys],
+        ticket_task="hr_ticket",
+        basis="offboarding-" + EMPLOYEE + "-{{ run_id }}",
+        tenant=STAFF,
+        gates=gate,
+    )
+    [identity, directory, keys] >> failed
 
 
 offboarding()

@@ -11,6 +11,10 @@ it through the reset flow), opens the hardware/access ticket and emails the mana
 Same employee, same end state: one HR ticket, one access ticket, one identity, one directory
 account; the manager is emailed only by the run that created the accounts. A disabled (offboarded)
 identity is never re-enabled here: a rehire is a decision for HR and security.
+
+When an approved account step fails (or cannot run), the HR ticket says which (`change_failed`, once
+per run; include/workflows/failures.py). Clearing it once the cause is fixed runs it on the recorded
+approval, and the access ticket, the manager's mail and the report follow.
 """
 
 from airflow.sdk import Param
@@ -25,6 +29,7 @@ from include.policies.tenants import tenant_ids
 from include.validation.employee import FIELDS
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
+from include.workflows.failures import change_failed_comment
 
 STAFF = "secops"
 EMPLOYEE = "{{ params.employee_id }}"
@@ -152,6 +157,14 @@ def onboarding() -> None:
         idempotency_basis="onboarding-" + EMPLOYEE,
     )
     validate >> ticket >> gate >> [identity, directory] >> access >> manager >> report
+    failed = change_failed_comment(
+        [identity, directory],
+        ticket_task="hr_ticket",
+        basis="onboarding-" + EMPLOYEE + "-{{ run_id }}",
+        tenant=STAFF,
+        gates=gate,
+    )
+    [identity, directory] >> failed
 
 
 onboarding()

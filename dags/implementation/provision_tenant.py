@@ -8,6 +8,10 @@ approve exactly that plan (its SHA-256 is in the question; a plan that destroys 
 needs a security officer), apply it as `terraform-apply`, then put the outputs on the ticket and
 resolve it. A tenant that is already provisioned plans "no changes": nothing is asked or applied,
 and the ticket says so. Infrastructure-change SLA of the implementation domain.
+
+When the approved apply fails (or cannot run), the ticket says so (`change_failed`, once per run;
+include/workflows/failures.py); a plan that failed before anything was approved says nothing there
+(its log has the reason). Clearing the apply once the cause is fixed runs it on the recorded approval.
 """
 
 from airflow.sdk import Param
@@ -15,6 +19,7 @@ from airflow.sdk import Param
 from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator, UpdateTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows import domain_workflow
+from include.workflows.failures import change_failed_comment
 from include.workflows.terraform import terraform_change
 
 TENANT = "{{ params.tenant }}"
@@ -44,7 +49,7 @@ def provision_tenant() -> None:
         body="Tenant provisioning requested by {{ params.requested_by }} (run {{ run_id }}).",
         idempotency_basis="provision-" + TENANT,
     )
-    plan, _gate, apply = terraform_change(
+    plan, gate, apply = terraform_change(
         stack="tenant-baseline",
         source="terraform/modules/tenant-provisioning",
         tenant=TENANT,
@@ -79,6 +84,13 @@ def provision_tenant() -> None:
     # downstream (the gate); report then runs after the skipped apply (none_failed).
     ticket >> plan
     apply >> report >> resolve
+    apply >> change_failed_comment(
+        [apply],
+        ticket_task="open_ticket",
+        basis="provision-" + TENANT + "-{{ run_id }}",
+        tenant=TENANT,
+        gates=gate,
+    )
 
 
 provision_tenant()

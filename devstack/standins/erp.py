@@ -51,8 +51,14 @@ with API limits"; Microsoft identity platform client-credentials flow):
 - Throttling: only when a test says so, :meth:`BusinessCentralStandIn.throttle`: 429
   ``Application_TooManyRequests`` with ``Retry-After`` (or without: ``retry_after=None``).
 - Faults for the tests: :meth:`~BusinessCentralStandIn.fail` (5xx, not applied),
+  :meth:`~BusinessCentralStandIn.refuse` (a 4xx refusal in Business Central's error shape, not
+  applied: what no retry mends, e.g. a blocked customer),
   :meth:`~BusinessCentralStandIn.lose_responses` (the request is applied, then the connection is
-  dropped without an answer).
+  dropped without an answer). The stack's service takes the same switches over HTTP (127.0.0.1
+  only, never on a real service, no credentials needed): ``POST /_faults`` ``{"mode":
+  "refuse"|"5xx"|"429"|"lose", "times": n, "method": "POST", "path_contains": "salesInvoices",
+  "status": 400, "message": "..."}`` (``method``, ``path_contains``, ``status`` and ``message``
+  optional; 204), ``DELETE /_faults`` switches every fault off (204); a bad spec is 400.
 
 Assumed, not documented: the HTTP status of a code (Microsoft's table gives codes, not statuses:
 400 for a bad write, 404 ``Internal_RecordNotFound`` for an unknown id in the URL), the wording of
@@ -203,6 +209,7 @@ class Fault:
     retry_after: int | None = None
     lose: bool = False
     token_endpoint: bool = False  # the fault hits Entra ID's token endpoint instead of the API
+    message: str | None = None  # a refusal's message (4xx other than 429)
 
     def matches(self, method: str, path: str) -> bool:
         is_token = path.endswith("/oauth2/v2.0/token")
@@ -360,6 +367,14 @@ class BusinessCentralStandIn(HttpStandIn[RecordedRequest]):
         assert status >= 500, status
         self._add(Fault(times, status=status, **match))
 
+    def refuse(self, times: int = 1, *, status: int = 400, message: str | None = None, **match: Any) -> None:
+        """Refuse the next ``times`` matching (authenticated) requests with a 4xx other than 429,
+        in Business Central's error shape (``Application_DialogException``), without carrying them
+        out: what the connector must treat as permanent."""
+        if not 400 <= status < 500 or status == 429:
+            raise ValueError(f"a refusal is a 4xx other than 429, not {status}")
+        self._add(Fault(times, status=status, message=message, **match))
+
     def lose_responses(self, times: int = 1, *, method: str | None = "POST", **match: Any) -> None:
         """Carry out the next ``times`` matching requests, then drop the connection without an answer."""
         self._add(Fault(times, lose=True, method=method, **match))
@@ -419,6 +434,8 @@ class BusinessCentralStandIn(HttpStandIn[RecordedRequest]):
         return RecordedRequest.of(request, response)
 
     def handle(self, request: Request) -> Response:
+        if request.path == "/_faults":
+            return self.switch_faults(request.method, request.body)
         headers = {name.lower(): value for name, value in request.headers.items()}
         response = self._dispatch(request.method, request.path, request.query, headers, request.body)
         if response.status < 300 and self._fault(request.method, request.path, lose=True) is not None:
@@ -476,7 +493,45 @@ class BusinessCentralStandIn(HttpStandIn[RecordedRequest]):
             ("POST", invoice + r"/Microsoft\.NAV\.post", self._post_invoice),
         ]
 
+    def switch_faults(self, method: str, body: bytes) -> Response:
+        """``POST /_faults`` (one fault, see the module docstring) and ``DELETE /_faults`` (all off)."""
+        if method == "DELETE":
+            self.clear_faults()
+            return Response(204)
+        if method != "POST":
+            return Response(405, {"message": "POST or DELETE"})
+        try:
+            spec = json.loads(body or b"{}")
+            mode, times = spec["mode"], int(spec.get("times", 1))
+            match = {k: spec[k] for k in ("method", "path_contains") if spec.get(k) is not None}
+            if times < 1 or not all(isinstance(v, str) for v in match.values()):
+                raise ValueError("times >= 1; method and path_contains are strings")
+            if mode == "refuse":
+                self.refuse(times, status=int(spec.get("status", 400)), message=spec.get("message"), **match)
+            elif mode == "5xx":
+                self.fail(times, status=int(spec.get("status", 503)), **match)
+            elif mode == "429":
+                self.throttle(times, **match)
+            elif mode == "lose":
+                self.lose_responses(times, **{"method": "POST", **match})
+            else:
+                raise ValueError(f"mode {mode!r}: one of refuse, 5xx, 429, lose")
+        except (ValueError, KeyError, TypeError, AssertionError) as exc:  # fail() asserts a 5xx
+            return Response(400, {"message": f"bad fault: {exc}"})
+        return Response(204)
+
     def _fault_response(self, fault: Fault) -> Response:
+        if 400 <= fault.status < 500 and fault.status != 429:
+            message = fault.message or "The request was refused."
+            return Response(
+                fault.status,
+                {
+                    "error": {
+                        "code": "Application_DialogException",
+                        "message": f"{message}  CorrelationId:  {uuid.uuid4()}.",
+                    }
+                },
+            )
         if fault.status == 429:
             return self.throttled(
                 fault.retry_after, "Too many requests reached.  Actual (601).  Maximum (600)."

@@ -14,10 +14,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
+from include.operators.failing import failing_fast
 
 if TYPE_CHECKING:
     from include.connectors.ec2 import Ec2Hook
@@ -49,14 +49,12 @@ class _Ec2Step(BaseOperator):
         return Ec2Hook(self.aws_conn_id, capability=self.capability, tenant=self.tenant)
 
     def failing_fast(self, step: Callable[[], T]) -> T:
-        """Run ``step``; a :class:`ContainmentError` (unknown host, no quarantine group) fails the
-        task at once: retrying cannot make the host exist, and a SOC analyst needs the answer now."""
+        """Run ``step`` (:func:`include.operators.failing.failing_fast`); a permanent connector error
+        or a :class:`ContainmentError` (unknown host, no quarantine group) fails the task at once:
+        retrying cannot make the host exist, and a SOC analyst needs the answer now."""
         from include.connectors.ec2 import ContainmentError
 
-        try:
-            return step()
-        except ContainmentError as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from None
+        return failing_fast(self.task_id, step, ContainmentError)
 
 
 class InspectHostOperator(_Ec2Step):

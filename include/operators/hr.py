@@ -24,6 +24,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval
 from include.connectors.context import RunContext
+from include.operators.failing import failing_fast
 from include.operators.ticketing import CreateTicketOperator
 from include.policies.tenants import STAFF_TENANT
 
@@ -104,12 +105,9 @@ class _IdentityStep(BaseOperator):
         self.user_name = user_name
 
     def guarded(self, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        from include.connectors.errors import PermanentError
-
-        try:
-            return step()
-        except PermanentError as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from None
+        """Run ``step`` (:func:`include.operators.failing.failing_fast`): a permanent connector error
+        (Identity Center's or the directory's refusal, a conflict, a missing group) fails at once."""
+        return failing_fast(self.task_id, step)
 
 
 # The onboarding record as the gate binds it (``artifact_params`` of dags/hr/onboarding.py).

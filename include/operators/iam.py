@@ -10,10 +10,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
+from include.operators.failing import failing_fast
 
 if TYPE_CHECKING:
     from include.connectors.iam import IamHook
@@ -43,13 +43,11 @@ class _IamStep(BaseOperator):
         return IamHook(self.aws_conn_id, capability=self.capability, tenant=self.tenant)
 
     def failing_fast(self, step: Callable[[], T]) -> T:
-        """Run ``step``; a containment error (unknown or non-staff user) fails the task at once."""
+        """Run ``step`` (:func:`include.operators.failing.failing_fast`); a permanent connector error
+        or a containment error (unknown or non-staff user) fails the task at once."""
         from include.connectors.iam import AccountContainmentError
 
-        try:
-            return step()
-        except AccountContainmentError as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from None
+        return failing_fast(self.task_id, step, AccountContainmentError)
 
     def audit(self, context: Any, result: dict[str, Any]) -> None:
         """The disabling on the audit trail: the user, its keys, the role that did it."""
@@ -134,10 +132,11 @@ class RevokeTenantAccessKeysOperator(RequiresApproval, _IamStep):
     def act(self, context: Any) -> dict[str, Any]:
         from include.connectors.iam import AccountContainmentError
 
-        try:
-            result = self.hook.disable_user_if_present(self.user_name)
-        except AccountContainmentError as error:
-            raise AirflowFailException(f"{self.task_id} ({self.tenant}): {error}") from None
+        result = failing_fast(
+            f"{self.task_id} ({self.tenant})",
+            lambda: self.hook.disable_user_if_present(self.user_name),
+            AccountContainmentError,
+        )
         if result is None:
             self.log.info("tenant %s: no staff IAM user %s, nothing to revoke", self.tenant, self.user_name)
             return {"tenant": self.tenant, "found": False, "changed": False, "deactivated_keys": []}

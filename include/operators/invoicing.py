@@ -25,6 +25,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
+from include.operators.failing import failing_fast, message_of
 from include.operators.ticketing import CommentTicketOperator
 
 if TYPE_CHECKING:
@@ -36,17 +37,13 @@ FAILURE_XCOM_KEY = "failure"
 PROBLEMS_XCOM_KEY = "problems"
 
 
-def _message(error: BaseException) -> str:
-    return " ".join(str(error).split())[:1000] or type(error).__name__
-
-
-def _permanent(error: BaseException) -> bool:
-    """Errors whose retry would fail the same way: the step fails at once with the reason."""
-    from include.connectors.errors import PermanentError
+def _permanent_errors() -> tuple[type[BaseException], ...]:
+    """Invoicing's own errors whose retry would fail the same way (besides a connector's
+    ``PermanentError``): the step fails at once with the reason."""
     from include.invoicing.archive import ArchiveConflictError
     from include.invoicing.milestone import ExportChangedError, InvoiceRequestError
 
-    return isinstance(error, PermanentError | InvoiceRequestError | ExportChangedError | ArchiveConflictError)
+    return (InvoiceRequestError, ExportChangedError, ArchiveConflictError)
 
 
 class _InvoicingStep(BaseOperator):
@@ -81,17 +78,16 @@ class _InvoicingStep(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context: Any) -> Any:
+        return failing_fast(self.task_id, lambda: self._reporting(context), *_permanent_errors())
+
+    def _reporting(self, context: Any) -> Any:
+        """The step; whatever stops it is pushed to XCom ``failure`` first, for the ticket."""
         try:
-            request = self.request(context)
-            return self.run(context, request)
+            return self.run(context, self.request(context))
         except Exception as error:
             context["ti"].xcom_push(
-                key=FAILURE_XCOM_KEY, value={"step": self.task_id, "message": _message(error)}
+                key=FAILURE_XCOM_KEY, value={"step": self.task_id, "message": message_of(error)}
             )
-            if isinstance(error, AirflowFailException):
-                raise
-            if _permanent(error):
-                raise AirflowFailException(f"{self.task_id}: {_message(error)}") from None
             raise
 
     def execute_complete(self, context: Any, event: Any = None) -> Any:
@@ -310,7 +306,7 @@ class _ApprovedInvoicingStep(RequiresApproval, _InvoicingStep):
         return self.execute(context)  # back from a rate-limit deferral: verify again, then act
 
     def on_refused(self, context: Any, error: BaseException) -> None:
-        failure = {"step": self.task_id, "message": _message(error)}
+        failure = {"step": self.task_id, "message": message_of(error)}
         context["ti"].xcom_push(key=FAILURE_XCOM_KEY, value=failure)
 
     def approved_export(self, validated: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
+from include.operators.failing import failing_fast
 
 if TYPE_CHECKING:
     from include.connectors.microsoft import DefenderHook, EntraUser, GraphHook
@@ -27,18 +28,15 @@ T = TypeVar("T")
 YES = frozenset({"yes", "true", "1"})
 
 
-def failing_fast(task_id: str, step: Callable[[], T]) -> T:
-    """Run ``step``; what no retry can mend fails the task at once, naming the step: bad input, a
-    credential that is not the tenant's, and whatever the connector found permanent (a token
-    Entra refused, a 403, a 404 that is not "no such user or machine"). Transient errors (429,
-    5xx, timeouts) still go to the domain's retries."""
-    from include.connectors.errors import PermanentError
+def _failing_fast(task_id: str, step: Callable[[], T]) -> T:
+    """Run ``step`` through the shared :func:`include.operators.failing.failing_fast`: what no
+    retry can mend fails the task at once, naming the step: bad input, a credential that is not the
+    tenant's, and whatever the connector found permanent (a token Entra refused, a 403, a 404 that
+    is not "no such user or machine"). Transient errors (429, 5xx, timeouts) still go to the
+    domain's retries."""
     from include.connectors.microsoft import MicrosoftInputError, TenantCredentialError
 
-    try:
-        return step()
-    except (MicrosoftInputError, TenantCredentialError, PermanentError) as error:
-        raise AirflowFailException(f"{task_id}: {error}") from None
+    return failing_fast(task_id, step, MicrosoftInputError, TenantCredentialError)
 
 
 class _EntraStep(BaseOperator):
@@ -63,7 +61,7 @@ class _EntraStep(BaseOperator):
         return GraphHook(capability=self.capability, tenant=self.tenant)
 
     def failing_fast(self, step: Callable[[], T]) -> T:
-        return failing_fast(self.task_id, step)
+        return _failing_fast(self.task_id, step)
 
     def audit(self, context: Any, operation: str, user: EntraUser, changed: bool, **details: Any) -> None:
         audit_side_effect(
@@ -204,7 +202,7 @@ class _DeviceStep(BaseOperator):
         return DefenderHook(capability=self.capability, tenant=self.tenant, aws_conn_id=self.aws_conn_id)
 
     def failing_fast(self, step: Callable[[], T]) -> T:
-        return failing_fast(self.task_id, step)
+        return _failing_fast(self.task_id, step)
 
     def resolve(self) -> dict[str, Any]:
         """The machine the step is about (by id, or its name resolved read-only)."""

@@ -27,10 +27,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from include.approvals.verify import RequiresApproval
 from include.audit.emit import side_effect as audit_side_effect
+from include.operators.failing import failing_fast
 from include.policies.loader import WorkflowKind
 
 if TYPE_CHECKING:
@@ -99,15 +99,13 @@ class _PerimeterStep(BaseOperator):
         return PerimeterHook(self.aws_conn_id, capability=self.capability, tenant=self.tenant)
 
     def failing_fast(self, step: Callable[[], T]) -> T:
-        """Run ``step``; a :class:`PerimeterError` (bad indicator or expiry, unknown tenant, no block
-        list) fails the task at once: a retry cannot fix the input."""
+        """Run ``step`` (:func:`include.operators.failing.failing_fast`); a permanent connector error,
+        a :class:`PerimeterError` (bad indicator or expiry, unknown tenant, no block list) or a
+        policy error fails the task at once: a retry cannot fix the input."""
         from include.connectors.perimeter import PerimeterError
         from include.policies.loader import PolicyError
 
-        try:
-            return step()
-        except (PerimeterError, PolicyError) as error:
-            raise AirflowFailException(f"{self.task_id}: {error}") from None
+        return failing_fast(self.task_id, step, PerimeterError, PolicyError)
 
     def checked_input(self) -> tuple[str, datetime]:
         """The normalised network and the expiry, checked now (tenant, indicator, expiry in range)."""

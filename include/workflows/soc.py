@@ -28,9 +28,10 @@ comment beside the evidence (``<change> >> change_failed``) and the incident wri
   privileged step reads);
 - ``evidence``: the ticket comment on what the change did, ending with who approved it;
 - ``change_failed``: the ticket comment when the approved change failed or could not run
-  (:func:`soc_failure_comment`, ``trigger_rule="one_failed"``): the evidence is then
-  ``upstream_failed`` and says nothing, and the analyst working the ticket must learn that the
-  containment is not in place; skipped after a success and by a rejection (the gate skips it);
+  (:func:`soc_failure_comment`, the shared :mod:`include.workflows.failures`,
+  ``trigger_rule="one_failed"``): the evidence is then ``upstream_failed`` and says nothing, and
+  the analyst working the ticket must learn that the containment is not in place; skipped after a
+  success and by a rejection (the gate skips it);
 - ``incident_writeback``: :func:`include.workflows.incidents.incident_writeback`.
 
 Where the write-back hangs, and why: it is an Airflow teardown downstream of the privileged step,
@@ -68,6 +69,7 @@ from include.operators.approval import ApprovalGateOperator
 from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows.approval import approval_gate
+from include.workflows.failures import change_failed_comment, ticket_id_if_any
 from include.workflows.incidents import IncidentWritebackOperator, incident_writeback
 
 TENANT = "{{ params.tenant }}"
@@ -75,7 +77,7 @@ ALERT = "{{ params.alert_id }}"
 TICKET_TASK = "open_ticket"
 TICKET_ID = "{{ ti.xcom_pull(task_ids='" + TICKET_TASK + "')['id'] }}"
 # The same, empty when the run opened no ticket (its read-only step failed first).
-TICKET_ID_IF_ANY = "{{ (ti.xcom_pull(task_ids='" + TICKET_TASK + "') or {}).get('id', '') }}"
+TICKET_ID_IF_ANY = ticket_id_if_any(TICKET_TASK)
 ALERT_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}(?!\\n)$"
 HANDLED_ONCE = "The alert's id in the SIEM/EDR: the same alert is handled once"
 RELEASED_ONCE = "The containment's alert id: the release is handled once per alert"
@@ -237,26 +239,13 @@ def soc_evidence(
 def soc_failure_comment(
     step: BaseOperator, *, basis: str, tenant: str = TENANT, task_id: str = "change_failed"
 ) -> CommentTicketOperator:
-    """The comment on the run's ticket when the approved ``step`` failed or could not run (a failed
-    or ``upstream_failed`` step: ``trigger_rule="one_failed"``); the caller sets it after ``step``.
-    Keyed ``<basis>-failed``: a second failure of the same alert's change (a cleared step that
-    failed again) does not post it twice. Says what to do, not why: the reason is in the task's log
-    (an exception's text is not put on a customer-visible ticket)."""
-    return CommentTicketOperator(
-        task_id=task_id,
-        tenant=tenant,
-        # one_failed also fires when the read-only step failed before the ticket (every later step
-        # upstream_failed): then there is no ticket, and nothing was approved; skipped
-        ticket_id=TICKET_ID_IF_ANY,
-        skip_without_ticket=True,
-        body=(
-            f"The approved step {step.task_id} failed or could not run in run {{{{ run_id }}}}: its "
-            "change is not made. See the task's log; once the cause is fixed, clearing "
-            f"{step.task_id} runs it again on the recorded approval."
-        ),
-        idempotency_basis=basis + "-failed",
-        trigger_rule="one_failed",
-    )
+    """The comment on the run's ticket when the approved ``step`` failed or could not run
+    (:func:`include.workflows.failures.change_failed_comment`, shared by every domain); the caller
+    sets it after ``step``. Keyed ``<basis>-failed`` (the alert's): a second failure of the same
+    alert's change (a cleared step that failed again) does not post it twice. Says what to do, not
+    why: the reason is in the task's log (an exception's text is not put on a customer-visible
+    ticket)."""
+    return change_failed_comment([step], ticket_task=TICKET_TASK, basis=basis, tenant=tenant, task_id=task_id)
 
 
 def soc_action(

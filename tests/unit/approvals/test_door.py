@@ -180,6 +180,10 @@ def test_hr_offboarding_gates_are_a_task_group_and_mapped_steps_count(
     }
     assert shape.groups["approve_identity_disable"] == frozenset(steps)
     assert shape.domain == "hr"
+    # the failure comment hangs after every privileged step, and is not one itself
+    for step in ("disable_identity", "disable_directory_account", "revoke_tenant_keys"):
+        assert shape.reach({step}, upstream=False, downstream=True) == {step, "evidence", "change_failed"}
+    assert "change_failed" not in shape.kinds
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from include.operators.ec2 import InspectHostOperator, IsolateHostOperator
 from include.operators.ticketing import CommentTicketOperator
 from include.workflows import domain_workflow
+from include.workflows.failures import failure_text
 from include.workflows.incidents import IncidentWritebackOperator
 from include.workflows.soc import (
     ALERT,
@@ -105,8 +106,11 @@ def test_soc_action_chains_the_skeleton_with_the_write_back_beside_the_evidence(
         CommentTicketOperator(
             task_id="change_failed", tenant="acme", ticket_id=" ", body="b", skip_without_ticket=True
         ).execute({})
-    assert failed.body.startswith(
-        "The approved step isolate_host failed or could not run in run {{ run_id }}"
+    # the shared comment (include/workflows/failures.py, tested there), for this one step, with no
+    # question to the gates: as before the move
+    assert (failed.steps, failed.gates) == (["isolate_host"], [])
+    assert failure_text(failed.steps, "manual__1").startswith(
+        "The approved step isolate_host failed or could not run in run manual__1: its change is not made."
     )
     writeback = dag.get_task("incident_writeback")
     assert isinstance(writeback, IncidentWritebackOperator)
