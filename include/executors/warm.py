@@ -14,8 +14,10 @@ The workers' secrets backends are built here too, client included (no request is
 connection is open when the workers fork): Airflow keeps them per process
 (``airflow.sdk.configuration.ensure_secrets_loaded``), and each task process finds them built.
 
-The workflow helpers the DAG files import (``include.workflows``, ``include.policies``, ...) are
-imported too, with a guard: a worker drops them again as soon as a file under ``include/`` changed
+The workflow helpers the DAG files import (``include.workflows``, ``include.policies``, ...) and
+the configured DAG bundles' classes (the Git bundle's: the Git provider, GitPython,
+``include.bundles.git``; each task process builds its bundle) are imported too, with a guard: a
+worker drops the ``include`` ones again as soon as a file under ``include/`` changed
 (see :func:`warm_platform_modules`), so a change to the platform's own code reaches the next task
 without a scheduler restart. A package upgrade is a deployment, which restarts every component
 anyway. Set ``ORCH_WARM_IMPORTS=0`` to skip all of it.
@@ -219,6 +221,8 @@ def warm_platform_modules(dags_folder: Path) -> list[str]:
             importlib.import_module(name)
         except Exception as error:  # the task that needs it fails with the real error
             failed.append((name, type(error).__name__))
+    # Here, so that a bundle class of ours (include.bundles.git) is guarded like the others.
+    failed.extend(_warm_dag_bundle_classes())
     for name, error_type in failed:
         log.warning("warm import of %s failed: %s", name, error_type)
     warmed = sorted(m for m in set(sys.modules) - before if m == "include" or m.startswith("include."))
@@ -227,6 +231,21 @@ def warm_platform_modules(dags_folder: Path) -> list[str]:
     _SNAPSHOT.update(_snapshot(_watched_files(warmed)))
     log.info("platform modules imported before forking the executor's workers: %d", len(warmed))
     return warmed
+
+
+def _warm_dag_bundle_classes() -> list[tuple[str, str]]:
+    """Import the configured DAG bundles' classes, as each task's ``DagBundlesManager`` does
+    (Airflow's own parse of ``[dag_processor] dag_bundle_config_list``, ``import_string`` of each
+    classpath); return what failed. Without this every task process of a Git bundle imported the
+    Git provider, GitPython and ``include.bundles.git`` itself (docs/deployment.md, "With the Git
+    bundle, as deployed"); the local bundle's class is part of Airflow and already imported."""
+    try:
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+        DagBundlesManager()
+    except Exception as error:  # the task fails with the real error, in its own log
+        return [("dag bundle classes", type(error).__name__)]
+    return []
 
 
 def drop_stale_platform_modules() -> list[str]:

@@ -322,6 +322,19 @@ def test_helm_values_git_dag_bundle(helm: dict[str, Any]) -> None:
     assert json.loads(line.split("=", 1)[1]) == [bundle]
 
 
+def test_helm_workers_warm_the_platform_modules_of_the_images_dags(helm: dict[str, Any]) -> None:
+    """The warm-up (include/executors/warm.py) finds the platform modules to import in
+    ``[core] dags_folder``: in Helm that is the image's copy of dags/ (the Git bundle does not use
+    it), not the chart's default, which is empty in this image; and that copy's DAG files import
+    platform modules, so there is something to warm."""
+    from include.executors.warm import platform_imports
+
+    folder = helm["config"]["core"]["dags_folder"]
+    copies = re.findall(r"^COPY\b.*\sdags/\s+(\S+?)/?$", DOCKERFILE.read_text(), re.M)
+    assert copies == [folder]
+    assert any(name.startswith("include.workflows") for name in platform_imports(ROOT / "dags"))
+
+
 def test_helm_values_auth_secrets_backend_and_irsa(helm: dict[str, Any]) -> None:
     config = helm["config"]
     assert config["core"]["auth_manager"] == AUTH_MANAGER

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +17,13 @@ from devstack.config import Profile
 from include.executors import celery_worker, warm
 
 CONFIG_PATH = "include.executors.celery_worker.CELERY_CONFIG"
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_gc() -> Iterator[None]:
+    """The warm-up freezes the GC of the process it runs in: not this test session's."""
+    yield
+    gc.unfreeze()
 
 
 def _profile(executor: str) -> Profile:
@@ -65,6 +74,26 @@ def test_worker_init_warms_like_the_local_executor_then_guards(monkeypatch: pyte
     monkeypatch.setattr(celery_worker, "warm_platform_modules", step("platform", []))
     assert celery_worker.warm_worker()["guarded"] is False
     assert "guard" not in order
+
+
+def test_what_the_warm_up_imported_is_frozen_before_the_pool_forks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow froze the GC before worker_init (and unfreezes it when the worker is ready): the
+    warm-up's objects must be in the permanent generation too, or every task process collects them."""
+    kept: list[object] = []
+    monkeypatch.setattr(
+        celery_worker, "warm_imports", lambda: kept.extend(object() for _ in range(1000)) or {}
+    )
+    monkeypatch.setattr(celery_worker, "warm_secrets_backends", lambda: [])
+    monkeypatch.setattr(celery_worker, "cheap_aws_caller_lookup", lambda: True)
+    monkeypatch.setattr(celery_worker, "warm_platform_modules", lambda dags: [])
+    gc.unfreeze()
+    try:
+        before = gc.get_freeze_count()
+        worker_init.send(sender=object())
+        assert gc.get_freeze_count() >= before + 1  # the list holding them, at least
+        assert celery_worker.warm_worker()["gc_frozen"] >= before + 1
+    finally:
+        gc.unfreeze()
 
 
 def test_a_failing_warm_up_does_not_keep_the_worker_from_starting(

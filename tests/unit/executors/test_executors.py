@@ -106,6 +106,47 @@ def test_warmed_platform_modules_are_dropped_once_include_changes(
     importlib.import_module("include.policies.hr_roles")  # a task imports it afresh
 
 
+def test_the_configured_dag_bundle_class_is_warmed_and_guarded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each task process builds its bundle through DagBundlesManager, which imports the bundle's
+    class: the Git bundle's (the provider, GitPython, include.bundles.git) is imported before
+    the fork instead, and dropped like the other platform modules once include/ changes."""
+    import json
+
+    monkeypatch.delenv(warm.WARM_IMPORTS_ENV, raising=False)
+    bundle = {
+        "name": "workflows",
+        "classpath": "include.bundles.git.GitOpsDagBundle",
+        "kwargs": {"repo_url": "/nowhere.git", "tracking_ref": "main", "subdir": "dags"},
+    }
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([bundle]))
+    monkeypatch.delitem(sys.modules, "include.bundles.git", raising=False)
+    monkeypatch.setattr(warm, "_WARMED", [])
+    monkeypatch.setattr(warm, "_SNAPSHOT", {})
+    no_dags = tmp_path / "dags"  # as in Helm: the DAG files are in the bundle, not dags_folder
+    no_dags.mkdir()
+    warmed = warm.warm_platform_modules(no_dags)
+    assert "include.bundles.git" in warmed
+    assert "include.bundles.git" in sys.modules
+    assert sys.modules["include.bundles.git"].__file__ in warm._SNAPSHOT
+
+
+def test_a_bundle_class_that_does_not_import_keeps_nothing_from_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    monkeypatch.delenv(warm.WARM_IMPORTS_ENV, raising=False)
+    bundle = {"name": "workflows", "classpath": "include.bundles.no_such_module.Bundle", "kwargs": {}}
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([bundle]))
+    monkeypatch.setattr(warm, "_WARMED", [])
+    monkeypatch.setattr(warm, "_SNAPSHOT", {})
+    with caplog.at_level(logging.WARNING, logger=warm.__name__):
+        assert warm.warm_platform_modules(tmp_path) == []
+    assert "warm import of dag bundle classes failed: ModuleNotFoundError" in caplog.text
+
+
 def test_the_guard_runs_before_each_workload(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.executors.base_executor import BaseExecutor
 
