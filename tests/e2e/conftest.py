@@ -26,7 +26,12 @@ from include.connectors.ldap import DirectoryHook
 from include.connectors.ticketing.request_tracker import API, RequestTrackerHook
 from include.policies.loader import load_domain_policy
 from include.policies.tenants import STAFF_TENANT, tenant_account_id
+from tests.e2e import background
 from tests.e2e.gitops import PROBE_DAG_ID, GitOpsRemote
+
+# The shared drill checks are plain asserts in a helper module: rewritten like a test module's (it
+# is imported by the test modules, after this conftest).
+pytest.register_assert_rewrite("tests.e2e.drills")
 
 # Test-only workflows (ticket lifecycle, crash-and-retry) in their own bundle, so dags/ holds
 # only the product's workflows.
@@ -36,6 +41,17 @@ E2E_DAGS_BUNDLE = {
     "kwargs": {"path": str(Path(__file__).parent / "dags")},
 }
 SERVICE_CHECK_DAGS = {f"{domain}_service_check" for domain in load_domain_policy().domains}
+
+# Background scenarios (tests/e2e/background.py): a scenario that mostly waits (the approval
+# drills of the channel and escalation tests, the firewall block's expiry, the bulk update's rate
+# share) starts in a thread at a point of the session chosen in its module and is checked by its
+# test; tests with global counts wait until it has ended.
+
+
+@pytest.fixture(autouse=True)
+def _background_scenarios(request: pytest.FixtureRequest) -> None:
+    background.before_test(request)
+
 
 # Early drills: an approval nobody answers is mostly waiting (reminder 10 s, escalation 20 s,
 # auto-reject 30 s: approvals.yaml drill_ladder; the test DAGs' own ladders are alike). A module
@@ -68,18 +84,28 @@ def stack(gitops_remote: GitOpsRemote) -> Iterator[Stack]:
 PLATFORM_ADMIN = directory_seed.PLATFORM_ADMIN
 
 
-@pytest.fixture(scope="session")
-def api(stack: Stack) -> AirflowApi:
+def admin_api(stack: Stack) -> AirflowApi:
+    """A client of the tests' admin (a background scenario's thread builds its own)."""
     seed = privacyidea.seed(stack.profile, PLATFORM_ADMIN)  # enrolled at stack start, as every seeded person
     login = directory_seed.admin_login(stack.profile)
-    client = AirflowApi(stack.profile.api_url, *login, authenticator=authenticator(seed))
+    return AirflowApi(stack.profile.api_url, *login, authenticator=authenticator(seed))
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack) -> AirflowApi:
+    client = admin_api(stack)
     client.wait_for_dags(SERVICE_CHECK_DAGS | {PROBE_DAG_ID})
     return client
 
 
 @pytest.fixture(scope="session")
 def rt(stack: Stack) -> RequestTrackerHook:
-    """A hook on the same rt_default connection the workers read from Secrets Manager."""
+    return rt_hook(stack)
+
+
+def rt_hook(stack: Stack) -> RequestTrackerHook:
+    """A hook on the same rt_default connection the workers read from Secrets Manager (a background
+    scenario's thread builds its own)."""
     definition = dict(rt_connection(stack.profile))
     # The pytest process has no secrets backend: name the shared rate-limit store directly.
     store = postgres.dsn(stack.profile, postgres.RATELIMIT_ROLE, "ratelimit")

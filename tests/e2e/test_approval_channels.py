@@ -23,7 +23,8 @@ from devstack.stack import Stack
 from devstack.standins import webhooks
 from include.approvals.channels import dedup_key
 from include.audit.store import AuditStore
-from tests.e2e.conftest import sign_up
+from tests.e2e import background
+from tests.e2e.conftest import admin_api, sign_up
 from tests.e2e.test_soc_contain_host import _alert, _groups_and_tags, _host
 
 DAG = "soc_contain_host"
@@ -71,13 +72,35 @@ def _key(run_id: str) -> str:
     return dedup_key({"dag_id": DAG, "run_id": run_id, "task_id": GATE, "map_index": -1})
 
 
-def test_soc_drill_reaches_teams_and_pages_the_oncall_until_answered(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
+# The first drill mostly waits for its escalation (20 s): it runs in the background
+# (tests/e2e/background.py) from the session's start, beside test_approval_escalation's drill, with
+# its own users and alert. The PagerDuty fault switch of the stand-in is global: the failing-pager
+# test waits until both drills, which page at their escalation, have ended.
+DRILL_USERS = {"chn_soc_op": ["soc_operator"], "chn_soc_lead": ["soc_lead"]}
+PAGER_FAULT_TEST = "test_approval_channels::test_a_failing_pager_fails_neither_gate_nor_run_and_is_audited"
+
+
+@background.scenario(start_after=None, quiet=(PAGER_FAULT_TEST,), timeout=400)
+def channels_drill_scenario(request: pytest.FixtureRequest) -> Callable[[], None]:
+    stack: Stack = request.getfixturevalue("stack")
+    request.getfixturevalue("api").wait_for_dags({DAG})
+    people = sign_up(stack, DRILL_USERS)
+    host = _host(stack)  # boto3 clients are built in the main thread; a built one is thread-safe
+    api = admin_api(stack)  # this scenario's own client
+    return lambda: _drill_reaches_teams_and_pages(
+        stack, api, people["chn_soc_op"], people["chn_soc_lead"], host
+    )
+
+
+def test_soc_drill_reaches_teams_and_pages_the_oncall_until_answered() -> None:
+    background.result("channels_drill_scenario")
+
+
+def _drill_reaches_teams_and_pages(
+    stack: Stack, api: AirflowApi, op: AirflowApi, lead: AirflowApi, host: dict[str, Any]
 ) -> None:
-    host = _host(stack)
     before = _groups_and_tags(host)
-    run_id = users["pia_soc_op"].trigger(DAG, {**_alert(host, "EDR-CHANNELS-1"), "approval_drill": True})
-    lead = users["pete_soc_lead"]
+    run_id = op.trigger(DAG, {**_alert(host, "EDR-CHANNELS-1"), "approval_drill": True})
     lead.wait_for_request(DAG, run_id, GATE)
     key = _key(run_id)
 
@@ -99,7 +122,7 @@ def test_soc_drill_reaches_teams_and_pages_the_oncall_until_answered(
         "[DRILL] Approval needed",
         "[DRILL] Reminder",
         "[DRILL] Escalation",
-        "[DRILL] Rejected by pete_soc_lead",
+        "[DRILL] Rejected by chn_soc_lead",
     ]
     assert _groups_and_tags(host) == before  # a drill never acts
     records = json.dumps(_records(stack))

@@ -19,7 +19,7 @@ Users (roles from access.yaml groups):
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,9 @@ from include.approvals.respondents import AFTER_PREFIX, parse_escalation
 from include.approvals.verify import ApprovalVerificationError, GateRef, check_answers
 from include.audit.store import AuditStore
 from include.policies.approvals import load_approvals
-from tests.e2e.conftest import sign_up
+from tests.e2e import background
+from tests.e2e.conftest import admin_api, sign_up
+from tests.e2e.test_approval_channels import PAGER_FAULT_TEST
 
 DAG = "e2e_soc_containment"
 GATE = "approve_host_isolate"
@@ -74,9 +76,26 @@ def _unanswered(api: AirflowApi, run_id: str) -> dict[str, Any]:
     return detail
 
 
-def test_escalation_group_answers_only_after_escalation(stack: Stack, api: AirflowApi) -> None:
-    api.wait_for_dags({DAG})
+# The drill mostly waits for its escalation (20 s) and the auto-reject: it runs in the background
+# (tests/e2e/background.py) from the session's start, beside test_approval_channels' drill; its
+# users (and so its audit records) are its own. It pages at its escalation, so the channel test that
+# switches the PagerDuty stand-in's fault on waits until it has ended.
+@background.scenario(start_after=None, quiet=(PAGER_FAULT_TEST,), timeout=400)
+def escalation_drill_scenario(request: pytest.FixtureRequest) -> Callable[[], None]:
+    stack: Stack = request.getfixturevalue("stack")
+    request.getfixturevalue("api").wait_for_dags({DAG})
     users = sign_up(stack, USERS)
+    api = admin_api(stack)  # this scenario's own client
+    return lambda: _escalation_group_answers_only_after_escalation(stack, api, users)
+
+
+def test_escalation_group_answers_only_after_escalation() -> None:
+    background.result("escalation_drill_scenario")
+
+
+def _escalation_group_answers_only_after_escalation(
+    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
+) -> None:
     with AuditStore(stack.audit_dsn) as audit:
         seq, _ = audit.head()
     run_id = users["esc_op"].trigger(DAG, {"host": "ws-0777", "tenant": "acme", "approval_drill": True})

@@ -17,9 +17,8 @@ import pytest
 from devstack.api_client import AirflowApi
 from devstack.stack import Stack
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.policies.approvals import load_approvals
 from tests.e2e.conftest import sign_up
-from tests.e2e.test_approvals import mails_for
+from tests.e2e.drills import check_unanswered_drill
 
 DAG = "implementation_provision_tenant"
 GATE = "approve_tenant_baseline.step_1"
@@ -92,16 +91,16 @@ def test_rejection_applies_nothing(stack: Stack, api: AirflowApi, users: dict[st
 def test_drill_nobody_answers_escalates_then_rejects_and_applies_nothing(
     stack: Stack, api: AirflowApi, drill: str, rt: RequestTrackerHook
 ) -> None:
-    run_id = drill
-    assert api.wait_for_run(DAG, run_id, timeout=300)["state"] == "success"
-    assert api.task_states(DAG, run_id)["apply_tenant_baseline"] == "skipped"
-    record = api.xcom(DAG, run_id, GATE, key="approval")
-    assert (record["outcome"], record["drill"]) == ("timed_out", True)
+    check_unanswered_drill(
+        stack,
+        api,
+        rt,
+        dag_id=DAG,
+        run_id=drill,
+        gate=GATE,
+        privileged="apply_tenant_baseline",
+        domain="implementation",
+        action="terraform-apply",
+        timeout=300,
+    )
     assert not (stack.profile.root / "terraform" / "state" / "acme" / "tenant-baseline.tfstate").exists()
-    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
-    assert mail.subject.startswith("[DRILL][Escalation][implementation]")
-    ladder = load_approvals().rule("implementation", "terraform-apply").ladder
-    assert sorted(mail.rcpt_tos) == sorted(ladder.escalate_to)
-    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
-    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
-    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for terraform-apply")

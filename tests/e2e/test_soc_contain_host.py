@@ -20,10 +20,9 @@ from devstack.config import REGION
 from devstack.stack import Stack
 from include.connectors.ec2 import PREVIOUS_GROUPS_TAG, QUARANTINE_TAG, QUARANTINE_VALUE
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.policies.approvals import load_approvals
 from include.policies.tenants import tenant_account_id
 from tests.e2e.conftest import sign_up
-from tests.e2e.test_approvals import mails_for
+from tests.e2e.drills import check_unanswered_drill
 
 DAG = "soc_contain_host"
 GATE = "approve_host_isolate"
@@ -159,14 +158,15 @@ def test_drill_nobody_answers_escalates_then_rejects_and_changes_nothing(
     stack: Stack, api: AirflowApi, drill: dict[str, Any], rt: RequestTrackerHook
 ) -> None:
     host, run_id = drill["host"], drill["run_id"]
-    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
-    assert api.task_states(DAG, run_id)["isolate_host"] == "skipped"
-    record = api.xcom(DAG, run_id, GATE, key="approval")
-    assert (record["outcome"], record["drill"]) == ("timed_out", True)
+    check_unanswered_drill(
+        stack,
+        api,
+        rt,
+        dag_id=DAG,
+        run_id=run_id,
+        gate=GATE,
+        privileged="isolate_host",
+        domain="soc",
+        action="host-isolate",
+    )
     assert _groups_and_tags(host)[0] == [host["web"]]  # EC2: groups unchanged
-    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
-    assert mail.subject.startswith("[DRILL][Escalation][soc]")
-    assert sorted(mail.rcpt_tos) == sorted(load_approvals().rule("soc", "host-isolate").ladder.escalate_to)
-    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
-    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
-    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for host-isolate")

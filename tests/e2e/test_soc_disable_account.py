@@ -16,10 +16,9 @@ from devstack.aws_seed import account_client
 from devstack.config import REGION
 from devstack.stack import Stack
 from include.connectors.ticketing.request_tracker import RequestTrackerHook
-from include.policies.approvals import load_approvals
 from include.policies.tenants import tenant_account_id
 from tests.e2e.conftest import sign_up
-from tests.e2e.test_approvals import mails_for
+from tests.e2e.drills import check_unanswered_drill
 
 DAG = "soc_disable_account"
 GATE = "approve_identity_disable"
@@ -121,16 +120,16 @@ def test_drill_nobody_answers_escalates_then_rejects_and_the_key_stays_active(
     stack: Stack, api: AirflowApi, drill: dict[str, Any], rt: RequestTrackerHook
 ) -> None:
     iam, key, run_id = _iam(stack), drill["key"], drill["run_id"]
-    assert api.wait_for_run(DAG, run_id, timeout=240)["state"] == "success"
-    assert api.task_states(DAG, run_id)["disable_account"] == "skipped"
-    record = api.xcom(DAG, run_id, GATE, key="approval")
-    assert (record["outcome"], record["drill"]) == ("timed_out", True)
+    check_unanswered_drill(
+        stack,
+        api,
+        rt,
+        dag_id=DAG,
+        run_id=run_id,
+        gate=GATE,
+        privileged="disable_account",
+        domain="soc",
+        action="identity-disable",
+    )
     keys = iam.list_access_keys(UserName="trudy.e2e")["AccessKeyMetadata"]
     assert [(k["AccessKeyId"], k["Status"]) for k in keys] == [(key, "Active")]  # IAM: unchanged
-    (mail,) = [m for m in mails_for(stack, record["correlation_id"]) if "[Escalation]" in m.subject]
-    assert mail.subject.startswith("[DRILL][Escalation][soc]")
-    ladder = load_approvals().rule("soc", "identity-disable").ladder
-    assert sorted(mail.rcpt_tos) == sorted(ladder.escalate_to)
-    comment = next(step for step in record["ladder"] if step["step"] == "escalation")["ticket"]
-    assert str(comment["ticket_id"]) == str(api.xcom(DAG, run_id, "open_ticket")["id"])
-    assert rt._text_of(comment["entry_id"]).startswith("[DRILL] Approval for identity-disable")
