@@ -69,15 +69,13 @@ from include.operators.approval import ApprovalGateOperator
 from include.operators.ticketing import CommentTicketOperator, CreateTicketOperator
 from include.policies.tenants import tenant_ids
 from include.workflows.approval import approval_gate
-from include.workflows.failures import change_failed_comment, ticket_id_if_any
+from include.workflows.failures import change_failed_comment
 from include.workflows.incidents import IncidentWritebackOperator, incident_writeback
 
 TENANT = "{{ params.tenant }}"
 ALERT = "{{ params.alert_id }}"
 TICKET_TASK = "open_ticket"
 TICKET_ID = "{{ ti.xcom_pull(task_ids='" + TICKET_TASK + "')['id'] }}"
-# The same, empty when the run opened no ticket (its read-only step failed first).
-TICKET_ID_IF_ANY = ticket_id_if_any(TICKET_TASK)
 ALERT_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]{2,63}(?!\\n)$"
 HANDLED_ONCE = "The alert's id in the SIEM/EDR: the same alert is handled once"
 RELEASED_ONCE = "The containment's alert id: the release is handled once per alert"
