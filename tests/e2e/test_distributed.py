@@ -239,6 +239,9 @@ def test_request_tracker_down_longer_than_the_retries_fails_clearly_with_nothing
     assert rt.search_by_correlation(correlation) == []  # nothing half-done in the target system
 
 
+MAX_REJECTED_FOR_JITTER = 4  # of 80 calls (5 %), as the integration test allows 10 of 200
+
+
 def _most_in_window(arrivals: list[float], window: float) -> int:
     in_window: deque[float] = deque()
     most = 0
@@ -281,9 +284,16 @@ def test_the_shared_rate_limit_holds_across_both_workers(api: AirflowApi, stack:
     assert sum(v["failed"] for v in values) == 0
     ports = {v["worker_log_port"] for v in values}
     assert len(ports) == 2, f"all tasks ran on one worker ({ports}): the test proves nothing"
-    # Server-side count: every call arrived, none was refused, no window held more than the limit.
-    assert len(received) == tasks * calls + sum(v["retries"] for v in values)
-    assert server.rejected == 0
+    # Server-side count: every call arrived, no window held more than the limit. A 429 needs the
+    # send-time jitter between acquiring a permit and the request's arrival to exceed the limiter's
+    # safety margin (5 %: 50 ms here); CI saw it once (1 of 80) on a loaded machine. As in
+    # tests/integration/connectors/test_ratelimit_postgres.py a few are allowed, each answered by a
+    # retry; a limiter that is not shared (a bucket per worker: twice the rate) draws about half
+    # the calls as 429s and fails this by far.
+    retries = sum(v["retries"] for v in values)
+    assert len(received) == tasks * calls + retries
+    assert server.rejected == retries
+    assert server.rejected <= MAX_REJECTED_FOR_JITTER, f"{server.rejected} of {len(received)} refused"
     assert _most_in_window([r.arrived for r in received if r.outcome == 200], window) <= limit
     span = max(r.arrived for r in received) - min(r.arrived for r in received)
     # A limiter that works (rather than one that merely blocks) keeps close to the allowed rate.
