@@ -154,16 +154,46 @@ def escalation_email(facts: RequestFacts, now: datetime) -> tuple[str, str]:
     )
 
 
-def timeout_email(facts: RequestFacts, skipped: Sequence[str]) -> tuple[str, str]:
+MISSED_SUFFIX = "_missed"
+"""A ladder step that came due but was never sent (its gate's wait was not running from then until
+the deadline: the triggerer down or stalled) is recorded at the timeout as ``<step>_missed``, with
+the time it was ``due`` (include/triggers/approval.py). Its own step name, so nothing that counts
+``escalation`` entries (KPIs, evidence packs, the page's resolve) counts a step that did not happen."""
+
+
+def missed_steps(ladder: Sequence[Mapping[str, Any]]) -> list[tuple[str, datetime]]:
+    """``(step, due)`` of the ladder steps recorded as missed, in ladder order."""
+    missed = []
+    for entry in ladder:
+        step = str(entry.get("step") or "")
+        if step.endswith(MISSED_SUFFIX) and isinstance(entry.get("due"), str):
+            missed.append((step.removesuffix(MISSED_SUFFIX), datetime.fromisoformat(entry["due"])))
+    return missed
+
+
+def missed_sentence(missed: Sequence[tuple[str, datetime]]) -> str:
+    """What the timeout notice says of missed steps ("" when none)."""
+    if not missed:
+        return ""
+    steps = " and ".join(f"the {step} (due {_when(due)})" for step, due in missed)
+    return (
+        f"Not sent: {steps}. The wait for this answer was not running from then until the deadline "
+        "(the triggerer down or stalled); check the triggerer."
+    )
+
+
+def timeout_email(
+    facts: RequestFacts, skipped: Sequence[str], missed: Sequence[tuple[str, datetime]] = ()
+) -> tuple[str, str]:
     wait = waited(facts.requested_at, facts.deadline)
     steps = ", ".join(skipped) or "none"
+    headline = f"No answer within {wait}: rejected by the fail-safe rule. Skipped, not executed: {steps}."
+    if missed:
+        headline += " " + missed_sentence(missed)
     return (
         f"{_drill(facts)}[Approval timed out][{facts.domain}] {facts.action} rejected (fail-safe): "
         f"{facts.subject}",
-        _html(
-            facts,
-            f"No answer within {wait}: rejected by the fail-safe rule. Skipped, not executed: {steps}.",
-        ),
+        _html(facts, headline),
     )
 
 

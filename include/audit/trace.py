@@ -229,6 +229,9 @@ def _describe_answer(actor: str, details: Mapping[str, Any], steps_hint: Any) ->
     where = f" ({step})" if step else ""
     if outcome == "timed_out":
         text = f"approval answered: timed out{where}, no answer before the deadline"
+        missed = details.get("missed_steps")
+        if isinstance(missed, list) and missed:
+            text += f"; never sent (triggerer not running): {', '.join(clean(step, 30) for step in missed)}"
     else:
         text = f"approval answered: {clean(outcome, 30)} by {actor}{where}"
         if details.get("comment") not in (None, ""):

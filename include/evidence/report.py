@@ -61,6 +61,11 @@ OUTCOME: Final = {
     "rejected": "rejected",
     "timed_out": "no answer before the deadline",
 }
+NUDGE_WORDS: Final = {
+    "reminder": "Reminder sent",
+    "escalation": "Escalated",
+    "timeout": "Timeout notice sent",
+}
 CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 CSS: Final = """
 body{font-family:system-ui,'Liberation Sans',sans-serif;margin:1.5rem auto;max-width:62rem;color:#1a202c;
@@ -422,6 +427,42 @@ def _trigger(run: Run) -> str:
     )
 
 
+def _answer_items(gate: Gate) -> list[str]:
+    """The answer (or its absence), missed ladder steps and the second factor, for :func:`_gate_html`."""
+    items: list[str] = []
+    if gate.answer is None:
+        items.append('<span class="bad">No answer recorded in this period.</span>')
+    else:
+        details = _details(gate.answer)
+        outcome = gate.outcome or "unknown"
+        words = OUTCOME.get(outcome, text(outcome, 30))
+        css = "ok" if outcome == "approved" else "bad"
+        if outcome == "timed_out":
+            items.append(f'<span class="bad">{words}</span> ({when(gate.answer.get("at"))}).')
+            missed = details.get("missed_steps")
+            if isinstance(missed, list) and missed:
+                items.append(
+                    '<span class="bad">Never sent (the triggerer was not running from their time to the '
+                    f"deadline): {text(', '.join(str(step) for step in missed), 80)}.</span>"
+                )
+        else:
+            line = (
+                f'<span class="{css}">{words.capitalize()}</span> {when(gate.answer.get("at"))} by '
+                f"<b>{text(gate.answer.get('actor') or '?', 80)}</b>"
+            )
+            if details.get("comment") not in (None, ""):
+                line += f', comment: <span class="quote">&ldquo;{text(details["comment"], 400)}&rdquo;</span>'
+            items.append(line + ".")
+        if gate.second_factor is not None:
+            serial = _details(gate.second_factor).get("token_serial")
+            items.append(
+                "Answer confirmed with a one-time code"
+                + (f" (token {text(serial, 40)})" if serial else "")
+                + "."
+            )
+    return items
+
+
 def _gate_html(gate: Gate) -> str:
     items = []
     request = gate.request
@@ -438,32 +479,9 @@ def _gate_html(gate: Gate) -> str:
         items.append(asked + ".")
     for nudge in gate.nudges:
         details = _details(nudge)
-        word = "Escalated" if details.get("step") == "escalation" else "Reminder sent"
+        word = NUDGE_WORDS.get(str(details.get("step")), "Reminder sent")
         items.append(f"{word} {when(nudge.get('at'))} to {_names(details.get('to'))}.")
-    if gate.answer is None:
-        items.append('<span class="bad">No answer recorded in this period.</span>')
-    else:
-        details = _details(gate.answer)
-        outcome = gate.outcome or "unknown"
-        words = OUTCOME.get(outcome, text(outcome, 30))
-        css = "ok" if outcome == "approved" else "bad"
-        if outcome == "timed_out":
-            items.append(f'<span class="bad">{words}</span> ({when(gate.answer.get("at"))}).')
-        else:
-            line = (
-                f'<span class="{css}">{words.capitalize()}</span> {when(gate.answer.get("at"))} by '
-                f"<b>{text(gate.answer.get('actor') or '?', 80)}</b>"
-            )
-            if details.get("comment") not in (None, ""):
-                line += f', comment: <span class="quote">&ldquo;{text(details["comment"], 400)}&rdquo;</span>'
-            items.append(line + ".")
-        if gate.second_factor is not None:
-            serial = _details(gate.second_factor).get("token_serial")
-            items.append(
-                "Answer confirmed with a one-time code"
-                + (f" (token {text(serial, 40)})" if serial else "")
-                + "."
-            )
+    items.extend(_answer_items(gate))
     step = f" (step {text(gate.step, 10)})" if gate.step not in ("", "None") else ""
     lis = "".join(f"<li>{item}</li>" for item in items)
     return f"<li><b>{action}</b>{step}<ul>{lis}</ul></li>"
@@ -550,7 +568,7 @@ def _summary(runs: Sequence[Run], figures: Sequence[Sla]) -> str:
     asked = len(gates)  # a gate answered in the period was asked, even if before it
     outcomes = Counter(g.outcome for g in gates if g.outcome is not None)
     escalated = sum(1 for g in gates if g.escalated)
-    reminded = sum(1 for g in gates if any(_details(n).get("step") != "escalation" for n in g.nudges))
+    reminded = sum(1 for g in gates if any(_details(n).get("step") == "reminder" for n in g.nudges))
     changes = [c for run in runs for c in run.changes()]
     tickets = sum(1 for c in changes if is_ticketing(_details(c)))
     failed_runs = sum(1 for run in runs if run.state == "failed")

@@ -441,6 +441,8 @@ class ApprovalGateOperator(ApprovalOperator):
             ti.xcom_pull(task_ids=self.task_id, key=LADDER_XCOM_KEY, map_indexes=ti.map_index) or []
         )
         skipped = [] if approved else self._downstream_to_skip(context)
+        # Ladder steps the trigger could not send in time (include/triggers/approval.py): told here.
+        missed = messages.missed_steps(ladder) if timed_out else []
         if timed_out:
             to = [
                 *self._step.emails,
@@ -449,7 +451,7 @@ class ApprovalGateOperator(ApprovalOperator):
             ]
             sent = send_email(
                 to,
-                *messages.timeout_email(facts, skipped),
+                *messages.timeout_email(facts, skipped, missed),
                 headers=messages.mail_headers(facts),
                 log=self.log,
             )
@@ -499,6 +501,7 @@ class ApprovalGateOperator(ApprovalOperator):
                     "responded_at": record["responded_at"],
                     "responder_id": (responder or {}).get("id"),
                     **self._escalation_answer(facts, responded_at, timed_out),
+                    **({"missed_steps": [step for step, _ in missed]} if missed else {}),
                     "skipped": skipped,
                     **({"drill": True} if facts.drill else {}),
                 },

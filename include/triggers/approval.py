@@ -253,6 +253,35 @@ class ApprovalLadderTrigger(HITLTrigger):
         except Exception:
             self.log.exception("approval %s: the %s step failed", facts.action, step)
 
+    async def _record_missed(
+        self,
+        facts: RequestFacts,
+        ladder: list[dict[str, Any]],
+        missed: list[tuple[str, datetime]],
+        now: datetime,
+    ) -> None:
+        """Steps that came due while this wait was not running (a triggerer down or stalled from
+        their time until past the deadline) are not sent after the reject (a reminder or an
+        escalation asking for an answer that can no longer be given would mislead); they are
+        recorded as missed, so the gate's timeout notice (to the approvers, the escalation group and
+        the domain's alert list) and its audit record say so. Best effort: the reject stands."""
+        for step, at in missed:
+            self.log.warning(
+                "approval %s: the %s due at %s was never sent: this wait was not running from then "
+                "until the deadline %s (triggerer down or stalled)",
+                facts.action,
+                step,
+                at.isoformat(),
+                facts.deadline.isoformat(),
+            )
+            ladder.append(
+                {"step": f"{step}{messages.MISSED_SUFFIX}", "due": at.isoformat(), "at": now.isoformat()}
+            )
+        try:
+            await self._save(ladder)
+        except Exception:
+            self.log.exception("approval %s: recording the missed step(s) failed", facts.action)
+
     async def _settle(self, sending: list[asyncio.Task[None]], grace: float) -> None:
         """Give the steps still being sent ``grace`` seconds to finish, so the gate's record lists them."""
         pending = [task for task in sending if not task.done()]
@@ -281,6 +310,9 @@ class ApprovalLadderTrigger(HITLTrigger):
             if self.timeout_datetime and self.timeout_datetime < now:
                 event = await self._handle_timeout()  # the fail-safe answer is recorded here, on time
                 await self._settle(sending, TIMEOUT_GRACE_SECONDS)
+                missed = [(step, at) for step, at in due if step not in done and at <= self.timeout_datetime]
+                if missed:
+                    await self._record_missed(facts, ladder, missed, now)
                 yield event
                 return
             answered = await self._handle_response()

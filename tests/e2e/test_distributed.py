@@ -239,6 +239,60 @@ def test_request_tracker_down_longer_than_the_retries_fails_clearly_with_nothing
     assert rt.search_by_correlation(correlation) == []  # nothing half-done in the target system
 
 
+UNANSWERED = "e2e_soc_containment_unanswered"  # tests/e2e/dags/approvals.py: ladder 8 s, 16 s, 24 s
+GATE = "approve_host_isolate"
+
+
+def test_triggerer_down_through_an_approvals_deadline_rejects_on_restart_and_names_the_missed_steps(
+    api: AirflowApi, stack: Stack
+) -> None:
+    """The triggerer is down while a gate waits, from before its reminder until past its deadline.
+    Back up, the triggerer applies the fail-safe reject at once: the privileged step is skipped,
+    no reminder or escalation asking for an answer that can no longer be given goes out, and the
+    timeout notice (to the approvers, the escalation group, the domain's alert list) and the
+    gate's record name the steps that were never sent."""
+    from include.approvals.messages import missed_steps
+    from include.policies.approvals import load_approvals
+    from tests.e2e.test_approvals import mails_for
+
+    api.wait_for_dags({UNANSWERED})
+    triggerer = processes.running_pid("triggerer", pids_dir=stack.profile.pids)
+    assert triggerer is not None
+    _kill_tree(triggerer)
+    try:
+        run_id, correlation = _trigger(api, UNANSWERED, host=f"ws-{uuid.uuid4().hex[:6]}", tenant="acme")
+        _wait(lambda: _ti(api, UNANSWERED, run_id, GATE)["state"] == "deferred", "the gate waiting", 180)
+        facts = api.xcom(UNANSWERED, run_id, GATE, key="approval_ladder")
+        assert [entry["step"] for entry in facts] == ["requested"]  # nothing climbed: no triggerer
+        time.sleep(26)  # past the 24 s deadline (from the request, which was before "deferred")
+    finally:
+        stack.start_component("triggerer")
+    run = api.wait_for_run(UNANSWERED, run_id, timeout=240)
+    assert run["state"] == "success"
+    assert api.task_states(UNANSWERED, run_id) == {
+        "open_ticket": "success",
+        GATE: "success",
+        "isolate_host": "skipped",
+    }
+    record = api.xcom(UNANSWERED, run_id, GATE, key="approval")
+    assert (record["outcome"], record["responded_by"]) == ("timed_out", None)
+    assert [entry["step"] for entry in record["ladder"]] == [
+        "requested",
+        "reminder_missed",
+        "escalation_missed",
+        "timeout",
+    ], record["ladder"]
+    assert [step for step, _ in missed_steps(record["ladder"])] == ["reminder", "escalation"]
+    mails = mails_for(stack, correlation)
+    assert [m.subject.split("]")[0] + "]" for m in mails] == ["[Approval needed]", "[Approval timed out]"]
+    escalate_to = load_approvals().rule("soc", "host-isolate").ladder.escalate_to
+    assert set(escalate_to) <= set(mails[-1].rcpt_tos)
+    body = mails[-1].body()
+    assert "Not sent: the reminder (due " in body, body
+    assert "and the escalation (due " in body
+    assert "check the triggerer" in body
+
+
 MAX_REJECTED_FOR_JITTER = 4  # of 80 calls (5 %), as the integration test allows 10 of 200
 
 

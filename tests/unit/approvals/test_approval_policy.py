@@ -374,3 +374,49 @@ def test_a_restarted_trigger_does_not_send_a_step_twice(ladder_trigger):
     build, sent, _, _ = ladder_trigger
     events_of(build(recorded=[{"step": "requested"}, {"step": "reminder"}]))
     assert [kind for kind, _ in sent] == ["[Escalation]"]
+
+
+def test_a_trigger_back_after_the_deadline_rejects_and_records_the_missed_steps(ladder_trigger):
+    """The triggerer was down (or stalled) from before the reminder until past the deadline: the
+    restarted trigger applies the fail-safe reject at once and sends no reminder or escalation that
+    could no longer be answered; both are recorded as missed, with the time they were due."""
+    build, sent, stored, clock = ladder_trigger
+    clock.now = T0 + timedelta(minutes=20)
+    assert events_of(build(recorded=[{"step": "requested"}])) == ["timed out"]
+    assert sent == []
+    assert stored[-1][1:] == [
+        {
+            "step": "reminder_missed",
+            "due": (T0 + timedelta(minutes=5)).isoformat(),
+            "at": clock.now.isoformat(),
+        },
+        {
+            "step": "escalation_missed",
+            "due": (T0 + timedelta(minutes=10)).isoformat(),
+            "at": clock.now.isoformat(),
+        },
+    ]
+    assert messages.missed_steps(stored[-1]) == [
+        ("reminder", T0 + timedelta(minutes=5)),
+        ("escalation", T0 + timedelta(minutes=10)),
+    ]
+
+
+def test_a_trigger_back_before_the_deadline_sends_the_overdue_steps(ladder_trigger):
+    """Back after the escalation's time but before the deadline: the overdue steps are sent at once
+    (late, but still useful), nothing is recorded as missed."""
+    build, sent, stored, clock = ladder_trigger
+    clock.now = T0 + timedelta(minutes=12)
+    assert events_of(build(recorded=[{"step": "requested"}])) == ["timed out"]
+    assert [kind for kind, _ in sent] == ["[Reminder]", "[Escalation]"]
+    assert [entry["step"] for entry in stored[-1]] == ["requested", "reminder", "escalation"]
+
+
+def test_the_timeout_notice_names_the_missed_steps():
+    missed = [("escalation", T0 + timedelta(minutes=10))]
+    _, html = messages.timeout_email(facts(), ["isolate_host"], missed)
+    assert "Not sent: the escalation (due 2026-11-28 12:10:00 UTC)" in html
+    assert "(the triggerer down or stalled); check the triggerer." in html
+    assert "Not sent" not in messages.timeout_email(facts(), ["isolate_host"])[1]
+    # only well-formed missed entries count; a sent step is not missed
+    assert messages.missed_steps([{"step": "escalation"}, {"step": "reminder_missed"}]) == []

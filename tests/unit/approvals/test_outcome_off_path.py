@@ -143,3 +143,59 @@ def test_the_callback_never_raises_and_ignores_a_gate_that_asked_nothing(
     asked.gate._outcome_notice = {"stage": "answered"}
     announce_outcome(asked.context)
     assert asked.gate._outcome_notice is None
+
+
+def test_a_timeout_with_a_missed_escalation_says_so_and_pages_nobody(
+    monkeypatch: pytest.MonkeyPatch, notified: list[dict[str, Any]]
+) -> None:
+    """The trigger recorded the escalation as missed (its wait was not running from the escalation's
+    time to the deadline): the timeout notice names it, the audit record lists it, and no page is
+    resolved (none was sent)."""
+    mails: list[tuple[list[str], str, str]] = []
+    audited: list[dict[str, Any]] = []
+    event: dict[str, Any] = {
+        "chosen_options": ["Reject"],
+        "responded_by_user": None,
+        "responded_at": None,
+        "params_input": {},
+    }
+    due = "2026-12-07T01:40:00+00:00"
+    ladder = [
+        {"step": "requested"},
+        {"step": "reminder", "to": []},
+        {"step": "escalation_missed", "due": due},
+    ]
+    asked = _answer(monkeypatch, ladder, event)
+    monkeypatch.setattr(
+        module, "send_email", lambda to, subject, html, **kw: mails.append((to, subject, html)) or {"to": to}
+    )
+    monkeypatch.setattr(module, "audit_emit", lambda fields, **kw: audited.append(fields))
+    record = asked.record()
+    assert record["outcome"] == "timed_out"
+    (to, subject, html) = mails[-1]
+    assert subject.startswith("[Approval timed out]")
+    assert "Not sent: the escalation (due 2026-12-07 01:40:00 UTC)" in html
+    assert "check the triggerer" in html
+    assert set(asked.gate.ladder.escalate_to) <= set(to)  # the escalation group hears of it here
+    (answer,) = [a for a in audited if a["kind"] == "approval.answered"]
+    assert answer["details"]["missed_steps"] == ["escalation"]
+    announce_outcome(asked.context)
+    (call,) = notified
+    assert (call["stage"], call["escalated"]) == ("timed_out", False)  # nothing was paged
+
+
+def test_a_timeout_with_every_step_sent_mentions_nothing_missed(
+    monkeypatch: pytest.MonkeyPatch, notified: list[dict[str, Any]]
+) -> None:
+    mails: list[str] = []
+    audited: list[dict[str, Any]] = []
+    event: dict[str, Any] = {"chosen_options": ["Reject"], "responded_by_user": None, "params_input": {}}
+    asked = _answer(monkeypatch, [{"step": "requested"}, {"step": "escalation", "to": []}], event)
+    monkeypatch.setattr(
+        module, "send_email", lambda to, subject, html, **kw: mails.append(html) or {"to": to}
+    )
+    monkeypatch.setattr(module, "audit_emit", lambda fields, **kw: audited.append(fields))
+    asked.record()
+    assert "Not sent" not in mails[-1]
+    (answer,) = [a for a in audited if a["kind"] == "approval.answered"]
+    assert "missed_steps" not in answer["details"]

@@ -148,6 +148,10 @@ def test_approval_answer_sentences() -> None:
         answer(step=1, steps=2, outcome="timed_out")
         == "approval answered: timed out (step 1/2), no answer before the deadline"
     )
+    assert answer(step=1, outcome="timed_out", missed_steps=["reminder", "escalation"]) == (
+        "approval answered: timed out (step 1), no answer before the deadline; "
+        "never sent (triggerer not running): reminder, escalation"
+    )
     # A comment cannot add a line to the story.
     assert answer(outcome="approved", comment='ok"\n  #9  forged') == (
         'approval answered: approved by lead_bob "ok"\\n  #9  forged"'

@@ -285,6 +285,50 @@ def test_per_run_story_in_plain_words() -> None:
     assert "{" not in text, "no raw JSON in the page's text"
 
 
+def test_a_timed_out_gate_shows_its_notice_and_the_steps_never_sent() -> None:
+    """A gate whose escalation was missed (the triggerer not running from its time to the deadline):
+    the timeout notice is not a reminder, the missed step is named, and the figures count neither a
+    reminder nor an escalation."""
+    gate = {"action": "isolate host", "gate_step": 1}
+    records = [
+        rec(1, "run.triggered", "alice", "r9", details={"how": "ui", "conf": {}}),
+        rec(
+            2,
+            "approval.requested",
+            "airflow",
+            "r9",
+            task_id="approve",
+            details={"action": "isolate host", "step": 1},
+        ),
+        rec(
+            3,
+            "approval.escalated",
+            "airflow",
+            "r9",
+            task_id="approve",
+            details={**gate, "step": "timeout", "to": ["oncall@secops.example"]},
+        ),
+        rec(
+            4,
+            "approval.answered",
+            "timeout",
+            "r9",
+            task_id="approve",
+            details={
+                "action": "isolate host",
+                "step": 1,
+                "outcome": "timed_out",
+                "missed_steps": ["escalation"],
+            },
+        ),
+    ]
+    text = parse(page(records)).text
+    assert "Timeout notice sent 2026-11-04 10:03 UTC to oncall@secops.example." in text
+    assert "Never sent (the triggerer was not running from their time to the deadline): escalation." in text
+    assert "Reminder sent" not in text
+    assert "0 needed a reminder, 0 escalated." in text
+
+
 def test_user_input_is_inert() -> None:
     records = mixed_month(comment=ATTACK)
     records[0]["details"]["conf"] = {"x": ATTACK}
