@@ -98,12 +98,18 @@ def _role_names(user_id: int) -> set[str]:
 
 class ApprovalAwareFabAuthManager(FabAuthManager):
     def get_fastapi_middlewares(self) -> list[tuple[_MiddlewareFactory[Any], dict[str, Any]]]:
-        """FAB's middlewares, then the approval door (:mod:`include.auth.middleware`)."""
+        """FAB's middlewares, then the approval door (:mod:`include.auth.middleware`) and the limit
+        on failed token requests (:mod:`include.auth.login_limit`)."""
+        from include.auth.login_limit import LoginLimitMiddleware
         from include.auth.middleware import ApprovalDoorMiddleware
 
         public_role = self._get_auth_role_public()
         door: dict[str, Any] = {"anonymous_actor": f"anonymous ({public_role})"} if public_role else {}
-        return [*super().get_fastapi_middlewares(), (ApprovalDoorMiddleware, door)]
+        ours: list[tuple[_MiddlewareFactory[Any], dict[str, Any]]] = [
+            (ApprovalDoorMiddleware, door),
+            (LoginLimitMiddleware, {}),
+        ]
+        return [*super().get_fastapi_middlewares(), *ours]
 
     def is_authorized_dag(
         self,

@@ -8,9 +8,13 @@ login form, as users would. Their roles are read back as the break-glass admin
 
 from __future__ import annotations
 
+import http.client
+import json
+import random
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -129,3 +133,47 @@ def test_break_glass_admin_token_works_and_is_recorded(stack: Stack) -> None:
     assert _token(stack, ADMIN_USER, "not-the-password").status_code == 401
     refused = _records(stack, "auth.login_refused", ADMIN_USER)
     assert refused[-1]["details"]["rule"] == "break-glass-password"
+
+
+def _token_from(stack: Stack, address: str, username: str, password: str) -> tuple[int, dict[str, str], str]:
+    """``POST /auth/token`` from another loopback source address (the API server sees it as the
+    client's address), so this test's failures hold back no other test's logins from 127.0.0.1."""
+    url = urlsplit(stack.profile.api_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30, source_address=(address, 0))
+    try:
+        body = json.dumps({"username": username, "password": password})
+        connection.request("POST", "/auth/token", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_guessing_a_password_over_the_token_api_is_held_after_five_failures(stack: Stack) -> None:
+    """The UI's login form has FAB's limit; the token endpoint beside it has ours (same numbers):
+    from one address, the sixth wrong password for an account within 40 s, and then any, is
+    refused with 429 before the directory is asked; the account's owner elsewhere and another
+    account from the same address are not held back; the block is on the audit trail. Spraying one
+    password over many accounts from one address is held after 20 failures."""
+    guesser, sprayer = (f"127.0.0.{n}" for n in random.sample(range(10, 250), 2))
+    uid, other = "e2e-guessed", "e2e-neighbour"
+    groups = directory_seed.groups_for_roles(["soc_oncall"])
+    password = directory_seed.add_person(stack.profile, uid, groups)
+    other_password = directory_seed.add_person(stack.profile, other, groups)
+
+    assert [_token_from(stack, guesser, uid, f"guess-{n}")[0] for n in range(5)] == [401] * 5
+    status, headers, body = _token_from(stack, guesser, uid, password)  # the right one, too late
+    assert status == 429, body
+    assert 1 <= int(headers["retry-after"]) <= 40
+    assert "Too many failed logins for this account from this address" in body
+    assert _token(stack, uid, password).status_code == 201  # the owner, from another address
+    assert _token_from(stack, guesser, other, other_password)[0] == 201
+    (record,) = [
+        r for r in _records(stack, "auth.login_refused", uid) if r["details"].get("remote_addr") == guesser
+    ]
+    assert record["details"]["rule"] == "too-many-failures"
+
+    assert [_token_from(stack, sprayer, f"e2e-spray{n}", "Winter2026!")[0] for n in range(20)] == [401] * 20
+    status, _, body = _token_from(stack, sprayer, other, other_password)
+    assert status == 429, body
+    assert "from this address" in body

@@ -899,13 +899,15 @@ def test_request_token(headers: list[tuple[bytes, bytes]], expected: str | None)
 
 def test_the_auth_manager_keeps_fabs_middlewares_and_adds_the_door(monkeypatch: pytest.MonkeyPatch) -> None:
     from include.auth.fab import ApprovalAwareFabAuthManager
+    from include.auth.login_limit import LoginLimitMiddleware
 
     manager = ApprovalAwareFabAuthManager()
-    assert manager.get_fastapi_middlewares() == [(ApprovalDoorMiddleware, {})]
+    assert manager.get_fastapi_middlewares() == [(ApprovalDoorMiddleware, {}), (LoginLimitMiddleware, {})]
     monkeypatch.setenv("AIRFLOW__FAB__AUTH_ROLE_PUBLIC", "Viewer")
-    (fab, door) = manager.get_fastapi_middlewares()
+    (fab, door, limit) = manager.get_fastapi_middlewares()
     assert fab[0].__name__ == "FabAuthRolePublicMiddleware"
     assert door == (ApprovalDoorMiddleware, {"anonymous_actor": "anonymous (Viewer)"})
+    assert limit == (LoginLimitMiddleware, {})
 
 
 # --- The audit listener's record of a state set by hand -----------------------------------------
