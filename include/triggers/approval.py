@@ -301,7 +301,9 @@ class ApprovalLadderTrigger(HITLTrigger):
         the poll, the next step or the fail-safe reject."""
         facts = RequestFacts.from_dict(self.facts)
         ladder = await self._recorded()
-        sending: list[asyncio.Task[None]] = [asyncio.create_task(self._announce_quietly(facts, ladder))]
+        # Back after the deadline (the triggerer was down): no request card for a request already rejected.
+        late = bool(self.timeout_datetime and self.timeout_datetime < utcnow())
+        sending = [] if late else [asyncio.create_task(self._announce_quietly(facts, ladder))]
         done = {entry["step"] for entry in ladder}
         due = [(step, at) for step, at in (("reminder", facts.remind_at), ("escalation", facts.escalate_at))]
         last: asyncio.Task[None] | None = None

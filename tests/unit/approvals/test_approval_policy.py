@@ -376,14 +376,24 @@ def test_a_restarted_trigger_does_not_send_a_step_twice(ladder_trigger):
     assert [kind for kind, _ in sent] == ["[Escalation]"]
 
 
-def test_a_trigger_back_after_the_deadline_rejects_and_records_the_missed_steps(ladder_trigger):
+def test_a_trigger_back_after_the_deadline_rejects_and_records_the_missed_steps(ladder_trigger, monkeypatch):
     """The triggerer was down (or stalled) from before the reminder until past the deadline: the
     restarted trigger applies the fail-safe reject at once and sends no reminder or escalation that
     could no longer be answered; both are recorded as missed, with the time they were due."""
+    from include.triggers import approval as module
+
     build, sent, stored, clock = ladder_trigger
     clock.now = T0 + timedelta(minutes=20)
+    cards: list[str] = []
+
+    async def card(stage, facts, **kwargs):
+        cards.append(stage)
+        return {}
+
+    monkeypatch.setattr(module, "anotify_channels", card)
     assert events_of(build(recorded=[{"step": "requested"}])) == ["timed out"]
     assert sent == []
+    assert cards == []  # no request card for a request already rejected
     assert stored[-1][1:] == [
         {
             "step": "reminder_missed",
