@@ -58,12 +58,13 @@ from include.operators.ticketing import CreateTicketOperator, UpdateTicketOperat
 from include.policies.invoicing import invoiceable_tenants
 from include.workflows import domain_workflow
 from include.workflows.approval import approval_gate
+from include.workflows.failures import ticket_id_if_any
 
 TENANT = "{{ params.tenant }}"
 REQUEST = "ti.xcom_pull(task_ids='check_request')"
 VALIDATED = "ti.xcom_pull(task_ids='validate_lines')"
 # Empty when the run stopped before the ticket existed (the failure comment then skips).
-TICKET_ID = "{{ (ti.xcom_pull(task_ids='open_ticket') or {}).get('id', '') }}"
+TICKET_ID = ticket_id_if_any("open_ticket")
 
 
 @domain_workflow(
