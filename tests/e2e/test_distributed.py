@@ -240,31 +240,50 @@ def test_request_tracker_down_longer_than_the_retries_fails_clearly_with_nothing
 
 
 UNANSWERED = "e2e_soc_containment_unanswered"  # tests/e2e/dags/approvals.py: ladder 8 s, 16 s, 24 s
+ANSWERED = "e2e_soc_containment"
 GATE = "approve_host_isolate"
+OUTAGE_USERS = {"tina_soc_op": ["soc_operator"], "theo_soc_lead": ["soc_lead"]}
 
 
-def test_triggerer_down_through_an_approvals_deadline_rejects_on_restart_and_names_the_missed_steps(
+def test_triggerer_down_an_answer_still_resumes_and_past_a_deadline_the_reject_names_the_missed_steps(
     api: AirflowApi, stack: Stack
 ) -> None:
-    """The triggerer is down while a gate waits, from before its reminder until past its deadline.
-    Back up, the triggerer applies the fail-safe reject at once: the privileged step is skipped,
-    no reminder or escalation asking for an answer that can no longer be given goes out, and the
-    timeout notice (to the approvers, the escalation group, the domain's alert list) and the
-    gate's record name the steps that were never sent."""
+    """The triggerer is down while two gates wait. An approver's answer to one resumes it during the
+    outage (the API server resumes a waiting gate itself) and its privileged step runs. The other
+    is left unanswered from before its reminder until past its deadline: back up, the triggerer
+    applies the fail-safe reject at once, the privileged step is skipped, no reminder or escalation
+    asking for an answer that can no longer be given goes out, and the timeout notice (to the
+    approvers, the escalation group, the domain's alert list) and the gate's record name the steps
+    that were never sent."""
     from include.approvals.messages import missed_steps
     from include.policies.approvals import load_approvals
+    from tests.e2e.conftest import sign_up
     from tests.e2e.test_approvals import mails_for
 
-    api.wait_for_dags({UNANSWERED})
+    api.wait_for_dags({UNANSWERED, ANSWERED})
+    users = sign_up(stack, OUTAGE_USERS)
     triggerer = processes.running_pid("triggerer", pids_dir=stack.profile.pids)
     assert triggerer is not None
     _kill_tree(triggerer)
     try:
         run_id, correlation = _trigger(api, UNANSWERED, host=f"ws-{uuid.uuid4().hex[:6]}", tenant="acme")
+        answered = users["tina_soc_op"].trigger(
+            ANSWERED, {"host": f"ws-{uuid.uuid4().hex[:6]}", "tenant": "acme"}
+        )
         _wait(lambda: _ti(api, UNANSWERED, run_id, GATE)["state"] == "deferred", "the gate waiting", 180)
+        waiting_since = time.monotonic()
         facts = api.xcom(UNANSWERED, run_id, GATE, key="approval_ladder")
         assert [entry["step"] for entry in facts] == ["requested"]  # nothing climbed: no triggerer
-        time.sleep(26)  # past the 24 s deadline (from the request, which was before "deferred")
+
+        users["theo_soc_lead"].wait_for_request(ANSWERED, answered, GATE)
+        users["theo_soc_lead"].answer(ANSWERED, answered, GATE, "Approve", comment="during the outage")
+        assert api.wait_for_run(ANSWERED, answered, timeout=120)["state"] == "success"
+        step = api.xcom(ANSWERED, answered, "isolate_host")
+        assert step["approved_by"] == ["theo_soc_lead"]
+        assert processes.running_pid("triggerer", pids_dir=stack.profile.pids) is None  # still down
+
+        # past the 24 s deadline (from the request, which was before "deferred")
+        time.sleep(max(0.0, 26 - (time.monotonic() - waiting_since)))
     finally:
         stack.start_component("triggerer")
     run = api.wait_for_run(UNANSWERED, run_id, timeout=240)
