@@ -35,7 +35,9 @@ For the tests (127.0.0.1 only, never on a real service):
   ``{"teams": [{"channel", "style", "status", "message", "at"}], "pagerduty": {"events": [...],
   "incidents": [...]}}``.
 - ``POST /_faults`` ``{"target": "teams"|"pagerduty", "mode": "5xx"|"timeout"|"429", "times": n}``
-  answers the next ``n`` requests of the target that way (``times: 0`` switches it off);
+  answers the next ``n`` requests of the target that way (``times: 0`` switches it off); with
+  ``"match": "<text>"`` only the requests whose body holds that text (a PagerDuty ``dedup_key``, a
+  run id in a card), so a test can fail one run's pages while other runs page beside it;
   :meth:`WebhookStandIn.fault` does the same in-process.
 
 Not shown: Teams message cards (the legacy ``MessageCard``), card rendering, @mentions; PagerDuty
@@ -177,15 +179,20 @@ class WebhookStandIn(HttpStandIn[Received]):
         self.pd_events: list[dict[str, Any]] = []
         self.incidents: list[dict[str, Any]] = []
         self._numbers = itertools.count(1)
-        self._faults: dict[str, dict[str, Any]] = {}
+        self._faults: dict[tuple[str, str | None], dict[str, Any]] = {}  # (target, match) -> spec
 
     # --- test controls ----------------------------------------------------------------------------
-    def fault(self, target: str, mode: str, times: int = 1, *, retry_after: int = 1) -> None:
-        """Answer the next ``times`` requests to ``target`` (teams, pagerduty) with ``mode``."""
+    def fault(
+        self, target: str, mode: str, times: int = 1, *, retry_after: int = 1, match: str | None = None
+    ) -> None:
+        """Answer the next ``times`` requests to ``target`` (teams, pagerduty) with ``mode``; with
+        ``match``, only those whose body holds that text."""
         if target not in ("teams", "pagerduty") or mode not in FAULT_MODES or times < 0:
             raise ValueError(f"fault: target teams|pagerduty, mode one of {sorted(FAULT_MODES)}, times >= 0")
+        if match is not None and (not isinstance(match, str) or not match):
+            raise ValueError("fault: match is a non-empty string")
         with self._lock:
-            self._faults[target] = {"mode": mode, "times": times, "retry_after": retry_after}
+            self._faults[(target, match)] = {"mode": mode, "times": times, "retry_after": retry_after}
 
     def records(self) -> dict[str, Any]:
         with self._lock:
@@ -212,25 +219,33 @@ class WebhookStandIn(HttpStandIn[Received]):
         if request.path == "/_faults" and request.method == "POST":
             try:
                 spec = json.loads(request.body or b"{}")
-                self.fault(spec["target"], spec["mode"], int(spec.get("times", 1)))
+                self.fault(spec["target"], spec["mode"], int(spec.get("times", 1)), match=spec.get("match"))
             except (ValueError, KeyError, TypeError) as exc:
                 return Response(400, {"message": f"bad fault: {exc}"})
             return Response(204)
         if request.path == "/v2/enqueue":
             if request.method != "POST":
                 return Response(405, {"status": "error", "message": "Method Not Allowed"})
-            return self._fault("pagerduty") or self._enqueue(request)
+            return self._fault("pagerduty", request.body) or self._enqueue(request)
         for style, pattern in (("incoming", _INCOMING), ("workflows", _WORKFLOWS)):
             if match := pattern.fullmatch(request.path):
                 if request.method != "POST":
                     return Response(405, "Method Not Allowed")
-                return self._fault("teams") or self._teams(request, style, match["token"])
+                return self._fault("teams", request.body) or self._teams(request, style, match["token"])
         return Response(404, {"message": "Not Found"})
 
-    def _fault(self, target: str) -> Response | None:
+    def _fault(self, target: str, body: bytes) -> Response | None:
+        text = body.decode("utf-8", "replace")
         with self._lock:
-            spec = self._faults.get(target)
-            if not spec or spec["times"] <= 0:
+            spec = next(
+                (
+                    spec
+                    for (on, match), spec in self._faults.items()
+                    if on == target and spec["times"] > 0 and (match is None or match in text)
+                ),
+                None,
+            )
+            if spec is None:
                 return None
             spec["times"] -= 1
         if spec["mode"] == "429":

@@ -29,13 +29,6 @@ from tests.e2e.test_soc_contain_host import _alert, _groups_and_tags, _host
 
 DAG = "soc_contain_host"
 GATE = "approve_host_isolate"
-USERS = {"pia_soc_op": ["soc_operator"], "pete_soc_lead": ["soc_lead"]}
-
-
-@pytest.fixture(scope="module")
-def users(stack: Stack, api: AirflowApi) -> dict[str, AirflowApi]:
-    api.wait_for_dags({DAG})
-    return sign_up(stack, USERS)
 
 
 def _records(stack: Stack) -> dict[str, Any]:
@@ -72,15 +65,15 @@ def _key(run_id: str) -> str:
     return dedup_key({"dag_id": DAG, "run_id": run_id, "task_id": GATE, "map_index": -1})
 
 
-# The first drill mostly waits for its escalation (20 s): it runs in the background
-# (tests/e2e/background.py) from the session's start, beside test_approval_escalation's drill, with
-# its own users and alert. The PagerDuty fault switch of the stand-in is global: the failing-pager
-# test waits until both drills, which page at their escalation, have ended.
+# The drills mostly wait for their escalation (20 s) and reject (30 s): they run in the background
+# (tests/e2e/background.py) from the session's start, beside test_approval_escalation's drill, each
+# with its own users and alert. The failing pager's fault is scoped to its own run's pages (the
+# stand-in's ``match``), so the other drills page beside it undisturbed.
 DRILL_USERS = {"chn_soc_op": ["soc_operator"], "chn_soc_lead": ["soc_lead"]}
-PAGER_FAULT_TEST = "test_approval_channels::test_a_failing_pager_fails_neither_gate_nor_run_and_is_audited"
+PAGER_FAULT_USERS = {"pfl_soc_op": ["soc_operator"], "pfl_soc_lead": ["soc_lead"]}
 
 
-@background.scenario(start_after=None, quiet=(PAGER_FAULT_TEST,), timeout=400)
+@background.scenario(start_after=None, timeout=400)
 def channels_drill_scenario(request: pytest.FixtureRequest) -> Callable[[], None]:
     stack: Stack = request.getfixturevalue("stack")
     request.getfixturevalue("api").wait_for_dags({DAG})
@@ -92,6 +85,19 @@ def channels_drill_scenario(request: pytest.FixtureRequest) -> Callable[[], None
     )
 
 
+@background.scenario(start_after=None, timeout=400)
+def failing_pager_scenario(request: pytest.FixtureRequest) -> Callable[[], None]:
+    stack: Stack = request.getfixturevalue("stack")
+    request.getfixturevalue("api").wait_for_dags({DAG})
+    people = sign_up(stack, PAGER_FAULT_USERS)
+    host = _host(stack)
+    api = admin_api(stack)
+    return lambda: _a_failing_pager_fails_neither_gate_nor_run(
+        stack, api, people["pfl_soc_op"], people["pfl_soc_lead"], host
+    )
+
+
+@background.result_test("channels_drill_scenario")
 def test_soc_drill_reaches_teams_and_pages_the_oncall_until_answered() -> None:
     background.result("channels_drill_scenario")
 
@@ -130,19 +136,24 @@ def _drill_reaches_teams_and_pages(
     assert webhooks.teams_token(stack.profile, "soc") not in records
 
 
-def test_a_failing_pager_fails_neither_gate_nor_run_and_is_audited(
-    stack: Stack, api: AirflowApi, users: dict[str, AirflowApi]
+@background.result_test("failing_pager_scenario")
+def test_a_failing_pager_fails_neither_gate_nor_run_and_is_audited() -> None:
+    background.result("failing_pager_scenario")
+
+
+def _a_failing_pager_fails_neither_gate_nor_run(
+    stack: Stack, api: AirflowApi, op: AirflowApi, lead: AirflowApi, host: dict[str, Any]
 ) -> None:
-    host = _host(stack)
-    run_id = users["pia_soc_op"].trigger(DAG, {**_alert(host, "EDR-CHANNELS-2"), "approval_drill": True})
-    users["pete_soc_lead"].wait_for_request(DAG, run_id, GATE)
-    fault = {"target": "pagerduty", "mode": "5xx", "times": 20}
+    run_id = op.trigger(DAG, {**_alert(host, "EDR-CHANNELS-2"), "approval_drill": True})
+    lead.wait_for_request(DAG, run_id, GATE)
+    # This run's pages only (its dedup key): the other drills of the session page beside it.
+    fault = {"target": "pagerduty", "mode": "5xx", "times": 20, "match": _key(run_id)}
     requests.post(f"{webhooks.base_url(stack.profile)}/_faults", json=fault, timeout=10).raise_for_status()
     try:
         # Nobody answers: escalation (the page fails), then the fail-safe reject at 30 s.
         assert api.wait_for_run(DAG, run_id, timeout=180)["state"] == "success"
     finally:
-        off = {"target": "pagerduty", "mode": "5xx", "times": 0}
+        off = {**fault, "times": 0}
         requests.post(f"{webhooks.base_url(stack.profile)}/_faults", json=off, timeout=10)
     assert _incidents(stack, _key(run_id)) == []
     # The outcome card is sent after the gate's success is reported (off the privileged step's path).

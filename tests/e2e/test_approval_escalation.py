@@ -34,7 +34,6 @@ from include.audit.store import AuditStore
 from include.policies.approvals import load_approvals
 from tests.e2e import background
 from tests.e2e.conftest import admin_api, sign_up
-from tests.e2e.test_approval_channels import PAGER_FAULT_TEST
 
 DAG = "e2e_soc_containment"
 GATE = "approve_host_isolate"
@@ -78,9 +77,9 @@ def _unanswered(api: AirflowApi, run_id: str) -> dict[str, Any]:
 
 # The drill mostly waits for its escalation (20 s) and the auto-reject: it runs in the background
 # (tests/e2e/background.py) from the session's start, beside test_approval_channels' drill; its
-# users (and so its audit records) are its own. It pages at its escalation, so the channel test that
-# switches the PagerDuty stand-in's fault on waits until it has ended.
-@background.scenario(start_after=None, quiet=(PAGER_FAULT_TEST,), timeout=400)
+# users (and so its audit records) are its own. It pages at its escalation (the failing-pager
+# scenario's fault is scoped to that scenario's own run).
+@background.scenario(start_after=None, timeout=400)
 def escalation_drill_scenario(request: pytest.FixtureRequest) -> Callable[[], None]:
     stack: Stack = request.getfixturevalue("stack")
     request.getfixturevalue("api").wait_for_dags({DAG})
@@ -89,6 +88,7 @@ def escalation_drill_scenario(request: pytest.FixtureRequest) -> Callable[[], No
     return lambda: _escalation_group_answers_only_after_escalation(stack, api, users)
 
 
+@background.result_test("escalation_drill_scenario")
 def test_escalation_group_answers_only_after_escalation() -> None:
     background.result("escalation_drill_scenario")
 
