@@ -117,6 +117,34 @@ def result(name: str) -> Any:
     return found._value
 
 
+def result_test(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a test that only takes scenario ``name``'s result, so :func:`order` may run it later."""
+
+    def mark(test: Callable[..., Any]) -> Callable[..., Any]:
+        test._background_result = name  # type: ignore[attr-defined]
+        return test
+
+    return mark
+
+
+def order(items: list[pytest.Item]) -> None:
+    """Run each marked result test (:func:`result_test`) of a scenario that starts at the session's
+    first test just before the first always-quiet test after it (which waits for the scenario
+    anyway), not where its module puts it: the scenario's wait then overlaps the modules between
+    instead of holding the session at its start. Never earlier than where the module puts it."""
+
+    def taken(item: pytest.Item) -> str | None:
+        name = getattr(getattr(item, "function", None), "_background_result", None)
+        found = SCENARIOS.get(name) if isinstance(name, str) else None
+        return name if found is not None and found.start_after is None else None
+
+    for item in [i for i in items if taken(i)]:
+        here = items.index(item)
+        later = next((n for n in range(here + 1, len(items)) if _module(items[n]) in ALWAYS_QUIET), None)
+        if later is not None:
+            items.insert(later - 1, items.pop(here))
+
+
 def wait_for(name: str) -> None:
     """Block until the scenario has ended, whatever its outcome (its own test reports that)."""
     found = SCENARIOS[name]

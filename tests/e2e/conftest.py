@@ -53,6 +53,10 @@ def _background_scenarios(request: pytest.FixtureRequest) -> None:
     background.before_test(request)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    background.order(items)
+
+
 # Early drills: an approval nobody answers is mostly waiting (reminder 10 s, escalation 20 s,
 # auto-reject 30 s: approvals.yaml drill_ladder; the test DAGs' own ladders are alike). A module
 # with such a run triggers it from a module-scoped autouse fixture as the module starts, and its

@@ -101,6 +101,7 @@ def locked_account_scenario(request: pytest.FixtureRequest) -> Callable[[], floa
     return lambda: _locked_account_is_refused(stack, uid, password, response.json()["access_token"])
 
 
+@background.result_test("locked_account_scenario")
 def test_locked_account_gets_401_and_its_old_token_is_refused_within_the_recheck_interval() -> None:
     refused_after = background.result("locked_account_scenario")
     interval = load_access().recheck_interval.total_seconds()
