@@ -229,7 +229,11 @@ def test_ten_failures_lock_the_token_and_reset_clears_it(
     server: Profile, hook: MfaHook, enrolled: Callable[[], tuple[str, pyotp.TOTP]]
 ) -> None:
     uid, totp = enrolled()
-    now = _away_from_step_edge(margin=10)
+    # The default margin is enough (it was 10 s: a third of the time this test slept up to 10 s).
+    # ``right`` (step s) need not stay the current step's: a right code on a locked token is what
+    # makes "Failcounter exceeded" (a wrong one is just wrong), and it stays inside the window (two
+    # steps back) for at least 62 s; the step after it, checked last, for at least 92 s.
+    now = _away_from_step_edge()
     right = _code(totp, now)
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     verdicts = [hook.check(uid, wrong).verdict for _ in range(10)]

@@ -7,6 +7,7 @@ form, /auth/token, FAB's database) in tests/e2e/test_directory_login.py.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,6 +21,13 @@ from include.auth.security import DirectorySecurityManager
 from include.policies.access import load_access
 
 PEOPLE = "ou=people,dc=secops,dc=example"
+
+
+@functools.cache
+def _password_hash(password: str) -> str:
+    """werkzeug's salted scrypt hash (~0.1 s each; every test's manager stores four), made once per
+    password: whichever salt it drew, it checks the same."""
+    return generate_password_hash(password)
 
 
 def _person(uid: str, *groups: str, locked: bool = False) -> DirectoryPerson:
@@ -84,14 +92,14 @@ class FakeSecurityManager(DirectorySecurityManager):
     ) -> Any:
         user = User(username=username, first_name=first_name, last_name=last_name, email=email, active=True)
         user.roles = list(role or [])
-        user.password = generate_password_hash("")  # what FAB's add_user stores for no password
+        user.password = _password_hash("")  # what FAB's add_user stores for no password
         user.id = len(self.users) + 1
         self.users[username.lower()] = user
         return user
 
     def add_local(self, username: str, password: str, role: str = "Admin") -> User:
         user = self.add_user(username, "Local", "Account", f"{username}@secops.example", [self.roles[role]])
-        user.password = generate_password_hash(password)
+        user.password = _password_hash(password)
         return user
 
     def update_user_auth_stat(self, user: Any, success: bool = True) -> None:
